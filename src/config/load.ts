@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { configSchema, type GatewayConfig } from './schema.ts';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Environment variables for the settings Docker users expect to set without a file. */
+export const ENV_SETTINGS: Record<string, { path: string[]; parse: (v: string) => unknown }> = {
+  GATEWAY_AE_TITLE: { path: ['dimse', 'aeTitle'], parse: String },
+  GATEWAY_DIMSE_PORT: { path: ['dimse', 'port'], parse: Number },
+  GATEWAY_HTTP_HOST: { path: ['http', 'host'], parse: String },
+  GATEWAY_HTTP_PORT: { path: ['http', 'port'], parse: Number },
+  GATEWAY_REDIS_URL: { path: ['redis', 'url'], parse: String },
+  GATEWAY_DATA_DIR: { path: ['dataDir'], parse: String },
+  GATEWAY_MODELS_DIR: { path: ['modelsDir'], parse: String },
+  GATEWAY_QUIET_PERIOD_MS: { path: ['study', 'quietPeriodMs'], parse: Number },
+  GATEWAY_WORKER_CONCURRENCY: { path: ['worker', 'concurrency'], parse: Number },
+};
+
+/** The DICOMweb URL of the default destination; becomes destination 'pacs'. */
+export const ENV_DICOMWEB_URL = 'GATEWAY_DICOMWEB_URL';
+
+export interface LoadOptions {
+  configPath?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Applied last; tests use it to set ports and directories. */
+  overrides?: Record<string, unknown>;
+}
+
+export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
+  const env = opts.env ?? process.env;
+  const configPath = opts.configPath ?? env.GATEWAY_CONFIG;
+  let raw: Record<string, unknown> = {};
+  let baseDir = process.cwd();
+  if (configPath) {
+    let text: string;
+    try {
+      text = readFileSync(configPath, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${configPath}: ${(err as Error).message}`);
+    }
+    try {
+      raw = (parseYaml(text) as Record<string, unknown> | null) ?? {};
+    } catch (err) {
+      throw new ConfigError(`config file ${configPath} is not valid YAML: ${(err as Error).message}`);
+    }
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`config file ${configPath} must hold a mapping`);
+    baseDir = path.dirname(path.resolve(configPath));
+  }
+  for (const [name, setting] of Object.entries(ENV_SETTINGS)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') setPath(raw, setting.path, setting.parse(value));
+  }
+  const dicomwebUrl = env[ENV_DICOMWEB_URL];
+  if (dicomwebUrl) {
+    setPath(raw, ['destinations', 'pacs'], { kind: 'dicomweb', url: dicomwebUrl });
+    if (!('defaultDestination' in raw)) raw.defaultDestination = 'pacs';
+  }
+  for (const [key, value] of Object.entries(opts.overrides ?? {})) setPath(raw, key.split('.'), value);
+
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  - ${i.path.join('.') || '(root)'}: ${i.message}`);
+    throw new ConfigError(`invalid configuration${configPath ? ` in ${configPath}` : ''}:\n${lines.join('\n')}`);
+  }
+  const config = parsed.data;
+  // Relative paths in a config file are relative to that file, as admins expect.
+  config.dataDir = path.resolve(baseDir, config.dataDir);
+  config.modelsDir = path.resolve(baseDir, config.modelsDir);
+  for (const dest of Object.values(config.destinations)) {
+    if (dest.kind === 'folder') dest.path = path.resolve(baseDir, dest.path);
+  }
+  if (config.defaultDestination && !config.destinations[config.defaultDestination]) {
+    throw new ConfigError(`defaultDestination '${config.defaultDestination}' is not a configured destination`);
+  }
+  for (const rule of config.routing.rules) {
+    for (const d of rule.destinations) {
+      if (!config.destinations[d] && d !== LOCAL_FOLDER_DESTINATION) {
+        throw new ConfigError(`routing rule '${rule.name}' names unknown destination '${d}'`);
+      }
+    }
+  }
+  return config;
+}
+
+/** Built-in folder destination used when no PACS is configured. */
+export const LOCAL_FOLDER_DESTINATION = 'local-folder';
+
+function setPath(target: Record<string, unknown>, keys: string[], value: unknown): void {
+  let node = target;
+  for (const key of keys.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1]!] = value;
+}
+

@@ -1,0 +1,56 @@
+// What inference hands to the report builder: the contract between workers/ and results/sr/.
+
+/** A coded concept (PS3.3 Code Sequence Macro): value, scheme designator, meaning. */
+export interface CodedConcept {
+  value: string;
+  scheme: string;
+  meaning: string;
+}
+
+export interface ClassificationFinding {
+  kind: 'classification';
+  label: string;
+  concept: CodedConcept;
+  probability: number;
+  threshold: number;
+  /** probability >= threshold */
+  positive: boolean;
+}
+
+export interface VolumeFinding {
+  kind: 'volume';
+  label: string;
+  concept: CodedConcept;
+  /** Millilitres. */
+  volumeMl: number;
+  voxelCount: number;
+}
+
+export type Finding = ClassificationFinding | VolumeFinding;
+
+export interface ModelIdentity {
+  id: string;
+  name: string;
+  version: string;
+  manufacturer: string;
+  /** Device Observer UID: stable per model id + version. */
+  uid: string;
+}
+
+/** One source image the model read. */
+export interface SourceInstanceRef {
+  sopClassUid: string;
+  sopInstanceUid: string;
+  seriesUid: string;
+  /** Absolute spool path; the SR builder reads patient/study attributes from the first one. */
+  path: string;
+}
+
+export interface ModelResult {
+  model: ModelIdentity;
+  findings: Finding[];
+  sources: SourceInstanceRef[];
+  /** Execution provider the session actually bound ('cuda' or 'cpu'). */
+  provider: string;
+  inferenceMs: number;
+}
