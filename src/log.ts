@@ -1,7 +1,14 @@
 import pino from 'pino';
 
 // Patient-identifying attributes never reach the logs: redact them wherever they appear.
-const PHI_KEYS = ['PatientName', 'PatientID', 'PatientBirthDate', 'patientName', 'patientId', 'patientBirthDate'];
+const PHI_KEYS = [
+  'PatientName',
+  'PatientID',
+  'PatientBirthDate',
+  'patientName',
+  'patientId',
+  'patientBirthDate',
+];
 
 export const log = pino({
   level: process.env.LOG_LEVEL ?? 'info',

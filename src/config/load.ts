@@ -47,7 +47,8 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     } catch (err) {
       throw new ConfigError(`config file ${configPath} is not valid YAML: ${(err as Error).message}`);
     }
-    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`config file ${configPath} must hold a mapping`);
+    if (typeof raw !== 'object' || Array.isArray(raw))
+      throw new ConfigError(`config file ${configPath} must hold a mapping`);
     baseDir = path.dirname(path.resolve(configPath));
   }
   for (const [name, setting] of Object.entries(ENV_SETTINGS)) {
@@ -64,7 +65,9 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  - ${i.path.join('.') || '(root)'}: ${i.message}`);
-    throw new ConfigError(`invalid configuration${configPath ? ` in ${configPath}` : ''}:\n${lines.join('\n')}`);
+    throw new ConfigError(
+      `invalid configuration${configPath ? ` in ${configPath}` : ''}:\n${lines.join('\n')}`,
+    );
   }
   const config = parsed.data;
   // Relative paths in a config file are relative to that file, as admins expect.
@@ -74,7 +77,9 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     if (dest.kind === 'folder') dest.path = path.resolve(baseDir, dest.path);
   }
   if (config.defaultDestination && !config.destinations[config.defaultDestination]) {
-    throw new ConfigError(`defaultDestination '${config.defaultDestination}' is not a configured destination`);
+    throw new ConfigError(
+      `defaultDestination '${config.defaultDestination}' is not a configured destination`,
+    );
   }
   for (const rule of config.routing.rules) {
     for (const d of rule.destinations) {
@@ -98,4 +103,3 @@ function setPath(target: Record<string, unknown>, keys: string[], value: unknown
   }
   node[keys[keys.length - 1]!] = value;
 }
-

@@ -66,7 +66,10 @@ export const configSchema = z
       .prefault({}),
     redis: z
       .object({
-        url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
+        url: z
+          .string()
+          .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+          .default('redis://127.0.0.1:6379'),
         /** Key prefix for every queue and index key, so several gateways can share one Redis. */
         prefix: z.string().min(1).default('aigw'),
         /** Start a private redis-server when none answers at the URL (zero-config runs only). */
@@ -85,7 +88,10 @@ export const configSchema = z
     worker: z
       .object({
         concurrency: z.number().int().min(1).max(64).default(2),
-        executionProviders: z.array(z.enum(['cuda', 'cpu'])).min(1).default(['cuda', 'cpu']),
+        executionProviders: z
+          .array(z.enum(['cuda', 'cpu']))
+          .min(1)
+          .default(['cuda', 'cpu']),
         deviceId: z.number().int().min(0).default(0),
         /** Refuse to start unless the first execution provider binds. */
         strict: z.boolean().default(false),

@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from './config/load.ts';
+import { log } from './log.ts';
+import { RedisUnavailableError } from './queue/redis.ts';
+import { startRoles, type Role } from './roles.ts';
+import { checkModels } from './models/check.ts';
+
+const USAGE = `Usage: dicom-ai-gateway <command> [--config FILE]
+
+Commands:
+  all            gateway and worker in one process (the zero-config default)
+  gateway        DIMSE/STOW-RS ingest, study assembly, routing, delivery, admin HTTP
+  worker         inference worker (one per GPU)
+  config check   validate the configuration and print the effective settings
+  models check   validate every model manifest against its ONNX file
+
+Options:
+  --config FILE  YAML configuration (or GATEWAY_CONFIG); environment variables override it
+  -h, --help     this text`;
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  const [command, sub] = positionals;
+  if (values.help || !command) {
+    console.log(USAGE);
+    return command || values.help ? 0 : 2;
+  }
+  const config = loadConfig({ configPath: values.config });
+
+  if (command === 'config' && sub === 'check') {
+    console.log(JSON.stringify(config, null, 2));
+    return 0;
+  }
+  if (command === 'models' && sub === 'check') {
+    return (await checkModels(config.modelsDir)) ? 0 : 1;
+  }
+  if (command === 'all' || command === 'gateway' || command === 'worker') {
+    const running = await startRoles(command as Role, config);
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ event: 'shutdown', signal }, 'shutting down');
+      await running.close();
+      process.exit(0);
+    };
+    process.on('SIGINT', () => void stop('SIGINT'));
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    return -1;
+  }
+  console.error(`unknown command: ${positionals.join(' ')}\n\n${USAGE}`);
+  return 2;
+}
+
+main().then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError || err instanceof RedisUnavailableError) {
+      console.error(`dicom-ai-gateway: ${err.message}`);
+    } else {
+      log.fatal({ event: 'startup.failed', err }, 'failed to start');
+    }
+    process.exit(1);
+  },
+);

@@ -1,0 +1,260 @@
+// DICOM Part-10 file helpers: write the preamble + file meta header in front of a streamed dataset,
+// and read the header attributes of a stored file without loading its pixel data.
+import { open } from 'node:fs/promises';
+import dcmjs from 'dcmjs';
+import { requireUid, uidFromName } from './uid.ts';
+
+/** Our Implementation Class UID (PS3.7 D.3.3.2): stable, derived from the product name under 2.25. */
+export const IMPLEMENTATION_CLASS_UID = uidFromName('dicom-ai-gateway');
+/** Implementation Version Name (SH, at most 16 characters). */
+export const IMPLEMENTATION_VERSION_NAME = 'AIGW_0_1';
+
+export const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1.99';
+
+const PREAMBLE_LENGTH = 128;
+const MAGIC = Buffer.from('DICM', 'ascii');
+/** Explicit VR elements whose length field is 32-bit (with two reserved bytes before it). */
+const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'UC', 'UN', 'UR', 'UT']);
+
+export class Part10Error extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'Part10Error';
+  }
+}
+
+/** AE title (PS3.5 VR AE): 1–16 characters of the default repertoire, no backslash or control characters. */
+export function normaliseAeTitle(value: unknown): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const trimmed = value.replace(/\0+$/, '').trim();
+  if (trimmed.length === 0 || trimmed.length > 16) return undefined;
+  return /^[\x20-\x5b\x5d-\x7e]+$/.test(trimmed) ? trimmed : undefined;
+}
+
+export interface FileMetaInput {
+  sopClassUid: string;
+  sopInstanceUid: string;
+  transferSyntaxUid: string;
+  /** Calling AE title of the sender; omitted from the header when it is not a valid AE title. */
+  sourceAeTitle?: string;
+}
+
+/**
+ * Preamble + 'DICM' + group 0002 (always explicit VR little endian, PS3.10 §7.1) as one Buffer.
+ *
+ * Hand-encoded on purpose: the dataset that follows is streamed byte for byte as the sender sent it.
+ * dcmjs can only write a whole file by re-encoding the dataset, which changes it (character set and
+ * DS values were seen to change), so we write only the meta header ourselves and keep the sender's bytes.
+ */
+export function encodeFileMetaHeader(input: FileMetaInput): Buffer {
+  // Every UID is validated first: these values come off the network.
+  const sopClassUid = requireUid('MediaStorageSOPClassUID', input.sopClassUid);
+  const sopInstanceUid = requireUid('MediaStorageSOPInstanceUID', input.sopInstanceUid);
+  const transferSyntaxUid = requireUid('TransferSyntaxUID', input.transferSyntaxUid);
+  const sourceAe = normaliseAeTitle(input.sourceAeTitle);
+
+  const elements: Buffer[] = [
+    element(0x0001, 'OB', Buffer.from([0x00, 0x01])),
+    element(0x0002, 'UI', padded(sopClassUid, 0x00)),
+    element(0x0003, 'UI', padded(sopInstanceUid, 0x00)),
+    element(0x0010, 'UI', padded(transferSyntaxUid, 0x00)),
+    element(0x0012, 'UI', padded(IMPLEMENTATION_CLASS_UID, 0x00)),
+    element(0x0013, 'SH', padded(IMPLEMENTATION_VERSION_NAME, 0x20)),
+  ];
+  if (sourceAe !== undefined) elements.push(element(0x0016, 'AE', padded(sourceAe, 0x20)));
+
+  const body = Buffer.concat(elements);
+  const groupLengthValue = Buffer.alloc(4);
+  groupLengthValue.writeUInt32LE(body.length, 0);
+  return Buffer.concat([Buffer.alloc(PREAMBLE_LENGTH), MAGIC, element(0x0000, 'UL', groupLengthValue), body]);
+}
+
+function padded(value: string, pad: number): Buffer {
+  const bytes = Buffer.from(value, 'ascii');
+  return bytes.length % 2 === 0 ? bytes : Buffer.concat([bytes, Buffer.from([pad])]);
+}
+
+function element(elementNumber: number, vr: string, value: Buffer): Buffer {
+  const long = LONG_VRS.has(vr);
+  const head = Buffer.alloc(long ? 12 : 8);
+  head.writeUInt16LE(0x0002, 0);
+  head.writeUInt16LE(elementNumber, 2);
+  head.write(vr, 4, 'ascii');
+  if (long) head.writeUInt32LE(value.length, 8);
+  else head.writeUInt16LE(value.length, 6);
+  return Buffer.concat([head, value]);
+}
+
+/**
+ * Offset of the first dataset byte in a Part-10 file (after the group 0002 elements), found by walking
+ * the meta elements rather than trusting (0002,0000), which some writers omit or get wrong.
+ */
+export function part10DatasetOffset(buf: Buffer): number {
+  if (buf.length < PREAMBLE_LENGTH + 4 || !buf.subarray(PREAMBLE_LENGTH, PREAMBLE_LENGTH + 4).equals(MAGIC)) {
+    throw new Part10Error('not a DICOM Part-10 file (no DICM prefix)');
+  }
+  let offset = PREAMBLE_LENGTH + 4;
+  while (offset + 8 <= buf.length && buf.readUInt16LE(offset) === 0x0002) {
+    const vr = buf.toString('ascii', offset + 4, offset + 6);
+    if (LONG_VRS.has(vr)) {
+      if (offset + 12 > buf.length) break;
+      offset += 12 + buf.readUInt32LE(offset + 8);
+    } else {
+      offset += 8 + buf.readUInt16LE(offset + 6);
+    }
+  }
+  if (offset > buf.length) throw new Part10Error('file meta header runs past the end of the file');
+  return offset;
+}
+
+export interface InstanceHeader {
+  studyUid?: string;
+  seriesUid?: string;
+  sopInstanceUid?: string;
+  sopClassUid?: string;
+  transferSyntaxUid?: string;
+  modality?: string;
+  bodyPartExamined?: string;
+  seriesDescription?: string;
+  studyDescription?: string;
+  instanceNumber?: number;
+  rows?: number;
+  columns?: number;
+}
+
+export interface ReadHeaderOptions {
+  /** Give up when the attributes before Pixel Data need more than this many bytes (default 64 MiB). */
+  maxHeaderBytes?: number;
+}
+
+// dcmjs warns (with a stack trace) on every prefix that ends mid-element, which we expect and handle;
+// dcmjs-dimse sets the same level whenever it builds a Dataset.
+dcmjs.log.setLevel('error');
+
+const FIRST_READ_BYTES = 64 * 1024;
+const DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024;
+const MAX_STRING_LENGTH = 1024;
+
+interface DcmjsElement {
+  Value?: unknown[];
+}
+type DcmjsDict = Record<string, DcmjsElement | undefined>;
+
+/**
+ * Reads the key attributes of a Part-10 file. Only a prefix of the file is read: the parse stops at
+ * Pixel Data (7FE0,0010), and the prefix grows (×4) only while the attributes before it do not fit.
+ * Deflated files have to be inflated from the start, so they are read whole (up to maxHeaderBytes).
+ * Throws Part10Error for anything that is not a readable Part-10 file.
+ */
+export async function readInstanceHeader(
+  path: string,
+  opts: ReadHeaderOptions = {},
+): Promise<InstanceHeader> {
+  const { meta, dict: d } = await readHeaderDict(path, opts);
+  return {
+    studyUid: firstString(d['0020000D']),
+    seriesUid: firstString(d['0020000E']),
+    sopInstanceUid: firstString(d['00080018']),
+    sopClassUid: firstString(d['00080016']),
+    transferSyntaxUid: firstString(meta['00020010']),
+    modality: firstString(d['00080060']),
+    bodyPartExamined: firstString(d['00180015']),
+    seriesDescription: firstString(d['0008103E']),
+    studyDescription: firstString(d['00081030']),
+    instanceNumber: firstNumber(d['00200013']),
+    rows: firstNumber(d['00280010']),
+    columns: firstNumber(d['00280011']),
+  };
+}
+
+/**
+ * Every attribute before Pixel Data as a naturalized dcmjs dataset (keyword → value, strings decoded, so
+ * SpecificCharacterSet reads 'ISO_IR 192'). Same bounded reading as readInstanceHeader.
+ */
+export async function readNaturalizedHeader(
+  path: string,
+  opts: ReadHeaderOptions = {},
+): Promise<Record<string, unknown>> {
+  const { dict } = await readHeaderDict(path, opts);
+  const withoutPixelPlaceholder = { ...dict };
+  delete withoutPixelPlaceholder['7FE00010'];
+  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(withoutPixelPlaceholder) as Record<string, unknown>;
+}
+
+interface HeaderDict {
+  meta: DcmjsDict;
+  dict: DcmjsDict;
+}
+
+async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<HeaderDict> {
+  const maxBytes = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    let want = Math.min(size, FIRST_READ_BYTES, maxBytes);
+    for (;;) {
+      const buf = Buffer.alloc(want);
+      const { bytesRead } = await handle.read(buf, 0, want, 0);
+      const complete = bytesRead >= size;
+      const parsed = parsePrefix(buf.subarray(0, bytesRead), complete);
+      if (parsed.kind === 'done') return parsed.message;
+      if (want >= size) throw new Part10Error(`unparseable DICOM header: ${parsed.reason}`);
+      if (want >= maxBytes) {
+        throw new Part10Error(`DICOM header does not fit in ${maxBytes} bytes (${parsed.reason})`);
+      }
+      want =
+        parsed.kind === 'need-whole-file' ? Math.min(size, maxBytes) : Math.min(size, want * 4, maxBytes);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+type ParseResult =
+  { kind: 'done'; message: HeaderDict } | { kind: 'need-more' | 'need-whole-file'; reason: string };
+
+function parsePrefix(buf: Buffer, complete: boolean): ParseResult {
+  if (buf.length < PREAMBLE_LENGTH + 4 || !buf.subarray(PREAMBLE_LENGTH, PREAMBLE_LENGTH + 4).equals(MAGIC)) {
+    // Not something more bytes can fix.
+    throw new Part10Error('not a DICOM Part-10 file (no DICM prefix)');
+  }
+  const arrayBuffer = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length);
+  let message: HeaderDict;
+  try {
+    // ignoreErrors: real data carries character sets dcmjs refuses (e.g. multi-valued ISO 2022), which must
+    // not make an instance unreadable; a dataset cut short is detected below by the missing Pixel Data tag.
+    message = dcmjs.data.DicomMessage.readFile(arrayBuffer, {
+      untilTag: '7FE00010',
+      includeUntilTagValue: false,
+      ignoreErrors: true,
+    });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    if (complete) throw new Part10Error(`unparseable DICOM header: ${reason}`);
+    return { kind: 'need-more', reason };
+  }
+  if (!complete) {
+    // A truncated deflate stream may inflate to a silently shortened dataset: only trust the whole file.
+    if (firstString(message.meta['00020010']) === DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) {
+      return { kind: 'need-whole-file', reason: 'deflated transfer syntax' };
+    }
+    // dcmjs stops quietly at the end of a short buffer; only reaching Pixel Data proves we saw everything.
+    if (!('7FE00010' in message.dict))
+      return { kind: 'need-more', reason: 'no Pixel Data within the prefix' };
+  }
+  return { kind: 'done', message: { meta: message.meta, dict: message.dict } };
+}
+
+function firstString(el: DcmjsElement | undefined): string | undefined {
+  const v = el?.Value?.[0];
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  if (typeof v !== 'string') return undefined;
+  const trimmed = v.replace(/[\0 ]+$/, '').trim();
+  return trimmed.length > 0 ? trimmed.slice(0, MAX_STRING_LENGTH) : undefined;
+}
+
+function firstNumber(el: DcmjsElement | undefined): number | undefined {
+  const v = el?.Value?.[0];
+  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v.trim()) : NaN;
+  return Number.isFinite(n) ? n : undefined;
+}

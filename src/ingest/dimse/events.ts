@@ -1,0 +1,99 @@
+// Named log events of the DIMSE front door: one function per event, so every line has the same fields.
+// They carry AE titles, addresses, UIDs and counts only: never patient names, IDs or birth dates.
+import { log } from '../../log.ts';
+
+const dimseLog = log.child({ component: 'dimse' });
+
+export interface PeerInfo {
+  callingAe: string;
+  calledAe: string;
+  address: string;
+}
+
+export function listening(host: string, port: number, aeTitle: string): void {
+  dimseLog.info({ event: 'dimse.listening', host, port, aeTitle }, 'DIMSE SCP listening');
+}
+
+export function associationAccepted(
+  peer: PeerInfo,
+  accepted: number,
+  rejected: number,
+  maxPdu: number,
+): void {
+  dimseLog.info(
+    {
+      event: 'dimse.association.accepted',
+      ...peer,
+      acceptedContexts: accepted,
+      rejectedContexts: rejected,
+      maxPdu,
+    },
+    'association accepted',
+  );
+}
+
+export function associationRejected(peer: Partial<PeerInfo>, reason: string): void {
+  dimseLog.warn({ event: 'dimse.association.rejected', ...peer, reason }, 'association rejected');
+}
+
+export function associationClosed(
+  peer: PeerInfo,
+  counts: { stored: number; failed: number },
+  durationMs: number,
+  aborted: boolean,
+): void {
+  dimseLog.info(
+    { event: 'dimse.association.closed', ...peer, ...counts, durationMs, aborted },
+    'association closed',
+  );
+}
+
+export function instanceStored(
+  peer: PeerInfo,
+  sopClassUid: string,
+  transferSyntaxUid: string,
+  size: number,
+): void {
+  dimseLog.debug(
+    { event: 'dimse.store.ok', callingAe: peer.callingAe, sopClassUid, transferSyntaxUid, size },
+    'instance stored',
+  );
+}
+
+export function instanceRefused(peer: PeerInfo, status: number, reason: string): void {
+  dimseLog.warn(
+    {
+      event: 'dimse.store.refused',
+      callingAe: peer.callingAe,
+      address: peer.address,
+      status: hex(status),
+      reason,
+    },
+    'C-STORE refused',
+  );
+}
+
+export function storeFailed(peer: PeerInfo, status: number, stage: string, err: unknown): void {
+  dimseLog.error(
+    {
+      event: 'dimse.store.failed',
+      callingAe: peer.callingAe,
+      address: peer.address,
+      status: hex(status),
+      stage,
+      err: err instanceof Error ? err : new Error(String(err)),
+    },
+    'C-STORE failed',
+  );
+}
+
+export function networkError(peer: Partial<PeerInfo>, err: unknown): void {
+  dimseLog.warn(
+    { event: 'dimse.network.error', ...peer, err: err instanceof Error ? err.message : String(err) },
+    'DIMSE network error',
+  );
+}
+
+function hex(status: number): string {
+  return `0x${status.toString(16).toUpperCase().padStart(4, '0')}`;
+}

@@ -1,0 +1,151 @@
+import type { Redis } from 'ioredis';
+
+/** What the index keeps per instance: enough to route and to find the file, no patient data. */
+export interface InstanceRecord {
+  studyUid: string;
+  seriesUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  transferSyntaxUid: string;
+  path: string;
+  size: number;
+  callingAe: string;
+  receivedAt: number;
+  modality?: string;
+  bodyPartExamined?: string;
+  seriesDescription?: string;
+  studyDescription?: string;
+  instanceNumber?: number;
+  rows?: number;
+  columns?: number;
+}
+
+export type StudyState = 'receiving' | 'queued' | 'inferring' | 'delivering' | 'done' | 'failed';
+
+export interface StudySummary {
+  studyUid: string;
+  state: StudyState;
+  callingAe: string;
+  firstReceivedAt: number;
+  lastReceivedAt: number;
+  instanceCount: number;
+  /** Completed processing runs; a re-run supersedes the previous one. */
+  run: number;
+  detail?: string;
+}
+
+/**
+ * The study index in Redis. The spool is the source of truth for instances; this index is rebuilt from
+ * it on start-up (see reconcile.ts), so losing Redis loses no study.
+ */
+export class StudyIndex {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  private studyKey(uid: string): string {
+    return `${this.prefix}:study:${uid}`;
+  }
+  private instancesKey(uid: string): string {
+    return `${this.prefix}:study:${uid}:instances`;
+  }
+  private get studiesKey(): string {
+    return `${this.prefix}:studies`;
+  }
+
+  async recordInstance(rec: InstanceRecord): Promise<void> {
+    const key = this.studyKey(rec.studyUid);
+    await this.redis
+      .multi()
+      .hset(this.instancesKey(rec.studyUid), rec.sopInstanceUid, JSON.stringify(rec))
+      .hsetnx(key, 'firstReceivedAt', String(rec.receivedAt))
+      .hsetnx(key, 'run', '0')
+      .hset(key, {
+        studyUid: rec.studyUid,
+        lastReceivedAt: String(rec.receivedAt),
+        callingAe: rec.callingAe,
+        state: 'receiving',
+      })
+      .zadd(this.studiesKey, rec.receivedAt, rec.studyUid)
+      .exec();
+  }
+
+  async hasInstance(studyUid: string, sopInstanceUid: string): Promise<boolean> {
+    return (await this.redis.hexists(this.instancesKey(studyUid), sopInstanceUid)) === 1;
+  }
+
+  async instances(studyUid: string): Promise<InstanceRecord[]> {
+    const values = await this.redis.hvals(this.instancesKey(studyUid));
+    return values.map((v) => JSON.parse(v) as InstanceRecord);
+  }
+
+  async get(studyUid: string): Promise<StudySummary | undefined> {
+    const [fields, count] = await Promise.all([
+      this.redis.hgetall(this.studyKey(studyUid)),
+      this.redis.hlen(this.instancesKey(studyUid)),
+    ]);
+    if (!fields.studyUid) return undefined;
+    return {
+      studyUid,
+      state: (fields.state as StudyState) ?? 'receiving',
+      callingAe: fields.callingAe ?? '',
+      firstReceivedAt: Number(fields.firstReceivedAt),
+      lastReceivedAt: Number(fields.lastReceivedAt),
+      instanceCount: count,
+      run: Number(fields.run ?? 0),
+      detail: fields.detail || undefined,
+    };
+  }
+
+  /** Most recently active studies first. */
+  async list(limit = 100): Promise<StudySummary[]> {
+    const uids = await this.redis.zrevrange(this.studiesKey, 0, limit - 1);
+    const studies = await Promise.all(uids.map((uid) => this.get(uid)));
+    return studies.filter((s): s is StudySummary => s !== undefined);
+  }
+
+  async setState(studyUid: string, state: StudyState, detail = ''): Promise<void> {
+    await this.redis.hset(this.studyKey(studyUid), { state, detail });
+  }
+
+  /** Marks the run as queued with this many inference jobs outstanding. */
+  async startRun(studyUid: string, inferenceJobs: number): Promise<void> {
+    await this.redis.hset(this.studyKey(studyUid), {
+      state: 'queued',
+      detail: '',
+      pendingInference: inferenceJobs,
+      pendingDelivery: 0,
+    });
+  }
+
+  /** One inference job of the run finished and queued this many deliveries. */
+  async inferenceDone(studyUid: string, deliveries: number): Promise<void> {
+    const key = this.studyKey(studyUid);
+    const [[, pendingInference], [, pendingDelivery]] = (await this.redis
+      .multi()
+      .hincrby(key, 'pendingInference', -1)
+      .hincrby(key, 'pendingDelivery', deliveries)
+      .exec()) as [[null, number], [null, number]];
+    await this.settle(studyUid, pendingInference, pendingDelivery);
+  }
+
+  async deliveryDone(studyUid: string): Promise<void> {
+    const key = this.studyKey(studyUid);
+    const pendingDelivery = await this.redis.hincrby(key, 'pendingDelivery', -1);
+    const pendingInference = Number(await this.redis.hget(key, 'pendingInference'));
+    await this.settle(studyUid, pendingInference, pendingDelivery);
+  }
+
+  private async settle(studyUid: string, pendingInference: number, pendingDelivery: number): Promise<void> {
+    const state = await this.redis.hget(this.studyKey(studyUid), 'state');
+    if (state === 'failed' || state === 'receiving') return;
+    if (pendingInference <= 0 && pendingDelivery <= 0) await this.setState(studyUid, 'done');
+    else if (pendingInference <= 0) await this.setState(studyUid, 'delivering');
+  }
+
+  /** Starts a new processing run and returns its number (1 for the first). */
+  async nextRun(studyUid: string): Promise<number> {
+    return this.redis.hincrby(this.studyKey(studyUid), 'run', 1);
+  }
+}

@@ -1,0 +1,173 @@
+import { z } from 'zod';
+import { isValidUid } from '../dicom/uid.ts';
+
+// The schema of models/<id>/model.json. A model is data: everything the worker needs to feed it and
+// to report its outputs is said here, so the worker holds no model-specific code.
+
+/** Code Sequence Macro limits (PS3.3 §8.8): Code Value SH, Scheme Designator SH, Code Meaning LO. */
+const codedConceptSchema = z
+  .object({
+    value: z.string().min(1).max(16),
+    scheme: z.string().min(1).max(16),
+    meaning: z.string().min(1).max(64),
+  })
+  .strict();
+
+const labelSchema = z
+  .object({
+    name: z.string().min(1).max(64),
+    concept: codedConceptSchema,
+    /** A probability at or above this is a positive finding. */
+    threshold: z.number().min(0).max(1),
+    /** Whether the finding goes into the SR; false keeps a label the model emits but nobody asked for. */
+    report: z.boolean(),
+  })
+  .strict();
+
+/** Photometric interpretations the decoder turns into pixels. */
+export const SUPPORTED_PHOTOMETRIC = ['MONOCHROME1', 'MONOCHROME2', 'RGB', 'YBR_FULL'] as const;
+
+const acceptsSchema = z
+  .object({
+    modality: z.array(z.string().regex(/^[A-Z0-9_]{1,16}$/, 'a DICOM Modality code such as CR or DX')).min(1),
+    bodyPart: z
+      .array(z.string().regex(/^[A-Z0-9_ ]{1,16}$/, 'a DICOM Body Part Examined value such as CHEST'))
+      .min(1)
+      .optional(),
+    sopClassUid: z
+      .array(z.string().refine((v) => isValidUid(v), 'a valid DICOM UID'))
+      .min(1)
+      .optional(),
+    minRows: z.number().int().min(1).max(16384).default(1),
+    minColumns: z.number().int().min(1).max(16384).default(1),
+    photometric: z.array(z.enum(SUPPORTED_PHOTOMETRIC)).min(1),
+  })
+  .strict();
+
+const inputSchema = z
+  .object({
+    name: z.string().min(1),
+    layout: z.literal('NCHW'),
+    channels: z.union([z.literal(1), z.literal(3)]),
+    height: z.number().int().min(1).max(4096),
+    width: z.number().int().min(1).max(4096),
+    dtype: z.literal('float32'),
+  })
+  .strict();
+
+const windowSchema = z.union([
+  z.literal('file'),
+  z.literal('minmax'),
+  z.object({ center: z.number(), width: z.number().min(1) }).strict(),
+]);
+
+const preprocessingSchema = z
+  .object({
+    /** Apply Rescale Slope/Intercept before windowing. */
+    modalityLut: z.boolean(),
+    /** 'file': the first Window Center/Width in the file, min/max when absent. */
+    window: windowSchema,
+    invertMonochrome1: z.boolean(),
+    resize: z.literal('bilinear'),
+    /** Multiplies the 8-bit display value, e.g. 1/255. */
+    scale: z.number().positive(),
+    mean: z.array(z.number()).min(1).max(3),
+    std: z.array(z.number().positive()).min(1).max(3),
+  })
+  .strict();
+
+const outputsSchema = z
+  .object({
+    /** Name of the output tensor, shape [N, labels.length]. */
+    name: z.string().min(1),
+    activation: z.enum(['none', 'softmax', 'sigmoid']),
+    labels: z.array(labelSchema).min(1).max(256),
+  })
+  .strict();
+
+/** The relative path of the ONNX file: inside the model folder, no escaping it by '..'. */
+const onnxPathSchema = z
+  .string()
+  .min(1)
+  .max(255)
+  .refine(
+    (p) =>
+      !p.startsWith('/') && !p.includes('\\') && !p.split('/').some((part) => part === '..' || part === ''),
+    'a path relative to the model folder, without ".." or a leading "/"',
+  );
+
+export const manifestSchema = z
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'lower-case letters, digits, ".", "_", "-"'),
+    name: z.string().min(1).max(64),
+    version: z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$/, 'a version such as 1.0.0'),
+    manufacturer: z.string().min(1).max(64),
+    description: z.string().min(1).max(2048),
+    onnx: onnxPathSchema,
+    accepts: acceptsSchema,
+    unit: z.enum(['instance', 'series', 'volume']),
+    input: inputSchema,
+    preprocessing: preprocessingSchema,
+    outputs: outputsSchema,
+    /** How instance scores combine into one series score. */
+    aggregation: z.enum(['max', 'mean']),
+    batchLimit: z.number().int().min(1).max(256),
+  })
+  .strict()
+  .superRefine((m, ctx) => {
+    for (const key of ['mean', 'std'] as const) {
+      if (m.preprocessing[key].length !== m.input.channels) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['preprocessing', key],
+          message: `needs one value per input channel (${m.input.channels})`,
+        });
+      }
+    }
+    const seen = new Set<string>();
+    m.outputs.labels.forEach((label, i) => {
+      if (seen.has(label.name)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['outputs', 'labels', i, 'name'],
+          message: 'duplicate label name',
+        });
+      }
+      seen.add(label.name);
+    });
+    if (m.outputs.activation === 'softmax' && m.outputs.labels.length < 2) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['outputs', 'activation'],
+        message: 'softmax needs two or more labels',
+      });
+    }
+  });
+
+export type ModelManifest = z.infer<typeof manifestSchema>;
+export type ManifestLabel = z.infer<typeof labelSchema>;
+export type ManifestInput = ModelManifest['input'];
+export type Preprocessing = ModelManifest['preprocessing'];
+export type WindowSetting = Preprocessing['window'];
+
+export class ManifestError extends Error {
+  override name = 'ManifestError';
+  constructor(
+    readonly file: string,
+    message: string,
+  ) {
+    super(`${file}: ${message}`);
+  }
+}
+
+/** Validates parsed JSON; the error names the file and each offending field. */
+export function parseManifest(file: string, raw: unknown): ModelManifest {
+  const result = manifestSchema.safeParse(raw);
+  if (!result.success) {
+    const issues = result.error.issues.map(
+      (i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`,
+    );
+    throw new ManifestError(file, `invalid model manifest: ${issues.join('; ')}`);
+  }
+  return result.data;
+}

@@ -1,0 +1,54 @@
+// Builds the configured destinations. Each kind is one file with one factory; adding a kind means
+// a new file, its schema entry in src/config/schema.ts and one line in FACTORIES.
+import path from 'node:path';
+import type { DestinationConfig, GatewayConfig } from '../../config/schema.ts';
+import type { Destination } from './destination.ts';
+import { DicomwebDestination } from './dicomweb.ts';
+import { FolderDestination } from './folder.ts';
+
+/** Built-in destination: results under <dataDir>/results, used when no default is configured. */
+export const LOCAL_FOLDER_DESTINATION = 'local-folder';
+
+interface FactoryContext {
+  dataDir: string;
+}
+
+type Factory<K extends DestinationConfig['kind']> = (
+  name: string,
+  config: Extract<DestinationConfig, { kind: K }>,
+  ctx: FactoryContext,
+) => Destination;
+
+const FACTORIES: { [K in DestinationConfig['kind']]: Factory<K> } = {
+  dicomweb: (name, c) =>
+    new DicomwebDestination(name, { url: c.url, timeoutMs: c.timeoutMs, headers: c.headers }),
+  folder: (name, c) => new FolderDestination(name, path.resolve(c.path)),
+};
+
+function build<K extends DestinationConfig['kind']>(
+  name: string,
+  config: Extract<DestinationConfig, { kind: K }>,
+  ctx: FactoryContext,
+): Destination {
+  const factory = FACTORIES[config.kind as K] as Factory<K> | undefined;
+  if (!factory) throw new Error(`destination ${name}: unknown kind ${String(config.kind)}`);
+  return factory(name, config, ctx);
+}
+
+export function createDestinations(config: GatewayConfig): Map<string, Destination> {
+  const ctx: FactoryContext = { dataDir: path.resolve(config.dataDir) };
+  const map = new Map<string, Destination>();
+  map.set(
+    LOCAL_FOLDER_DESTINATION,
+    new FolderDestination(LOCAL_FOLDER_DESTINATION, path.join(ctx.dataDir, 'results')),
+  );
+  // A configured destination of the same name replaces the built-in one.
+  for (const [name, dc] of Object.entries(config.destinations)) map.set(name, build(name, dc, ctx));
+  const def = defaultDestinationName(config);
+  if (!map.has(def)) throw new Error(`defaultDestination ${def} is not a configured destination`);
+  return map;
+}
+
+export function defaultDestinationName(config: GatewayConfig): string {
+  return config.defaultDestination ?? LOCAL_FOLDER_DESTINATION;
+}

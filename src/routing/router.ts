@@ -1,0 +1,55 @@
+import type { Job, Queue } from 'bullmq';
+import type { RoutingRule } from '../config/schema.ts';
+import type { StudyIndex } from '../ingest/studies.ts';
+import { log } from '../log.ts';
+import { jobId, type InferenceJob, type StudyCompleteJob } from '../queue/jobs.ts';
+import { routeStudy, type RoutableModel } from './rules.ts';
+
+export interface RouterDeps {
+  index: StudyIndex;
+  inferenceQueue: Queue<InferenceJob>;
+  models: () => Promise<RoutableModel[]>;
+  rules: RoutingRule[];
+  defaultDestination: string;
+}
+
+/** Processor of the study-complete queue: rules × study → inference jobs with idempotent ids. */
+export function createRouter(deps: RouterDeps) {
+  return async (job: Job<StudyCompleteJob>): Promise<{ run: number; jobs: string[] }> => {
+    const { studyUid } = job.data;
+    const instances = await deps.index.instances(studyUid);
+    const work = routeStudy(instances, await deps.models(), deps.rules, deps.defaultDestination);
+    // A retried routing job reuses its run number, so its inference job ids, and so its SRs, stay the same.
+    const run =
+      typeof job.progress === 'number' && job.progress > 0
+        ? job.progress
+        : await deps.index.nextRun(studyUid);
+    await job.updateProgress(run);
+    if (work.length === 0) {
+      await deps.index.setState(studyUid, 'done', 'no model accepts this study');
+      log.info({ event: 'study.routed', studyUid, run, jobs: 0 }, 'no model accepts this study');
+      return { run, jobs: [] };
+    }
+    await deps.index.startRun(studyUid, work.length);
+    const ids: string[] = [];
+    for (const w of work) {
+      const data: InferenceJob = {
+        studyUid,
+        seriesUids: w.seriesUids,
+        modelId: w.modelId,
+        modelVersion: w.modelVersion,
+        destinations: w.destinations,
+        priority: w.priority,
+        run,
+      };
+      const id = jobId.inference(data);
+      await deps.inferenceQueue.add('infer', data, { jobId: id, priority: w.priority });
+      ids.push(id);
+    }
+    log.info(
+      { event: 'study.routed', studyUid, run, jobs: ids.length, instances: instances.length },
+      'study routed',
+    );
+    return { run, jobs: ids };
+  };
+}

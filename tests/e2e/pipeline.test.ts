@@ -1,0 +1,180 @@
+// A modality's study becomes an AI report in the PACS: real Orthanc (DICOMweb) as the PACS, dcmtk
+// storescu as the modality, the gateway as a child process running role `all`, Redis underneath.
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import dcmjs from 'dcmjs';
+import { dciodvfy, dsrdump, runTool } from '../helpers/dicom-tools.ts';
+import { makeModelsDir, SHARED, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
+import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
+import { multipartParts, readReport, type ReportContent } from '../helpers/sr-content.ts';
+
+const XRAY = path.join(SHARED, 'dicom-samples/xray');
+const FUJI_CHEST = path.join(XRAY, 'cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm');
+const PHILIPS_CHEST_J2K = path.join(XRAY, 'cr-chest-pa-mono1-philips-wg04-RG1-j2k-lossy.dcm');
+
+interface StudyRow {
+  studyUid: string;
+  state: string;
+  callingAe: string;
+  instanceCount: number;
+  detail?: string;
+}
+
+let orthanc: OrthancInstance;
+let gateway: GatewayProcess;
+let workDir: string;
+
+function studyUidOf(file: string): string {
+  const buf = readFileSync(file);
+  const dict = dcmjs.data.DicomMessage.readFile(
+    buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength),
+    {
+      untilTag: '7FE00010',
+    },
+  );
+  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict).StudyInstanceUID as string;
+}
+
+/** Finds the model's SR in the PACS by QIDO-RS and downloads it by WADO-RS. */
+async function fetchReportFromPacs(
+  studyUid: string,
+  seriesDescription: RegExp,
+): Promise<{ content: ReportContent; file: string }> {
+  const web = orthanc.dicomwebUrl;
+  const series = await waitFor(`an SR series in study ${studyUid}`, async () => {
+    const res = await orthanc.rest(`/dicom-web/studies/${studyUid}/series?Modality=SR&includefield=0008103E`);
+    if (!res.ok) return undefined;
+    const list = (await res.json()) as Record<string, { Value?: unknown[] }>[];
+    return list.find((s) => seriesDescription.test(String(s['0008103E']?.Value?.[0] ?? '')));
+  });
+  const seriesUid = String(series['0020000E']!.Value![0]);
+  const instances = (await (
+    await orthanc.rest(`/dicom-web/studies/${studyUid}/series/${seriesUid}/instances`)
+  ).json()) as Record<string, { Value?: unknown[] }>[];
+  assert.equal(instances.length, 1, 'one SR per model and study');
+  const sopUid = String(instances[0]!['00080018']!.Value![0]);
+  const res = await fetch(`${web}/studies/${studyUid}/series/${seriesUid}/instances/${sopUid}`, {
+    headers: { ...orthanc.authHeaders, Accept: 'multipart/related; type="application/dicom"' },
+  });
+  assert.equal(res.status, 200);
+  const parts = multipartParts(Buffer.from(await res.arrayBuffer()), res.headers.get('content-type') ?? '');
+  assert.equal(parts.length, 1);
+  const file = path.join(workDir, `${sopUid}.dcm`);
+  writeFileSync(file, parts[0]!);
+  return { content: readReport(parts[0]!), file };
+}
+
+async function assertValidSr(file: string): Promise<void> {
+  const report = await dciodvfy(file);
+  assert.deepEqual(report.errors, [], `dciodvfy errors:\n${report.errors.join('\n')}`);
+  const dump = await dsrdump(file);
+  assert.equal(dump.code, 0, dump.stderr);
+  assert.doesNotMatch(dump.stderr, /error/i);
+}
+
+before(async () => {
+  workDir = await mkdtemp(path.join(tmpdir(), 'aigw-e2e-sr-'));
+  const modelsDir = await makeModelsDir(['cxr', 'uniformity']);
+  // Orthanc must know the gateway's DIMSE port before it starts, and the gateway the PACS URL: start
+  // Orthanc with a placeholder port, then the gateway, then point Orthanc at it through its REST API.
+  orthanc = await startOrthanc();
+  gateway = await startGateway({
+    modelsDir,
+    config: {
+      destinations: { pacs: { kind: 'dicomweb', url: orthanc.dicomwebUrl } },
+      defaultDestination: 'pacs',
+    },
+  });
+  const put = await orthanc.rest('/modalities/aigw', {
+    method: 'PUT',
+    body: JSON.stringify({ AET: 'AIGATEWAY', Host: '127.0.0.1', Port: gateway.dimsePort }),
+  });
+  assert.ok(put.ok, `registering the gateway in Orthanc: ${put.status}`);
+});
+
+after(async () => {
+  await gateway?.dispose();
+  await orthanc?.stop();
+});
+
+test('a modality pushes chest X-rays with storescu; SRs with the model findings land in the PACS', async () => {
+  const files = [FUJI_CHEST, path.join(XRAY, 'cr-cervical-lat-mono1-agfa-16x16.dcm')];
+  const echo = await runTool('echoscu', [
+    '-aet',
+    'MODALITY1',
+    '-aec',
+    'AIGATEWAY',
+    '127.0.0.1',
+    String(gateway.dimsePort),
+  ]);
+  assert.equal(echo.code, 0, echo.stderr);
+  const sent = await runTool(
+    'storescu',
+    ['-aet', 'MODALITY1', '-aec', 'AIGATEWAY', '127.0.0.1', String(gateway.dimsePort), ...files],
+    {
+      env: { ...process.env, TCP_NODELAY: '1' },
+    },
+  );
+  assert.equal(sent.code, 0, `${sent.stdout}${sent.stderr}`);
+
+  const { content, file } = await fetchReportFromPacs(studyUidOf(FUJI_CHEST), /SqueezeNet/i);
+  await assertValidSr(file);
+  assert.equal(content.dataset.StudyInstanceUID, studyUidOf(FUJI_CHEST));
+  assert.equal(content.dataset.Modality, 'SR');
+  const sourceSop = dcmjs.data.DicomMetaDictionary.naturalizeDataset(
+    dcmjs.data.DicomMessage.readFile(readFileSync(FUJI_CHEST).buffer.slice(0)).dict,
+  ).SOPInstanceUID;
+  assert.deepEqual(content.referencedSopInstanceUids, [sourceSop]);
+  // MODEL.md reference output for this file: 0.3372 / 0.3314 / 0.3314 (bacterial, normal, viral).
+  const byFinding = new Map(content.groups.map((g) => [g.finding ?? '', g]));
+  const expected: [RegExp, number][] = [
+    [/bacterial/i, 0.3372],
+    [/normal/i, 0.3314],
+    [/viral/i, 0.3314],
+  ];
+  for (const [finding, p] of expected) {
+    const group = [...byFinding.entries()].find(([name]) => finding.test(name))?.[1];
+    assert.ok(group, `a measurement group for ${finding} (have: ${[...byFinding.keys()].join(', ')})`);
+    assert.ok(Math.abs(group.probability! - p) < 0.001, `${finding}: ${group.probability} vs reference ${p}`);
+    assert.ok(group.qualitative, 'a qualitative result against the threshold');
+    assert.match(group.algorithmName ?? '', /squeezenet/i);
+  }
+
+  // The 16×16 Agfa image is below every model's minimum size: the study is done with no report.
+  const agfaStudy = studyUidOf(path.join(XRAY, 'cr-cervical-lat-mono1-agfa-16x16.dcm'));
+  const agfa = await waitFor('the 16×16 study to be settled', async () => {
+    const s = (await gateway.api<StudyRow[]>('/api/studies')).find((x) => x.studyUid === agfaStudy);
+    return s?.state === 'done' ? s : undefined;
+  });
+  assert.match(agfa.detail ?? '', /no model accepts/);
+  const fuji = await waitFor('the chest study to be done', async () => {
+    const s = (await gateway.api<StudyRow[]>('/api/studies')).find(
+      (x) => x.studyUid === studyUidOf(FUJI_CHEST),
+    );
+    return s?.state === 'done' ? s : undefined;
+  });
+  assert.equal(fuji.callingAe, 'MODALITY1');
+  assert.equal(fuji.instanceCount, 1);
+});
+
+test('the PACS auto-routes a study to the gateway by C-STORE; the SR comes back by STOW-RS', async () => {
+  const upload = await orthanc.rest('/instances', { method: 'POST', body: readFileSync(PHILIPS_CHEST_J2K) });
+  assert.ok(upload.ok, `upload to Orthanc: ${upload.status}`);
+  const { ParentStudy } = (await upload.json()) as { ParentStudy: string };
+  const store = await orthanc.rest('/modalities/aigw/store', {
+    method: 'POST',
+    body: JSON.stringify({ Resources: [ParentStudy], Synchronous: true }),
+  });
+  assert.ok(store.ok, `Orthanc C-STORE to the gateway: ${store.status} ${await store.text()}`);
+
+  const { content, file } = await fetchReportFromPacs(studyUidOf(PHILIPS_CHEST_J2K), /SqueezeNet/i);
+  await assertValidSr(file);
+  // MODEL.md reference for this JPEG 2000 file: 0.2050 / 0.5818 / 0.2132; a different JPEG 2000 decoder
+  // may round differently, hence the looser tolerance.
+  const normal = content.groups.find((g) => /normal/i.test(g.finding ?? ''));
+  assert.ok(normal && Math.abs(normal.probability! - 0.5818) < 0.01, `normal: ${normal?.probability}`);
+});

@@ -1,0 +1,100 @@
+// Promise wrappers around the command-line DICOM tools the tests use as independent judges
+// (dicom3tools dciodvfy, dcmtk dsrdump/dcmdump/storescu), plus a free-port finder.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+
+export interface ToolResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunToolOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Kill the tool after this many milliseconds (default 60 s), so a hung tool cannot hang the suite. */
+  timeoutMs?: number;
+  input?: string | Buffer;
+}
+
+/** Runs a command without a shell and collects its output; never rejects on a non-zero exit. */
+export function runTool(
+  cmd: string,
+  args: readonly string[],
+  opts: RunToolOptions = {},
+): Promise<ToolResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      timeout: opts.timeoutMs ?? 60_000,
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
+    });
+    child.stdin.on('error', () => undefined); // tool may exit before reading its input
+    child.stdin.end(opts.input);
+  });
+}
+
+export interface DciodvfyReport {
+  errors: string[];
+  warnings: string[];
+  /** Everything dciodvfy printed, for diagnostics. */
+  output: string;
+  code: number | null;
+}
+
+/** Validates a file against its IOD with dicom3tools' dciodvfy ('Error - ...' / 'Warning - ...' lines). */
+export async function dciodvfy(path: string): Promise<DciodvfyReport> {
+  const r = await runTool('dciodvfy', [path]);
+  const output = `${r.stdout}${r.stderr}`;
+  const lines = output.split(/\r?\n/);
+  return {
+    errors: lines.filter((l) => /^\s*Error\b/.test(l)),
+    warnings: lines.filter((l) => /^\s*Warning\b/.test(l)),
+    output,
+    code: r.code,
+  };
+}
+
+/** dcmtk's dsrdump: renders an SR document tree; exit 0 and no 'E:' lines means it parsed cleanly. */
+export function dsrdump(path: string, extraArgs: readonly string[] = []): Promise<ToolResult> {
+  return runTool('dsrdump', [...extraArgs, path]);
+}
+
+/** dcmtk's dcmdump, for asserting on individual attributes. */
+export function dcmdump(path: string, extraArgs: readonly string[] = []): Promise<ToolResult> {
+  return runTool('dcmdump', [...extraArgs, path]);
+}
+
+/** A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read it, release it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      if (addr === null || typeof addr === 'string') {
+        srv.close();
+        reject(new Error('could not determine a free port'));
+        return;
+      }
+      const { port } = addr;
+      srv.close((err) => (err ? reject(err) : resolve(port)));
+    });
+  });
+}

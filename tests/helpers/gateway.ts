@@ -1,0 +1,155 @@
+// Runs the real CLI (`src/cli.ts`) as a child process with a generated YAML configuration, the way an
+// admin runs it, so end-to-end tests cover start-up, configuration and shutdown too.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile, copyFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { Redis } from 'ioredis';
+import { freePort } from './dicom-tools.ts';
+
+export const REPO = path.resolve(import.meta.dirname, '../..');
+export const SHARED = path.resolve(REPO, '../shared');
+export const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export interface GatewayProcess {
+  dimsePort: number;
+  httpPort: number;
+  dataDir: string;
+  prefix: string;
+  logPath: string;
+  api<T = unknown>(p: string): Promise<T>;
+  /** Starts the same configuration again (same ports, data directory and Redis prefix). */
+  start(): Promise<void>;
+  /** SIGTERM and wait; `kill` sends SIGKILL, as a power cut would. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Stops and removes the temp directory and Redis keys. */
+  dispose(): Promise<void>;
+}
+
+/**
+ * A models directory with the repository's manifests. The chest model's weights stay in ../shared: the
+ * directory holds a symlink to them, as an admin would place them.
+ */
+export async function makeModelsDir(models: ('cxr' | 'uniformity')[]): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-models-'));
+  if (models.includes('cxr')) {
+    const d = path.join(dir, 'squeezenet1_1-cxr-pneumonia');
+    await mkdir(d);
+    await copyFile(
+      path.join(REPO, 'models/squeezenet1_1-cxr-pneumonia/model.json'),
+      path.join(d, 'model.json'),
+    );
+    await symlink(
+      path.join(SHARED, 'models/squeezenet1_1-cxr-pneumonia/squeezenet1_1_cxr.onnx'),
+      path.join(d, 'squeezenet1_1_cxr.onnx'),
+    );
+  }
+  if (models.includes('uniformity'))
+    await symlink(path.join(REPO, 'models/image-uniformity'), path.join(dir, 'image-uniformity'));
+  return dir;
+}
+
+export async function startGateway(opts: {
+  config?: Record<string, unknown>;
+  modelsDir: string;
+}): Promise<GatewayProcess> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-e2e-'));
+  const dataDir = path.join(dir, 'data');
+  const dimsePort = await freePort();
+  const httpPort = await freePort();
+  const prefix = `aigw-e2e-${randomBytes(4).toString('hex')}`;
+  const config = {
+    dimse: { aeTitle: 'AIGATEWAY', host: '127.0.0.1', port: dimsePort },
+    http: { host: '127.0.0.1', port: httpPort },
+    redis: { url: REDIS_URL, prefix, autoStart: false },
+    dataDir,
+    modelsDir: opts.modelsDir,
+    study: { quietPeriodMs: 1000 },
+    worker: { concurrency: 2 },
+    delivery: { attempts: 20, backoffMs: 200 },
+    ...opts.config,
+  };
+  const configPath = path.join(dir, 'gateway.yaml');
+  await writeFile(configPath, stringify(config));
+  const logPath = path.join(dir, 'gateway.log');
+  let child: ChildProcess | undefined;
+
+  const base = `http://127.0.0.1:${httpPort}`;
+  async function start(): Promise<void> {
+    const out = createWriteStream(logPath, { flags: 'a' });
+    child = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), 'all', '--config', configPath],
+      {
+        cwd: REPO,
+        env: { ...process.env, LOG_LEVEL: 'debug' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    child.stdout!.pipe(out);
+    child.stderr!.pipe(out);
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null) break;
+      try {
+        const res = await fetch(`${base}/readyz`);
+        if (res.ok) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const tail = (await readFile(logPath, 'utf8').catch(() => '')).slice(-3000);
+    throw new Error(`gateway did not become ready (exit code ${child.exitCode}):\n${tail}`);
+  }
+
+  async function stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const c = child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.once('exit', () => resolve());
+      c.kill(signal);
+    });
+  }
+
+  await start();
+  return {
+    dimsePort,
+    httpPort,
+    dataDir,
+    prefix,
+    logPath,
+    start,
+    stop,
+    async api<T>(p: string): Promise<T> {
+      const res = await fetch(`${base}${p}`);
+      if (!res.ok) throw new Error(`GET ${p}: ${res.status}`);
+      return (await res.json()) as T;
+    },
+    async dispose() {
+      await stop('SIGTERM');
+      const redis = new Redis(REDIS_URL);
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length) await redis.del(...keys);
+      redis.disconnect();
+      if (!process.env.AIGW_KEEP_TEST_DIRS) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -1,0 +1,250 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import dcmjs from 'dcmjs';
+import {
+  decodeImage,
+  DecodeError,
+  readStoredPixels,
+  UnsupportedTransferSyntaxError,
+} from '../../workers/inference/decode.ts';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const samples = path.join(path.resolve(repoRoot, '../shared'), 'dicom-samples');
+const sameCt = path.join(samples, 'compressed/same-ct-image');
+const REFERENCE_MD5 = '0aa7fb0355e5f9e0fc2e255a2ba6a031'; // MANIFEST.md: the 524,288 bytes of stored pixel data
+
+const LOSSLESS = [
+  'ct_1.2.840.10008.1.2_implicit-vr-le.dcm',
+  'ct_1.2.840.10008.1.2.1_explicit-vr-le.dcm',
+  'ct_1.2.840.10008.1.2.2_explicit-vr-big-endian.dcm',
+  'ct_1.2.840.10008.1.2.1.99_deflated.dcm',
+  'ct_1.2.840.10008.1.2.4.57_jpeg-lossless-p14.dcm',
+  'ct_1.2.840.10008.1.2.4.70_jpeg-lossless-sv1.dcm',
+  'ct_1.2.840.10008.1.2.4.80_jpeg-ls-lossless.dcm',
+  'ct_1.2.840.10008.1.2.4.90_jpeg2000-lossless.dcm',
+  'ct_1.2.840.10008.1.2.5_rle-lossless.dcm',
+];
+
+async function stored(file: string) {
+  return readStoredPixels(await readFile(file));
+}
+
+function int16(bytes: Uint8Array): Int16Array {
+  return new Int16Array(bytes.slice().buffer);
+}
+
+test('lossless transfer syntaxes decode to the reference pixels', async () => {
+  for (const name of LOSSLESS) {
+    const { header, frames } = await stored(path.join(sameCt, name));
+    assert.equal(header.rows, 512, name);
+    assert.equal(header.columns, 512, name);
+    assert.equal(frames.length, 1, name);
+    assert.equal(frames[0]!.byteLength, 524_288, name);
+    assert.equal(createHash('md5').update(frames[0]!).digest('hex'), REFERENCE_MD5, name);
+  }
+});
+
+test('lossy transfer syntaxes decode close to the reference', async () => {
+  const reference = int16((await stored(path.join(sameCt, LOSSLESS[1]!))).frames[0]!);
+  for (const [name, maxError] of [
+    ['ct_1.2.840.10008.1.2.4.81_jpeg-ls-near-lossless.dcm', 2],
+    ['ct_1.2.840.10008.1.2.4.91_jpeg2000.dcm', 16],
+  ] as const) {
+    const decoded = int16((await stored(path.join(sameCt, name))).frames[0]!);
+    let worst = 0;
+    for (let i = 0; i < decoded.length; i++) worst = Math.max(worst, Math.abs(decoded[i]! - reference[i]!));
+    assert.ok(worst > 0 && worst <= maxError, `${name}: max error ${worst}`);
+  }
+  // JPEG baseline holds an 8-bit version of the image: decodable, but not comparable value by value.
+  const baseline = await stored(path.join(sameCt, 'ct_1.2.840.10008.1.2.4.50_jpeg-baseline-8bit.dcm'));
+  assert.equal(baseline.header.bitsAllocated, 8);
+  assert.equal(baseline.frames[0]!.byteLength, 512 * 512);
+});
+
+test('JPEG extended 12-bit (.4.51) is reported as unsupported, with its UID', async () => {
+  await assert.rejects(
+    decodeImage(path.join(sameCt, 'ct_1.2.840.10008.1.2.4.51_jpeg-extended-12bit.dcm')),
+    (err: unknown) => {
+      assert.ok(err instanceof UnsupportedTransferSyntaxError);
+      assert.ok(err instanceof DecodeError);
+      assert.equal(err.transferSyntaxUid, '1.2.840.10008.1.2.4.51');
+      return true;
+    },
+  );
+});
+
+test('decodeImage applies the modality LUT to signed stored values', async () => {
+  const file = path.join(sameCt, 'ct_1.2.840.10008.1.2.1_explicit-vr-le.dcm');
+  const raw = int16((await stored(file)).frames[0]!);
+  const image = await decodeImage(file);
+  assert.equal(image.pixelRepresentation, 1);
+  assert.equal(image.rescaleSlope, 1);
+  assert.equal(image.rescaleIntercept, -1024);
+  assert.ok(
+    raw.some((v) => v < 0),
+    'the reference has negative stored values',
+  );
+  for (let i = 0; i < raw.length; i++) assert.equal(image.pixels[0]![i], raw[i]! - 1024);
+  const noLut = await decodeImage(file, { modalityLut: false });
+  assert.equal(noLut.modalityLutApplied, false);
+  for (let i = 0; i < raw.length; i += 997) assert.equal(noLut.pixels[0]![i], raw[i]!);
+});
+
+test('MONOCHROME1 radiograph: photometric and first window are reported', async () => {
+  const image = await decodeImage(path.join(samples, 'xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm'));
+  assert.equal(image.photometric, 'MONOCHROME1');
+  assert.equal(image.windowCenter, 550);
+  assert.equal(image.windowWidth, 1024);
+  assert.equal(image.pixels[0]!.length, 440 * 440);
+  assert.ok(
+    image.pixels[0]!.every((v) => v >= 0 && v < 1024),
+    'values within 10 bits stored',
+  );
+});
+
+test('multi-frame: every frame on request, rescale from the functional groups; RGB cine', async () => {
+  const ct = await decodeImage(path.join(samples, 'multiframe/enhanced-ct-nema-2frames-CT0012.dcm'), {
+    frames: 'all',
+  });
+  assert.equal(ct.frames, 2);
+  assert.equal(ct.pixels.length, 2);
+  assert.equal(ct.rescaleIntercept, -1024);
+  const first = await decodeImage(path.join(samples, 'multiframe/enhanced-ct-nema-2frames-CT0012.dcm'));
+  assert.equal(first.pixels.length, 1);
+  assert.deepEqual(first.pixels[0], ct.pixels[0]);
+
+  const us = await decodeImage(path.join(samples, 'multiframe/us-sonosite-30frames-jpeg-baseline.dcm'));
+  assert.equal(us.frames, 30);
+  assert.equal(us.samplesPerPixel, 3);
+  assert.equal(us.photometric, 'RGB');
+  assert.equal(us.pixels[0]!.length, us.rows * us.columns * 3);
+});
+
+// A minimal Part-10 file written with dcmjs, for cases the sample set has no file for.
+async function writeSynthetic(
+  file: string,
+  attrs: Record<string, unknown>,
+  pixels: Uint16Array,
+): Promise<void> {
+  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
+  const sopClass = '1.2.840.10008.5.1.4.1.1.7';
+  const meta = {
+    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
+    MediaStorageSOPClassUID: sopClass,
+    MediaStorageSOPInstanceUID: '2.25.1',
+    TransferSyntaxUID: '1.2.840.10008.1.2.1',
+    ImplementationClassUID: '2.25.2',
+  };
+  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
+  dict.dict = DicomMetaDictionary.denaturalizeDataset({
+    SOPClassUID: sopClass,
+    SOPInstanceUID: '2.25.1',
+    Modality: 'OT',
+    SamplesPerPixel: 1,
+    PhotometricInterpretation: 'MONOCHROME2',
+    BitsAllocated: 16,
+    ...attrs,
+    PixelData: [pixels.buffer],
+    _vrMap: { PixelData: 'OW' },
+  });
+  await writeFile(file, Buffer.from(dict.write()));
+}
+
+test('Bits Stored masks unused high bits and signed values are sign-extended', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'decode-'));
+  try {
+    const file = path.join(dir, 'bits.dcm');
+    // 12 bits stored in 16: the top nibble is garbage (0xF) that must not reach the value.
+    const pixels = Uint16Array.from([0xf123, 0xf923, 0x0fff, 0x0800]);
+    const common = {
+      Rows: 2,
+      Columns: 2,
+      BitsStored: 12,
+      HighBit: 11,
+      RescaleSlope: '2',
+      RescaleIntercept: '-5',
+    };
+    await writeSynthetic(file, { ...common, PixelRepresentation: 1 }, pixels);
+    const signed = await decodeImage(file);
+    assert.deepEqual(Array.from(signed.pixels[0]!), [
+      0x123 * 2 - 5,
+      (0x923 - 4096) * 2 - 5,
+      -1 * 2 - 5,
+      -2048 * 2 - 5,
+    ]);
+    await writeSynthetic(file, { ...common, PixelRepresentation: 0 }, pixels);
+    const unsigned = await decodeImage(file);
+    assert.deepEqual(Array.from(unsigned.pixels[0]!), [
+      0x123 * 2 - 5,
+      0x923 * 2 - 5,
+      0xfff * 2 - 5,
+      0x800 * 2 - 5,
+    ]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('sizes are checked against limits before anything is allocated', async () => {
+  await assert.rejects(
+    decodeImage(path.join(samples, 'malformed/oversized-dimensions-46341x46341.dcm')),
+    (err: unknown) =>
+      err instanceof DecodeError && /Rows 46341 is outside the accepted range/.test(err.message),
+  );
+  await assert.rejects(
+    decodeImage(path.join(samples, 'xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm'), {
+      limits: { maxPixelBytes: 100_000 },
+    }),
+    /440×440×1×1 frames at 16 bits is 387200 bytes, over the 100000-byte limit/,
+  );
+  await assert.rejects(
+    decodeImage(path.join(samples, 'xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm'), {
+      limits: { maxDimension: 256 },
+    }),
+    /Rows 440 is outside/,
+  );
+});
+
+test('malformed files throw DecodeError with a reason', async () => {
+  const cases: [string, RegExp][] = [
+    ['no-pixeldata-cr-canon.dcm', /no Pixel Data/],
+    ['no-pixeldata-dx-agfa.dcm', /no Pixel Data/],
+    ['no-pixeldata-enhanced-mr-philips.dcm', /no Pixel Data/],
+    ['truncated-pixeldata-MR_truncated.dcm', /Pixel Data is truncated/],
+    ['no-preamble-no-meta-ct_small.dcm', /not a readable DICOM Part-10 file/],
+    ['truncated-mid-element-rtplan.dcm', /not a readable DICOM Part-10 file/],
+    ['meta-missing-transfer-syntax.dcm', /DICOM|Transfer Syntax/],
+  ];
+  for (const [name, reason] of cases) {
+    await assert.rejects(decodeImage(path.join(samples, 'malformed', name)), (err: unknown) => {
+      assert.ok(err instanceof DecodeError, `${name}: ${String(err)}`);
+      assert.match(err.message, reason, name);
+      return true;
+    });
+  }
+});
+
+test('a corrupt compressed stream is a DecodeError, not a crash or garbage', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'decode-'));
+  try {
+    for (const name of [
+      'ct_1.2.840.10008.1.2.4.57_jpeg-lossless-p14.dcm',
+      'ct_1.2.840.10008.1.2.4.70_jpeg-lossless-sv1.dcm',
+    ]) {
+      const bytes = await readFile(path.join(sameCt, name));
+      const soi = bytes.indexOf(Buffer.from([0xff, 0xd8, 0xff]));
+      assert.ok(soi > 0, `${name} has a JPEG start-of-image marker`);
+      bytes[soi + 1] = 0x00; // no longer a JPEG stream
+      const file = path.join(dir, name);
+      await writeFile(file, bytes);
+      await assert.rejects(decodeImage(file), (err: unknown) => err instanceof DecodeError, name);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

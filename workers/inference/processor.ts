@@ -1,0 +1,93 @@
+import path from 'node:path';
+import { UnrecoverableError, type Job, type Queue } from 'bullmq';
+import { readNaturalizedHeader } from '../../src/dicom/part10.ts';
+import { uidFromName } from '../../src/dicom/uid.ts';
+import type { InstanceRecord, StudyIndex } from '../../src/ingest/studies.ts';
+import { log } from '../../src/log.ts';
+import { jobId, type DeliveryJob, type InferenceJob } from '../../src/queue/jobs.ts';
+import type { SourceInstanceRef } from '../../src/results/findings.ts';
+import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
+import { writeFileDurable } from '../../src/util/durable-write.ts';
+import { NoUsableImagesError, runModel, type LoadedModelSession } from './run-model.ts';
+
+export interface InferenceDeps {
+  index: StudyIndex;
+  deliveryQueue: Queue<DeliveryJob>;
+  /** Open sessions keyed by `<id>@<version>`. */
+  sessions: Map<string, LoadedModelSession>;
+  /** Where SRs are kept until every delivery has landed. */
+  reportsDir: string;
+}
+
+/** Series first, then instance number, so the report lists images in the order a viewer shows them. */
+function byPosition(a: InstanceRecord, b: InstanceRecord): number {
+  return a.seriesUid.localeCompare(b.seriesUid) || (a.instanceNumber ?? 0) - (b.instanceNumber ?? 0);
+}
+
+/**
+ * Processor of the inference queue: one model over the routed series of one study → a TID 1500 SR in the
+ * source study → one delivery job per destination. UIDs derive from the job, so a retry makes the same SR.
+ */
+export function createInferenceProcessor(deps: InferenceDeps) {
+  return async (job: Job<InferenceJob>) => {
+    const { studyUid, seriesUids, modelId, modelVersion, run, destinations } = job.data;
+    const session = deps.sessions.get(`${modelId}@${modelVersion}`);
+    if (!session) throw new Error(`model ${modelId}@${modelVersion} is not loaded on this worker`);
+    await deps.index.setState(studyUid, 'inferring');
+
+    const instances = (await deps.index.instances(studyUid))
+      .filter((i) => seriesUids.includes(i.seriesUid))
+      .sort(byPosition);
+    if (instances.length === 0) throw new UnrecoverableError('the routed series hold no instances');
+    const sources: SourceInstanceRef[] = instances.map((i) => ({
+      sopClassUid: i.sopClassUid,
+      sopInstanceUid: i.sopInstanceUid,
+      seriesUid: i.seriesUid,
+      path: i.path,
+    }));
+
+    let result;
+    try {
+      result = await runModel(session, sources);
+    } catch (err) {
+      // Images the model cannot read will not become readable on a retry.
+      if (err instanceof NoUsableImagesError) throw new UnrecoverableError(err.message);
+      throw err;
+    }
+
+    const srUid = uidFromName(`sr|${studyUid}|${modelId}@${modelVersion}|${run}`);
+    const part10 = buildMeasurementReport({
+      result,
+      sourceHeader: await readNaturalizedHeader(result.sources[0]?.path ?? sources[0]!.path),
+      sopInstanceUid: srUid,
+      seriesInstanceUid: uidFromName(`sr-series|${studyUid}|${modelId}`),
+      seriesNumber: 9000,
+      instanceNumber: run,
+    });
+    const reportPath = path.join(deps.reportsDir, studyUid, `${srUid}.dcm`);
+    await writeFileDurable(reportPath, part10);
+
+    for (const destination of destinations) {
+      await deps.deliveryQueue.add(
+        'deliver',
+        { studyUid, sopInstanceUid: srUid, path: reportPath, destination },
+        { jobId: jobId.delivery(srUid, destination) },
+      );
+    }
+    await deps.index.inferenceDone(studyUid, destinations.length);
+    log.info(
+      {
+        event: 'inference.done',
+        studyUid,
+        jobId: job.id,
+        model: `${modelId}@${modelVersion}`,
+        provider: result.provider,
+        instances: result.sources.length,
+        inferenceMs: Math.round(result.inferenceMs),
+        srUid,
+      },
+      'report written',
+    );
+    return { srUid, provider: result.provider, findings: result.findings };
+  };
+}

@@ -1,0 +1,220 @@
+import ort from 'onnxruntime-node';
+import { log } from '../../src/log.ts';
+import type { ModelManifest } from '../../src/models/manifest.ts';
+import type { LoadedModel } from '../../src/models/registry.ts';
+import type { ClassificationFinding, ModelResult, SourceInstanceRef } from '../../src/results/findings.ts';
+import { MicroBatcher } from '../runtime/batcher.ts';
+import {
+  createSession,
+  DEFAULT_RUNTIME,
+  warmUp,
+  type ProviderName,
+  type RuntimeOptions,
+} from '../runtime/session.ts';
+import { decodeImage, DecodeError, type DecodedImage } from './decode.ts';
+import { preprocess } from './preprocess.ts';
+
+// One model end to end for an 'instance' unit: each source image → decode → preprocess → batched run →
+// activation → per-label aggregation across the instances → coded findings.
+
+export const DEFAULT_MAX_WAIT_MS = 5;
+
+export interface LoadedModelSession {
+  model: LoadedModel;
+  provider: ProviderName;
+  session: ort.InferenceSession;
+  batcher: MicroBatcher;
+  close(): Promise<void>;
+}
+
+/** The ONNX file does not match what its manifest says (input name or shape, output name or width). */
+export class ModelMismatchError extends Error {
+  override name = 'ModelMismatchError';
+}
+
+/** None of the job's images could be used; the reasons are in the message. */
+export class NoUsableImagesError extends Error {
+  override name = 'NoUsableImagesError';
+}
+
+export async function openModel(
+  model: LoadedModel,
+  opts: RuntimeOptions = DEFAULT_RUNTIME,
+): Promise<LoadedModelSession> {
+  const m = model.manifest;
+  if (m.unit !== 'instance') throw new ModelMismatchError(`${m.id}: unit '${m.unit}' is not implemented`);
+  const { session, provider } = await createSession(model.onnxPath, opts);
+  try {
+    checkContract(m, session);
+    const { channels, height, width } = m.input;
+    await warmUp(session, m.input.name, [1, channels, height, width]);
+  } catch (err) {
+    await session.release();
+    throw err;
+  }
+  const { name: inputName, channels, height, width } = m.input;
+  const outputName = m.outputs.name;
+  const labels = m.outputs.labels.length;
+  const batcher = new MicroBatcher(
+    async (data, n) => {
+      const feeds = { [inputName]: new ort.Tensor('float32', data, [n, channels, height, width]) };
+      const out = (await session.run(feeds, [outputName]))[outputName];
+      if (!out || out.type !== 'float32' || out.size !== n * labels) {
+        throw new ModelMismatchError(`${m.id}: output '${outputName}' is not float32 [${n}, ${labels}]`);
+      }
+      return out.data as Float32Array;
+    },
+    {
+      batchLimit: m.batchLimit,
+      maxWaitMs: opts.maxWaitMs ?? DEFAULT_MAX_WAIT_MS,
+      itemSize: channels * height * width,
+    },
+  );
+  return { model, provider, session, batcher, close: () => session.release() };
+}
+
+function checkContract(m: ModelManifest, session: ort.InferenceSession): void {
+  const input = session.inputMetadata.find((i) => i.name === m.input.name);
+  if (!input)
+    throw new ModelMismatchError(
+      `${m.id}: the ONNX file has no input '${m.input.name}' (it has ${session.inputNames.join(', ')})`,
+    );
+  const expected = [undefined, m.input.channels, m.input.height, m.input.width];
+  if (input.isTensor) {
+    if (input.type !== 'float32')
+      throw new ModelMismatchError(`${m.id}: input '${input.name}' is ${input.type}, not float32`);
+    const dims = input.shape;
+    if (
+      dims.length !== 4 ||
+      expected.some((e, i) => e !== undefined && typeof dims[i] === 'number' && dims[i] !== e)
+    ) {
+      throw new ModelMismatchError(
+        `${m.id}: input '${input.name}' has shape [${dims.join(', ')}], manifest says [N, ${expected.slice(1).join(', ')}]`,
+      );
+    }
+  }
+  const output = session.outputMetadata.find((o) => o.name === m.outputs.name);
+  if (!output)
+    throw new ModelMismatchError(
+      `${m.id}: the ONNX file has no output '${m.outputs.name}' (it has ${session.outputNames.join(', ')})`,
+    );
+  if (output.isTensor) {
+    const last = output.shape[output.shape.length - 1];
+    if (typeof last === 'number' && last !== m.outputs.labels.length) {
+      throw new ModelMismatchError(
+        `${m.id}: output '${output.name}' has ${last} classes, the manifest lists ${m.outputs.labels.length} labels`,
+      );
+    }
+  }
+}
+
+/** Whether a decoded image is one the manifest says the model can read; the reason when not. */
+export function rejectReason(m: ModelManifest, image: DecodedImage): string | undefined {
+  const { accepts } = m;
+  if (!(accepts.photometric as string[]).includes(image.photometric))
+    return `photometric ${image.photometric} not accepted`;
+  if (image.rows < accepts.minRows || image.columns < accepts.minColumns) {
+    return `${image.rows}×${image.columns} is smaller than ${accepts.minRows}×${accepts.minColumns}`;
+  }
+  return undefined;
+}
+
+export function activate(kind: ModelManifest['outputs']['activation'], row: Float32Array): number[] {
+  const values = Array.from(row);
+  if (kind === 'sigmoid') return values.map((v) => 1 / (1 + Math.exp(-v)));
+  if (kind === 'softmax') {
+    const max = values.reduce((a, b) => Math.max(a, b));
+    const exps = values.map((v) => Math.exp(v - max));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    return exps.map((e) => e / sum);
+  }
+  return values;
+}
+
+/**
+ * Runs the model on every source instance (first frame of multi-frame objects) and aggregates.
+ * Images that fail to decode or that the manifest does not accept are skipped and logged; when none
+ * is left the job fails with NoUsableImagesError. `sources` in the result lists the images used.
+ * `inferenceMs` is the wall time of the whole call: decode, preprocessing and the batched runs.
+ */
+export async function runModel(
+  loaded: LoadedModelSession,
+  sources: SourceInstanceRef[],
+): Promise<ModelResult> {
+  const started = performance.now();
+  const m = loaded.model.manifest;
+  const rows: (number[] | undefined)[] = new Array(sources.length);
+  const skipped: string[] = [];
+
+  // Bounded so a 500-slice series never holds 500 decoded images at once, yet can fill a batch.
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    for (let i = next++; i < sources.length; i = next++) {
+      const source = sources[i]!;
+      let input: Float32Array;
+      try {
+        const image = await decodeImage(source.path, {
+          frames: 'first',
+          modalityLut: m.preprocessing.modalityLut,
+        });
+        const reason = rejectReason(m, image);
+        if (reason) {
+          skipped.push(`${source.sopInstanceUid}: ${reason}`);
+          continue;
+        }
+        input = preprocess(image, m);
+      } catch (err) {
+        if (!(err instanceof DecodeError)) throw err; // I/O trouble is not the image's fault: let the job retry
+        skipped.push(`${source.sopInstanceUid}: ${err.message}`);
+        continue;
+      }
+      rows[i] = activate(m.outputs.activation, await loaded.batcher.run(input));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(m.batchLimit, sources.length) }, lane));
+
+  if (skipped.length > 0) {
+    log.warn(
+      { event: 'images_skipped', model: m.id, count: skipped.length, reasons: skipped.slice(0, 10) },
+      'images skipped',
+    );
+  }
+  const used = sources.filter((_, i) => rows[i] !== undefined);
+  const scores = rows.filter((r): r is number[] => r !== undefined);
+  if (scores.length === 0) {
+    throw new NoUsableImagesError(
+      `${m.id}: none of the ${sources.length} images could be used${skipped.length ? `: ${skipped.slice(0, 5).join('; ')}` : ''}`,
+    );
+  }
+
+  const findings: ClassificationFinding[] = [];
+  m.outputs.labels.forEach((label, k) => {
+    if (!label.report) return;
+    const values = scores.map((s) => s[k]!);
+    const probability =
+      m.aggregation === 'max'
+        ? values.reduce((a, b) => Math.max(a, b))
+        : values.reduce((a, b) => a + b, 0) / values.length;
+    findings.push({
+      kind: 'classification',
+      label: label.name,
+      concept: label.concept,
+      probability,
+      threshold: label.threshold,
+      positive: probability >= label.threshold,
+    });
+  });
+  const inferenceMs = performance.now() - started;
+  log.info(
+    {
+      event: 'model_ran',
+      model: m.id,
+      provider: loaded.provider,
+      images: used.length,
+      skipped: skipped.length,
+      ms: Math.round(inferenceMs),
+    },
+    'model ran',
+  );
+  return { model: loaded.model.identity, findings, sources: used, provider: loaded.provider, inferenceMs };
+}
