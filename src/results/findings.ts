@@ -46,6 +46,15 @@ export interface SourceInstanceRef {
   path: string;
 }
 
+/** A label map for a DICOM SEG, in the geometry of the source images (one slice per source instance). */
+export interface SegmentationResult {
+  rows: number;
+  columns: number;
+  /** One label map per entry of ModelResult.sources, same order; values are segment label values. */
+  slices: Uint8Array[];
+  segments: { labelValue: number; label: string; concept: CodedConcept }[];
+}
+
 export interface ModelResult {
   model: ModelIdentity;
   findings: Finding[];
@@ -53,4 +62,6 @@ export interface ModelResult {
   /** Execution provider the session actually bound ('cuda' or 'cpu'). */
   provider: string;
   inferenceMs: number;
+  /** Present for segmentation models. */
+  segmentation?: SegmentationResult;
 }

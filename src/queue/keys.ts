@@ -1,0 +1,51 @@
+// Redis keys shared between roles, besides BullMQ's own. Every key starts with the configured prefix, so
+// several gateways can share one Redis. Writers and readers both build keys here.
+
+export const keys = {
+  /** Hash: workerId → JSON WorkerHeartbeat. Written by workers, read by the admin console and /readyz. */
+  workers: (prefix: string) => `${prefix}:workers`,
+  /** List (newest first, trimmed): JSON AssociationRecord. Written by the DIMSE SCP. */
+  associations: (prefix: string) => `${prefix}:associations`,
+  /** Hash: destination name → JSON DestinationStatus. Written by delivery. */
+  destinations: (prefix: string) => `${prefix}:destinations`,
+};
+
+export interface WorkerHeartbeat {
+  workerId: string;
+  host: string;
+  pid: number;
+  /** e.g. 'NVIDIA H200' or '' when none. */
+  gpu: string;
+  /** Execution provider actually bound, per model id. */
+  providers: Record<string, string>;
+  models: string[];
+  concurrency: number;
+  jobsProcessed: number;
+  imagesProcessed: number;
+  startedAt: number;
+  lastHeartbeat: number;
+}
+
+export interface AssociationRecord {
+  callingAe: string;
+  calledAe: string;
+  address: string;
+  startedAt: number;
+  durationMs: number;
+  stored: number;
+  failed: number;
+  /** 'accepted' | 'rejected' | 'aborted' and why when rejected. */
+  result: string;
+  reason?: string;
+}
+
+export interface DestinationStatus {
+  name: string;
+  kind: string;
+  /** Circuit breaker state. */
+  breaker: 'closed' | 'open' | 'half-open';
+  lastSuccessAt?: number;
+  lastErrorAt?: number;
+  lastError?: string;
+  consecutiveFailures: number;
+}
