@@ -5,6 +5,7 @@ import { log } from './log.ts';
 import { RedisUnavailableError } from './queue/redis.ts';
 import { startRoles, type Role } from './roles.ts';
 import { checkModels } from './models/check.ts';
+import { doctorCommand } from './doctor/command.ts';
 
 const USAGE = `Usage: dicom-ai-gateway <command> [--config FILE]
 
@@ -14,6 +15,8 @@ Commands:
   worker         inference worker (one per GPU)
   config check   validate the configuration and print the effective settings
   models check   validate every model manifest against its ONNX file
+  doctor         what is missing for the GPU (driver, CUDA libraries, provider); exit 0 when CUDA binds
+                 [--device N] [--json]
 
 Options:
   --config FILE  YAML configuration (or GATEWAY_CONFIG); environment variables override it
@@ -22,12 +25,20 @@ Options:
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      config: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      json: { type: 'boolean' },
+      device: { type: 'string' },
+    },
   });
   const [command, sub] = positionals;
   if (values.help || !command) {
     console.log(USAGE);
     return command || values.help ? 0 : 2;
+  }
+  if (command === 'doctor') {
+    return doctorCommand({ json: values.json, device: values.device, configPath: values.config });
   }
   const config = loadConfig({ configPath: values.config });
 

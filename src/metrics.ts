@@ -1,9 +1,10 @@
+import type { Job, Queue, Worker } from 'bullmq';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 // One registry for the process, served at /metrics. Each metric is defined once, here, so names and labels
 // stay consistent across roles.
 export const metrics = new Registry();
-collectDefaultMetrics({ register: metrics, prefix: 'aigw_process_' });
+collectDefaultMetrics({ register: metrics, prefix: 'aigw_' }); // aigw_process_*, aigw_nodejs_*
 
 export const instancesReceived = new Counter({
   name: 'aigw_instances_received_total',
@@ -55,3 +56,42 @@ export const deliveries = new Counter({
   labelNames: ['destination', 'result'] as const,
   registers: [metrics],
 });
+
+// Queue depths are read from BullMQ when Prometheus scrapes, so they are right whichever process moved
+// the jobs. Roles that own queues register them with collectQueueDepths.
+const depthQueues = new Set<Queue>();
+const DEPTH_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'failed', 'waiting-children'] as const;
+
+export const queueDepth = new Gauge({
+  name: 'aigw_queue_jobs',
+  help: 'Jobs in each BullMQ queue, by state, read at scrape time',
+  labelNames: ['queue', 'state'] as const,
+  registers: [metrics],
+  async collect() {
+    for (const queue of depthQueues) {
+      try {
+        const counts = await queue.getJobCounts(...DEPTH_STATES);
+        for (const state of DEPTH_STATES) this.set({ queue: queue.name, state }, counts[state] ?? 0);
+      } catch {
+        // Redis away: the series keep their last values; /readyz reports the outage.
+      }
+    }
+  },
+});
+
+export function collectQueueDepths(queues: Queue[]): void {
+  for (const q of queues) depthQueues.add(q);
+}
+
+/**
+ * Stage timings from a BullMQ worker's finished jobs: `<stage>_queue` is the wait from when the job became
+ * due to when a worker took it, `<stage>` the processing time.
+ */
+export function observeStageTimings(worker: Worker, stage: string): void {
+  worker.on('completed', (job: Job) => {
+    if (job.processedOn === undefined || job.finishedOn === undefined) return;
+    const due = job.timestamp + (job.opts.delay ?? 0);
+    stageSeconds.observe({ stage: `${stage}_queue` }, Math.max(0, job.processedOn - due) / 1000);
+    stageSeconds.observe({ stage }, Math.max(0, job.finishedOn - job.processedOn) / 1000);
+  });
+}

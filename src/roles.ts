@@ -3,8 +3,12 @@ import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { GatewayConfig } from './config/schema.ts';
 import { createAdminApp, listen } from './admin/app.ts';
+import { assertAuthForBinding } from './admin/auth.ts';
+import { audit } from './audit/trail.ts';
+import { collectQueueDepths, observeStageTimings } from './metrics.ts';
 import { touchStudy } from './ingest/completion.ts';
-import { startDimseServer, type StoredInstance } from './ingest/dimse/index.ts';
+import type { StoredInstance } from './ingest/dimse/index.ts';
+import { startIngest } from './ingest/front-door.ts';
 import { reconcileSpool } from './ingest/reconcile.ts';
 import { Spool } from './ingest/spool.ts';
 import { StudyIndex } from './ingest/studies.ts';
@@ -15,9 +19,13 @@ import { createQueues, type Queues } from './queue/queues.ts';
 import { createRedis, ensureRedis } from './queue/redis.ts';
 import { createDeliveryProcessor } from './results/delivery-processor.ts';
 import { createDestinations, defaultDestinationName } from './results/delivery/registry.ts';
+import { deliveryBackoffStrategy } from './results/delivery/backoff.ts';
+import { DestinationBreakers } from './results/delivery/breaker.ts';
+import { cleanupDeliveredStudies } from './results/spool-cleanup.ts';
 import { createRouter } from './routing/router.ts';
 import { createInferenceProcessor } from '../workers/inference/processor.ts';
 import { openModel, type LoadedModelSession } from '../workers/inference/run-model.ts';
+import { WorkerHeartbeatPublisher } from '../workers/runtime/heartbeat.ts';
 
 export type Role = 'all' | 'gateway' | 'worker';
 
@@ -26,6 +34,8 @@ interface Shared {
   redis: Redis;
   index: StudyIndex;
   queues: Queues;
+  /** Role 'all': the in-process inference worker, which /readyz counts as alive while it runs. */
+  localInference?: Worker;
 }
 
 type Closer = () => Promise<void>;
@@ -47,9 +57,27 @@ function markFailedStudies(worker: Worker, index: StudyIndex, stage: string): vo
       },
       `${stage} job failed`,
     );
-    if (final && studyUid)
+    if (final && studyUid) {
       void index.setState(studyUid, 'failed', `${stage}: ${err.message}`).catch(() => undefined);
+      void audit.record({ type: 'failed', studyUid, stage, reason: err.message, jobId: String(job.id) });
+    }
   });
+}
+
+/** Spool retention (off unless delivery.spoolRetentionHours is set): a pass now and every few minutes. */
+function scheduleSpoolCleanup(config: GatewayConfig, index: StudyIndex, queues: Queues): () => void {
+  const hours = config.delivery.spoolRetentionHours;
+  if (hours === undefined) return () => undefined;
+  const retentionMs = hours * 3_600_000;
+  const pass = () =>
+    void cleanupDeliveredStudies({ index, deliveryQueue: queues.delivery, retentionMs }).catch(
+      (err: unknown) =>
+        log.warn({ event: 'spool.cleanup_failed', err: (err as Error).message }, 'spool cleanup failed'),
+    );
+  pass();
+  const timer = setInterval(pass, Math.min(Math.max(retentionMs / 10, 1_000), 300_000));
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 async function startGateway(s: Shared): Promise<Closer[]> {
@@ -75,33 +103,56 @@ async function startGateway(s: Shared): Promise<Closer[]> {
     { connection, prefix, concurrency: 4 },
   );
   markFailedStudies(router, index, 'routing');
-  const delivery = new Worker(QUEUE.delivery, createDeliveryProcessor({ destinations, index }), {
+  observeStageTimings(router, 'routing');
+  const breakers = new DestinationBreakers(s.redis, prefix, {
+    threshold: config.delivery.breakerThreshold,
+    cooldownMs: config.delivery.breakerCooldownMs,
+  });
+  const delivery = new Worker(QUEUE.delivery, createDeliveryProcessor({ destinations, index, breakers }), {
     connection,
     prefix,
     concurrency: 4,
-  });
-  markFailedStudies(delivery, index, 'delivery');
-
-  const dimse = await startDimseServer({
-    aeTitle: config.dimse.aeTitle,
-    host: config.dimse.host,
-    port: config.dimse.port,
-    maxPduLength: config.dimse.maxPduLength,
-    spool,
-    onStored: async (inst: StoredInstance) => {
-      await index.recordInstance({ ...inst, receivedAt: Date.parse(inst.receivedAt) });
-      await touchStudy(queues.studyComplete, inst.studyUid, config.study.quietPeriodMs);
+    settings: {
+      backoffStrategy: deliveryBackoffStrategy({
+        baseMs: config.delivery.backoffMs,
+        maxMs: config.delivery.maxBackoffMs,
+      }),
     },
   });
+  markFailedStudies(delivery, index, 'delivery');
+  observeStageTimings(delivery, 'delivery');
+  const stopSpoolCleanup = scheduleSpoolCleanup(config, index, queues);
+
+  // DIMSE (plain + TLS) and STOW-RS share one path: spool commit, then this onStored.
+  const ingest = await startIngest(
+    config,
+    spool,
+    async (inst: StoredInstance) => {
+      await index.recordInstance({ ...inst, receivedAt: Date.parse(inst.receivedAt) });
+      audit.noteReceived(inst.studyUid, inst.callingAe, inst.callingAddress, inst.size);
+      await touchStudy(queues.studyComplete, inst.studyUid, config.study.quietPeriodMs);
+    },
+    s.redis,
+  );
 
   // HTTP last: /readyz answering means every listener is up.
-  const app = createAdminApp({ redis: s.redis, index, spoolDir: spool.root });
+  const localWorker = s.localInference;
+  const app = createAdminApp({
+    config,
+    redis: s.redis,
+    index,
+    queues,
+    spoolDir: spool.root,
+    localWorkerRunning: localWorker ? () => localWorker.isRunning() : undefined,
+    routers: ingest.routers,
+  });
   const http = await listen(app, config.http.host, config.http.port);
   return [
     () => new Promise<void>((resolve) => http.close(() => resolve())),
-    () => dimse.close(),
+    () => ingest.close(),
     () => router.close(),
     () => delivery.close(),
+    async () => stopSpoolCleanup(),
   ];
 }
 
@@ -140,7 +191,20 @@ async function startWorker(s: Shared): Promise<Closer[]> {
     { connection: s.redis, prefix: config.redis.prefix, concurrency: config.worker.concurrency },
   );
   markFailedStudies(worker, index, 'inference');
+  observeStageTimings(worker, 'inference');
+  s.localInference = worker;
+  const heartbeat = new WorkerHeartbeatPublisher({
+    redis: s.redis,
+    prefix: config.redis.prefix,
+    concurrency: config.worker.concurrency,
+    providers: Object.fromEntries([...sessions.values()].map((m) => [m.model.manifest.id, m.provider])),
+  });
+  await heartbeat.start();
+  worker.on('completed', (_job, result: { images?: number } | undefined) =>
+    heartbeat.recordJob(result?.images ?? 0),
+  );
   return [
+    () => heartbeat.stop(),
     () => worker.close(),
     async () => {
       for (const session of sessions.values()) await session.close();
@@ -149,6 +213,7 @@ async function startWorker(s: Shared): Promise<Closer[]> {
 }
 
 export async function startRoles(role: Role, config: GatewayConfig): Promise<{ close(): Promise<void> }> {
+  if (role !== 'worker') assertAuthForBinding(config.http);
   const redisHandle = await ensureRedis(config);
   const redis = createRedis(redisHandle.url);
   const shared: Shared = {
@@ -157,6 +222,13 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
     index: new StudyIndex(redis, config.redis.prefix),
     queues: createQueues(redis, config),
   };
+  await audit.open({
+    dir: path.join(config.dataDir, 'audit'),
+    retentionDays: config.audit.retentionDays,
+    redis,
+    prefix: config.redis.prefix,
+  });
+  collectQueueDepths([shared.queues.studyComplete, shared.queues.inference, shared.queues.delivery]);
   const closers: Closer[] = [];
   // Workers first: a gateway that accepts studies should find models ready.
   if (role === 'worker' || role === 'all') closers.push(...(await startWorker(shared)));
@@ -177,6 +249,7 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
         await close().catch((err: unknown) =>
           log.error({ event: 'shutdown.error', err }, 'error while closing'),
         );
+      await audit.close();
       await shared.queues.close();
       redis.disconnect();
       await redisHandle.stop();

@@ -1,60 +1,145 @@
-import { statfs } from 'node:fs/promises';
 import type { Server } from 'node:http';
+import path from 'node:path';
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { ExpressAdapter } from '@bull-board/express';
 import express from 'express';
 import type { Redis } from 'ioredis';
+import { audit } from '../audit/trail.ts';
+import type { GatewayConfig } from '../config/schema.ts';
 import type { StudyIndex } from '../ingest/studies.ts';
 import { log } from '../log.ts';
-import { isValidUid } from '../dicom/uid.ts';
+import { metrics } from '../metrics.ts';
+import type { Queues } from '../queue/queues.ts';
+import { defaultDestinationName, LOCAL_FOLDER_DESTINATION } from '../results/delivery/registry.ts';
+import { createApiRouter } from './api.ts';
+import { principalOf, requireAuth } from './auth.ts';
+import { DEFAULT_MIN_FREE_BYTES, readiness, WORKER_STALE_MS } from './health.ts';
+import { openapiDocument } from './openapi.ts';
 
 export interface AdminDeps {
+  config: GatewayConfig;
   redis: Redis;
   index: StudyIndex;
+  queues: Queues;
   spoolDir: string;
-  /** Extra routers (for example STOW-RS ingest) mounted on the same listener. */
+  /** Role 'all': the in-process inference worker counts as alive for /readyz while it runs. */
+  localWorkerRunning?: () => boolean;
+  /** Extra routers (for example STOW-RS ingest) mounted on the same listener; they do their own auth. */
   routers?: { path: string; router: express.Router }[];
 }
 
-/** Admin HTTP: health checks and the study status API. */
+export const PUBLIC_DIR = path.join(import.meta.dirname, 'public');
+
+function configuredDestinations(config: GatewayConfig) {
+  const def = defaultDestinationName(config);
+  const list = Object.entries(config.destinations).map(([name, d]) => ({
+    name,
+    kind: d.kind,
+    isDefault: name === def,
+  }));
+  if (!config.destinations[LOCAL_FOLDER_DESTINATION])
+    list.unshift({
+      name: LOCAL_FOLDER_DESTINATION,
+      kind: 'folder',
+      isDefault: def === LOCAL_FOLDER_DESTINATION,
+    });
+  return list;
+}
+
+/**
+ * Admin HTTP: health (open), then behind auth: /metrics, the REST API (/api, described at
+ * /api/openapi.json), bull-board (/admin/queues) and the console's static pages (/).
+ */
 export function createAdminApp(deps: AdminDeps): express.Express {
+  const { config } = deps;
+  const prefix = config.redis.prefix;
   const app = express();
   app.disable('x-powered-by');
 
+  // Probes stay open: orchestrators call them without credentials, and they reveal no study data.
   app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
+    res.json({ status: 'ok', uptimeSeconds: Math.round(process.uptime()) });
   });
 
   app.get('/readyz', async (_req, res) => {
-    const checks: Record<string, { ok: boolean; reason?: string }> = {};
-    try {
-      checks.redis = { ok: (await deps.redis.ping()) === 'PONG' };
-    } catch (err) {
-      checks.redis = { ok: false, reason: `Redis does not answer: ${(err as Error).message}` };
+    const spool = (config as { spool?: { minFreeBytes?: number } }).spool;
+    const result = await readiness({
+      redis: deps.redis,
+      prefix,
+      spoolDir: deps.spoolDir,
+      minFreeBytes: spool?.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES,
+      workerStaleMs: WORKER_STALE_MS,
+      localWorkerRunning: deps.localWorkerRunning,
+    });
+    if (!result.ready) {
+      const failing = Object.entries(result.checks)
+        .filter(([, c]) => !c.ok)
+        .map(([name, c]) => `${name}: ${c.reason}`);
+      log.debug({ event: 'readyz.not_ready', failing }, 'not ready');
     }
-    try {
-      const fs = await statfs(deps.spoolDir);
-      checks.disk = { ok: fs.bavail * fs.bsize > 0 };
-    } catch (err) {
-      checks.disk = { ok: false, reason: `spool not accessible: ${(err as Error).message}` };
-    }
-    const ready = Object.values(checks).every((c) => c.ok);
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready', checks });
+    res
+      .status(result.ready ? 200 : 503)
+      .json({ status: result.ready ? 'ready' : 'not ready', checks: result.checks });
   });
 
-  app.get('/api/studies', async (_req, res) => {
-    res.json(await deps.index.list(200));
-  });
-
-  app.get('/api/studies/:uid', async (req, res) => {
-    if (!isValidUid(req.params.uid)) {
-      res.status(400).json({ error: 'not a valid DICOM UID' });
-      return;
-    }
-    const study = await deps.index.get(req.params.uid);
-    if (!study) res.status(404).json({ error: 'unknown study' });
-    else res.json(study);
-  });
-
+  // Ingest routers authenticate their own clients (modalities, PACS), not admins.
   for (const r of deps.routers ?? []) app.use(r.path, r.router);
+
+  app.use(requireAuth(config.http.auth));
+
+  app.get('/metrics', async (_req, res) => {
+    res.setHeader('Content-Type', metrics.contentType);
+    res.send(await metrics.metrics());
+  });
+
+  app.get('/api/openapi.json', (_req, res) => {
+    res.json(openapiDocument);
+  });
+  app.use(
+    '/api',
+    createApiRouter({
+      redis: deps.redis,
+      prefix,
+      index: deps.index,
+      queues: deps.queues,
+      destinations: configuredDestinations(config),
+      workerStaleMs: WORKER_STALE_MS,
+    }),
+  );
+  app.use('/api', (_req, res) => {
+    res.status(404).json({ error: 'no such API route; see /api/openapi.json' });
+  });
+
+  const board = new ExpressAdapter();
+  board.setBasePath('/admin/queues');
+  createBullBoard({
+    queues: [deps.queues.studyComplete, deps.queues.inference, deps.queues.delivery].map(
+      (q) => new BullMQAdapter(q),
+    ),
+    // @bull-board/express pins its own copy of @bull-board/api; the two are the same shape at runtime.
+    serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
+  });
+  // bull-board's own actions (retry, clean, promote...) are audited like ours.
+  app.use('/admin/queues', (req, res, next) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.on('finish', () => {
+        const who = principalOf(res);
+        void audit.record({
+          type: 'action',
+          actor: who.name,
+          role: who.role,
+          action: `bull-board ${req.method}`,
+          target: req.originalUrl,
+          result: res.statusCode < 400 ? 'ok' : 'error',
+        });
+      });
+    }
+    next();
+  });
+  app.use('/admin/queues', board.getRouter() as express.Router);
+
+  app.use(express.static(PUBLIC_DIR, { index: 'index.html', maxAge: 0 }));
   return app;
 }
 

@@ -18,6 +18,11 @@ export const ENV_SETTINGS: Record<string, { path: string[]; parse: (v: string) =
   GATEWAY_MODELS_DIR: { path: ['modelsDir'], parse: String },
   GATEWAY_QUIET_PERIOD_MS: { path: ['study', 'quietPeriodMs'], parse: Number },
   GATEWAY_WORKER_CONCURRENCY: { path: ['worker', 'concurrency'], parse: Number },
+  // One admin bearer token, for containers whose admin HTTP binds beyond loopback.
+  GATEWAY_ADMIN_TOKEN: {
+    path: ['http', 'auth', 'bearer'],
+    parse: (token) => [{ name: 'env-admin', token, role: 'admin' }],
+  },
 };
 
 /** The DICOMweb URL of the default destination; becomes destination 'pacs'. */
@@ -73,8 +78,22 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
   // Relative paths in a config file are relative to that file, as admins expect.
   config.dataDir = path.resolve(baseDir, config.dataDir);
   config.modelsDir = path.resolve(baseDir, config.modelsDir);
+  const dimseTls = config.dimse.tls;
+  if (dimseTls) {
+    for (const k of ['caFile', 'certFile', 'keyFile'] as const) {
+      const file = dimseTls[k];
+      if (file) dimseTls[k] = path.resolve(baseDir, file);
+    }
+  }
   for (const dest of Object.values(config.destinations)) {
     if (dest.kind === 'folder') dest.path = path.resolve(baseDir, dest.path);
+    if (dest.kind === 'dicomweb' && dest.caFile) dest.caFile = path.resolve(baseDir, dest.caFile);
+    if (dest.kind === 'dimse' && dest.tls) {
+      for (const k of ['caFile', 'certFile', 'keyFile'] as const) {
+        const file = dest.tls[k];
+        if (file) dest.tls[k] = path.resolve(baseDir, file);
+      }
+    }
   }
   if (config.defaultDestination && !config.destinations[config.defaultDestination]) {
     throw new ConfigError(

@@ -34,6 +34,22 @@ export const routingRuleSchema = z
   })
   .strict();
 
+/** How a DICOMweb destination authenticates; OAuth2 tokens are cached until shortly before they expire. */
+const dicomwebAuthSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('none') }).strict(),
+  z.object({ type: z.literal('basic'), user: z.string().min(1), password: z.string() }).strict(),
+  z.object({ type: z.literal('bearer'), token: z.string().min(1) }).strict(),
+  z
+    .object({
+      type: z.literal('oauth2'),
+      tokenUrl: z.url(),
+      clientId: z.string().min(1),
+      clientSecret: z.string().min(1),
+      scope: z.string().optional(),
+    })
+    .strict(),
+]);
+
 const destinationSchema = z.discriminatedUnion('kind', [
   z
     .object({
@@ -41,10 +57,146 @@ const destinationSchema = z.discriminatedUnion('kind', [
       url: z.url(),
       timeoutMs: z.number().int().positive().default(30_000),
       headers: z.record(z.string(), z.string()).default({}),
+      /** Unset: no Authorization header (other than one given in headers). */
+      auth: dicomwebAuthSchema.optional(),
+      /** PEM file of the CA(s) that sign the server's certificate (private PKI); relative to the config file. */
+      caFile: z.string().min(1).optional(),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('dimse'),
+      host: z.string().min(1),
+      port: port.refine((p) => p > 0, 'port must be 1-65535'),
+      /** Called AE title (the PACS). */
+      aeTitle,
+      /** Calling AE title; defaults to dimse.aeTitle. */
+      callingAeTitle: aeTitle.optional(),
+      timeoutMs: z.number().int().positive().default(30_000),
+      /** DICOM TLS; PEM files relative to the config file. */
+      tls: z
+        .object({
+          caFile: z.string().min(1).optional(),
+          certFile: z.string().min(1).optional(),
+          keyFile: z.string().min(1).optional(),
+          rejectUnauthorized: z.boolean().default(true),
+        })
+        .strict()
+        .optional(),
     })
     .strict(),
   z.object({ kind: z.literal('folder'), path: z.string().min(1) }).strict(),
 ]);
+
+const adminRole = z.enum(['read', 'admin']);
+
+/** Admin HTTP credentials: 'read' sees everything, 'admin' may also act (retry, reprocess, pause...). */
+const adminAuthSchema = z
+  .object({
+    basic: z
+      .array(z.object({ user: z.string().min(1), password: z.string().min(8), role: adminRole }).strict())
+      .default([]),
+    bearer: z
+      .array(z.object({ name: z.string().min(1), token: z.string().min(16), role: adminRole }).strict())
+      .default([]),
+  })
+  .strict()
+  .refine((a) => a.basic.length + a.bearer.length > 0, 'configure at least one basic user or bearer token');
+
+/** A known DICOM peer (modality, PACS) allowed to open associations with us. */
+const dimsePeerSchema = z
+  .object({
+    aeTitle,
+    /** IP address the peer must connect from; any address when unset. */
+    host: z.string().min(1).optional(),
+    /** Concurrent associations from this peer; dimse.limits.maxAssociationsPerPeer when unset. */
+    maxAssociations: z.number().int().min(1).max(1000).optional(),
+    /** This peer must present a valid user identity (username, or username + passcode). */
+    requireUserIdentity: z.boolean().default(false),
+  })
+  .strict();
+
+const credentialUser = z.object({ username: z.string().min(1), password: z.string().min(1) }).strict();
+
+/** Ingest settings owned by src/ingest (DIMSE association policy, TLS, STOW-RS, spool watermark). */
+const dimseIngestSettings = {
+  /** Known peers. Calling AE titles not listed are rejected unless promiscuous is on. */
+  peers: z.array(dimsePeerSchema).default([]),
+  /** Accept any calling AE title. Unset: on when no peers are configured (zero-config), off otherwise. */
+  promiscuous: z.boolean().optional(),
+  limits: z
+    .object({
+      maxAssociations: z.number().int().min(1).max(10_000).default(64),
+      maxAssociationsPerPeer: z.number().int().min(1).max(10_000).default(16),
+      /** ARTIM: time allowed between TCP connect and the A-ASSOCIATE-RQ. */
+      associationTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
+      /** Idle time allowed between two PDUs of an established association. */
+      idleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+    })
+    .strict()
+    .prefault({}),
+  /** User identity negotiation (PS3.7 D.3.3.7): accepted username/passcode pairs. */
+  userIdentity: z
+    .object({
+      /** Every association must present a valid identity (not only peers with requireUserIdentity). */
+      required: z.boolean().default(false),
+      users: z.array(credentialUser).default([]),
+    })
+    .strict()
+    .prefault({}),
+  /** DICOM TLS listener on its own port, beside the plain one. */
+  tls: z
+    .object({
+      port: port.default(2762),
+      /** PEM files; relative paths are relative to the config file. */
+      certFile: z.string().min(1),
+      keyFile: z.string().min(1),
+      /** CA bundle that client certificates must chain to. */
+      caFile: z.string().min(1).optional(),
+      requireClientCert: z.boolean().default(false),
+    })
+    .strict()
+    .optional(),
+};
+
+const stowrsSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Largest request body accepted. */
+    maxRequestBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(8 * 1024 ** 3),
+    /** Credentials; with none configured, only loopback clients may store. */
+    auth: z
+      .object({
+        basic: z.array(credentialUser).default([]),
+        bearer: z.array(z.string().min(16)).default([]),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict()
+  .prefault({});
+
+const spoolSchema = z
+  .object({
+    /** Below this much free disk space, new instances are refused (C-STORE 0xA700, STOW-RS 409). */
+    minFreeBytes: z
+      .number()
+      .int()
+      .min(0)
+      .default(1024 ** 3),
+    /** Largest single instance accepted. */
+    maxInstanceBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(4 * 1024 ** 3),
+  })
+  .strict()
+  .prefault({});
 
 export const configSchema = z
   .object({
@@ -54,6 +206,7 @@ export const configSchema = z
         host: z.string().default('0.0.0.0'),
         port: port.default(11112),
         maxPduLength: z.number().int().min(4096).max(4_194_304).default(262_144),
+        ...dimseIngestSettings,
       })
       .strict()
       .prefault({}),
@@ -61,6 +214,8 @@ export const configSchema = z
       .object({
         host: z.string().default('127.0.0.1'),
         port: port.default(8080),
+        /** Required when host is not loopback (checked at start-up by src/admin/auth.ts). */
+        auth: adminAuthSchema.optional(),
       })
       .strict()
       .prefault({}),
@@ -78,6 +233,8 @@ export const configSchema = z
       .strict()
       .prefault({}),
     dataDir: z.string().min(1).default('./data'),
+    spool: spoolSchema,
+    stowrs: stowrsSchema,
     modelsDir: z.string().min(1).default('./models'),
     study: z
       .object({
@@ -105,12 +262,27 @@ export const configSchema = z
       .object({
         attempts: z.number().int().min(1).default(30),
         backoffMs: z.number().int().min(10).default(5_000),
+        /** Exponential backoff stops growing here: 30 attempts then span about 6 hours. */
+        maxBackoffMs: z.number().int().min(10).default(900_000),
+        /** Per-destination circuit breaker: opens after this many consecutive transient failures... */
+        breakerThreshold: z.number().int().min(1).default(5),
+        /** ...and lets one probe through after this cool-down. */
+        breakerCooldownMs: z.number().int().min(10).default(60_000),
+        /** Delete a study's spooled images this long after all its deliveries succeeded; unset: keep. */
+        spoolRetentionHours: z.number().min(0).optional(),
       })
       .strict()
       .prefault({}),
     routing: z
       .object({
         rules: z.array(routingRuleSchema).default([]),
+      })
+      .strict()
+      .prefault({}),
+    audit: z
+      .object({
+        /** Audit segments (one JSONL file per day under <dataDir>/audit) older than this are deleted. */
+        retentionDays: z.number().int().min(1).max(36_500).default(365),
       })
       .strict()
       .prefault({}),

@@ -120,11 +120,19 @@ export interface InstanceHeader {
   instanceNumber?: number;
   rows?: number;
   columns?: number;
+  numberOfFrames?: number;
+  samplesPerPixel?: number;
+  bitsAllocated?: number;
 }
 
 export interface ReadHeaderOptions {
   /** Give up when the attributes before Pixel Data need more than this many bytes (default 64 MiB). */
   maxHeaderBytes?: number;
+  /**
+   * The file's first bytes and its size, when the caller still has them (it just wrote the file): parsed
+   * without opening the file; the file is read only when the header does not fit in them.
+   */
+  prefix?: { bytes: Buffer; fileSize: number };
 }
 
 // dcmjs warns (with a stack trace) on every prefix that ends mid-element, which we expect and handle;
@@ -164,6 +172,9 @@ export async function readInstanceHeader(
     instanceNumber: firstNumber(d['00200013']),
     rows: firstNumber(d['00280010']),
     columns: firstNumber(d['00280011']),
+    numberOfFrames: firstNumber(d['00280008']),
+    samplesPerPixel: firstNumber(d['00280002']),
+    bitsAllocated: firstNumber(d['00280100']),
   };
 }
 
@@ -188,6 +199,12 @@ interface HeaderDict {
 
 async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<HeaderDict> {
   const maxBytes = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  if (opts.prefix !== undefined) {
+    const { bytes, fileSize } = opts.prefix;
+    const usable = bytes.subarray(0, Math.min(bytes.length, fileSize, maxBytes));
+    const parsed = parsePrefix(usable, usable.length >= fileSize, fileSize);
+    if (parsed.kind === 'done') return parsed.message;
+  }
   const handle = await open(path, 'r');
   try {
     const { size } = await handle.stat();
@@ -196,7 +213,7 @@ async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<He
       const buf = Buffer.alloc(want);
       const { bytesRead } = await handle.read(buf, 0, want, 0);
       const complete = bytesRead >= size;
-      const parsed = parsePrefix(buf.subarray(0, bytesRead), complete);
+      const parsed = parsePrefix(buf.subarray(0, bytesRead), complete, size);
       if (parsed.kind === 'done') return parsed.message;
       if (want >= size) throw new Part10Error(`unparseable DICOM header: ${parsed.reason}`);
       if (want >= maxBytes) {
@@ -213,10 +230,16 @@ async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<He
 type ParseResult =
   { kind: 'done'; message: HeaderDict } | { kind: 'need-more' | 'need-whole-file'; reason: string };
 
-function parsePrefix(buf: Buffer, complete: boolean): ParseResult {
+function parsePrefix(buf: Buffer, complete: boolean, fileSize: number): ParseResult {
   if (buf.length < PREAMBLE_LENGTH + 4 || !buf.subarray(PREAMBLE_LENGTH, PREAMBLE_LENGTH + 4).equals(MAGIC)) {
     // Not something more bytes can fix.
     throw new Part10Error('not a DICOM Part-10 file (no DICM prefix)');
+  }
+  // dcmjs parses sequences recursively: measure the nesting first, iteratively, and refuse a hostile one.
+  const { pixelDataEnd, endsInside } = checkSequenceDepth(buf);
+  if (complete && endsInside !== undefined) throw new Part10Error(`data set is truncated: ${endsInside}`);
+  if (pixelDataEnd !== undefined && pixelDataEnd > fileSize) {
+    throw new Part10Error(`Pixel Data runs ${pixelDataEnd - fileSize} bytes past the end of the file`);
   }
   const arrayBuffer = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length);
   let message: HeaderDict;
@@ -257,4 +280,110 @@ function firstNumber(el: DcmjsElement | undefined): number | undefined {
   const v = el?.Value?.[0];
   const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v.trim()) : NaN;
   return Number.isFinite(n) ? n : undefined;
+}
+
+/** Deeper than this is not a real data set (real SR trees stay well below 20 levels). */
+export const MAX_SEQUENCE_DEPTH = 64;
+
+const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2';
+const EXPLICIT_VR_BIG_ENDIAN = '1.2.840.10008.1.2.2';
+const UNDEFINED_LENGTH = 0xffffffff;
+
+export interface DatasetWalk {
+  /** File offset just past a defined-length top-level Pixel Data value, when the walk reached one. */
+  pixelDataEnd?: number;
+  /** Set when the bytes end inside an element or an open sequence (meaningful for a whole file only). */
+  endsInside?: string;
+}
+
+/**
+ * Walks the data set of a Part-10 prefix without recursion and throws Part10Error when sequences nest deeper
+ * than MAX_SEQUENCE_DEPTH. Stops quietly at Pixel Data, at the end of the buffer, or at anything it cannot
+ * follow (the real parser judges those); deflated data sets are skipped (dcmjs inflates them first).
+ */
+export function checkSequenceDepth(buf: Buffer, maxDepth = MAX_SEQUENCE_DEPTH): DatasetWalk {
+  let pos: number;
+  try {
+    pos = part10DatasetOffset(buf);
+  } catch {
+    return {};
+  }
+  const ts = metaTransferSyntax(buf);
+  if (ts === DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) return {};
+  const explicit = ts !== IMPLICIT_VR_LITTLE_ENDIAN;
+  const bigEndian = ts === EXPLICIT_VR_BIG_ENDIAN;
+  const u16 = (at: number) => (bigEndian ? buf.readUInt16BE(at) : buf.readUInt16LE(at));
+  const u32 = (at: number) => (bigEndian ? buf.readUInt32BE(at) : buf.readUInt32LE(at));
+  // Open sequences and items: the offset where each ends, or undefined until its delimiter.
+  const open: { end: number | undefined; sequence: boolean }[] = [];
+  let depth = 0;
+  const close = () => {
+    if (open.pop()?.sequence) depth--;
+  };
+  while (pos + 8 <= buf.length) {
+    for (let top = open.at(-1); top?.end !== undefined && pos >= top.end; top = open.at(-1)) close();
+    const group = u16(pos);
+    const elementNumber = u16(pos + 2);
+    if (group === 0xfffe) {
+      const length = u32(pos + 4);
+      pos += 8;
+      if (elementNumber === 0xe000) {
+        open.push({ end: length === UNDEFINED_LENGTH ? undefined : pos + length, sequence: false });
+      } else if (elementNumber === 0xe00d || elementNumber === 0xe0dd) {
+        close();
+      } else {
+        return {};
+      }
+      continue;
+    }
+    const pixelData = group === 0x7fe0 && elementNumber === 0x0010 && depth === 0;
+    let vr: string | undefined;
+    let length: number;
+    let headerLength: number;
+    if (explicit) {
+      vr = buf.toString('ascii', pos + 4, pos + 6);
+      if (!/^[A-Z]{2}$/.test(vr)) return {};
+      if (LONG_VRS.has(vr)) {
+        if (pos + 12 > buf.length) return {};
+        length = u32(pos + 8);
+        headerLength = 12;
+      } else {
+        length = u16(pos + 6);
+        headerLength = 8;
+      }
+    } else {
+      length = u32(pos + 4);
+      headerLength = 8;
+    }
+    pos += headerLength;
+    if (pixelData) return length === UNDEFINED_LENGTH ? {} : { pixelDataEnd: pos + length };
+    // Implicit VR: only undefined-length sequences are recognisable without a dictionary; that is enough,
+    // since a defined-length sequence cannot be deeper than the bytes that hold it.
+    if (vr === 'SQ' || length === UNDEFINED_LENGTH) {
+      depth++;
+      if (depth > maxDepth) throw new Part10Error(`sequences nested deeper than ${maxDepth} levels`);
+      open.push({ end: length === UNDEFINED_LENGTH ? undefined : pos + length, sequence: true });
+      continue;
+    }
+    pos += length;
+  }
+  if (pos > buf.length) return { endsInside: 'an element value runs past the end' };
+  if (pos < buf.length) return { endsInside: 'the last element header is cut short' };
+  if (open.some((o) => o.end === undefined)) return { endsInside: 'a sequence is never closed' };
+  return {};
+}
+
+/** Transfer Syntax UID (0002,0010) from the file meta group, or undefined. */
+function metaTransferSyntax(buf: Buffer): string | undefined {
+  let offset = PREAMBLE_LENGTH + 4;
+  while (offset + 8 <= buf.length && buf.readUInt16LE(offset) === 0x0002) {
+    const elementNumber = buf.readUInt16LE(offset + 2);
+    const vr = buf.toString('ascii', offset + 4, offset + 6);
+    const long = LONG_VRS.has(vr);
+    const length = long ? buf.readUInt32LE(offset + 8) : buf.readUInt16LE(offset + 6);
+    const start = offset + (long ? 12 : 8);
+    if (elementNumber === 0x0010) return buf.toString('ascii', start, start + length).replace(/[\0 ]+$/, '');
+    offset = start + length;
+  }
+  return undefined;
 }

@@ -2,9 +2,10 @@
 // <dataDir>/spool/studies/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm; the directory is fsync'd after the
 // rename, so an instance that was answered Success survives a crash or power loss.
 import { randomUUID } from 'node:crypto';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { close, fdatasync, openSync, write } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { isValidUid, requireUid } from '../dicom/uid.ts';
 
 export interface InstanceKey {
@@ -29,6 +30,7 @@ const TEMP_SUFFIX = '.part';
 const INSTANCE_SUFFIX = '.dcm';
 
 export class Spool {
+  private readonly dirSyncs = new DirectorySyncs();
   readonly root: string;
   readonly studiesDir: string;
   readonly tmpDir: string;
@@ -60,12 +62,15 @@ export class Spool {
 
   /**
    * A write stream on a new temp file, created synchronously (for stream factories that cannot await).
-   * It fsyncs before closing (`flush`), so commit it with `{ alreadySynced: true }`. Requires init().
+   * It fsyncs before closing, so commit it with `{ alreadySynced: true }`. Writing more than `maxBytes`
+   * fails the stream with InstanceTooLargeError instead of filling the disk. Requires init().
    */
-  createTempWriteStream(): { path: string; stream: WriteStream } {
+  createTempWriteStream(
+    maxBytes = Number.MAX_SAFE_INTEGER,
+    flow?: FlowControl,
+  ): { path: string; stream: TempFileStream } {
     const tempPath = this.newTempPath();
-    const stream = createWriteStream(tempPath, { flags: 'wx', mode: FILE_MODE, flush: true });
-    return { path: tempPath, stream };
+    return { path: tempPath, stream: new TempFileStream(tempPath, maxBytes, flow) };
   }
 
   /** Removes a temp file that will not be committed; a missing file is not an error. */
@@ -89,18 +94,24 @@ export class Spool {
     if (!opts.alreadySynced) await fsyncPath(tempPath, 'r+');
 
     const seriesDir = path.join(this.studiesDir, studyUid, seriesUid);
-    const firstCreated = await mkdir(seriesDir, { recursive: true });
     const finalPath = path.join(seriesDir, `${sopInstanceUid}${INSTANCE_SUFFIX}`);
-    await rename(tempPath, finalPath);
+    let newSeries = false;
+    // Most instances land in a series directory that exists already: try the rename first.
+    try {
+      await rename(tempPath, finalPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      newSeries = true;
+      await mkdir(seriesDir, { recursive: true });
+      await rename(tempPath, finalPath);
+    }
 
-    // Make the rename durable; when directories were just created, their entries in the parents too.
-    await fsyncPath(seriesDir, 'r');
-    if (firstCreated !== undefined) {
-      const stopAt = path.dirname(firstCreated);
-      for (let dir = path.dirname(seriesDir); ; dir = path.dirname(dir)) {
-        await fsyncPath(dir, 'r');
-        if (dir === stopAt || dir === path.dirname(dir)) break;
-      }
+    // Make the rename durable; for a series directory that was missing (made by us or by a concurrent
+    // commit that may not have synced yet), the entries of the study directory and studies/ too.
+    await this.dirSyncs.sync(seriesDir);
+    if (newSeries) {
+      await this.dirSyncs.sync(path.dirname(seriesDir));
+      await this.dirSyncs.sync(this.studiesDir);
     }
     return finalPath;
   }
@@ -171,6 +182,133 @@ export class Spool {
     if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel) || rel.includes(path.sep)) {
       throw new Error(`path is not a file in ${dir}`);
     }
+  }
+}
+
+export class InstanceTooLargeError extends Error {
+  constructor(readonly maxBytes: number) {
+    super(`instance larger than ${maxBytes} bytes`);
+    this.name = 'InstanceTooLargeError';
+  }
+}
+
+/** The source feeding a stream, paused while the disk is behind (for writers that ignore write()'s result). */
+export interface FlowControl {
+  pause(): void;
+  resume(): void;
+}
+
+/** Enough for the attributes before Pixel Data of nearly every image. */
+const HEAD_BYTES = 64 * 1024;
+
+type WriteCallback = (error: Error | null | undefined) => void;
+
+/**
+ * Writes straight to a file descriptor, counts the bytes, and fsyncs before 'finish', so a stream that
+ * finished without error is durable. Chunks arrive PDU- or part-sized, so one write call each is cheap.
+ * With `flow`, the source is paused whenever more than highWaterMark bytes wait for the disk: dcmjs-dimse
+ * writes every PDV without waiting, so this is what keeps memory flat when the network outruns the disk.
+ */
+export class TempFileStream extends Writable {
+  private fd: number | undefined;
+  bytesWritten = 0;
+
+  /** The file's first bytes (up to HEAD_BYTES), so the header can be parsed without reading the file back. */
+  private headChunks: Buffer[] = [];
+  private headLength = 0;
+
+  constructor(
+    readonly path: string,
+    private readonly maxBytes: number,
+    private readonly flow?: FlowControl,
+  ) {
+    super({ highWaterMark: 4 * 1024 * 1024 });
+    try {
+      this.fd = openSync(path, 'wx', FILE_MODE);
+    } catch (err) {
+      process.nextTick(() => this.destroy(err as Error));
+    }
+    if (flow !== undefined) {
+      this.on('drain', () => flow.resume());
+      this.on('close', () => flow.resume());
+    }
+  }
+
+  override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
+    const ok = typeof encoding === 'string' ? super.write(chunk, encoding, cb) : super.write(chunk, encoding);
+    if (!ok) this.flow?.pause();
+    return ok;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    const { fd } = this;
+    if (fd === undefined) return done(new Error('temp file is not open'));
+    if (this.bytesWritten + chunk.length > this.maxBytes)
+      return done(new InstanceTooLargeError(this.maxBytes));
+    this.bytesWritten += chunk.length;
+    if (this.headLength < HEAD_BYTES) {
+      const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
+      this.headChunks.push(Buffer.from(part));
+      this.headLength += part.length;
+    }
+    const writeFrom = (offset: number): void => {
+      write(fd, chunk, offset, chunk.length - offset, null, (err, n) => {
+        if (err) return done(err);
+        if (offset + n < chunk.length) return writeFrom(offset + n);
+        done();
+      });
+    };
+    writeFrom(0);
+  }
+
+  /** The first bytes written (at most HEAD_BYTES). */
+  get head(): Buffer {
+    if (this.headChunks.length > 1) this.headChunks = [Buffer.concat(this.headChunks)];
+    return this.headChunks[0] ?? Buffer.alloc(0);
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    if (this.fd === undefined) return done(new Error('temp file is not open'));
+    // fdatasync: the data and the size, which is all a later read needs, without the timestamps' extra write.
+    fdatasync(this.fd, (err) => done(err));
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    const { fd } = this;
+    this.fd = undefined;
+    if (fd === undefined) return done(err);
+    close(fd, (closeErr) => done(err ?? closeErr));
+  }
+}
+
+/**
+ * Group commit for directory fsyncs: instances of one series land in one directory, often several at once
+ * (parallel associations). A caller arriving while a sync of that directory runs waits for the next one,
+ * which covers its rename; everyone arriving meanwhile shares that next sync.
+ */
+class DirectorySyncs {
+  private readonly state = new Map<string, { running: Promise<void>; next?: Promise<void> }>();
+
+  sync(dir: string): Promise<void> {
+    const current = this.state.get(dir);
+    if (current === undefined) return this.start(dir);
+    current.next ??= current.running.catch(() => undefined).then(() => this.start(dir));
+    return current.next;
+  }
+
+  private start(dir: string): Promise<void> {
+    const running = fsyncPath(dir, 'r').finally(() => {
+      const s = this.state.get(dir);
+      if (s?.running !== running) return;
+      if (s.next === undefined) this.state.delete(dir);
+    });
+    const entry = this.state.get(dir);
+    if (entry === undefined) this.state.set(dir, { running });
+    else {
+      entry.running = running;
+      entry.next = undefined;
+    }
+    return running;
   }
 }
 

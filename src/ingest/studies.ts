@@ -20,6 +20,16 @@ export interface InstanceRecord {
   columns?: number;
 }
 
+/** A report written for a study: enough to reference it as the predecessor of the next run's report. */
+export interface ReportRecord {
+  sopInstanceUid: string;
+  seriesUid: string;
+  sopClassUid: string;
+  run: number;
+  /** The report this one superseded, so a retry of the same run references the same predecessor. */
+  predecessor?: Omit<ReportRecord, 'predecessor'>;
+}
+
 export type StudyState = 'receiving' | 'queued' | 'inferring' | 'delivering' | 'done' | 'failed';
 
 export interface StudySummary {
@@ -140,8 +150,32 @@ export class StudyIndex {
   private async settle(studyUid: string, pendingInference: number, pendingDelivery: number): Promise<void> {
     const state = await this.redis.hget(this.studyKey(studyUid), 'state');
     if (state === 'failed' || state === 'receiving') return;
-    if (pendingInference <= 0 && pendingDelivery <= 0) await this.setState(studyUid, 'done');
-    else if (pendingInference <= 0) await this.setState(studyUid, 'delivering');
+    if (pendingInference <= 0 && pendingDelivery <= 0) {
+      await this.setState(studyUid, 'done');
+      // Spool retention counts from here (src/results/spool-cleanup.ts).
+      await this.redis.hset(this.studyKey(studyUid), 'doneAt', String(Date.now()));
+    } else if (pendingInference <= 0) await this.setState(studyUid, 'delivering');
+  }
+
+  /** When the study last reached 'done' (every delivery succeeded), if it has. */
+  async doneAt(studyUid: string): Promise<number | undefined> {
+    const v = await this.redis.hget(this.studyKey(studyUid), 'doneAt');
+    return v ? Number(v) : undefined;
+  }
+
+  /** Drops instance records whose spool files were removed, so the index matches the spool. */
+  async forgetInstances(studyUid: string, sopInstanceUids: string[]): Promise<void> {
+    if (sopInstanceUids.length > 0) await this.redis.hdel(this.instancesKey(studyUid), ...sopInstanceUids);
+  }
+
+  /** The latest report a model wrote for this study (a re-run's report supersedes it). */
+  async lastReport(studyUid: string, modelId: string): Promise<ReportRecord | undefined> {
+    const raw = await this.redis.hget(this.studyKey(studyUid), `lastSr:${modelId}`);
+    return raw ? (JSON.parse(raw) as ReportRecord) : undefined;
+  }
+
+  async setLastReport(studyUid: string, modelId: string, report: ReportRecord): Promise<void> {
+    await this.redis.hset(this.studyKey(studyUid), `lastSr:${modelId}`, JSON.stringify(report));
   }
 
   /** Starts a new processing run and returns its number (1 for the first). */

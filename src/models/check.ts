@@ -21,7 +21,13 @@ export async function checkModels(
   for (const model of catalogue.models) {
     const { id, version } = model.manifest;
     try {
-      const session = await openModel(model, { executionProviders: ['cpu'], deviceId: 0, strict: true });
+      // No warm-up: the contract check needs the file's metadata, not a (possibly 256³) run.
+      const session = await openModel(model, {
+        executionProviders: ['cpu'],
+        deviceId: 0,
+        strict: true,
+        warmUp: false,
+      });
       await session.close();
       out(`OK   ${id}@${version} (${model.onnxPath})`);
     } catch (err) {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { isValidUid } from '../dicom/uid.ts';
+import { isOrientationCode } from '../../workers/inference/conform.ts';
 
 // The schema of models/<id>/model.json. A model is data: everything the worker needs to feed it and
 // to report its outputs is said here, so the worker holds no model-specific code.
@@ -40,6 +41,8 @@ const acceptsSchema = z
       .optional(),
     minRows: z.number().int().min(1).max(16384).default(1),
     minColumns: z.number().int().min(1).max(16384).default(1),
+    /** 'volume' models: fewest slices that make a volume. */
+    minSlices: z.number().int().min(2).max(4096).default(2),
     photometric: z.array(z.enum(SUPPORTED_PHOTOMETRIC)).min(1),
   })
   .strict();
@@ -85,6 +88,66 @@ const outputsSchema = z
   })
   .strict();
 
+/** Input of a 'volume' model: one conformed volume per batch item. */
+const volumeInputSchema = z
+  .object({
+    name: z.string().min(1),
+    layout: z.literal('NCDHW'),
+    channels: z.literal(1),
+    /** The conformed grid: voxels along the volume's first, second and third axis. */
+    shape: z.tuple([
+      z.number().int().min(8).max(512),
+      z.number().int().min(8).max(512),
+      z.number().int().min(8).max(512),
+    ]),
+    dtype: z.literal('float32'),
+    /**
+     * 'file': first axis fastest (NIfTI on disk, stacked DICOM slices); 'transposed': C order
+     * [i][j][k], third axis fastest.
+     */
+    voxelOrder: z.enum(['file', 'transposed']),
+  })
+  .strict();
+
+const volumePreprocessingSchema = z
+  .object({
+    modalityLut: z.boolean(),
+    /** Resample to a fixed grid (FreeSurfer "conform"), trilinear, centred on the series. */
+    conform: z
+      .object({
+        spacingMm: z.number().positive().max(10),
+        orientation: z
+          .string()
+          .refine(isOrientationCode, 'three letters from R/L, A/P, S/I, one per axis, such as LIA'),
+      })
+      .strict(),
+    /** Intensity scaling over the whole conformed volume. */
+    intensity: z.literal('minmax'),
+  })
+  .strict();
+
+const segmentLabelSchema = z
+  .object({
+    /** Class index along the output's channel axis; also the segment's label value in the SEG. */
+    classIndex: z.number().int().min(1).max(255),
+    name: z.string().min(1).max(64),
+    concept: codedConceptSchema,
+    /** Whether the label's volume goes into the SR. */
+    report: z.boolean(),
+  })
+  .strict();
+
+const segmentationOutputsSchema = z
+  .object({
+    /** Name of the output tensor, shape [N, classes, …volume]; class 0 is background. */
+    name: z.string().min(1),
+    kind: z.literal('segmentation'),
+    /** Number of classes on the channel axis, background included; each voxel takes the argmax. */
+    classes: z.number().int().min(2).max(256),
+    labels: z.array(segmentLabelSchema).min(1).max(255),
+  })
+  .strict();
+
 /** The relative path of the ONNX file: inside the model folder, no escaping it by '..'. */
 const onnxPathSchema = z
   .string()
@@ -96,34 +159,44 @@ const onnxPathSchema = z
     'a path relative to the model folder, without ".." or a leading "/"',
   );
 
-export const manifestSchema = z
+const commonFields = {
+  id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'lower-case letters, digits, ".", "_", "-"'),
+  name: z.string().min(1).max(64),
+  version: z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$/, 'a version such as 1.0.0'),
+  manufacturer: z.string().min(1).max(64),
+  description: z.string().min(1).max(2048),
+  onnx: onnxPathSchema,
+  accepts: acceptsSchema,
+  batchLimit: z.number().int().min(1).max(256),
+};
+
+const instanceManifestSchema = z
   .object({
-    id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'lower-case letters, digits, ".", "_", "-"'),
-    name: z.string().min(1).max(64),
-    version: z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$/, 'a version such as 1.0.0'),
-    manufacturer: z.string().min(1).max(64),
-    description: z.string().min(1).max(2048),
-    onnx: onnxPathSchema,
-    accepts: acceptsSchema,
-    unit: z.enum(['instance', 'series', 'volume']),
+    ...commonFields,
+    /** Each image is classified on its own, then the scores are aggregated over the series. */
+    unit: z.literal('instance'),
     input: inputSchema,
     preprocessing: preprocessingSchema,
     outputs: outputsSchema,
     /** How instance scores combine into one series score. */
     aggregation: z.enum(['max', 'mean']),
-    batchLimit: z.number().int().min(1).max(256),
   })
-  .strict()
+  .strict();
+
+const volumeManifestSchema = z
+  .object({
+    ...commonFields,
+    /** The series is assembled into one 3-D volume (sorted along the slice normal) and read whole. */
+    unit: z.literal('volume'),
+    input: volumeInputSchema,
+    preprocessing: volumePreprocessingSchema,
+    outputs: segmentationOutputsSchema,
+  })
+  .strict();
+
+export const manifestSchema = z
+  .discriminatedUnion('unit', [instanceManifestSchema, volumeManifestSchema])
   .superRefine((m, ctx) => {
-    for (const key of ['mean', 'std'] as const) {
-      if (m.preprocessing[key].length !== m.input.channels) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['preprocessing', key],
-          message: `needs one value per input channel (${m.input.channels})`,
-        });
-      }
-    }
     const seen = new Set<string>();
     m.outputs.labels.forEach((label, i) => {
       if (seen.has(label.name)) {
@@ -135,6 +208,29 @@ export const manifestSchema = z
       }
       seen.add(label.name);
     });
+    if (m.unit === 'volume') {
+      const indices = new Set<number>();
+      m.outputs.labels.forEach((label, i) => {
+        if (label.classIndex >= m.outputs.classes || indices.has(label.classIndex)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['outputs', 'labels', i, 'classIndex'],
+            message: `must be unique and below outputs.classes (${m.outputs.classes})`,
+          });
+        }
+        indices.add(label.classIndex);
+      });
+      return;
+    }
+    for (const key of ['mean', 'std'] as const) {
+      if (m.preprocessing[key].length !== m.input.channels) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['preprocessing', key],
+          message: `needs one value per input channel (${m.input.channels})`,
+        });
+      }
+    }
     if (m.outputs.activation === 'softmax' && m.outputs.labels.length < 2) {
       ctx.addIssue({
         code: 'custom',
@@ -145,9 +241,12 @@ export const manifestSchema = z
   });
 
 export type ModelManifest = z.infer<typeof manifestSchema>;
+export type InstanceManifest = z.infer<typeof instanceManifestSchema>;
+export type VolumeManifest = z.infer<typeof volumeManifestSchema>;
 export type ManifestLabel = z.infer<typeof labelSchema>;
-export type ManifestInput = ModelManifest['input'];
-export type Preprocessing = ModelManifest['preprocessing'];
+export type SegmentLabel = z.infer<typeof segmentLabelSchema>;
+export type ManifestInput = InstanceManifest['input'];
+export type Preprocessing = InstanceManifest['preprocessing'];
 export type WindowSetting = Preprocessing['window'];
 
 export class ManifestError extends Error {

@@ -6,8 +6,8 @@ import { ManifestError, parseManifest, type ModelManifest } from './manifest.ts'
 
 export const MANIFEST_FILE = 'model.json';
 
-/** Units the worker runs today; the schema already names the others so manifests can say them. */
-const IMPLEMENTED_UNITS = new Set<ModelManifest['unit']>(['instance']);
+/** Units the worker runs: every unit the schema names. */
+const IMPLEMENTED_UNITS = new Set<ModelManifest['unit']>(['instance', 'volume']);
 
 export interface LoadedModel {
   manifest: ModelManifest;

@@ -8,6 +8,8 @@ export const keys = {
   associations: (prefix: string) => `${prefix}:associations`,
   /** Hash: destination name → JSON DestinationStatus. Written by delivery. */
   destinations: (prefix: string) => `${prefix}:destinations`,
+  /** String with a TTL: held by the one delivery probing a half-open destination. Written by delivery. */
+  breakerProbe: (prefix: string, destination: string) => `${prefix}:destinations:probe:${destination}`,
 };
 
 export interface WorkerHeartbeat {
@@ -48,4 +50,6 @@ export interface DestinationStatus {
   lastErrorAt?: number;
   lastError?: string;
   consecutiveFailures: number;
+  /** When the breaker last opened; it lets a probe through after the configured cool-down. */
+  openedAt?: number;
 }

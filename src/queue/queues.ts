@@ -1,5 +1,6 @@
 import { Queue, type ConnectionOptions } from 'bullmq';
 import type { GatewayConfig } from '../config/schema.ts';
+import { DELIVERY_BACKOFF } from '../results/delivery/backoff.ts';
 import { QUEUE, type DeliveryJob, type InferenceJob, type StudyCompleteJob } from './jobs.ts';
 
 export interface Queues {
@@ -30,7 +31,8 @@ export function createQueues(connection: ConnectionOptions, config: GatewayConfi
     defaultJobOptions: {
       ...KEEP,
       attempts: config.delivery.attempts,
-      backoff: { type: 'exponential', delay: config.delivery.backoffMs },
+      // Capped exponential (src/results/delivery/backoff.ts): the delivery worker registers the strategy.
+      backoff: { type: DELIVERY_BACKOFF, delay: config.delivery.backoffMs },
     },
   });
   return {

@@ -52,7 +52,14 @@ export interface SegmentationResult {
   columns: number;
   /** One label map per entry of ModelResult.sources, same order; values are segment label values. */
   slices: Uint8Array[];
-  segments: { labelValue: number; label: string; concept: CodedConcept }[];
+  segments: {
+    labelValue: number;
+    label: string;
+    /** Segmented Property Type (what the segment is). */
+    concept: CodedConcept;
+    /** Segmented Property Category; default SCT 91723000 Anatomical structure. */
+    category?: CodedConcept;
+  }[];
 }
 
 export interface ModelResult {

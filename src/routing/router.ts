@@ -1,5 +1,6 @@
 import type { Job, Queue } from 'bullmq';
 import type { RoutingRule } from '../config/schema.ts';
+import { audit } from '../audit/trail.ts';
 import type { StudyIndex } from '../ingest/studies.ts';
 import { log } from '../log.ts';
 import { jobId, type InferenceJob, type StudyCompleteJob } from '../queue/jobs.ts';
@@ -25,8 +26,17 @@ export function createRouter(deps: RouterDeps) {
         ? job.progress
         : await deps.index.nextRun(studyUid);
     await job.updateProgress(run);
+    await audit.flushReceived(studyUid);
     if (work.length === 0) {
       await deps.index.setState(studyUid, 'done', 'no model accepts this study');
+      await audit.record({
+        type: 'routed',
+        studyUid,
+        run,
+        instances: instances.length,
+        jobs: [],
+        detail: 'no model accepts this study',
+      });
       log.info({ event: 'study.routed', studyUid, run, jobs: 0 }, 'no model accepts this study');
       return { run, jobs: [] };
     }
@@ -46,6 +56,18 @@ export function createRouter(deps: RouterDeps) {
       await deps.inferenceQueue.add('infer', data, { jobId: id, priority: w.priority });
       ids.push(id);
     }
+    await audit.record({
+      type: 'routed',
+      studyUid,
+      run,
+      instances: instances.length,
+      jobs: work.map((w, i) => ({
+        model: w.modelId,
+        version: w.modelVersion,
+        destinations: w.destinations,
+        jobId: ids[i]!,
+      })),
+    });
     log.info(
       { event: 'study.routed', studyUid, run, jobs: ids.length, instances: instances.length },
       'study routed',

@@ -48,6 +48,9 @@ export interface OrthancInstance {
   restJson<T = unknown>(p: string): Promise<T>;
   /** Stops Orthanc and starts it again on the same ports and storage (data survives). */
   restart(): Promise<void>;
+  /** Stops the Orthanc process but keeps ports and storage, for outage tests; resume() starts it again. */
+  halt(): Promise<void>;
+  resume(): Promise<void>;
   /** Stops Orthanc and deletes its temp folder. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -189,6 +192,15 @@ export async function startOrthanc(opts: StartOrthancOptions = {}): Promise<Orth
     async restart(): Promise<void> {
       if (stopped) throw new Error('Orthanc was stopped');
       await terminate();
+      await launch();
+    },
+    async halt(): Promise<void> {
+      if (stopped) throw new Error('Orthanc was stopped');
+      await terminate();
+    },
+    async resume(): Promise<void> {
+      if (stopped) throw new Error('Orthanc was stopped');
+      if (child) return;
       await launch();
     },
     async stop(): Promise<void> {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import dcmjs from 'dcmjs';
 import ort from 'onnxruntime-node';
+import type { InstanceManifest } from '../../src/models/manifest.ts';
 import { loadModels, type LoadedModel } from '../../src/models/registry.ts';
 import type { ClassificationFinding, ModelResult, SourceInstanceRef } from '../../src/results/findings.ts';
 import { decodeImage } from '../../workers/inference/decode.ts';
@@ -168,8 +169,15 @@ test('cuda then cpu on a machine without CUDA binds cpu; strict mode refuses', a
   }
 });
 
+/** The chest model with its manifest narrowed to the instance unit it has. */
+function instanceModel(id: string): LoadedModel & { manifest: InstanceManifest } {
+  const model = models.get(id)!;
+  assert.equal(model.manifest.unit, 'instance');
+  return model as LoadedModel & { manifest: InstanceManifest };
+}
+
 test('a manifest that disagrees with its ONNX file is refused', async () => {
-  const model = models.get(CXR)!;
+  const model = instanceModel(CXR);
   const wrongInput = {
     ...model,
     manifest: { ...model.manifest, input: { ...model.manifest.input, name: 'image' } },
@@ -191,7 +199,7 @@ test('a manifest that disagrees with its ONNX file is refused', async () => {
 });
 
 test('batcher: concurrent samples run as one session.run, split back in order', async () => {
-  const spec = models.get(CXR)!.manifest;
+  const spec = instanceModel(CXR).manifest;
   const size = 3 * 224 * 224;
   const inputs = [
     preprocess(await decodeImage(FUJI_CHEST), spec),

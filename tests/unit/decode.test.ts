@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -12,6 +13,7 @@ import {
   readStoredPixels,
   UnsupportedTransferSyntaxError,
 } from '../../workers/inference/decode.ts';
+import { toDisplay } from '../../workers/inference/preprocess.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const samples = path.join(path.resolve(repoRoot, '../shared'), 'dicom-samples');
@@ -243,6 +245,130 @@ test('a corrupt compressed stream is a DecodeError, not a crash or garbage', asy
       const file = path.join(dir, name);
       await writeFile(file, bytes);
       await assert.rejects(decodeImage(file), (err: unknown) => err instanceof DecodeError, name);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// --- Against an independent decoder: dcmtk (libijg JPEG, CharLS JPEG-LS, its own RLE and VOI LUT code).
+
+const dcmtkTimeout = { timeout: 60_000 };
+
+/** A binary PGM (P5) or PPM (P6) as written by dcmj2pnm/dcml2pnm: 8-bit samples. */
+function readPnm(bytes: Buffer): { width: number; height: number; channels: number; data: Uint8Array } {
+  const header = bytes.toString('latin1', 0, 64).match(/^(P[56])\s+(\d+)\s+(\d+)\s+(\d+)\s/);
+  assert.ok(header, 'a binary PNM header');
+  assert.equal(header[4], '255');
+  const [width, height] = [Number(header[2]), Number(header[3])];
+  const channels = header[1] === 'P6' ? 3 : 1;
+  const data = bytes.subarray(header[0].length);
+  assert.equal(data.length, width * height * channels);
+  return { width, height, channels, data };
+}
+
+/** Largest and mean absolute difference between two equally long arrays. */
+function difference(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; mean: number } {
+  assert.equal(a.length, b.length);
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    max = Math.max(max, d);
+    sum += d;
+  }
+  return { max, mean: sum / a.length };
+}
+
+test('display image (modality LUT, file window, MONOCHROME1, colour) matches dcmtk dcmj2pnm/dcml2pnm', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'dcmtk-display-'));
+  const cases: { file: string; tool: string; maxDiff: number }[] = [
+    // Rescaled signed CT, the file's first window.
+    { file: path.join(sameCt, 'ct_1.2.840.10008.1.2.1_explicit-vr-le.dcm'), tool: 'dcmj2pnm', maxDiff: 1 },
+    {
+      file: path.join(sameCt, 'ct_1.2.840.10008.1.2.4.70_jpeg-lossless-sv1.dcm'),
+      tool: 'dcmj2pnm',
+      maxDiff: 1,
+    },
+    {
+      file: path.join(sameCt, 'ct_1.2.840.10008.1.2.4.57_jpeg-lossless-p14.dcm'),
+      tool: 'dcmj2pnm',
+      maxDiff: 1,
+    },
+    { file: path.join(sameCt, 'ct_1.2.840.10008.1.2.5_rle-lossless.dcm'), tool: 'dcmj2pnm', maxDiff: 1 },
+    {
+      file: path.join(sameCt, 'ct_1.2.840.10008.1.2.4.80_jpeg-ls-lossless.dcm'),
+      tool: 'dcml2pnm',
+      maxDiff: 1,
+    },
+    // MONOCHROME1 radiograph: displayed inverted by both.
+    {
+      file: path.join(samples, 'xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm'),
+      tool: 'dcmj2pnm',
+      maxDiff: 1,
+    },
+    // 12 bits stored in 16, real MR.
+    { file: path.join(samples, 'mr/siemens-prisma-t1-sag-series/0018.dcm'), tool: 'dcmj2pnm', maxDiff: 1 },
+    // 8-bit JPEG lossless ultrasound.
+    {
+      file: path.join(
+        samples,
+        'compressed/vendor/us-philips_1.2.840.10008.1.2.4.70_jpeg-lossless-sv1-8bit.dcm',
+      ),
+      tool: 'dcmj2pnm',
+      maxDiff: 1,
+    },
+    // JPEG baseline YBR_FULL_422 ultrasound (frame 1) → RGB: two JPEG decoders may round the IDCT,
+    // chroma upsampling and colour conversion differently.
+    {
+      file: path.join(samples, 'multiframe/us-sonosite-30frames-jpeg-baseline.dcm'),
+      tool: 'dcmj2pnm',
+      maxDiff: 3,
+    },
+  ];
+  try {
+    for (const { file, tool, maxDiff } of cases) {
+      const name = path.basename(file);
+      const out = path.join(dir, `${name}.pnm`);
+      // +Wi 1: first window in the file (as our 'file' window), +op: 8-bit binary PNM.
+      const image = await decodeImage(file);
+      const windowArgs = image.samplesPerPixel === 1 ? ['+Wi', '1'] : [];
+      execFileSync(tool, ['-q', ...windowArgs, '+op', file, out], dcmtkTimeout);
+      const theirs = readPnm(await readFile(out));
+      assert.deepEqual(
+        [theirs.height, theirs.width, theirs.channels],
+        [image.rows, image.columns, image.samplesPerPixel],
+        name,
+      );
+      const ours = toDisplay(image, 'file', true);
+      const d = difference(ours.data, theirs.data);
+      // dcmtk truncates the VOI output to 8 bits where we round to nearest: at most one grey level apart.
+      // A wrong rescale, window, sign, inversion or colour conversion is tens of levels off.
+      assert.ok(d.max <= maxDiff, `${name}: max ${d.max}, mean ${d.mean.toFixed(4)}`);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('stored pixels match dcmtk decompression (dcmdjpeg, dcmdjpls, dcmdrle) value for value', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'dcmtk-stored-'));
+  const cases: [string, string][] = [
+    ['ct_1.2.840.10008.1.2.4.57_jpeg-lossless-p14.dcm', 'dcmdjpeg'],
+    ['ct_1.2.840.10008.1.2.4.70_jpeg-lossless-sv1.dcm', 'dcmdjpeg'],
+    ['ct_1.2.840.10008.1.2.4.80_jpeg-ls-lossless.dcm', 'dcmdjpls'],
+    ['ct_1.2.840.10008.1.2.4.81_jpeg-ls-near-lossless.dcm', 'dcmdjpls'],
+    ['ct_1.2.840.10008.1.2.5_rle-lossless.dcm', 'dcmdrle'],
+  ];
+  try {
+    for (const [name, tool] of cases) {
+      const out = path.join(dir, name);
+      execFileSync(tool, [path.join(sameCt, name), out], dcmtkTimeout);
+      const ours = await stored(path.join(sameCt, name));
+      const theirs = await stored(out);
+      assert.equal(theirs.header.transferSyntaxUid, '1.2.840.10008.1.2.1', `${tool} wrote explicit VR LE`);
+      // Even the near-lossless stream must decode identically: JPEG-LS decoding is deterministic.
+      assert.deepEqual(int16(ours.frames[0]!), int16(theirs.frames[0]!), name);
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { InvalidUidError } from '../../src/dicom/uid.ts';
-import { Spool } from '../../src/ingest/spool.ts';
+import { InstanceTooLargeError, Spool } from '../../src/ingest/spool.ts';
 
 async function withSpool(fn: (spool: Spool, dataDir: string) => Promise<void>): Promise<void> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-spool-'));
@@ -170,4 +170,27 @@ test('discard ignores missing files but refuses paths outside tmp', () =>
   withSpool(async (spool, dataDir) => {
     await spool.discard(spool.newTempPath());
     await assert.rejects(spool.discard(path.join(dataDir, 'x')), /not a file in/);
+  }));
+
+test('the temp write stream stops at maxBytes, and pauses its source while the disk is behind', () =>
+  withSpool(async (spool) => {
+    const { stream } = spool.createTempWriteStream(10);
+    const failed = new Promise<Error>((resolve) => stream.once('error', resolve));
+    stream.write(Buffer.alloc(6));
+    stream.write(Buffer.alloc(6));
+    const err = await failed;
+    assert.ok(err instanceof InstanceTooLargeError, String(err));
+
+    const flow = { paused: 0, resumed: 0 };
+    const { stream: paced } = spool.createTempWriteStream(Number.MAX_SAFE_INTEGER, {
+      pause: () => flow.paused++,
+      resume: () => flow.resumed++,
+    });
+    const big = Buffer.alloc(5 * 1024 * 1024);
+    assert.equal(paced.write(big), false, 'over the high-water mark at once');
+    assert.equal(flow.paused, 1);
+    await new Promise((resolve) => paced.once('drain', resolve));
+    assert.ok(flow.resumed >= 1);
+    await new Promise((resolve) => paced.end(resolve));
+    assert.equal(paced.bytesWritten, big.length);
   }));

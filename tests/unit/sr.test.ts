@@ -132,7 +132,7 @@ test('TID 1500 report from real CT slices passes dciodvfy and dsrdump and refere
     '"Certainty of Finding")="6.25" (%,UCUM',
     '(52101004,SCT,"Present")',
     '(2667000,SCT,"Absent")',
-    '"Volume")="1234.25" (ml,UCUM',
+    '"Volume")="1234.25" (mL,UCUM',
     '"Algorithm Version")="2.1.0"',
     '"Device Observer UID")="2.25.311377328474651244120587234158339542745"',
   ]) {
@@ -266,6 +266,51 @@ test('a superseding report references its predecessor and still validates', asyn
   await writeFile(path.join(dir, 'r.dcm'), buf);
   const v = await dciodvfy(path.join(dir, 'r.dcm'));
   assert.deepEqual(v.errors, [], v.output);
+});
+
+test('a manifest code from a local scheme is identified in CodingSchemeIdentificationSequence', async (t) => {
+  const { headers, paths } = await loadSources();
+  const result = fakeResult(headers, paths);
+  result.findings[0] = {
+    ...(result.findings[0] as Extract<ModelResult['findings'][number], { kind: 'classification' }>),
+    concept: { value: 'HEM-01', scheme: '99AIGW', meaning: 'Hemorrhage (local)' },
+  };
+  const buf = buildMeasurementReport({
+    result,
+    sourceHeader: headers[0]!,
+    sopInstanceUid: SR_UID,
+    seriesInstanceUid: SR_SERIES,
+    now: NOW,
+  });
+  const sr = parse(buf, false);
+  const ids = sr.CodingSchemeIdentificationSequence as Ds[] | Ds;
+  const items = Array.isArray(ids) ? ids : [ids];
+  assert.deepEqual(
+    items.map((i) => i.CodingSchemeDesignator),
+    ['99AIGW'],
+    'only the non-standard scheme is listed',
+  );
+  assert.match(String(items[0]!.CodingSchemeName), /Head CT triage/);
+  // Standard schemes only: no sequence at all.
+  const plain = parse(
+    buildMeasurementReport({
+      result: fakeResult(headers, paths),
+      sourceHeader: headers[0]!,
+      sopInstanceUid: SR_UID,
+      seriesInstanceUid: SR_SERIES,
+      now: NOW,
+    }),
+    false,
+  );
+  assert.equal(plain.CodingSchemeIdentificationSequence, undefined);
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-sr-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(path.join(dir, 'local.dcm'), buf);
+  const v = await dciodvfy(path.join(dir, 'local.dcm'));
+  assert.deepEqual(v.errors, [], v.output);
+  const dump = await dsrdump(path.join(dir, 'local.dcm'));
+  assert.equal(dump.code, 0, dump.stderr);
+  assert.match(dump.stdout, /\(HEM-01,99AIGW,"Hemorrhage \(local\)"\)/);
 });
 
 test('invalid inputs are rejected before anything is written', async () => {

@@ -111,6 +111,18 @@ export interface DecodedImage extends PixelHeader {
   /** First Window Center/Width value for the first frame, if the file has one. */
   windowCenter?: number;
   windowWidth?: number;
+  /** Where the first frame lies in the patient (absent when the file does not say). */
+  geometry?: SliceGeometry;
+}
+
+/** Image Plane attributes (PS3.3 C.7.6.2), in DICOM patient coordinates (LPS, mm). */
+export interface SliceGeometry {
+  /** Image Position (Patient): centre of the first transmitted pixel. */
+  position: [number, number, number];
+  /** Image Orientation (Patient): row direction cosines, then column direction cosines. */
+  orientation: [number, number, number, number, number, number];
+  /** Pixel Spacing: between rows, then between columns. */
+  pixelSpacing: [number, number];
 }
 
 export interface DecodeOptions {
@@ -152,8 +164,9 @@ export async function readStoredPixels(
 
 function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits): StoredPixels {
   const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  // Header first (stops before Pixel Data), so nothing is decompressed before the sizes are checked.
-  const head = parse(buffer, { untilTag: '7FE00010', includeUntilTagValue: false });
+  // One parse of the whole file: encapsulated Pixel Data stays compressed (its size is bounded by the
+  // file's), and nothing is decompressed before readHeader has checked the sizes.
+  const head = parse(buffer, {});
   const transferSyntaxUid = String(first(head.meta.TransferSyntaxUID) ?? '').replace(/[\0 ]+$/, '');
   if (!transferSyntaxUid) throw new DecodeError('the file meta information has no Transfer Syntax UID');
   if (!('PixelData' in head.dataset)) {
@@ -169,9 +182,9 @@ function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits): StoredPi
     if (transferSyntaxUid !== TS.deflatedLE) {
       checkNotTruncated(bytes, frameByteLength(header) * header.frames, transferSyntaxUid === TS.explicitLE);
     }
-    pixelData = parse(buffer, {}).dataset.PixelData;
+    pixelData = head.dataset.PixelData;
   } else if (transferSyntaxUid === JPEG_LOSSLESS_P14) {
-    pixelData = decodeJpegLossless(parse(buffer, {}).dataset.PixelData, header);
+    pixelData = decodeJpegLossless(head.dataset.PixelData, header);
   } else if (CODEC_TRANSFER_SYNTAXES.has(transferSyntaxUid)) {
     let elements: Dataset;
     try {
@@ -200,7 +213,8 @@ function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits): StoredPi
   }
   const frames: Uint8Array[] = [];
   for (let i = 0; i < header.frames; i++) frames.push(data.subarray(i * frameBytes, (i + 1) * frameBytes));
-  return { header, frames, attributes: head.dataset };
+  const { PixelData: _pixels, ...attributes } = head.dataset;
+  return { header, frames, attributes };
 }
 
 function parse(buffer: ArrayBuffer, options: Record<string, unknown>): { meta: Dataset; dataset: Dataset } {
@@ -346,7 +360,9 @@ function toImage(stored: StoredPixels, opts: DecodeOptions): DecodedImage {
     return h.samplesPerPixel === 3 ? toRgbInterleaved(values, h) : values;
   });
   const voi = windowFor(stored.attributes);
+  const geometry = geometryFor(stored.attributes);
   return {
+    ...(geometry ? { geometry } : {}),
     ...h,
     photometric,
     planarConfiguration: 0,
@@ -424,6 +440,26 @@ function rescaleFor(ds: Dataset, frame: number): { slope: number; intercept: num
   return {
     slope: num(frameGroupValue(ds, frame, 'PixelValueTransformationSequence', 'RescaleSlope')) ?? 1,
     intercept: num(frameGroupValue(ds, frame, 'PixelValueTransformationSequence', 'RescaleIntercept')) ?? 0,
+  };
+}
+
+/** Image plane of the first frame, when the file gives all three attributes as finite numbers. */
+function geometryFor(ds: Dataset): SliceGeometry | undefined {
+  const numbers = (value: unknown, n: number): number[] | undefined => {
+    const list = (Array.isArray(value) ? value : [value]).map((v) => num(v));
+    return list.length === n && list.every((v) => v !== undefined) ? (list as number[]) : undefined;
+  };
+  const position = numbers(frameGroupValue(ds, 0, 'PlanePositionSequence', 'ImagePositionPatient'), 3);
+  const orientation = numbers(
+    frameGroupValue(ds, 0, 'PlaneOrientationSequence', 'ImageOrientationPatient'),
+    6,
+  );
+  const spacing = numbers(frameGroupValue(ds, 0, 'PixelMeasuresSequence', 'PixelSpacing'), 2);
+  if (!position || !orientation || !spacing || spacing.some((v) => v <= 0)) return undefined;
+  return {
+    position: position as SliceGeometry['position'],
+    orientation: orientation as SliceGeometry['orientation'],
+    pixelSpacing: spacing as SliceGeometry['pixelSpacing'],
   };
 }
 

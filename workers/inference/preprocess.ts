@@ -1,11 +1,11 @@
-import type { ModelManifest, WindowSetting } from '../../src/models/manifest.ts';
+import type { InstanceManifest, WindowSetting } from '../../src/models/manifest.ts';
 import type { DecodedImage } from './decode.ts';
 
 // Manifest-driven preprocessing: pixels → 8-bit display image (VOI window, MONOCHROME1 inversion) →
 // bilinear resize → channels → scale, mean/std → one NCHW sample. Models trained on display-ready
 // pictures (JPEG/PNG) expect the display image, which is why the window comes before everything else.
 
-export type PreprocessSpec = Pick<ModelManifest, 'input' | 'preprocessing'>;
+export type PreprocessSpec = Pick<InstanceManifest, 'input' | 'preprocessing'>;
 
 export interface DisplayImage {
   /** Values 0..255, rows × columns × channels, interleaved. */

@@ -1,13 +1,10 @@
-import path from 'node:path';
 import { UnrecoverableError, type Job, type Queue } from 'bullmq';
-import { readNaturalizedHeader } from '../../src/dicom/part10.ts';
-import { uidFromName } from '../../src/dicom/uid.ts';
+import { audit } from '../../src/audit/trail.ts';
 import type { InstanceRecord, StudyIndex } from '../../src/ingest/studies.ts';
 import { log } from '../../src/log.ts';
 import { jobId, type DeliveryJob, type InferenceJob } from '../../src/queue/jobs.ts';
 import type { SourceInstanceRef } from '../../src/results/findings.ts';
-import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
-import { writeFileDurable } from '../../src/util/durable-write.ts';
+import { writeModelResults } from '../../src/results/write-results.ts';
 import { NoUsableImagesError, runModel, type LoadedModelSession } from './run-model.ts';
 
 export interface InferenceDeps {
@@ -55,26 +52,39 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       throw err;
     }
 
-    const srUid = uidFromName(`sr|${studyUid}|${modelId}@${modelVersion}|${run}`);
-    const part10 = buildMeasurementReport({
+    // SR (superseding the previous run's) and, for segmentation models, a SEG; same destinations.
+    const objects = await writeModelResults({
       result,
-      sourceHeader: await readNaturalizedHeader(result.sources[0]?.path ?? sources[0]!.path),
-      sopInstanceUid: srUid,
-      seriesInstanceUid: uidFromName(`sr-series|${studyUid}|${modelId}`),
-      seriesNumber: 9000,
-      instanceNumber: run,
+      studyUid,
+      modelId,
+      modelVersion,
+      run,
+      index: deps.index,
+      reportsDir: deps.reportsDir,
     });
-    const reportPath = path.join(deps.reportsDir, studyUid, `${srUid}.dcm`);
-    await writeFileDurable(reportPath, part10);
-
-    for (const destination of destinations) {
-      await deps.deliveryQueue.add(
-        'deliver',
-        { studyUid, sopInstanceUid: srUid, path: reportPath, destination },
-        { jobId: jobId.delivery(srUid, destination) },
-      );
+    const srUid = objects[0]!.sopInstanceUid;
+    for (const object of objects) {
+      for (const destination of destinations) {
+        await deps.deliveryQueue.add(
+          'deliver',
+          { studyUid, sopInstanceUid: object.sopInstanceUid, path: object.path, destination },
+          { jobId: jobId.delivery(object.sopInstanceUid, destination) },
+        );
+      }
     }
-    await deps.index.inferenceDone(studyUid, destinations.length);
+    await deps.index.inferenceDone(studyUid, destinations.length * objects.length);
+    await audit.record({
+      type: 'inferred',
+      studyUid,
+      run,
+      model: modelId,
+      version: modelVersion,
+      provider: result.provider,
+      srUid,
+      instances: result.sources.length,
+      inferenceMs: Math.round(result.inferenceMs),
+      jobId: String(job.id),
+    });
     log.info(
       {
         event: 'inference.done',
@@ -88,6 +98,6 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       },
       'report written',
     );
-    return { srUid, provider: result.provider, findings: result.findings };
+    return { srUid, provider: result.provider, findings: result.findings, images: result.sources.length };
   };
 }

@@ -1,6 +1,7 @@
 import ort from 'onnxruntime-node';
 import { log } from '../../src/log.ts';
-import type { ModelManifest } from '../../src/models/manifest.ts';
+import { executionProvider, inferenceSeconds } from '../../src/metrics.ts';
+import type { InstanceManifest, ModelManifest, VolumeManifest } from '../../src/models/manifest.ts';
 import type { LoadedModel } from '../../src/models/registry.ts';
 import type { ClassificationFinding, ModelResult, SourceInstanceRef } from '../../src/results/findings.ts';
 import { MicroBatcher } from '../runtime/batcher.ts';
@@ -13,9 +14,11 @@ import {
 } from '../runtime/session.ts';
 import { decodeImage, DecodeError, type DecodedImage } from './decode.ts';
 import { preprocess } from './preprocess.ts';
+import { runVolumeModel, UnusableSeriesError } from './run-volume.ts';
 
-// One model end to end for an 'instance' unit: each source image → decode → preprocess → batched run →
-// activation → per-label aggregation across the instances → coded findings.
+// One model end to end. 'instance' unit: each source image → decode → preprocess → batched run →
+// activation → per-label aggregation across the instances → coded findings. 'volume' unit: see
+// run-volume.ts. Both share the session, its contract check, warm-up and micro-batcher.
 
 export const DEFAULT_MAX_WAIT_MS = 5;
 
@@ -37,59 +40,84 @@ export class NoUsableImagesError extends Error {
   override name = 'NoUsableImagesError';
 }
 
+/** The tensor shapes a manifest promises: input per sample [C, …], output per sample [classes, …]. */
+function contractShapes(m: ModelManifest): { input: number[]; output: number[] } {
+  if (m.unit === 'volume') {
+    return { input: [1, ...m.input.shape], output: [m.outputs.classes, ...m.input.shape] };
+  }
+  return { input: [m.input.channels, m.input.height, m.input.width], output: [m.outputs.labels.length] };
+}
+
 export async function openModel(
   model: LoadedModel,
   opts: RuntimeOptions = DEFAULT_RUNTIME,
 ): Promise<LoadedModelSession> {
   const m = model.manifest;
-  if (m.unit !== 'instance') throw new ModelMismatchError(`${m.id}: unit '${m.unit}' is not implemented`);
+  const shapes = contractShapes(m);
   const { session, provider } = await createSession(model.onnxPath, opts);
   try {
-    checkContract(m, session);
-    const { channels, height, width } = m.input;
-    await warmUp(session, m.input.name, [1, channels, height, width]);
+    checkContract(m, session, shapes);
+    if (opts.warmUp !== false) await warmUp(session, m.input.name, [1, ...shapes.input]);
   } catch (err) {
     await session.release();
     throw err;
   }
-  const { name: inputName, channels, height, width } = m.input;
+  executionProvider.labels({ model: m.id, provider }).set(1);
+  const inputName = m.input.name;
   const outputName = m.outputs.name;
-  const labels = m.outputs.labels.length;
+  const itemSize = shapes.input.reduce((a, b) => a * b, 1);
+  const rowSize = shapes.output.reduce((a, b) => a * b, 1);
   const batcher = new MicroBatcher(
     async (data, n) => {
-      const feeds = { [inputName]: new ort.Tensor('float32', data, [n, channels, height, width]) };
+      const feeds = { [inputName]: new ort.Tensor('float32', data, [n, ...shapes.input]) };
       const out = (await session.run(feeds, [outputName]))[outputName];
-      if (!out || out.type !== 'float32' || out.size !== n * labels) {
-        throw new ModelMismatchError(`${m.id}: output '${outputName}' is not float32 [${n}, ${labels}]`);
+      if (!out || out.type !== 'float32' || out.size !== n * rowSize) {
+        throw new ModelMismatchError(
+          `${m.id}: output '${outputName}' is not float32 [${n}, ${shapes.output.join(', ')}]`,
+        );
       }
       return out.data as Float32Array;
     },
     {
       batchLimit: m.batchLimit,
       maxWaitMs: opts.maxWaitMs ?? DEFAULT_MAX_WAIT_MS,
-      itemSize: channels * height * width,
+      itemSize,
     },
   );
-  return { model, provider, session, batcher, close: () => session.release() };
+  return {
+    model,
+    provider,
+    session,
+    batcher,
+    close: async () => {
+      executionProvider.remove({ model: m.id, provider });
+      await session.release();
+    },
+  };
 }
 
-function checkContract(m: ModelManifest, session: ort.InferenceSession): void {
+function checkContract(
+  m: ModelManifest,
+  session: ort.InferenceSession,
+  shapes: { input: number[]; output: number[] },
+): void {
   const input = session.inputMetadata.find((i) => i.name === m.input.name);
   if (!input)
     throw new ModelMismatchError(
       `${m.id}: the ONNX file has no input '${m.input.name}' (it has ${session.inputNames.join(', ')})`,
     );
-  const expected = [undefined, m.input.channels, m.input.height, m.input.width];
+  // The batch axis is free (dynamic or any size); every other axis must match where the file fixes it.
+  const expected = [undefined, ...shapes.input];
   if (input.isTensor) {
     if (input.type !== 'float32')
       throw new ModelMismatchError(`${m.id}: input '${input.name}' is ${input.type}, not float32`);
     const dims = input.shape;
     if (
-      dims.length !== 4 ||
+      dims.length !== expected.length ||
       expected.some((e, i) => e !== undefined && typeof dims[i] === 'number' && dims[i] !== e)
     ) {
       throw new ModelMismatchError(
-        `${m.id}: input '${input.name}' has shape [${dims.join(', ')}], manifest says [N, ${expected.slice(1).join(', ')}]`,
+        `${m.id}: input '${input.name}' has shape [${dims.join(', ')}], manifest says [N, ${shapes.input.join(', ')}]`,
       );
     }
   }
@@ -98,18 +126,32 @@ function checkContract(m: ModelManifest, session: ort.InferenceSession): void {
     throw new ModelMismatchError(
       `${m.id}: the ONNX file has no output '${m.outputs.name}' (it has ${session.outputNames.join(', ')})`,
     );
-  if (output.isTensor) {
-    const last = output.shape[output.shape.length - 1];
-    if (typeof last === 'number' && last !== m.outputs.labels.length) {
+  if (!output.isTensor) return;
+  if (output.type !== 'float32')
+    throw new ModelMismatchError(`${m.id}: output '${output.name}' is ${output.type}, not float32`);
+  if (m.unit === 'volume') {
+    const dims = output.shape;
+    const want = [undefined, ...shapes.output];
+    if (
+      dims.length !== want.length ||
+      want.some((e, i) => e !== undefined && typeof dims[i] === 'number' && dims[i] !== e)
+    ) {
       throw new ModelMismatchError(
-        `${m.id}: output '${output.name}' has ${last} classes, the manifest lists ${m.outputs.labels.length} labels`,
+        `${m.id}: output '${output.name}' has shape [${dims.join(', ')}], manifest says [N, ${shapes.output.join(', ')}]`,
       );
     }
+    return;
+  }
+  const last = output.shape[output.shape.length - 1];
+  if (typeof last === 'number' && last !== m.outputs.labels.length) {
+    throw new ModelMismatchError(
+      `${m.id}: output '${output.name}' has ${last} classes, the manifest lists ${m.outputs.labels.length} labels`,
+    );
   }
 }
 
 /** Whether a decoded image is one the manifest says the model can read; the reason when not. */
-export function rejectReason(m: ModelManifest, image: DecodedImage): string | undefined {
+export function rejectReason(m: InstanceManifest, image: DecodedImage): string | undefined {
   const { accepts } = m;
   if (!(accepts.photometric as string[]).includes(image.photometric))
     return `photometric ${image.photometric} not accepted`;
@@ -119,7 +161,7 @@ export function rejectReason(m: ModelManifest, image: DecodedImage): string | un
   return undefined;
 }
 
-export function activate(kind: ModelManifest['outputs']['activation'], row: Float32Array): number[] {
+export function activate(kind: InstanceManifest['outputs']['activation'], row: Float32Array): number[] {
   const values = Array.from(row);
   if (kind === 'sigmoid') return values.map((v) => 1 / (1 + Math.exp(-v)));
   if (kind === 'softmax') {
@@ -143,6 +185,44 @@ export async function runModel(
 ): Promise<ModelResult> {
   const started = performance.now();
   const m = loaded.model.manifest;
+  const result =
+    m.unit === 'volume' ? await runVolume(loaded, m, sources) : await runInstances(loaded, m, sources);
+  const inferenceMs = performance.now() - started;
+  inferenceSeconds.labels({ model: m.id, provider: loaded.provider }).observe(inferenceMs / 1000);
+  log.info(
+    {
+      event: 'model_ran',
+      model: m.id,
+      provider: loaded.provider,
+      images: result.sources.length,
+      ms: Math.round(inferenceMs),
+    },
+    'model ran',
+  );
+  return { model: loaded.model.identity, provider: loaded.provider, inferenceMs, ...result };
+}
+
+type UnitResult = Omit<ModelResult, 'model' | 'provider' | 'inferenceMs'>;
+
+async function runVolume(
+  loaded: LoadedModelSession,
+  m: VolumeManifest,
+  sources: SourceInstanceRef[],
+): Promise<UnitResult> {
+  try {
+    return await runVolumeModel(m, loaded.batcher, sources);
+  } catch (err) {
+    // A series that is not one volume will not become one on a retry.
+    if (err instanceof UnusableSeriesError) throw new NoUsableImagesError(err.message);
+    throw err;
+  }
+}
+
+async function runInstances(
+  loaded: LoadedModelSession,
+  m: InstanceManifest,
+  sources: SourceInstanceRef[],
+): Promise<UnitResult> {
   const rows: (number[] | undefined)[] = new Array(sources.length);
   const skipped: string[] = [];
 
@@ -204,17 +284,5 @@ export async function runModel(
       positive: probability >= label.threshold,
     });
   });
-  const inferenceMs = performance.now() - started;
-  log.info(
-    {
-      event: 'model_ran',
-      model: m.id,
-      provider: loaded.provider,
-      images: used.length,
-      skipped: skipped.length,
-      ms: Math.round(inferenceMs),
-    },
-    'model ran',
-  );
-  return { model: loaded.model.identity, findings, sources: used, provider: loaded.provider, inferenceMs };
+  return { findings, sources: used };
 }

@@ -70,7 +70,8 @@ export class MicroBatcher {
         throw new Error(`model returned ${output.length} values for a batch of ${n}`);
       }
       const row = output.length / n;
-      batch.forEach((p, i) => p.resolve(output.slice(i * row, (i + 1) * row)));
+      // Views, not copies: a volume model's row is hundreds of MB.
+      batch.forEach((p, i) => p.resolve(output.subarray(i * row, (i + 1) * row)));
     } catch (err) {
       for (const p of batch) p.reject(err);
     }

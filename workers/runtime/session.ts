@@ -14,6 +14,8 @@ export interface RuntimeOptions {
   strict: boolean;
   /** Micro-batch gathering window. */
   maxWaitMs?: number;
+  /** Run each session once on zeros at start (default true). */
+  warmUp?: boolean;
 }
 
 export const DEFAULT_RUNTIME: RuntimeOptions = {

@@ -19,6 +19,7 @@ export function associationAccepted(
   accepted: number,
   rejected: number,
   maxPdu: number,
+  username?: string,
 ): void {
   dimseLog.info(
     {
@@ -27,6 +28,7 @@ export function associationAccepted(
       acceptedContexts: accepted,
       rejectedContexts: rejected,
       maxPdu,
+      ...(username !== undefined ? { username } : {}),
     },
     'association accepted',
   );
@@ -85,6 +87,17 @@ export function storeFailed(peer: PeerInfo, status: number, stage: string, err: 
     },
     'C-STORE failed',
   );
+}
+
+export function protocolViolation(peer: Partial<PeerInfo>, violation: string): void {
+  dimseLog.warn(
+    { event: 'dimse.protocol.violation', ...peer, violation },
+    'connection cut: protocol violation',
+  );
+}
+
+export function listeningTls(host: string, port: number, requireClientCert: boolean): void {
+  dimseLog.info({ event: 'dimse.listening.tls', host, port, requireClientCert }, 'DICOM TLS listening');
 }
 
 export function networkError(peer: Partial<PeerInfo>, err: unknown): void {

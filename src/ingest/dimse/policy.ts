@@ -38,11 +38,25 @@ export const STORAGE_SOP_CLASSES: ReadonlySet<string> = new Set([
   ...EXTRA_STORAGE_CLASSES,
 ]);
 
-export function isAcceptedAbstractSyntax(uid: string): boolean {
-  return uid === VERIFICATION_SOP_CLASS || STORAGE_SOP_CLASSES.has(uid);
+/**
+ * Every standard storage SOP class lives under this root (PS3.4 Annex B.5 and PS3.6 Annex A), including
+ * the ones dcmjs-dimse does not list (RT Dose/Plan/Structure Set, Enhanced XA, WSI, ...): accepted too.
+ */
+const STORAGE_ROOT = '1.2.840.10008.5.1.4.1.1.';
+
+export function isStorageSopClass(uid: string): boolean {
+  return STORAGE_SOP_CLASSES.has(uid) || (uid.startsWith(STORAGE_ROOT) && /^[0-9.]+$/.test(uid));
 }
 
-/** The sender's first proposed transfer syntax that we store as received, or undefined. */
+export function isAcceptedAbstractSyntax(uid: string): boolean {
+  return uid === VERIFICATION_SOP_CLASS || isStorageSopClass(uid);
+}
+
+/**
+ * Transfer syntax negotiation: each presentation context gets the sender's FIRST proposed syntax that we
+ * store as received. Senders list their preference first (dcmtk: the file's own syntax, then uncompressed),
+ * so lossless data stays lossless and nothing is transcoded on either side.
+ */
 export function chooseTransferSyntax(proposed: readonly string[]): string | undefined {
   return proposed.find((ts) => STORED_TRANSFER_SYNTAXES.has(ts));
 }

@@ -1,25 +1,27 @@
 // One SCP instance per TCP connection: association negotiation, C-ECHO, and C-STORE streamed to the spool.
 // A C-STORE is answered Success only once the instance is durable in the spool and onStored has indexed it.
-import { stat } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import dimse from 'dcmjs-dimse';
 import type { association, requests, responses } from 'dcmjs-dimse';
+import { encodeFileMetaHeader, normaliseAeTitle } from '../../dicom/part10.ts';
+import { associations as associationsMetric } from '../../metrics.ts';
+import type { AssociationRecord } from '../../queue/keys.ts';
 import {
-  encodeFileMetaHeader,
-  normaliseAeTitle,
-  readInstanceHeader,
-  type InstanceHeader,
-} from '../../dicom/part10.ts';
-import { isValidUid } from '../../dicom/uid.ts';
-import type { Spool } from '../spool.ts';
+  STATUS_CANNOT_UNDERSTAND,
+  STATUS_OUT_OF_RESOURCES,
+  errorMessage,
+  type InstanceAcceptor,
+} from '../accept.ts';
+import { InstanceTooLargeError, TempFileStream } from '../spool.ts';
+import type { AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';
+import { PduGuard, type PduLimits } from './pdu-guard.ts';
 import { chooseTransferSyntax, isAcceptedAbstractSyntax } from './policy.ts';
-import type { StoredInstance } from './types.ts';
 
 const { Scp, Dataset, constants } = dimse;
 const { CEchoResponse, CStoreResponse } = dimse.responses;
-const { PresentationContextResult, RejectReason, RejectResult, RejectSource, Status } = constants;
+const { PresentationContextResult, Status } = constants;
 
 type Association = association.Association;
 type PresentationContext = association.PresentationContext;
@@ -28,17 +30,23 @@ type CStoreRequest = requests.CStoreRequest;
 type CStoreResponse = responses.CStoreResponse;
 type CEchoResponse = responses.CEchoResponse;
 
-// C-STORE failure statuses (PS3.4 Table B.2-1).
-export const STATUS_OUT_OF_RESOURCES = 0xa700;
-export const STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xa900;
-export const STATUS_CANNOT_UNDERSTAND = 0xc000;
+export {
+  STATUS_CANNOT_UNDERSTAND,
+  STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+  STATUS_OUT_OF_RESOURCES,
+} from '../accept.ts';
 
 /** What every connection of one server shares. */
 export interface ScpContext {
   aeTitle: string;
   maxPduLength: number;
-  spool: Spool;
-  onStored: (inst: StoredInstance) => Promise<void>;
+  acceptor: InstanceAcceptor;
+  policy: AssociationPolicy;
+  pduLimits: PduLimits;
+  maxInstanceBytes: number;
+  /** ARTIM: how long a new connection may take to send its A-ASSOCIATE-RQ. */
+  associationTimeoutMs: number;
+  onAssociationClosed?: (record: AssociationRecord) => void;
   /** Stores still running, so that close() can wait for them. */
   inflight: Set<Promise<unknown>>;
   sockets: Set<Socket>;
@@ -52,7 +60,7 @@ interface Refusal {
 /** One C-STORE dataset on its way to disk. */
 interface Transfer {
   tempPath: string | undefined;
-  stream: Writable;
+  stream: Writable | TempFileStream;
   closed: Promise<void>;
   writeError?: Error;
   refusal?: Refusal;
@@ -68,6 +76,9 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
     private readonly counts = { stored: 0, failed: 0 };
     private accepted = false;
     private aborted = false;
+    private rejectedReason: string | undefined;
+    private releaseSlot: (() => void) | undefined;
+    private readonly artim: NodeJS.Timeout;
 
     private readonly socket: Socket;
 
@@ -78,35 +89,59 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       socket.setNoDelay(true);
       this.peer.address = socket.remoteAddress ?? '';
       ctx.sockets.add(socket);
+      const guard = new PduGuard(ctx.pduLimits);
+      // Runs before the library's own 'data' listener: a violating connection is cut before it buffers more.
+      socket.prependListener('data', (chunk: Buffer) => {
+        const violation = guard.check(chunk);
+        if (violation === undefined || socket.destroyed) return;
+        this.aborted = true;
+        events.protocolViolation(this.peer, violation);
+        socket.destroy();
+      });
+      // The library's own association timer never starts on accepted sockets (it waits for a 'connect'
+      // event that only client sockets emit), so ARTIM is ours.
+      this.artim = setTimeout(() => {
+        events.associationRejected(this.peer, 'no A-ASSOCIATE-RQ within the association timeout');
+        socket.destroy();
+      }, ctx.associationTimeoutMs);
       this.on('networkError', (err: unknown) => events.networkError(this.peer, err));
       this.on('close', () => {
+        clearTimeout(this.artim);
         ctx.sockets.delete(socket);
         this.onClosed();
       });
     }
 
     override associationRequested(assoc: Association): void {
+      clearTimeout(this.artim);
       const calledAe = normaliseAeTitle(assoc.getCalledAeTitle());
       const callingAe = normaliseAeTitle(assoc.getCallingAeTitle());
       this.peer.calledAe = calledAe ?? '';
       this.peer.callingAe = callingAe ?? '';
-      if (calledAe !== ctx.aeTitle) {
-        events.associationRejected(this.peer, 'called AE title not recognised');
-        this.sendAssociationReject(
-          RejectResult.Permanent,
-          RejectSource.ServiceUser,
-          RejectReason.CalledAeNotRecognized,
-        );
+      const decision = ctx.policy.decide({
+        calledAe,
+        callingAe,
+        address: this.peer.address,
+        identity: assoc.getNegotiateUserIdentity()
+          ? {
+              type: assoc.getUserIdentityType(),
+              primary: assoc.getUserIdentityPrimaryField() ?? '',
+              secondary: assoc.getUserIdentitySecondaryField() ?? '',
+              positiveResponseRequested: assoc.getUserIdentityPositiveResponseRequested(),
+            }
+          : undefined,
+      });
+      if (!decision.accept) {
+        this.rejectedReason = decision.text;
+        events.associationRejected(this.peer, decision.text);
+        this.sendAssociationReject(decision.result, decision.source, decision.reason);
         return;
       }
-      if (callingAe === undefined) {
-        events.associationRejected(this.peer, 'calling AE title invalid');
-        this.sendAssociationReject(
-          RejectResult.Permanent,
-          RejectSource.ServiceUser,
-          RejectReason.CallingAeNotRecognized,
-        );
-        return;
+      this.releaseSlot = decision.release;
+      if (decision.confirmIdentity) {
+        // Username / passcode identities get an empty server response (PS3.7 D.3.3.7.2).
+        assoc.setNegotiateUserIdentityServerResponse(true);
+        assoc.setUserIdentityServerResponse('');
       }
 
       let accepted = 0;
@@ -126,12 +161,12 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
           accepted++;
         }
       }
-      // Advertise the smaller of our limit and the peer's (0 = the peer has no limit).
-      const peerMax = assoc.getMaxPduLength();
-      const maxPdu = peerMax > 0 ? Math.min(peerMax, ctx.maxPduLength) : ctx.maxPduLength;
+      // Our A-ASSOCIATE-AC carries what WE can receive: big PDUs from the sender mean fewer round trips.
+      // (The sender's own limit only bounds our responses, which are a few hundred bytes.)
+      const maxPdu = ctx.maxPduLength;
       assoc.setMaxPduLength(maxPdu);
       this.accepted = true;
-      events.associationAccepted(this.peer, accepted, rejected, maxPdu);
+      events.associationAccepted(this.peer, accepted, rejected, maxPdu, decision.username);
       this.sendAssociationAccept();
     }
 
@@ -153,6 +188,18 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
 
     /** Called by the library at the first dataset fragment; every fragment is then written to the result. */
     override createStoreWritableStream(context: PresentationContext, request: CStoreRequest): Writable {
+      const refuseInto = (refusal: Refusal): Writable => {
+        // Swallow the dataset without touching the disk, refuse it once it has arrived.
+        const sink = new Writable({ write: (_chunk, _enc, done) => done() });
+        this.track(request, sink, undefined, refusal);
+        return sink;
+      };
+      if (ctx.acceptor.disk.isBelow()) {
+        return refuseInto({
+          status: STATUS_OUT_OF_RESOURCES,
+          reason: 'spool disk below free-space watermark',
+        });
+      }
       let meta: Buffer;
       try {
         meta = encodeFileMetaHeader({
@@ -162,13 +209,12 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
           sourceAeTitle: this.peer.callingAe,
         });
       } catch (err) {
-        // A command with invalid UIDs: swallow its dataset without touching the disk, refuse it afterwards.
-        const sink = new Writable({ write: (_chunk, _enc, done) => done() });
-        const reason = err instanceof Error ? err.message : 'invalid command';
-        this.track(request, sink, undefined, { status: STATUS_CANNOT_UNDERSTAND, reason });
-        return sink;
+        return refuseInto({ status: STATUS_CANNOT_UNDERSTAND, reason: errorMessage(err) });
       }
-      const { path: tempPath, stream } = ctx.spool.createTempWriteStream();
+      const { path: tempPath, stream } = ctx.acceptor.spool.createTempWriteStream(
+        ctx.maxInstanceBytes + meta.length,
+        { pause: () => this.socket.pause(), resume: () => this.socket.resume() },
+      );
       this.track(request, stream, tempPath);
       stream.write(meta);
       return stream;
@@ -222,66 +268,40 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       if (transfer === undefined)
         return this.refuse(request, STATUS_CANNOT_UNDERSTAND, 'no data set received');
       await transfer.closed;
-      const { tempPath } = transfer;
-      try {
-        if (transfer.refusal !== undefined || tempPath === undefined) {
-          const r = transfer.refusal ?? { status: STATUS_CANNOT_UNDERSTAND, reason: 'invalid command' };
-          return this.refuse(request, r.status, r.reason);
-        }
-        if (transfer.writeError !== undefined) {
-          return this.fail(
-            request,
-            STATUS_OUT_OF_RESOURCES,
-            'write',
-            transfer.writeError,
-            'cannot write to spool',
-          );
-        }
-
-        let header: InstanceHeader;
-        try {
-          header = await readInstanceHeader(tempPath);
-        } catch (err) {
-          return this.refuse(request, STATUS_CANNOT_UNDERSTAND, `unparseable data set: ${errorMessage(err)}`);
-        }
-        const checked = checkHeader(header, request);
-        if ('status' in checked) return this.refuse(request, checked.status, checked.reason);
-
-        let size: number;
-        let finalPath: string;
-        try {
-          size = (await stat(tempPath)).size;
-          finalPath = await ctx.spool.commit(tempPath, checked, { alreadySynced: true });
-        } catch (err) {
-          return this.fail(request, STATUS_OUT_OF_RESOURCES, 'commit', err, 'cannot store instance');
-        }
-
-        const inst: StoredInstance = {
-          ...header,
-          ...checked,
-          path: finalPath,
-          size,
-          callingAe: this.peer.callingAe,
-          callingAddress: this.peer.address,
-          receivedAt: new Date().toISOString(),
-        };
-        try {
-          await ctx.onStored(inst);
-        } catch (err) {
-          // The file stays in the spool (a resend overwrites it; start-up reconciliation indexes it).
-          return this.fail(request, STATUS_OUT_OF_RESOURCES, 'index', err, 'cannot index instance');
-        }
-        this.counts.stored++;
-        events.instanceStored(this.peer, checked.sopClassUid, checked.transferSyntaxUid, size);
-        const response = CStoreResponse.fromRequest(request);
-        response.setStatus(Status.Success);
-        return response;
-      } finally {
-        // Whatever did not make it into the spool is removed (after a commit the temp path no longer exists).
-        if (tempPath !== undefined) {
-          await ctx.spool.discard(tempPath).catch((err: unknown) => events.networkError(this.peer, err));
-        }
+      const { tempPath, writeError } = transfer;
+      if (transfer.refusal !== undefined || tempPath === undefined) {
+        const r = transfer.refusal ?? { status: STATUS_CANNOT_UNDERSTAND, reason: 'invalid command' };
+        return this.refuse(request, r.status, r.reason);
       }
+      if (writeError !== undefined) {
+        await ctx.acceptor.spool.discard(tempPath).catch(() => undefined);
+        if (writeError instanceof InstanceTooLargeError) {
+          return this.refuse(request, STATUS_OUT_OF_RESOURCES, writeError.message);
+        }
+        return this.fail(request, STATUS_OUT_OF_RESOURCES, 'write', writeError, 'cannot write to spool');
+      }
+      const outcome = await ctx.acceptor.accept(
+        tempPath,
+        { path: 'dimse', callingAe: this.peer.callingAe, address: this.peer.address },
+        {
+          sopInstanceUid: request.getAffectedSopInstanceUid(),
+          sopClassUid: request.getAffectedSopClassUid(),
+        },
+        transfer.stream instanceof TempFileStream
+          ? { head: transfer.stream.head, size: transfer.stream.bytesWritten }
+          : undefined,
+      );
+      if (!outcome.ok) {
+        return outcome.kind === 'refused'
+          ? this.refuse(request, outcome.status, outcome.reason)
+          : this.fail(request, outcome.status, 'store', outcome.error, outcome.reason);
+      }
+      const { instance } = outcome;
+      this.counts.stored++;
+      events.instanceStored(this.peer, instance.sopClassUid, instance.transferSyntaxUid, instance.size);
+      const response = CStoreResponse.fromRequest(request);
+      response.setStatus(Status.Success);
+      return response;
     }
 
     private refuse(request: CStoreRequest, status: number, reason: string): CStoreResponse {
@@ -308,57 +328,40 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
         transfer.stream.destroy();
         const { tempPath } = transfer;
         if (tempPath !== undefined) {
-          const cleanup = transfer.closed.then(() => ctx.spool.discard(tempPath)).catch(() => undefined);
+          const cleanup = transfer.closed
+            .then(() => ctx.acceptor.spool.discard(tempPath))
+            .catch(() => undefined);
           ctx.inflight.add(cleanup);
           void cleanup.finally(() => ctx.inflight.delete(cleanup));
         }
       }
       this.transfers.clear();
-      if (this.accepted) {
-        events.associationClosed(this.peer, this.counts, Date.now() - this.openedAt, this.aborted);
+      this.releaseSlot?.();
+      this.releaseSlot = undefined;
+      const durationMs = Date.now() - this.openedAt;
+      if (this.accepted) events.associationClosed(this.peer, this.counts, durationMs, this.aborted);
+      // A bare TCP connection that never asked for an association (port scan, health probe) is not recorded.
+      if (!this.accepted && this.rejectedReason === undefined) return;
+      const result = this.rejectedReason !== undefined ? 'rejected' : this.aborted ? 'aborted' : 'accepted';
+      associationsMetric.inc({ result });
+      const record: AssociationRecord = {
+        callingAe: this.peer.callingAe,
+        calledAe: this.peer.calledAe,
+        address: this.peer.address,
+        startedAt: this.openedAt,
+        durationMs,
+        stored: this.counts.stored,
+        failed: this.counts.failed,
+        result,
+        ...(this.rejectedReason !== undefined ? { reason: this.rejectedReason } : {}),
+      };
+      try {
+        ctx.onAssociationClosed?.(record);
+      } catch (err) {
+        events.networkError(this.peer, err);
       }
     }
   };
-}
-
-type CheckedKey = {
-  studyUid: string;
-  seriesUid: string;
-  sopInstanceUid: string;
-  sopClassUid: string;
-  transferSyntaxUid: string;
-};
-
-/** The data set must carry valid UIDs that agree with the C-STORE command. */
-function checkHeader(header: InstanceHeader, request: CStoreRequest): CheckedKey | Refusal {
-  const { studyUid, seriesUid, sopInstanceUid, sopClassUid, transferSyntaxUid } = header;
-  if (!isValidUid(studyUid))
-    return { status: STATUS_CANNOT_UNDERSTAND, reason: 'invalid or missing StudyInstanceUID' };
-  if (!isValidUid(seriesUid))
-    return { status: STATUS_CANNOT_UNDERSTAND, reason: 'invalid or missing SeriesInstanceUID' };
-  if (!isValidUid(sopInstanceUid))
-    return { status: STATUS_CANNOT_UNDERSTAND, reason: 'invalid or missing SOPInstanceUID' };
-  if (!isValidUid(sopClassUid))
-    return { status: STATUS_CANNOT_UNDERSTAND, reason: 'invalid or missing SOPClassUID' };
-  if (!isValidUid(transferSyntaxUid))
-    return { status: STATUS_CANNOT_UNDERSTAND, reason: 'invalid transfer syntax' };
-  if (sopInstanceUid !== trimUid(request.getAffectedSopInstanceUid())) {
-    return {
-      status: STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-      reason: 'SOPInstanceUID differs from the command',
-    };
-  }
-  if (sopClassUid !== trimUid(request.getAffectedSopClassUid())) {
-    return {
-      status: STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-      reason: 'SOPClassUID differs from the command',
-    };
-  }
-  return { studyUid, seriesUid, sopInstanceUid, sopClassUid, transferSyntaxUid };
-}
-
-function trimUid(value: unknown): string | undefined {
-  return typeof value === 'string' ? value.replace(/[\0 ]+$/, '') : undefined;
 }
 
 function failure(request: CStoreRequest, status: number, comment: string): CStoreResponse {
@@ -367,8 +370,4 @@ function failure(request: CStoreRequest, status: number, comment: string): CStor
   // Error Comment is LO: at most 64 characters, no backslash or control characters.
   response.setErrorComment(comment.replace(/[^\x20-\x5b\x5d-\x7e]/g, ' ').slice(0, 64));
   return response;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -1,4 +1,5 @@
-// Starts the DIMSE front door: a dcmjs-dimse Server whose per-connection SCP streams C-STOREs into the spool.
+// Starts the DIMSE front door: dcmjs-dimse Servers (plain TCP, and DICOM TLS when configured) whose
+// per-connection SCP streams C-STOREs into the spool through the shared InstanceAcceptor.
 import type { Server as NetServer, Socket } from 'node:net';
 import dimse from 'dcmjs-dimse';
 import {
@@ -6,11 +7,29 @@ import {
   IMPLEMENTATION_VERSION_NAME,
   normaliseAeTitle,
 } from '../../dicom/part10.ts';
+import { InstanceAcceptor } from '../accept.ts';
+import { DiskWatermark } from '../disk.ts';
+import { AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';
+import { DEFAULT_ASSOCIATE_LIMIT, DEFAULT_COMMAND_LIMIT } from './pdu-guard.ts';
 import { createScpClass, type ScpContext } from './scp.ts';
-import type { DimseServer, DimseServerOptions } from './types.ts';
+import type { DimseLimits, DimseServer, DimseServerOptions } from './types.ts';
 
 const { Server, Implementation } = dimse;
+
+export const DEFAULT_LIMITS: DimseLimits = {
+  maxAssociations: 64,
+  maxAssociationsPerPeer: 16,
+  associationTimeoutMs: 30_000,
+  idleTimeoutMs: 120_000,
+};
+
+/** Bare TCP connections beyond the association limit (probes, half-open) are refused by the kernel queue. */
+const EXTRA_CONNECTIONS = 16;
+/** Slack over our advertised max PDU for senders that count the PDV headers in, or round up. */
+const PDU_SLACK = 1024;
+
+type ListenOptions = NonNullable<Parameters<InstanceType<typeof Server>['listen']>[1]>;
 
 export async function startDimseServer(opts: DimseServerOptions): Promise<DimseServer> {
   const aeTitle = normaliseAeTitle(opts.aeTitle);
@@ -18,7 +37,10 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
   if (!Number.isInteger(opts.maxPduLength) || opts.maxPduLength < 4096) {
     throw new Error(`invalid maxPduLength: ${opts.maxPduLength}`);
   }
+  const limits: DimseLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   await opts.spool.init();
+  const disk = new DiskWatermark(opts.spool.root, opts.minFreeBytes ?? 0);
+  await disk.refresh();
 
   // The library logs every PDU at info level by default; its warnings and errors are enough.
   dimse.log.setLevel('warn');
@@ -31,13 +53,94 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
   const ctx: ScpContext = {
     aeTitle,
     maxPduLength: opts.maxPduLength,
-    spool: opts.spool,
-    onStored: opts.onStored,
+    acceptor: new InstanceAcceptor({ spool: opts.spool, onStored: opts.onStored, disk }),
+    policy: new AssociationPolicy({
+      aeTitle,
+      peers: opts.peers ?? [],
+      promiscuous: opts.promiscuous,
+      maxAssociations: limits.maxAssociations,
+      maxAssociationsPerPeer: limits.maxAssociationsPerPeer,
+      userIdentity: opts.userIdentity ?? { required: false, users: [] },
+    }),
+    pduLimits: {
+      maxPDataLength: opts.maxPduLength + PDU_SLACK,
+      maxAssociateLength: DEFAULT_ASSOCIATE_LIMIT,
+      maxCommandBytes: DEFAULT_COMMAND_LIMIT,
+    },
+    maxInstanceBytes: opts.maxInstanceBytes ?? Number.MAX_SAFE_INTEGER,
+    associationTimeoutMs: limits.associationTimeoutMs,
+    onAssociationClosed: opts.onAssociationClosed,
     inflight: new Set(),
     sockets: new Set<Socket>(),
   };
-  const server = new Server(createScpClass(ctx));
+  const timeouts: ListenOptions = {
+    associationTimeout: limits.associationTimeoutMs,
+    pduTimeout: limits.idleTimeoutMs,
+  };
 
+  const listeners: NetServer[] = [];
+  const stopAll = () => {
+    for (const l of listeners) l.close();
+  };
+  let port: number;
+  let tlsPort: number | undefined;
+  try {
+    port = await listen(ctx, opts.host, opts.port, timeouts, limits, listeners);
+    events.listening(opts.host, port, aeTitle);
+    if (opts.tls !== undefined) {
+      const { tls } = opts;
+      tlsPort = await listen(
+        ctx,
+        opts.host,
+        tls.port,
+        {
+          ...timeouts,
+          securityOptions: {
+            cert: tls.cert,
+            key: tls.key,
+            ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+            requestCert: tls.requireClientCert,
+            rejectUnauthorized: tls.requireClientCert,
+            minVersion: 'TLSv1.2',
+          },
+        },
+        limits,
+        listeners,
+      );
+      events.listeningTls(opts.host, tlsPort, tls.requireClientCert);
+    }
+  } catch (err) {
+    stopAll();
+    throw err;
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    ...(tlsPort !== undefined ? { tlsPort } : {}),
+    close(): Promise<void> {
+      closing ??= (async () => {
+        const closed = listeners.map((l) => new Promise<void>((resolve) => l.once('close', () => resolve())));
+        stopAll();
+        for (const socket of ctx.sockets) socket.destroy();
+        await Promise.all(closed);
+        // Let stores that were already running finish writing or cleaning up before we return.
+        while (ctx.inflight.size > 0) await Promise.allSettled([...ctx.inflight]);
+      })();
+      return closing;
+    },
+  };
+}
+
+async function listen(
+  ctx: ScpContext,
+  host: string,
+  port: number,
+  options: ListenOptions,
+  limits: DimseLimits,
+  listeners: NetServer[],
+): Promise<number> {
+  const server = new Server(createScpClass(ctx));
   await new Promise<void>((resolve, reject) => {
     const onError = (err: unknown) => reject(err instanceof Error ? err : new Error(String(err)));
     server.once('networkError', onError);
@@ -46,32 +149,18 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
       resolve();
     });
     // Server.listen hands its first argument to net.Server.listen, which also takes { port, host }.
-    server.listen({ port: opts.port, host: opts.host } as unknown as number);
+    server.listen({ port, host } as unknown as number, options);
   });
   server.on('networkError', (err: unknown) => events.networkError({}, err));
 
   // dcmjs-dimse keeps the net.Server in a field it does not declare; we need it for the port and for close().
   const inner = (server as unknown as { server?: NetServer }).server;
   const address = inner?.address();
-  if (address === null || address === undefined || typeof address === 'string') {
+  if (inner === undefined || address === null || address === undefined || typeof address === 'string') {
     server.close();
     throw new Error('DIMSE server has no TCP address');
   }
-  events.listening(opts.host, address.port, aeTitle);
-
-  let closing: Promise<void> | undefined;
-  return {
-    port: address.port,
-    close(): Promise<void> {
-      closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => inner?.once('close', () => resolve()));
-        server.close();
-        for (const socket of ctx.sockets) socket.destroy();
-        await closed;
-        // Let stores that were already running finish writing or cleaning up before we return.
-        while (ctx.inflight.size > 0) await Promise.allSettled([...ctx.inflight]);
-      })();
-      return closing;
-    },
-  };
+  inner.maxConnections = limits.maxAssociations + EXTRA_CONNECTIONS;
+  listeners.push(inner);
+  return address.port;
 }

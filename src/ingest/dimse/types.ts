@@ -1,21 +1,19 @@
-import type { InstanceHeader } from '../../dicom/part10.ts';
+import type { AssociationRecord } from '../../queue/keys.ts';
+import type { OnStored } from '../accept.ts';
 import type { Spool } from '../spool.ts';
+import type { PeerSettings } from './association-policy.ts';
 
-/** An instance that is on disk in the spool (fsync'd, renamed into place) and about to be acknowledged. */
-export interface StoredInstance extends InstanceHeader {
-  studyUid: string;
-  seriesUid: string;
-  sopInstanceUid: string;
-  sopClassUid: string;
-  transferSyntaxUid: string;
-  /** Final spool path of the Part-10 file. */
-  path: string;
-  /** File size in bytes, meta header included. */
-  size: number;
-  callingAe: string;
-  callingAddress: string;
-  /** ISO 8601 time at which the C-STORE request was answered. */
-  receivedAt: string;
+export type { StoredInstance } from '../accept.ts';
+
+export interface DimseTlsOptions {
+  /** 0 picks a free port; the bound one is returned as tlsPort. */
+  port: number;
+  /** PEM contents (not paths). */
+  cert: string | Buffer;
+  key: string | Buffer;
+  ca?: string | Buffer;
+  /** Refuse clients without a certificate that chains to `ca`. */
+  requireClientCert: boolean;
 }
 
 export interface DimseServerOptions {
@@ -31,10 +29,33 @@ export interface DimseServerOptions {
    * Indexes a stored instance (study index, completion timer). Success is answered only after it resolves;
    * if it throws, the sender gets 0xA700 and will resend.
    */
-  onStored: (inst: StoredInstance) => Promise<void>;
+  onStored: OnStored;
+  /** Known peers; unknown calling AE titles are rejected unless promiscuous (default: no peers ⇒ on). */
+  peers?: readonly PeerSettings[];
+  promiscuous?: boolean;
+  limits?: Partial<DimseLimits>;
+  userIdentity?: { required: boolean; users: readonly { username: string; password: string }[] };
+  tls?: DimseTlsOptions;
+  /** Below this much free space in the spool, C-STOREs get 0xA700 (default 0: no watermark). */
+  minFreeBytes?: number;
+  /** Largest instance accepted (default: no limit). */
+  maxInstanceBytes?: number;
+  /** Every association that ends (or is rejected), for the admin console; must not throw. */
+  onAssociationClosed?: (record: AssociationRecord) => void;
+}
+
+export interface DimseLimits {
+  maxAssociations: number;
+  maxAssociationsPerPeer: number;
+  /** ARTIM: TCP connect to A-ASSOCIATE-RQ. */
+  associationTimeoutMs: number;
+  /** Longest silence between two PDUs. */
+  idleTimeoutMs: number;
 }
 
 export interface DimseServer {
   port: number;
+  /** Port of the TLS listener when one was configured. */
+  tlsPort?: number;
   close(): Promise<void>;
 }

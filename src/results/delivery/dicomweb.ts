@@ -1,6 +1,7 @@
 // DICOMweb destination: STOW-RS (PS3.18 §10.5) of one Part-10 object per request. The response
 // is untrusted input: it is size-limited, parsed defensively, and must acknowledge our SOP UID.
 import { randomBytes } from 'node:crypto';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { log } from '../../log.ts';
 import {
   checkDeliveryInput,
@@ -10,6 +11,7 @@ import {
   type DeliveryReceipt,
   type Destination,
 } from './destination.ts';
+import { createHttpAuth, type FetchLike, type HttpAuth, type HttpAuthConfig } from './http-auth.ts';
 
 const MAX_RESPONSE_BYTES = 1 << 20;
 const TAG = {
@@ -24,13 +26,22 @@ export interface DicomwebOptions {
   /** Base URL of the DICOMweb service, e.g. http://pacs:8042/dicom-web */
   url: string;
   timeoutMs: number;
-  /** Extra request headers (e.g. Authorization). */
+  /** Extra request headers. */
   headers?: Record<string, string>;
+  /** Authorization; default none. */
+  auth?: HttpAuthConfig;
+  /** PEM CA certificate(s) that sign the server's certificate, for a private PKI. */
+  ca?: string | Buffer;
 }
+
+// undici's own fetch, so that a custom-CA Agent from the same undici version can be passed as dispatcher.
+const fetchWithDispatcher = undiciFetch as unknown as FetchLike;
 
 export class DicomwebDestination implements Destination {
   readonly kind = 'dicomweb';
   private readonly endpoint: string;
+  private readonly auth: HttpAuth;
+  private readonly dispatcher?: Agent;
 
   constructor(
     readonly name: string,
@@ -41,6 +52,17 @@ export class DicomwebDestination implements Destination {
       throw new Error(`destination ${name}: DICOMweb URL must be http or https`);
     }
     this.endpoint = `${base.href.replace(/\/+$/, '')}/studies`;
+    if (opts.ca !== undefined) this.dispatcher = new Agent({ connect: { ca: opts.ca } });
+    this.auth = createHttpAuth(name, opts.auth ?? { type: 'none' }, {
+      fetch: fetchWithDispatcher,
+      timeoutMs: opts.timeoutMs,
+      dispatcher: this.dispatcher,
+    });
+  }
+
+  /** Releases the custom-CA connection pool, if any. */
+  async close(): Promise<void> {
+    await this.dispatcher?.close();
   }
 
   async deliver(part10: Buffer, meta: DeliveryMeta): Promise<DeliveryReceipt> {
@@ -51,17 +73,20 @@ export class DicomwebDestination implements Destination {
       'Content-Type': contentType,
       Accept: 'application/dicom+json',
     };
+    const authorization = await this.auth.header();
+    if (authorization !== undefined) headers.Authorization = authorization;
 
     let res: Response;
     let text: string;
     try {
-      res = await fetch(this.endpoint, {
+      res = await fetchWithDispatcher(this.endpoint, {
         method: 'POST',
         headers,
         body: new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset, body.byteLength),
         // A redirect on POST is a misconfiguration; following it could turn the POST into a GET.
         redirect: 'manual',
         signal: AbortSignal.timeout(this.opts.timeoutMs),
+        dispatcher: this.dispatcher,
       });
       text = await readLimited(res);
     } catch (e) {
@@ -81,6 +106,24 @@ export class DicomwebDestination implements Destination {
         this.name,
         status,
         retryAfterMs(res.headers.get('retry-after')),
+      );
+    }
+    if (status === 401 && this.auth.type === 'oauth2') {
+      // The cached token may have been revoked early: fetch a new one on the next attempt.
+      this.auth.invalidate();
+      throw new TransientDeliveryError(
+        `STOW-RS to ${this.name}: HTTP 401 with an OAuth2 token; a new token will be requested`,
+        this.name,
+        status,
+      );
+    }
+    if (status === 401 || status === 403) {
+      throw new PermanentDeliveryError(
+        `STOW-RS to ${this.name}: HTTP ${status} ${status === 401 ? 'Unauthorized' : 'Forbidden'}: ` +
+          `the PACS refused the ${this.auth.type === 'none' ? 'unauthenticated request' : `${this.auth.type} credentials`}; ` +
+          `check destinations.${this.name}.auth`,
+        this.name,
+        status,
       );
     }
     const payload = parseStowResponse(text, res.headers.get('content-type'));

@@ -1,9 +1,11 @@
 // Builds the configured destinations. Each kind is one file with one factory; adding a kind means
 // a new file, its schema entry in src/config/schema.ts and one line in FACTORIES.
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { DestinationConfig, GatewayConfig } from '../../config/schema.ts';
 import type { Destination } from './destination.ts';
 import { DicomwebDestination } from './dicomweb.ts';
+import { DimseDestination } from './dimse.ts';
 import { FolderDestination } from './folder.ts';
 
 /** Built-in destination: results under <dataDir>/results, used when no default is configured. */
@@ -11,6 +13,8 @@ export const LOCAL_FOLDER_DESTINATION = 'local-folder';
 
 interface FactoryContext {
   dataDir: string;
+  /** Our own AE title: the default calling AE of C-STORE destinations. */
+  aeTitle: string;
 }
 
 type Factory<K extends DestinationConfig['kind']> = (
@@ -21,7 +25,23 @@ type Factory<K extends DestinationConfig['kind']> = (
 
 const FACTORIES: { [K in DestinationConfig['kind']]: Factory<K> } = {
   dicomweb: (name, c) =>
-    new DicomwebDestination(name, { url: c.url, timeoutMs: c.timeoutMs, headers: c.headers }),
+    new DicomwebDestination(name, {
+      url: c.url,
+      timeoutMs: c.timeoutMs,
+      headers: c.headers,
+      auth: c.auth,
+      // Read once at start-up: a missing CA file is a configuration error, reported before any study.
+      ca: c.caFile ? readFileSync(c.caFile) : undefined,
+    }),
+  dimse: (name, c, ctx) =>
+    new DimseDestination(name, {
+      host: c.host,
+      port: c.port,
+      aeTitle: c.aeTitle,
+      callingAeTitle: c.callingAeTitle ?? ctx.aeTitle,
+      timeoutMs: c.timeoutMs,
+      tls: c.tls,
+    }),
   folder: (name, c) => new FolderDestination(name, path.resolve(c.path)),
 };
 
@@ -36,7 +56,7 @@ function build<K extends DestinationConfig['kind']>(
 }
 
 export function createDestinations(config: GatewayConfig): Map<string, Destination> {
-  const ctx: FactoryContext = { dataDir: path.resolve(config.dataDir) };
+  const ctx: FactoryContext = { dataDir: path.resolve(config.dataDir), aeTitle: config.dimse.aeTitle };
   const map = new Map<string, Destination>();
   map.set(
     LOCAL_FOLDER_DESTINATION,

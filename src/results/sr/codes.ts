@@ -44,8 +44,43 @@ export const CODES = {
     scheme: 'LN',
     meaning: 'CT unspecified body region',
   } satisfies CodedConcept,
+  mrUnspecified: {
+    value: '25056-3',
+    scheme: 'LN',
+    meaning: 'MR unspecified body region',
+  } satisfies CodedConcept,
   imagingProcedure: sct('363679005', 'Imaging procedure'),
   // Units
   percent: ucum('%', 'Percent'),
-  milliliter: ucum('ml', 'milliliter'),
+  // UCUM case-sensitive form; DCMR also uses 'ml', but 'mL' is UCUM's preferred print symbol.
+  milliliter: ucum('mL', 'milliliter'),
 } as const;
+
+/**
+ * Coding schemes PS3.16 Table 8-1 lists as standard: a document using any other (e.g. a model
+ * manifest's local codes) must identify it in CodingSchemeIdentificationSequence.
+ */
+export const STANDARD_CODING_SCHEMES = new Set([
+  'DCM',
+  'SCT',
+  'SRT',
+  'UCUM',
+  'LN',
+  'RFC5646',
+  'FMA',
+  'RADLEX',
+  'NCIt',
+  'ICD10',
+  'UMLS',
+  'MSH',
+  'ACR',
+  'I10',
+  'I9C',
+  'RXNORM',
+  'NEU',
+  'UBERON',
+  'DCMUID',
+  'ISO3166_1',
+  'ISO639_1',
+  'ISO639_2',
+]);

@@ -4,7 +4,7 @@
 import dcmjs from 'dcmjs';
 import type { ClassificationFinding, Finding, ModelResult, VolumeFinding } from '../findings.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
-import { CODES } from './codes.ts';
+import { CODES, STANDARD_CODING_SCHEMES } from './codes.ts';
 import {
   codeItem,
   codeSequenceItem,
@@ -153,6 +153,8 @@ export function buildMeasurementReport(input: MeasurementReportInput): Buffer {
       result.findings.map((f, i) => measurementGroup(f, i, result, sopInstanceUid)),
     ),
   ];
+  const local = localCodingSchemes(ds, result.model);
+  if (local.length > 0) ds.CodingSchemeIdentificationSequence = local;
   // dcmjs writes every string as UTF-8; declare it whenever anything is outside ASCII.
   if (!isAscii(JSON.stringify(ds))) ds.SpecificCharacterSet = 'ISO_IR 192';
 
@@ -222,7 +224,32 @@ function volumeItems(f: VolumeFinding): Dataset[] {
 }
 
 function procedureReported(modality: unknown) {
-  return modality === 'CT' ? CODES.ctUnspecified : CODES.imagingProcedure;
+  if (modality === 'CT') return CODES.ctUnspecified;
+  if (modality === 'MR') return CODES.mrUnspecified;
+  return CODES.imagingProcedure;
+}
+
+/** CodingSchemeIdentificationSequence items for every non-standard scheme the document uses. */
+function localCodingSchemes(ds: Dataset, model: ModelResult['model']): Dataset[] {
+  const schemes = new Set<string>();
+  const visit = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(visit);
+    else if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'CodingSchemeDesignator' && typeof x === 'string') schemes.add(x);
+        else visit(x);
+      }
+    }
+  };
+  visit(ds);
+  return [...schemes]
+    .filter((s) => !STANDARD_CODING_SCHEMES.has(s))
+    .sort()
+    .map((s) => ({
+      CodingSchemeDesignator: s,
+      CodingSchemeName: truncate(`Local codes of ${model.name || model.id}`, 64),
+      CodingSchemeResponsibleOrganization: truncate(model.manufacturer || SR_MANUFACTURER, 64),
+    }));
 }
 
 /** Hierarchical SOP Instance Reference Macro (PS3.3 Table C.17-3) for one study. */
@@ -248,7 +275,8 @@ function evidence(
   };
 }
 
-function writePart10(ds: Dataset): Buffer {
+/** A naturalized dataset as a Part-10 file in Explicit VR Little Endian. */
+export function writePart10(ds: Dataset): Buffer {
   const { DicomDict, DicomMetaDictionary } = dcmjs.data;
   const meta = {
     FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,

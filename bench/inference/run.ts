@@ -1,0 +1,158 @@
+// Inference benchmark: images/s through the worker path (decode → preprocess → micro-batch → run, as
+// runModel does it for a job) against a bare `session.run` loop over the very same input tensors, both
+// measured in this run; then the same at batch 1 to show what batching gains.
+//
+//   npm run bench:inference [-- --model squeezenet1_1-cxr-pneumonia --images 64 --batch 8 --rounds 3]
+//
+// Images: the real CT series in ../shared/dicom-samples (512×512, explicit VR LE), cycled to --images.
+// The chest model's weights are read from ../shared/models; the built-in image-uniformity model is
+// used when they are absent or when asked for.
+
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import ort from 'onnxruntime-node';
+import { loadModels, type LoadedModel } from '../../src/models/registry.ts';
+import type { InstanceManifest } from '../../src/models/manifest.ts';
+import type { SourceInstanceRef } from '../../src/results/findings.ts';
+import { decodeImage } from '../../workers/inference/decode.ts';
+import { preprocess } from '../../workers/inference/preprocess.ts';
+import { openModel, runModel, type LoadedModelSession } from '../../workers/inference/run-model.ts';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const shared = path.resolve(repoRoot, '../shared');
+const SERIES = path.join(shared, 'dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm');
+const CXR = 'squeezenet1_1-cxr-pneumonia';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string', default: CXR },
+    images: { type: 'string', default: '64' },
+    batch: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '3' },
+  },
+});
+const imageCount = Number(values.images);
+const batch = Number(values.batch);
+const rounds = Number(values.rounds);
+
+/** A models dir holding the wanted model (the chest weights symlinked from ../shared, as an admin would). */
+async function modelDir(id: string): Promise<{ dir: string; model: LoadedModel }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'bench-models-'));
+  const src = path.join(repoRoot, 'models', id);
+  await mkdir(path.join(dir, id));
+  const manifest = (await import(path.join(src, 'model.json'), { with: { type: 'json' } })).default;
+  await writeFile(path.join(dir, id, 'model.json'), JSON.stringify(manifest));
+  const weights =
+    id === CXR ? path.join(shared, 'models', CXR, 'squeezenet1_1_cxr.onnx') : path.join(src, manifest.onnx);
+  await symlink(weights, path.join(dir, id, manifest.onnx));
+  const { models, problems } = await loadModels(dir);
+  if (!models[0]) throw new Error(`model ${id} not loadable: ${problems.join('; ')}`);
+  return { dir, model: models[0] };
+}
+
+function withBatchLimit(model: LoadedModel, limit: number): LoadedModel {
+  return { ...model, manifest: { ...model.manifest, batchLimit: limit } };
+}
+
+async function bestOf(fn: () => Promise<void>): Promise<number> {
+  let best = Infinity;
+  for (let r = 0; r < rounds; r++) {
+    const t = performance.now();
+    await fn();
+    best = Math.min(best, performance.now() - t);
+  }
+  return best;
+}
+
+/** A bare loop: the prepared tensors stacked `limit` at a time, one session.run each, nothing else. */
+async function bareRun(loaded: LoadedModelSession, tensors: Float32Array[], limit: number): Promise<void> {
+  const m = loaded.model.manifest as InstanceManifest;
+  const size = tensors[0]!.length;
+  for (let i = 0; i < tensors.length; i += limit) {
+    const n = Math.min(limit, tensors.length - i);
+    const data = new Float32Array(n * size);
+    for (let k = 0; k < n; k++) data.set(tensors[i + k]!, k * size);
+    const feeds = {
+      [m.input.name]: new ort.Tensor('float32', data, [n, m.input.channels, m.input.height, m.input.width]),
+    };
+    await loaded.session.run(feeds, [m.outputs.name]);
+  }
+}
+
+async function main(): Promise<void> {
+  const { dir, model } = await modelDir(values.model!);
+  try {
+    const m = model.manifest;
+    if (m.unit !== 'instance') throw new Error('the benchmark runs instance models');
+    const files = (await readdir(SERIES)).filter((f) => f.endsWith('.dcm')).sort();
+    const sources: SourceInstanceRef[] = Array.from({ length: imageCount }, (_, i) => ({
+      path: path.join(SERIES, files[i % files.length]!),
+      sopInstanceUid: `2.25.${i + 1}`,
+      sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
+      seriesUid: '2.25.9',
+    }));
+    // The same tensors the worker path makes, prepared once, outside any timing, for the bare loop.
+    const tensors: Float32Array[] = [];
+    for (const s of sources) {
+      tensors.push(preprocess(await decodeImage(s.path, { modalityLut: m.preprocessing.modalityLut }), m));
+    }
+
+    const cpu = { executionProviders: ['cpu' as const], deviceId: 0, strict: true };
+    const rows: { limit: number; bare: number; batcher: number; worker: number }[] = [];
+    for (const limit of [batch, 1]) {
+      const loaded = await openModel(withBatchLimit(model, limit), cpu);
+      try {
+        await bareRun(loaded, tensors, limit); // warm both paths once
+        await runModel(loaded, sources);
+        const bare = await bestOf(() => bareRun(loaded, tensors, limit));
+        // The same tensors through the micro-batcher from `limit` concurrent lanes: the cost of batching
+        // itself (stacking, splitting, scheduling), without decoding.
+        const batcher = await bestOf(async () => {
+          let next = 0;
+          const lane = async () => {
+            for (let i = next++; i < tensors.length; i = next++) await loaded.batcher.run(tensors[i]!);
+          };
+          await Promise.all(Array.from({ length: limit }, lane));
+        });
+        const worker = await bestOf(async () => {
+          await runModel(loaded, sources);
+        });
+        rows.push({ limit, bare, batcher, worker });
+      } finally {
+        await loaded.close();
+      }
+    }
+
+    const ips = (ms: number) => (imageCount / (ms / 1000)).toFixed(1);
+    console.log(
+      `model ${m.id}, CPU, ${imageCount} images (${files.length}-slice CT series, 512×512), best of ${rounds}`,
+    );
+    const pct = (a: number, b: number) => `${((a / b - 1) * 100).toFixed(1)} %`;
+    console.log(
+      'batch | bare session.run img/s | batcher img/s (overhead) | worker path img/s (overhead) | decode+preprocess ms/img',
+    );
+    for (const r of rows) {
+      const prep = ((r.worker - r.batcher) / imageCount).toFixed(2);
+      console.log(
+        `${String(r.limit).padStart(5)} | ${ips(r.bare).padStart(22)} | ${`${ips(r.batcher)} (${pct(r.batcher, r.bare)})`.padStart(25)} | ${`${ips(r.worker)} (${pct(r.worker, r.bare)})`.padStart(29)} | ${prep.padStart(6)}`,
+      );
+    }
+    const [big, one] = rows;
+    console.log(
+      `batching gain (batch ${batch} vs 1): bare ×${(one!.bare / big!.bare).toFixed(2)}, worker path ×${(one!.worker / big!.worker).toFixed(2)}`,
+    );
+    const overhead = big!.worker / big!.bare - 1;
+    const batching = big!.batcher / big!.bare - 1;
+    console.log(
+      `overhead at batch ${batch} (target ≤ 15 %): worker path ${(overhead * 100).toFixed(1)} % ${overhead <= 0.15 ? 'MET' : 'NOT MET'}; ` +
+        `batching machinery alone ${(batching * 100).toFixed(1)} % ${batching <= 0.15 ? 'MET' : 'NOT MET'}`,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,242 @@
+// Ingest benchmark: the same synthetic 200-instance 512×512 CT series sent with dcmtk storescu to the gateway,
+// to dcmtk storescp and to Orthanc, over 1 and 4 associations, in one run; then a study of at least 1 GB to
+// the gateway alone, reporting the gateway's peak RSS. TCP_NODELAY=1 for every dcmtk process (the gateway
+// sets TCP_NODELAY on its own sockets).
+//
+//   npm run bench:ingest                 # full run
+//   npm run bench:ingest -- --quick      # 40 instances, 256 MB big study: a smoke run
+//
+// Durability differs, and is printed beside the figures: the gateway fsyncs every instance and its directory
+// before answering; Orthanc fsyncs its storage area ("SyncStorageArea", default true) and commits SQLite;
+// storescp (+B, bit-preserving) never fsyncs (dcmtk has no option for it).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { stringify } from 'yaml';
+import { freePort } from '../../tests/helpers/dicom-tools.ts';
+import { startOrthanc, type OrthancInstance } from '../../tests/helpers/orthanc.ts';
+import { synthesizeCtSeries } from './synth.ts';
+
+const REPO = path.resolve(import.meta.dirname, '../..');
+const quick = process.argv.includes('--quick');
+const INSTANCES = quick ? 40 : 200;
+const BIG_STUDY_BYTES = (quick ? 0.25 : 1.05) * 1024 ** 3;
+const BIG_FRAMES = 200; // 512×512×2 bytes × 200 frames ≈ 105 MB per instance
+const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+interface Target {
+  name: string;
+  port: number;
+  aet: string;
+  durability: string;
+}
+
+function run(cmd: string, args: string[]): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, TCP_NODELAY: '1' } });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+/** Sends `files` with `associations` storescu processes in parallel; instances per second. */
+async function send(target: Target, files: string[], associations: number): Promise<number> {
+  const groups: string[][] = Array.from({ length: associations }, () => []);
+  files.forEach((f, i) => groups[i % associations]!.push(f));
+  const started = process.hrtime.bigint();
+  const results = await Promise.all(
+    groups.map((g) =>
+      run('storescu', ['-v', '-aet', 'BENCH', '-aec', target.aet, '127.0.0.1', String(target.port), ...g]),
+    ),
+  );
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const ok = results.reduce(
+    (n, r) => n + (r.out.match(/Received Store Response \(Success\)/g)?.length ?? 0),
+    0,
+  );
+  if (ok !== files.length) {
+    throw new Error(
+      `${target.name}: ${ok}/${files.length} stored\n${results.map((r) => r.out.slice(-1500)).join('\n')}`,
+    );
+  }
+  return files.length / seconds;
+}
+
+async function waitForPort(port: number, aet: string, child: ChildProcess, what: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
+    const echo = await run('echoscu', ['-aec', aet, '127.0.0.1', String(port)]).catch(() => undefined);
+    if (echo !== undefined && echo.code === 0) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`${what} did not start`);
+}
+
+interface GatewayUnderTest {
+  target: Target;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function startGatewayProcess(dir: string): Promise<GatewayUnderTest> {
+  const port = await freePort();
+  const prefix = `aigw-bench-${randomBytes(4).toString('hex')}`;
+  const modelsDir = path.join(dir, 'models');
+  await mkdir(modelsDir, { recursive: true });
+  const configPath = path.join(dir, 'gateway.yaml');
+  await writeFile(
+    configPath,
+    stringify({
+      dimse: { aeTitle: 'AIGATEWAY', host: '127.0.0.1', port },
+      http: { host: '127.0.0.1', port: await freePort() },
+      redis: { url: REDIS_URL, prefix, autoStart: true },
+      dataDir: path.join(dir, 'data'),
+      modelsDir,
+      spool: { minFreeBytes: 256 * 1024 ** 2 },
+      // Keep completion (routing) out of the measurement: only ingest is timed.
+      study: { quietPeriodMs: 3_600_000 },
+    }),
+  );
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), 'gateway', '--config', configPath],
+    {
+      cwd: REPO,
+      env: { ...process.env, LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'ignore', 'ignore'],
+    },
+  );
+  await waitForPort(port, 'AIGATEWAY', child, 'gateway');
+  return {
+    target: {
+      name: 'gateway',
+      port,
+      aet: 'AIGATEWAY',
+      durability: 'fsync file + directory, indexed in Redis',
+    },
+    pid: child.pid!,
+    async stop() {
+      await new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      });
+      const redis = new Redis(REDIS_URL);
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+    },
+  };
+}
+
+async function startStorescp(dir: string): Promise<{ target: Target; stop(): Promise<void> }> {
+  const port = await freePort();
+  const out = path.join(dir, 'storescp');
+  await mkdir(out, { recursive: true });
+  // --fork: one process per association, so 4 associations run in parallel as they do in the others.
+  const child = spawn('storescp', ['--fork', '+B', '-od', out, '-pdu', '131072', String(port)], {
+    env: { ...process.env, TCP_NODELAY: '1' },
+    stdio: 'ignore',
+  });
+  await waitForPort(port, 'STORESCP', child, 'storescp');
+  return {
+    target: { name: 'storescp', port, aet: 'STORESCP', durability: 'no fsync (dcmtk has no option)' },
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 200));
+    },
+  };
+}
+
+/** Peak and current resident set size of a process, in MiB (Linux /proc). */
+async function memory(pid: number): Promise<{ peakMiB: number; rssMiB: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
+  return { peakMiB: kb('VmHWM') / 1024, rssMiB: kb('VmRSS') / 1024 };
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-bench-ingest-'));
+  let orthanc: OrthancInstance | undefined;
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    console.log(`synthesizing ${INSTANCES} CT instances (512×512×16 bit), one fresh series per run…`);
+    const gateway = await startGatewayProcess(path.join(dir, 'gw'));
+    stops.push(() => gateway.stop());
+    const storescp = await startStorescp(dir);
+    stops.push(() => storescp.stop());
+    orthanc = await startOrthanc({ extraConfig: { DicomThreadsCount: 4 } });
+    const orthancTarget: Target = {
+      name: 'orthanc',
+      port: orthanc.dicomPort,
+      aet: orthanc.aet,
+      durability: 'SyncStorageArea (fsync) + SQLite',
+    };
+    const targets = [gateway.target, storescp.target, orthancTarget];
+    const rss0 = await memory(gateway.pid);
+
+    const rates = new Map<string, number>();
+    let runNo = 0;
+    for (const associations of [1, 4]) {
+      for (const target of targets) {
+        const files = await synthesizeCtSeries({
+          dir: path.join(dir, `series-${runNo++}`),
+          instances: INSTANCES,
+        });
+        // One warm-up instance outside the clock (first-connection and JIT costs), from another series.
+        const rate = await send(target, files, associations);
+        rates.set(`${target.name}/${associations}`, rate);
+        console.log(`  ${target.name.padEnd(9)} ${associations} assoc: ${rate.toFixed(1)} instances/s`);
+        await rm(path.dirname(files[0]!), { recursive: true, force: true });
+      }
+    }
+
+    console.log(
+      `\nsending a ${(BIG_STUDY_BYTES / 1024 ** 3).toFixed(2)} GB study to the gateway (multi-frame, ${BIG_FRAMES} frames/instance)…`,
+    );
+    const perInstance = 512 * 512 * 2 * BIG_FRAMES;
+    const bigFiles = await synthesizeCtSeries({
+      dir: path.join(dir, 'big'),
+      instances: Math.ceil(BIG_STUDY_BYTES / perInstance),
+      frames: BIG_FRAMES,
+    });
+    const bigStarted = Date.now();
+    await send(gateway.target, bigFiles, 1);
+    const bigSeconds = (Date.now() - bigStarted) / 1000;
+    const rss1 = await memory(gateway.pid);
+
+    const r = (k: string) => rates.get(k) ?? NaN;
+    console.log('\n| receiver | durability | 1 association (inst/s) | 4 associations (inst/s) |');
+    console.log('| --- | --- | ---: | ---: |');
+    for (const t of targets) {
+      console.log(
+        `| ${t.name} | ${t.durability} | ${r(`${t.name}/1`).toFixed(1)} | ${r(`${t.name}/4`).toFixed(1)} |`,
+      );
+    }
+    for (const a of [1, 4]) {
+      console.log(
+        `gateway/storescp (${a}): ${(r(`gateway/${a}`) / r(`storescp/${a}`)).toFixed(2)}×   ` +
+          `gateway/orthanc (${a}): ${(r(`gateway/${a}`) / r(`orthanc/${a}`)).toFixed(2)}×`,
+      );
+    }
+    const bigMB = (bigFiles.length * perInstance) / 1024 ** 2;
+    console.log(
+      `big study: ${bigFiles.length} instances, ${bigMB.toFixed(0)} MiB in ${bigSeconds.toFixed(1)} s ` +
+        `(${(bigMB / bigSeconds).toFixed(0)} MiB/s); gateway RSS before ${rss0.rssMiB.toFixed(0)} MiB, ` +
+        `peak ${rss1.peakMiB.toFixed(0)} MiB (target < 300 MiB): ${rss1.peakMiB < 300 ? 'OK' : 'OVER'}`,
+    );
+  } finally {
+    for (const stop of stops) await stop().catch(() => undefined);
+    await orthanc?.stop().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,354 @@
+// The console's REST API: every page's data and every action, as JSON. Described in openapi.ts.
+import express, { type Request, type Response } from 'express';
+import type { Redis } from 'ioredis';
+import { audit, AUDIT_TYPES, auditToCsv, type AuditType } from '../audit/trail.ts';
+import { isValidUid } from '../dicom/uid.ts';
+import { touchStudy } from '../ingest/completion.ts';
+import type { StudyIndex, StudyState } from '../ingest/studies.ts';
+import { log } from '../log.ts';
+import type { Queues } from '../queue/queues.ts';
+import { principalOf } from './auth.ts';
+import {
+  jobsForStudy,
+  listAssociations,
+  listDestinations,
+  listJobs,
+  listStudies,
+  listWorkers,
+  pendingJobsForStudy,
+  queueByName,
+  queueOverview,
+  studyRow,
+  JOB_STATES,
+  STUDY_STATES,
+} from './queries.ts';
+
+export interface ApiDeps {
+  redis: Redis;
+  prefix: string;
+  index: StudyIndex;
+  queues: Queues;
+  destinations: { name: string; kind: string; isDefault: boolean }[];
+  workerStaleMs: number;
+}
+
+class BadRequest extends Error {}
+
+function intParam(value: unknown, name: string, def: number, max: number): number {
+  if (value === undefined || value === '') return def;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new BadRequest(`${name} must be an integer 1-${max}`);
+  return n;
+}
+
+function timeParam(value: unknown, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (typeof value !== 'string') throw new BadRequest(`${name} must be a date`);
+  const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+  if (Number.isNaN(ms)) throw new BadRequest(`${name} must be an ISO 8601 date or milliseconds since 1970`);
+  return ms;
+}
+
+function studyUidParam(req: Request): string {
+  const uid = req.params.uid;
+  if (typeof uid !== 'string' || !isValidUid(uid)) throw new BadRequest('not a valid DICOM UID');
+  return uid;
+}
+
+/** Wraps a handler: bad input is a 400 with the reason, anything else a logged 500. */
+function handle(fn: (req: Request, res: Response) => Promise<void>) {
+  return async (req: Request, res: Response) => {
+    try {
+      await fn(req, res);
+    } catch (err) {
+      if (err instanceof BadRequest) {
+        res.status(400).json({ error: err.message });
+        return;
+      }
+      log.error({ event: 'http.error', method: req.method, path: req.path, err }, 'admin API error');
+      if (!res.headersSent) res.status(500).json({ error: (err as Error).message });
+    }
+  };
+}
+
+export function createApiRouter(deps: ApiDeps): express.Router {
+  const { redis, prefix, index, queues } = deps;
+  const api = express.Router();
+
+  /** Records an action with who did it, in the audit trail and the log, and answers with its outcome. */
+  async function act(
+    req: Request,
+    res: Response,
+    action: string,
+    target: string,
+    run: () => Promise<{ status?: number; body: Record<string, unknown>; studyUid?: string }>,
+  ): Promise<void> {
+    const who = principalOf(res);
+    let outcome: { status?: number; body: Record<string, unknown>; studyUid?: string };
+    try {
+      outcome = await run();
+    } catch (err) {
+      if (err instanceof BadRequest) throw err;
+      outcome = { status: 500, body: { error: (err as Error).message } };
+    }
+    const status = outcome.status ?? 200;
+    const result = status < 300 ? 'ok' : status < 500 ? 'refused' : 'error';
+    const detail = typeof outcome.body.error === 'string' ? outcome.body.error : undefined;
+    await audit.record({
+      type: 'action',
+      actor: who.name,
+      role: who.role,
+      action,
+      target,
+      studyUid: outcome.studyUid,
+      result,
+      detail,
+    });
+    log.info(
+      { event: 'admin.action', actor: who.name, action, target, studyUid: outcome.studyUid, result, detail },
+      `admin action ${action}`,
+    );
+    res.status(status).json({ action, target, actor: who.name, result, ...outcome.body });
+  }
+
+  api.get(
+    '/whoami',
+    handle(async (_req, res) => {
+      const who = principalOf(res);
+      res.json({ name: who.name, role: who.role, via: who.via });
+    }),
+  );
+
+  api.get(
+    '/overview',
+    handle(async (_req, res) => {
+      const [queueViews, workers, studies] = await Promise.all([
+        queueOverview(queues),
+        listWorkers(redis, prefix, deps.workerStaleMs),
+        index.list(1000),
+      ]);
+      const byState = Object.fromEntries(STUDY_STATES.map((s) => [s, 0])) as Record<StudyState, number>;
+      for (const s of studies) byState[s.state] = (byState[s.state] ?? 0) + 1;
+      res.json({
+        queues: queueViews,
+        workersAlive: workers.filter((w) => w.alive).length,
+        workersKnown: workers.length,
+        studies: byState,
+      });
+    }),
+  );
+
+  api.get(
+    '/studies',
+    handle(async (req, res) => {
+      const state = req.query.state;
+      if (state !== undefined && state !== '' && !STUDY_STATES.includes(state as StudyState))
+        throw new BadRequest(`state must be one of ${STUDY_STATES.join(', ')}`);
+      const q = typeof req.query.q === 'string' ? req.query.q.slice(0, 128) : undefined;
+      const limit = intParam(req.query.limit, 'limit', 200, 1000);
+      res.json(
+        await listStudies(redis, prefix, index, { state: (state || undefined) as StudyState, q, limit }),
+      );
+    }),
+  );
+
+  api.get(
+    '/studies/:uid',
+    handle(async (req, res) => {
+      const uid = studyUidParam(req);
+      const row = await studyRow(redis, prefix, index, uid);
+      if (!row) {
+        res.status(404).json({ error: 'unknown study' });
+        return;
+      }
+      const [jobs, events] = await Promise.all([jobsForStudy(queues, uid), audit.query({ studyUid: uid })]);
+      res.json({ ...row, jobs, events });
+    }),
+  );
+
+  api.post(
+    '/studies/:uid/reprocess',
+    handle(async (req, res) => {
+      const uid = studyUidParam(req);
+      await act(req, res, 'reprocess', uid, async () => {
+        const study = await index.get(uid);
+        if (!study) return { status: 404, body: { error: 'unknown study' } };
+        if (study.instanceCount === 0) return { status: 409, body: { error: 'the study has no instances' } };
+        // A study-complete job now: the router starts a new run, superseding the previous results.
+        await touchStudy(queues.studyComplete, uid, 0);
+        return { status: 202, body: { queued: true }, studyUid: uid };
+      });
+    }),
+  );
+
+  api.post(
+    '/studies/:uid/cancel',
+    handle(async (req, res) => {
+      const uid = studyUidParam(req);
+      await act(req, res, 'cancel-study', uid, async () => {
+        if (!(await index.get(uid))) return { status: 404, body: { error: 'unknown study' } };
+        const pending = await pendingJobsForStudy(queues, uid);
+        const removed: string[] = [];
+        for (const j of pending) {
+          const queue = queueByName(queues, j.queue);
+          if (queue && (await queue.remove(j.id)) === 1) removed.push(`${j.queue}/${j.id}`);
+        }
+        const active = (await jobsForStudy(queues, uid, ['active'])).map((j) => `${j.queue}/${j.id}`);
+        await index.setState(uid, 'failed', `cancelled by ${principalOf(res).name}`);
+        return { body: { removed, stillRunning: active }, studyUid: uid };
+      });
+    }),
+  );
+
+  api.post(
+    '/studies/:uid/retry',
+    handle(async (req, res) => {
+      const uid = studyUidParam(req);
+      await act(req, res, 'retry-study', uid, async () => {
+        const failed = await jobsForStudy(queues, uid, ['failed']);
+        if (failed.length === 0) return { status: 409, body: { error: 'the study has no failed jobs' } };
+        const retried: string[] = [];
+        for (const j of failed) {
+          const job = await queueByName(queues, j.queue)?.getJob(j.id);
+          if (!job) continue;
+          await job.retry('failed');
+          retried.push(`${j.queue}/${j.id}`);
+        }
+        return { body: { retried }, studyUid: uid };
+      });
+    }),
+  );
+
+  api.get(
+    '/queues',
+    handle(async (_req, res) => {
+      res.json(await queueOverview(queues));
+    }),
+  );
+
+  api.get(
+    '/queues/:queue/jobs',
+    handle(async (req, res) => {
+      const queue = queueByName(queues, String(req.params.queue));
+      if (!queue) {
+        res.status(404).json({ error: 'unknown queue' });
+        return;
+      }
+      const state = req.query.state ?? 'failed';
+      if (!JOB_STATES.includes(state as (typeof JOB_STATES)[number]))
+        throw new BadRequest(`state must be one of ${JOB_STATES.join(', ')}`);
+      const limit = intParam(req.query.limit, 'limit', 100, 1000);
+      res.json(await listJobs(queue, [state as (typeof JOB_STATES)[number]], limit));
+    }),
+  );
+
+  for (const verb of ['pause', 'resume'] as const) {
+    api.post(
+      `/queues/:queue/${verb}`,
+      handle(async (req, res) => {
+        const name = String(req.params.queue);
+        await act(req, res, `${verb}-queue`, name, async () => {
+          const queue = queueByName(queues, name);
+          if (!queue) return { status: 404, body: { error: 'unknown queue' } };
+          if (verb === 'pause') await queue.pause();
+          else await queue.resume();
+          return { body: { paused: await queue.isPaused() } };
+        });
+      }),
+    );
+  }
+
+  api.post(
+    '/queues/:queue/jobs/:id/retry',
+    handle(async (req, res) => {
+      const name = String(req.params.queue);
+      const id = String(req.params.id);
+      await act(req, res, 'retry-job', `${name}/${id}`, async () => {
+        const job = await queueByName(queues, name)?.getJob(id);
+        if (!job) return { status: 404, body: { error: 'unknown queue or job' } };
+        const studyUid = (job.data as { studyUid?: string }).studyUid;
+        const state = await job.getState();
+        if (state !== 'failed')
+          return {
+            status: 409,
+            body: { error: `job is ${state}; only failed jobs can be retried` },
+            studyUid,
+          };
+        await job.retry('failed');
+        return { body: { state: await job.getState() }, studyUid };
+      });
+    }),
+  );
+
+  api.post(
+    '/queues/:queue/jobs/:id/cancel',
+    handle(async (req, res) => {
+      const name = String(req.params.queue);
+      const id = String(req.params.id);
+      await act(req, res, 'cancel-job', `${name}/${id}`, async () => {
+        const job = await queueByName(queues, name)?.getJob(id);
+        if (!job) return { status: 404, body: { error: 'unknown queue or job' } };
+        const studyUid = (job.data as { studyUid?: string }).studyUid;
+        const state = await job.getState();
+        // A running job cannot be stopped from here (it may run in another process): it is left alone.
+        if (state === 'active')
+          return { status: 409, body: { error: 'job is running; wait for it or pause the queue' }, studyUid };
+        await job.remove();
+        return { body: { removed: true, was: state }, studyUid };
+      });
+    }),
+  );
+
+  api.get(
+    '/workers',
+    handle(async (_req, res) => {
+      res.json(await listWorkers(redis, prefix, deps.workerStaleMs));
+    }),
+  );
+
+  api.get(
+    '/destinations',
+    handle(async (_req, res) => {
+      res.json(await listDestinations(redis, prefix, queues, deps.destinations));
+    }),
+  );
+
+  api.get(
+    '/associations',
+    handle(async (req, res) => {
+      res.json(await listAssociations(redis, prefix, intParam(req.query.limit, 'limit', 100, 1000)));
+    }),
+  );
+
+  api.get(
+    '/audit',
+    handle(async (req, res) => {
+      const studyUid = req.query.studyUid;
+      if (
+        studyUid !== undefined &&
+        studyUid !== '' &&
+        (typeof studyUid !== 'string' || !isValidUid(studyUid))
+      )
+        throw new BadRequest('studyUid is not a valid DICOM UID');
+      const type = req.query.type;
+      if (type !== undefined && type !== '' && !AUDIT_TYPES.includes(type as AuditType))
+        throw new BadRequest(`type must be one of ${AUDIT_TYPES.join(', ')}`);
+      const format = req.query.format ?? 'json';
+      if (format !== 'json' && format !== 'csv') throw new BadRequest('format must be csv or json');
+      const records = await audit.query({
+        studyUid: (studyUid as string) || undefined,
+        type: (type as AuditType) || undefined,
+        from: timeParam(req.query.from, 'from'),
+        to: timeParam(req.query.to, 'to'),
+        limit: intParam(req.query.limit, 'limit', 10_000, 100_000),
+      });
+      if (format === 'csv') {
+        res.setHeader('Content-Type', 'text/csv; charset=utf-8');
+        res.setHeader('Content-Disposition', 'attachment; filename="audit.csv"');
+        res.send(auditToCsv(records));
+      } else res.json(records);
+    }),
+  );
+
+  return api;
+}

@@ -1,0 +1,133 @@
+// Readiness: one check per dependency, each with a reason an admin can act on at 3 a.m.
+import { randomBytes } from 'node:crypto';
+import { open, statfs, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Redis } from 'ioredis';
+import { keys, type WorkerHeartbeat } from '../queue/keys.ts';
+
+export interface CheckResult {
+  ok: boolean;
+  reason: string;
+}
+
+export interface ReadinessDeps {
+  redis: Redis;
+  prefix: string;
+  spoolDir: string;
+  /** Free bytes below which ingest should stop (spool.minFreeBytes when configured). */
+  minFreeBytes: number;
+  /** A worker whose last heartbeat is older than this counts as gone. */
+  workerStaleMs: number;
+  /** Role 'all': whether the in-process inference worker is running (it counts before its first beat). */
+  localWorkerRunning?: () => boolean;
+}
+
+/** When spool.minFreeBytes is not configured: room for a few large CT studies. */
+export const DEFAULT_MIN_FREE_BYTES = 1024 ** 3;
+export const WORKER_STALE_MS = 30_000;
+
+function gib(bytes: number): string {
+  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+async function checkRedis(redis: Redis): Promise<CheckResult> {
+  const started = Date.now();
+  try {
+    const pong = await Promise.race([
+      redis.ping(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 2 s')), 2000)),
+    ]);
+    return pong === 'PONG'
+      ? { ok: true, reason: `PONG in ${Date.now() - started} ms` }
+      : { ok: false, reason: `unexpected answer to PING: ${String(pong)}` };
+  } catch (err) {
+    return { ok: false, reason: `Redis does not answer: ${(err as Error).message}` };
+  }
+}
+
+/** Writes, fsyncs and deletes a probe file: exactly what storing an instance needs. */
+async function checkSpoolWritable(spoolDir: string): Promise<CheckResult> {
+  const probe = path.join(spoolDir, `.readyz-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    const fh = await open(probe, 'wx');
+    try {
+      await fh.write('readyz probe\n');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await unlink(probe);
+    return { ok: true, reason: `wrote, fsynced and deleted a probe file in ${spoolDir}` };
+  } catch (err) {
+    await unlink(probe).catch(() => undefined);
+    return { ok: false, reason: `spool ${spoolDir} is not writable: ${(err as Error).message}` };
+  }
+}
+
+async function checkDisk(spoolDir: string, minFreeBytes: number): Promise<CheckResult> {
+  try {
+    const fs = await statfs(spoolDir);
+    const free = fs.bavail * fs.bsize;
+    return free >= minFreeBytes
+      ? { ok: true, reason: `${gib(free)} free, watermark ${gib(minFreeBytes)}` }
+      : {
+          ok: false,
+          reason: `only ${gib(free)} free on the spool disk, below the watermark of ${gib(minFreeBytes)}`,
+        };
+  } catch (err) {
+    return { ok: false, reason: `cannot stat the spool disk: ${(err as Error).message}` };
+  }
+}
+
+/** Heartbeats are written by workers (keys.workers); parse defensively, since any process may write. */
+export async function readHeartbeats(redis: Redis, prefix: string): Promise<WorkerHeartbeat[]> {
+  const raw = await redis.hgetall(keys.workers(prefix));
+  const out: WorkerHeartbeat[] = [];
+  for (const value of Object.values(raw)) {
+    try {
+      const hb = JSON.parse(value) as Partial<WorkerHeartbeat>;
+      if (typeof hb.workerId === 'string' && typeof hb.lastHeartbeat === 'number')
+        out.push(hb as WorkerHeartbeat);
+    } catch {
+      // a malformed entry is ignored, not fatal
+    }
+  }
+  return out;
+}
+
+async function checkWorkers(deps: ReadinessDeps): Promise<CheckResult> {
+  const { redis, prefix, workerStaleMs: staleMs } = deps;
+  try {
+    const now = Date.now();
+    const beats = await readHeartbeats(redis, prefix);
+    const alive = beats.filter((b) => now - b.lastHeartbeat <= staleMs);
+    if (alive.length > 0)
+      return {
+        ok: true,
+        reason: `${alive.length} worker(s) alive: ${alive.map((b) => b.workerId).join(', ')}`,
+      };
+    if (deps.localWorkerRunning?.())
+      return { ok: true, reason: 'the in-process inference worker is running (no fresh heartbeat yet)' };
+    if (beats.length === 0) return { ok: false, reason: 'no inference worker has ever sent a heartbeat' };
+    const newest = Math.max(...beats.map((b) => b.lastHeartbeat));
+    return {
+      ok: false,
+      reason: `no inference worker alive: the newest heartbeat is ${Math.round((now - newest) / 1000)} s old (limit ${staleMs / 1000} s)`,
+    };
+  } catch (err) {
+    return { ok: false, reason: `cannot read worker heartbeats: ${(err as Error).message}` };
+  }
+}
+
+export async function readiness(
+  deps: ReadinessDeps,
+): Promise<{ ready: boolean; checks: Record<string, CheckResult> }> {
+  const redis = await checkRedis(deps.redis);
+  const [spool, disk, workers] = await Promise.all([
+    checkSpoolWritable(deps.spoolDir),
+    checkDisk(deps.spoolDir, deps.minFreeBytes),
+    redis.ok ? checkWorkers(deps) : Promise.resolve({ ok: false, reason: 'unknown: Redis does not answer' }),
+  ]);
+  const checks = { redis, spool, disk, workers };
+  return { ready: Object.values(checks).every((c) => c.ok), checks };
+}

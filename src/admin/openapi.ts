@@ -1,0 +1,388 @@
+// OpenAPI 3 description of the admin HTTP API, served at /api/openapi.json. Written by hand, kept honest
+// by tests/integration/admin-api.test.ts, which checks that every route the app serves is listed here.
+
+type Schema = Record<string, unknown>;
+
+const ref = (name: string): Schema => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: Schema, description = 'OK') => ({
+  description,
+  content: { 'application/json': { schema } },
+});
+const errors = {
+  '400': json(ref('Error'), 'Invalid input, with the reason'),
+  '401': json(ref('Error'), 'Credentials required'),
+};
+const actionErrors = {
+  ...errors,
+  '403': json(ref('Error'), 'The caller has role read; actions need role admin'),
+  '404': json(ref('ActionResult'), 'Unknown study, queue or job'),
+  '409': json(ref('ActionResult'), 'Not possible in the current state (reason in `error`)'),
+};
+const uidParam = {
+  name: 'uid',
+  in: 'path',
+  required: true,
+  schema: { type: 'string' },
+  description: 'StudyInstanceUID',
+};
+const queueParam = {
+  name: 'queue',
+  in: 'path',
+  required: true,
+  schema: { type: 'string', enum: ['study-complete', 'inference', 'delivery'] },
+};
+const jobParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+const q = (name: string, schema: Schema, description?: string) => ({
+  name,
+  in: 'query',
+  schema,
+  description,
+});
+
+function action(summary: string, parameters: Schema[], status = '200') {
+  return {
+    post: {
+      summary,
+      tags: ['actions'],
+      parameters,
+      responses: { [status]: json(ref('ActionResult')), ...actionErrors },
+    },
+  };
+}
+
+export const openapiDocument = {
+  openapi: '3.0.3',
+  info: {
+    title: 'dicom-ai-gateway admin API',
+    version: '1',
+    description:
+      'Status and control of the gateway. With http.auth configured every route except /healthz and ' +
+      '/readyz needs basic or bearer credentials; POST routes need role admin. Every action is audited.',
+  },
+  components: {
+    securitySchemes: {
+      basic: { type: 'http', scheme: 'basic' },
+      bearer: { type: 'http', scheme: 'bearer' },
+    },
+    schemas: {
+      Error: { type: 'object', properties: { error: { type: 'string' } }, required: ['error'] },
+      ActionResult: {
+        type: 'object',
+        properties: {
+          action: { type: 'string' },
+          target: { type: 'string' },
+          actor: { type: 'string' },
+          result: { type: 'string', enum: ['ok', 'refused', 'error'] },
+          error: { type: 'string' },
+        },
+        additionalProperties: true,
+      },
+      Check: { type: 'object', properties: { ok: { type: 'boolean' }, reason: { type: 'string' } } },
+      Stages: {
+        type: 'object',
+        description: 'Milliseconds per stage; null when the stage has not happened',
+        properties: Object.fromEntries(
+          ['receiving', 'waiting', 'inference', 'delivery', 'total'].map((k) => [
+            k,
+            { type: 'number', nullable: true },
+          ]),
+        ),
+      },
+      Study: {
+        type: 'object',
+        properties: {
+          studyUid: { type: 'string' },
+          state: {
+            type: 'string',
+            enum: ['receiving', 'queued', 'inferring', 'delivering', 'done', 'failed'],
+          },
+          callingAe: { type: 'string' },
+          firstReceivedAt: { type: 'number' },
+          lastReceivedAt: { type: 'number' },
+          instanceCount: { type: 'integer' },
+          run: { type: 'integer' },
+          detail: { type: 'string' },
+          failure: { type: 'string' },
+          models: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                model: { type: 'string' },
+                run: { type: 'integer' },
+                provider: { type: 'string' },
+                srUid: { type: 'string' },
+                inferenceMs: { type: 'number' },
+              },
+            },
+          },
+          stages: ref('Stages'),
+        },
+      },
+      Job: {
+        type: 'object',
+        properties: {
+          queue: { type: 'string' },
+          id: { type: 'string' },
+          name: { type: 'string' },
+          state: { type: 'string' },
+          studyUid: { type: 'string' },
+          detail: { type: 'string' },
+          attemptsMade: { type: 'integer' },
+          failedReason: { type: 'string' },
+          createdAt: { type: 'number' },
+          processedOn: { type: 'number' },
+          finishedOn: { type: 'number' },
+        },
+      },
+      AuditRecord: {
+        type: 'object',
+        properties: {
+          at: { type: 'string', format: 'date-time' },
+          type: { type: 'string', enum: ['received', 'routed', 'inferred', 'delivered', 'failed', 'action'] },
+          studyUid: { type: 'string' },
+          host: { type: 'string' },
+          pid: { type: 'integer' },
+        },
+        additionalProperties: true,
+      },
+      Queue: {
+        type: 'object',
+        properties: {
+          name: { type: 'string' },
+          paused: { type: 'boolean' },
+          counts: { type: 'object', additionalProperties: { type: 'integer' } },
+        },
+      },
+      Worker: {
+        type: 'object',
+        properties: {
+          workerId: { type: 'string' },
+          host: { type: 'string' },
+          pid: { type: 'integer' },
+          gpu: { type: 'string' },
+          providers: { type: 'object', additionalProperties: { type: 'string' } },
+          models: { type: 'array', items: { type: 'string' } },
+          concurrency: { type: 'integer' },
+          jobsProcessed: { type: 'integer' },
+          imagesProcessed: { type: 'integer' },
+          jobsPerMinute: { type: 'number' },
+          startedAt: { type: 'number' },
+          lastHeartbeat: { type: 'number' },
+          alive: { type: 'boolean' },
+        },
+      },
+      Destination: {
+        type: 'object',
+        properties: {
+          name: { type: 'string' },
+          kind: { type: 'string' },
+          isDefault: { type: 'boolean' },
+          health: { type: 'string', enum: ['ok', 'failing', 'unknown'] },
+          status: { type: 'object', additionalProperties: true },
+          backlog: { type: 'integer' },
+          failedJobs: { type: 'integer' },
+        },
+      },
+      Association: {
+        type: 'object',
+        properties: {
+          callingAe: { type: 'string' },
+          calledAe: { type: 'string' },
+          address: { type: 'string' },
+          startedAt: { type: 'number' },
+          durationMs: { type: 'number' },
+          stored: { type: 'integer' },
+          failed: { type: 'integer' },
+          result: { type: 'string' },
+          reason: { type: 'string' },
+        },
+      },
+    },
+  },
+  security: [{}, { basic: [] }, { bearer: [] }],
+  paths: {
+    '/healthz': {
+      get: {
+        summary: 'The process is alive',
+        tags: ['health'],
+        security: [],
+        responses: { '200': json({ type: 'object' }) },
+      },
+    },
+    '/readyz': {
+      get: {
+        summary: 'Redis answers, the spool is writable, free disk is above the watermark, a worker is alive',
+        tags: ['health'],
+        security: [],
+        responses: {
+          '200': json({
+            type: 'object',
+            properties: {
+              status: { type: 'string' },
+              checks: { type: 'object', additionalProperties: ref('Check') },
+            },
+          }),
+          '503': json({ type: 'object' }, 'Not ready; each failing check says why'),
+        },
+      },
+    },
+    '/metrics': {
+      get: {
+        summary: 'Prometheus metrics',
+        tags: ['health'],
+        responses: {
+          '200': {
+            description: 'Prometheus text format',
+            content: { 'text/plain': { schema: { type: 'string' } } },
+          },
+        },
+      },
+    },
+    '/api/openapi.json': {
+      get: { summary: 'This document', tags: ['meta'], responses: { '200': json({ type: 'object' }) } },
+    },
+    '/api/whoami': {
+      get: {
+        summary: 'The caller and its role',
+        tags: ['meta'],
+        responses: { '200': json({ type: 'object' }), ...errors },
+      },
+    },
+    '/api/overview': {
+      get: {
+        summary: 'Queue counts, live workers and studies by state',
+        tags: ['status'],
+        responses: { '200': json({ type: 'object' }), ...errors },
+      },
+    },
+    '/api/studies': {
+      get: {
+        summary: 'Recent studies with state, models, and time per stage',
+        tags: ['status'],
+        parameters: [
+          q('state', {
+            type: 'string',
+            enum: ['receiving', 'queued', 'inferring', 'delivering', 'done', 'failed'],
+          }),
+          q('q', { type: 'string' }, 'search in study UID, calling AE and model'),
+          q('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 200 }),
+        ],
+        responses: { '200': json({ type: 'array', items: ref('Study') }), ...errors },
+      },
+    },
+    '/api/studies/{uid}': {
+      get: {
+        summary: 'One study, its jobs and its audit timeline',
+        tags: ['status'],
+        parameters: [uidParam],
+        responses: {
+          '200': json({
+            allOf: [
+              ref('Study'),
+              {
+                type: 'object',
+                properties: {
+                  jobs: { type: 'array', items: ref('Job') },
+                  events: { type: 'array', items: ref('AuditRecord') },
+                },
+              },
+            ],
+          }),
+          '404': json(ref('Error'), 'Unknown study'),
+          ...errors,
+        },
+      },
+    },
+    '/api/studies/{uid}/reprocess': action(
+      'Run routing again: a new run that supersedes earlier results',
+      [uidParam],
+      '202',
+    ),
+    '/api/studies/{uid}/cancel': action('Remove the study’s pending jobs and mark it failed', [uidParam]),
+    '/api/studies/{uid}/retry': action('Retry every failed job of the study', [uidParam]),
+    '/api/queues': {
+      get: {
+        summary: 'Each queue: job counts and whether it is paused',
+        tags: ['status'],
+        responses: { '200': json({ type: 'array', items: ref('Queue') }), ...errors },
+      },
+    },
+    '/api/queues/{queue}/jobs': {
+      get: {
+        summary: 'Jobs of a queue in one state',
+        tags: ['status'],
+        parameters: [
+          queueParam,
+          q('state', {
+            type: 'string',
+            enum: ['waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'],
+            default: 'failed',
+          }),
+          q('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 100 }),
+        ],
+        responses: {
+          '200': json({ type: 'array', items: ref('Job') }),
+          '404': json(ref('Error')),
+          ...errors,
+        },
+      },
+    },
+    '/api/queues/{queue}/pause': action('Pause a queue (running jobs finish)', [queueParam]),
+    '/api/queues/{queue}/resume': action('Resume a queue', [queueParam]),
+    '/api/queues/{queue}/jobs/{id}/retry': action('Retry a failed job', [queueParam, jobParam]),
+    '/api/queues/{queue}/jobs/{id}/cancel': action('Remove a job that is not running', [
+      queueParam,
+      jobParam,
+    ]),
+    '/api/workers': {
+      get: {
+        summary: 'Inference workers from their heartbeats',
+        tags: ['status'],
+        responses: { '200': json({ type: 'array', items: ref('Worker') }), ...errors },
+      },
+    },
+    '/api/destinations': {
+      get: {
+        summary: 'Destinations: health, backlog, last error',
+        tags: ['status'],
+        responses: { '200': json({ type: 'array', items: ref('Destination') }), ...errors },
+      },
+    },
+    '/api/associations': {
+      get: {
+        summary: 'Recent DIMSE associations, newest first',
+        tags: ['status'],
+        parameters: [q('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 100 })],
+        responses: { '200': json({ type: 'array', items: ref('Association') }), ...errors },
+      },
+    },
+    '/api/audit': {
+      get: {
+        summary: 'Audit trail export',
+        tags: ['audit'],
+        parameters: [
+          q('studyUid', { type: 'string' }),
+          q('type', {
+            type: 'string',
+            enum: ['received', 'routed', 'inferred', 'delivered', 'failed', 'action'],
+          }),
+          q('from', { type: 'string' }, 'ISO 8601 date or epoch milliseconds, inclusive'),
+          q('to', { type: 'string' }, 'ISO 8601 date or epoch milliseconds, inclusive'),
+          q('format', { type: 'string', enum: ['json', 'csv'], default: 'json' }),
+          q('limit', { type: 'integer', minimum: 1, maximum: 100000, default: 10000 }),
+        ],
+        responses: {
+          '200': {
+            description: 'Records, oldest first',
+            content: {
+              'application/json': { schema: { type: 'array', items: ref('AuditRecord') } },
+              'text/csv': { schema: { type: 'string' } },
+            },
+          },
+          ...errors,
+        },
+      },
+    },
+  },
+} as const;

@@ -1,0 +1,571 @@
+// The admin console: a small single-page app over the REST API (/api, see /api/openapi.json).
+// No build step. Every value from the server is put in the page with textContent, never as HTML.
+/* global document, window, fetch, setTimeout, setInterval, URLSearchParams */
+'use strict';
+
+const REFRESH_MS = 2000;
+const pageEl = document.getElementById('page');
+let current = { name: '', refresh: async () => {} };
+let me = { role: 'read' };
+
+/** Builds an element: h('td', { className: 'uid' }, 'text', childNode, ...). */
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === 'dataset') Object.assign(el.dataset, v);
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el[k] = v;
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof window.Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function time(ms) {
+  if (!ms) return '–';
+  const d = new Date(ms);
+  return d.toLocaleString(undefined, { hour12: false });
+}
+
+function dur(ms) {
+  if (ms === null || ms === undefined) return '–';
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60000)} m ${Math.round((ms % 60000) / 1000)} s`;
+}
+
+function ago(ms) {
+  if (!ms) return '–';
+  return `${dur(Math.max(0, Date.now() - ms))} ago`;
+}
+
+const badge = (text, kind) => h('span', { className: `badge ${kind || text}` }, text);
+
+async function getJson(path) {
+  const res = await fetch(path, { headers: { accept: 'application/json' } });
+  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  return res.json();
+}
+
+function toast(text) {
+  const el = document.getElementById('toast');
+  el.textContent = text;
+  el.className = 'show';
+  setTimeout(() => (el.className = ''), 3500);
+}
+
+/** POSTs an action and reports its outcome; the server audits it with the caller's name. */
+async function act(path, label) {
+  try {
+    const res = await fetch(path, { method: 'POST' });
+    const body = await res.json().catch(() => ({}));
+    toast(res.ok ? `${label}: done` : `${label}: ${body.error || `HTTP ${res.status}`}`);
+  } catch (err) {
+    toast(`${label}: ${err.message}`);
+  }
+  await tick();
+}
+
+function actionButton(text, path, label, danger) {
+  return h(
+    'button',
+    {
+      className: danger ? 'danger' : '',
+      disabled: me.role !== 'admin',
+      title: me.role !== 'admin' ? 'needs role admin' : '',
+      dataset: { action: text.toLowerCase() },
+      onclick: (e) => {
+        e.preventDefault();
+        void act(path, label);
+      },
+    },
+    text,
+  );
+}
+
+function table(headers, rows, empty) {
+  if (rows.length === 0) return h('p', { className: 'muted' }, empty);
+  return h(
+    'table',
+    {},
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        headers.map((t) => h('th', {}, t)),
+      ),
+    ),
+    h('tbody', {}, rows),
+  );
+}
+
+function replace(el, ...children) {
+  el.replaceChildren(...children.flat());
+}
+
+const uidPath = (uid) => encodeURIComponent(uid);
+
+// ----- pages -----
+
+function studiesPage() {
+  const state = h(
+    'select',
+    { id: 'state-filter', onchange: () => void tick() },
+    h('option', { value: '' }, 'all states'),
+    ['receiving', 'queued', 'inferring', 'delivering', 'done', 'failed'].map((s) =>
+      h('option', { value: s }, s),
+    ),
+  );
+  const search = h('input', {
+    id: 'search',
+    type: 'search',
+    placeholder: 'search study UID, AE title, model',
+    oninput: () => void tick(),
+  });
+  const list = h('div', { id: 'studies' });
+  replace(pageEl, h('h2', {}, 'Studies'), h('div', { className: 'controls' }, state, search), list);
+  return async () => {
+    const params = new URLSearchParams({ limit: '200' });
+    if (state.value) params.set('state', state.value);
+    if (search.value.trim()) params.set('q', search.value.trim());
+    const studies = await getJson(`/api/studies?${params}`);
+    replace(
+      list,
+      table(
+        ['Received', 'From', 'Study', 'Instances', 'State', 'Models', 'Time per stage', 'Actions'],
+        studies.map((s) =>
+          h(
+            'tr',
+            { dataset: { study: s.studyUid } },
+            h('td', {}, time(s.firstReceivedAt)),
+            h('td', {}, s.callingAe || 'STOW-RS'),
+            h('td', { className: 'uid' }, h('a', { href: `#/study/${uidPath(s.studyUid)}` }, s.studyUid)),
+            h('td', {}, s.instanceCount),
+            h(
+              'td',
+              {},
+              badge(s.state),
+              s.failure || s.detail ? h('div', { className: 'muted' }, s.failure || s.detail) : null,
+            ),
+            h(
+              'td',
+              {},
+              s.models.length ? s.models.map((m) => h('div', {}, `${m.model} (${m.provider})`)) : '–',
+            ),
+            h(
+              'td',
+              { className: 'stages' },
+              h('span', {}, `recv ${dur(s.stages.receiving)}`),
+              h('span', {}, `wait ${dur(s.stages.waiting)}`),
+              h('span', {}, `infer ${dur(s.stages.inference)}`),
+              h('span', {}, `deliver ${dur(s.stages.delivery)}`),
+              h('span', {}, `total ${dur(s.stages.total)}`),
+            ),
+            h(
+              'td',
+              {},
+              actionButton('Reprocess', `/api/studies/${uidPath(s.studyUid)}/reprocess`, 'reprocess'),
+              s.state === 'failed'
+                ? actionButton('Retry', `/api/studies/${uidPath(s.studyUid)}/retry`, 'retry')
+                : null,
+              s.state !== 'done' && s.state !== 'failed'
+                ? actionButton('Cancel', `/api/studies/${uidPath(s.studyUid)}/cancel`, 'cancel', true)
+                : null,
+            ),
+          ),
+        ),
+        'No studies match.',
+      ),
+    );
+  };
+}
+
+function describeEvent(e) {
+  switch (e.type) {
+    case 'received':
+      return `received ${e.instances} instance(s), ${e.bytes} bytes, from ${e.callingAe || 'STOW-RS'} (${e.address})`;
+    case 'routed':
+      return e.jobs.length
+        ? `routed (run ${e.run}) to ${e.jobs.map((j) => `${j.model}@${j.version} → ${j.destinations.join(', ')}`).join('; ')}`
+        : `routed (run ${e.run}): ${e.detail || 'no model'}`;
+    case 'inferred':
+      return `inferred by ${e.model}@${e.version} on ${e.provider} in ${e.inferenceMs} ms over ${e.instances} image(s); SR ${e.srUid}`;
+    case 'delivered':
+      return `delivered ${e.srUid} to ${e.destination} (attempt ${e.attempt})`;
+    case 'failed':
+      return `failed in ${e.stage}: ${e.reason}`;
+    case 'action':
+      return `${e.actor} (${e.role}) ${e.action} → ${e.result}${e.detail ? `: ${e.detail}` : ''}`;
+    default:
+      return e.type;
+  }
+}
+
+function jobRows(jobs) {
+  return jobs.map((j) =>
+    h(
+      'tr',
+      { dataset: { job: j.id } },
+      h('td', {}, j.queue),
+      h('td', { className: 'mono' }, j.id),
+      h('td', {}, j.detail),
+      h('td', {}, badge(j.state)),
+      h('td', {}, j.attemptsMade),
+      h('td', {}, j.failedReason || ''),
+      h('td', {}, time(j.createdAt)),
+      h(
+        'td',
+        {},
+        j.state === 'failed'
+          ? actionButton(
+              'Retry',
+              `/api/queues/${j.queue}/jobs/${encodeURIComponent(j.id)}/retry`,
+              'retry job',
+            )
+          : null,
+        j.state !== 'active' && j.state !== 'completed'
+          ? actionButton(
+              'Cancel',
+              `/api/queues/${j.queue}/jobs/${encodeURIComponent(j.id)}/cancel`,
+              'cancel job',
+              true,
+            )
+          : null,
+      ),
+    ),
+  );
+}
+
+function studyPage(uid) {
+  const body = h('div', { id: 'study' });
+  replace(
+    pageEl,
+    h('p', {}, h('a', { href: '#/studies' }, '← studies')),
+    h('h2', {}, 'Study ', h('span', { className: 'mono' }, uid)),
+    body,
+  );
+  return async () => {
+    const s = await getJson(`/api/studies/${uidPath(uid)}`);
+    replace(
+      body,
+      h(
+        'div',
+        { className: 'controls' },
+        badge(s.state),
+        h('span', {}, `${s.instanceCount} instance(s) from ${s.callingAe || 'STOW-RS'}, run ${s.run}`),
+        actionButton('Reprocess', `/api/studies/${uidPath(uid)}/reprocess`, 'reprocess'),
+        actionButton('Cancel', `/api/studies/${uidPath(uid)}/cancel`, 'cancel', true),
+        h('a', { href: `/api/audit?studyUid=${uidPath(uid)}&format=csv` }, 'export CSV'),
+        h('a', { href: `/api/audit?studyUid=${uidPath(uid)}&format=json` }, 'JSON'),
+      ),
+      h(
+        'p',
+        { className: 'stages' },
+        ['receiving', 'waiting', 'inference', 'delivery', 'total'].map((k) =>
+          h('span', {}, `${k}: ${dur(s.stages[k])}`),
+        ),
+      ),
+      h('h2', {}, 'Timeline'),
+      s.events.length
+        ? h(
+            'ol',
+            { className: 'timeline', id: 'timeline' },
+            s.events.map((e) =>
+              h(
+                'li',
+                { dataset: { type: e.type } },
+                h('span', { className: 'muted' }, time(Date.parse(e.at))),
+                ' ',
+                describeEvent(e),
+              ),
+            ),
+          )
+        : h('p', { className: 'muted' }, 'No audit events yet.'),
+      h('h2', {}, 'Jobs'),
+      table(
+        ['Queue', 'Job', 'What', 'State', 'Attempts', 'Reason', 'Created', 'Actions'],
+        jobRows(s.jobs),
+        'No jobs kept.',
+      ),
+    );
+  };
+}
+
+function workersPage() {
+  const body = h('div', { id: 'workers' });
+  replace(pageEl, h('h2', {}, 'Inference workers'), body);
+  return async () => {
+    const workers = await getJson('/api/workers');
+    replace(
+      body,
+      table(
+        [
+          'Worker',
+          'Host',
+          'GPU',
+          'Provider per model',
+          'Models',
+          'Concurrency',
+          'Jobs',
+          'Images',
+          'Jobs/min',
+          'Last heartbeat',
+          '',
+        ],
+        workers.map((w) =>
+          h(
+            'tr',
+            {},
+            h('td', { className: 'mono' }, w.workerId),
+            h('td', {}, `${w.host} (pid ${w.pid})`),
+            h('td', {}, w.gpu || 'none'),
+            h(
+              'td',
+              {},
+              Object.entries(w.providers).map(([m, p]) => h('div', {}, `${m}: ${p}`)),
+            ),
+            h('td', {}, w.models.join(', ')),
+            h('td', {}, w.concurrency),
+            h('td', {}, w.jobsProcessed),
+            h('td', {}, w.imagesProcessed),
+            h('td', {}, w.jobsPerMinute),
+            h('td', {}, ago(w.lastHeartbeat)),
+            h('td', {}, badge(w.alive ? 'ok' : 'dead')),
+          ),
+        ),
+        'No worker has sent a heartbeat.',
+      ),
+    );
+  };
+}
+
+function destinationsPage() {
+  const body = h('div', { id: 'destinations' });
+  replace(pageEl, h('h2', {}, 'Destinations'), body);
+  return async () => {
+    const dests = await getJson('/api/destinations');
+    replace(
+      body,
+      table(
+        ['Destination', 'Kind', 'Health', 'Breaker', 'Backlog', 'Failed jobs', 'Last success', 'Last error'],
+        dests.map((d) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, d.name, d.isDefault ? h('span', { className: 'muted' }, ' (default)') : null),
+            h('td', {}, d.kind),
+            h('td', {}, badge(d.health)),
+            h('td', {}, d.status?.breaker || '–'),
+            h('td', {}, d.backlog),
+            h('td', {}, d.failedJobs),
+            h('td', {}, ago(d.status?.lastSuccessAt)),
+            h('td', {}, d.status?.lastError ? `${ago(d.status.lastErrorAt)}: ${d.status.lastError}` : '–'),
+          ),
+        ),
+        'No destinations.',
+      ),
+    );
+  };
+}
+
+function associationsPage() {
+  const body = h('div', { id: 'associations' });
+  replace(pageEl, h('h2', {}, 'Recent associations'), body);
+  return async () => {
+    const list = await getJson('/api/associations?limit=100');
+    replace(
+      body,
+      table(
+        ['Started', 'Calling AE', 'Called AE', 'Address', 'Stored', 'Failed', 'Duration', 'Result'],
+        list.map((a) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, time(a.startedAt)),
+            h('td', {}, a.callingAe),
+            h('td', {}, a.calledAe),
+            h('td', {}, a.address),
+            h('td', {}, a.stored),
+            h('td', {}, a.failed),
+            h('td', {}, dur(a.durationMs)),
+            h('td', {}, badge(a.result), a.reason ? h('div', { className: 'muted' }, a.reason) : null),
+          ),
+        ),
+        'No associations recorded yet.',
+      ),
+    );
+  };
+}
+
+function queuesPage() {
+  const body = h('div', { id: 'queues' });
+  const failed = h('div', { id: 'failed-jobs' });
+  replace(pageEl, h('h2', {}, 'Queues'), body, h('h2', {}, 'Failed jobs'), failed);
+  return async () => {
+    const queues = await getJson('/api/queues');
+    const states = ['waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'];
+    replace(
+      body,
+      table(
+        ['Queue', ...states, 'State', ''],
+        queues.map((q) =>
+          h(
+            'tr',
+            { dataset: { queue: q.name } },
+            h('td', {}, q.name),
+            states.map((s) => h('td', {}, q.counts[s] ?? 0)),
+            h('td', {}, badge(q.paused ? 'paused' : 'active')),
+            h(
+              'td',
+              {},
+              q.paused
+                ? actionButton('Resume', `/api/queues/${q.name}/resume`, `resume ${q.name}`)
+                : actionButton('Pause', `/api/queues/${q.name}/pause`, `pause ${q.name}`, true),
+            ),
+          ),
+        ),
+        'No queues.',
+      ),
+    );
+    const jobs = (
+      await Promise.all(queues.map((q) => getJson(`/api/queues/${q.name}/jobs?state=failed&limit=50`)))
+    ).flat();
+    replace(
+      failed,
+      table(
+        ['Queue', 'Job', 'What', 'State', 'Attempts', 'Reason', 'Created', 'Actions'],
+        jobRows(jobs),
+        'No failed jobs.',
+      ),
+    );
+  };
+}
+
+function auditPage() {
+  const from = h('input', { type: 'date', id: 'audit-from' });
+  const to = h('input', { type: 'date', id: 'audit-to' });
+  const body = h('div', { id: 'audit' });
+  const link = (format) => {
+    const p = new URLSearchParams({ format });
+    if (from.value) p.set('from', `${from.value}T00:00:00Z`);
+    if (to.value) p.set('to', `${to.value}T23:59:59.999Z`);
+    return `/api/audit?${p}`;
+  };
+  const csv = h('a', { href: link('csv') }, 'export CSV');
+  const json = h('a', { href: link('json') }, 'export JSON');
+  const update = () => {
+    csv.href = link('csv');
+    json.href = link('json');
+    void tick();
+  };
+  from.onchange = update;
+  to.onchange = update;
+  replace(
+    pageEl,
+    h('h2', {}, 'Audit trail'),
+    h('div', { className: 'controls' }, 'from', from, 'to', to, csv, json),
+    body,
+  );
+  return async () => {
+    const records = await getJson(link('json') + '&limit=200');
+    replace(
+      body,
+      table(
+        ['When', 'Type', 'Study', 'What'],
+        records
+          .slice()
+          .reverse()
+          .map((e) =>
+            h(
+              'tr',
+              {},
+              h('td', {}, time(Date.parse(e.at))),
+              h('td', {}, e.type),
+              h('td', { className: 'uid' }, e.studyUid || ''),
+              h('td', {}, describeEvent(e)),
+            ),
+          ),
+        'No audit records in range.',
+      ),
+    );
+  };
+}
+
+// ----- shell -----
+
+async function refreshSummary() {
+  const o = await getJson('/api/overview');
+  const el = document.getElementById('summary');
+  const card = (label, value, id) => h('div', { className: 'card', id }, h('b', {}, value), label);
+  replace(
+    el,
+    card('workers alive', `${o.workersAlive}/${o.workersKnown}`, 'card-workers'),
+    Object.entries(o.studies).map(([state, n]) => card(state, n, `card-${state}`)),
+    o.queues.map((q) =>
+      card(
+        `${q.name}${q.paused ? ' (paused)' : ''}`,
+        (q.counts.waiting || 0) +
+          (q.counts.prioritized || 0) +
+          (q.counts.delayed || 0) +
+          (q.counts.active || 0),
+        `card-q-${q.name}`,
+      ),
+    ),
+  );
+}
+
+let ticking = false;
+async function tick() {
+  if (ticking) return;
+  ticking = true;
+  const live = document.getElementById('live');
+  try {
+    await Promise.all([current.refresh(), refreshSummary()]);
+    live.className = 'dot on';
+    document.getElementById('updated').textContent =
+      `live · updated ${new Date().toLocaleTimeString(undefined, { hour12: false })}`;
+  } catch (err) {
+    live.className = 'dot off';
+    document.getElementById('updated').textContent = `update failed: ${err.message}`;
+  } finally {
+    ticking = false;
+  }
+}
+
+function route() {
+  const hash = window.location.hash.replace(/^#\/?/, '') || 'studies';
+  const [name, ...rest] = hash.split('/');
+  const pages = {
+    studies: studiesPage,
+    workers: workersPage,
+    destinations: destinationsPage,
+    associations: associationsPage,
+    queues: queuesPage,
+    audit: auditPage,
+  };
+  let refresh;
+  if (name === 'study' && rest.length) refresh = studyPage(decodeURIComponent(rest.join('/')));
+  else refresh = (pages[name] || studiesPage)();
+  current = { name, refresh };
+  for (const a of document.querySelectorAll('nav a[data-page]'))
+    a.classList.toggle('active', a.dataset.page === (name === 'study' ? 'studies' : name));
+  void tick();
+}
+
+async function start() {
+  try {
+    me = await getJson('/api/whoami');
+    document.getElementById('whoami').textContent = `${me.name} (${me.role})`;
+  } catch {
+    document.getElementById('whoami').textContent = 'not signed in';
+  }
+  window.addEventListener('hashchange', route);
+  route();
+  setInterval(() => void tick(), REFRESH_MS);
+}
+
+void start();

@@ -1,0 +1,308 @@
+// What the console shows, read from the study index, BullMQ, the audit summary and the records other
+// roles write (worker heartbeats, associations, destination status). Those records come from other
+// processes and versions, so they are parsed defensively: a malformed entry is skipped, never fatal.
+import type { Job, JobState, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { auditSummaryKey } from '../audit/trail.ts';
+import type { StudyIndex, StudyState, StudySummary } from '../ingest/studies.ts';
+import { QUEUE } from '../queue/jobs.ts';
+import { keys, type AssociationRecord, type DestinationStatus, type WorkerHeartbeat } from '../queue/keys.ts';
+import type { Queues } from '../queue/queues.ts';
+import { readHeartbeats } from './health.ts';
+
+export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
+export const QUEUE_NAMES = Object.values(QUEUE) as QueueName[];
+export const STUDY_STATES: StudyState[] = [
+  'receiving',
+  'queued',
+  'inferring',
+  'delivering',
+  'done',
+  'failed',
+];
+export const JOB_STATES: JobState[] = ['waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'];
+const PENDING: JobState[] = ['waiting', 'prioritized', 'delayed'];
+/** How many of each queue's most recent jobs per state a study lookup scans. */
+const JOB_SCAN = 500;
+
+export function queueByName(queues: Queues, name: string): Queue | undefined {
+  if (name === QUEUE.studyComplete) return queues.studyComplete;
+  if (name === QUEUE.inference) return queues.inference;
+  if (name === QUEUE.delivery) return queues.delivery;
+  return undefined;
+}
+
+function allQueues(queues: Queues): Queue[] {
+  return [queues.studyComplete, queues.inference, queues.delivery];
+}
+
+export interface ModelOutcome {
+  model: string;
+  run: number;
+  provider: string;
+  srUid: string;
+  inferenceMs: number;
+}
+
+/** Milliseconds per stage; null while a stage has not happened (or re-opened after it). */
+export interface StageTimes {
+  receiving: number | null;
+  waiting: number | null;
+  inference: number | null;
+  delivery: number | null;
+  total: number | null;
+}
+
+export interface StudyRow extends StudySummary {
+  models: ModelOutcome[];
+  stages: StageTimes;
+  failure?: string;
+}
+
+function span(from: number | undefined, to: number | undefined): number | null {
+  if (from === undefined || to === undefined || Number.isNaN(from) || Number.isNaN(to) || to < from)
+    return null;
+  return to - from;
+}
+
+function toRow(s: StudySummary, summary: Record<string, string>): StudyRow {
+  const num = (k: string) => (summary[k] !== undefined ? Number(summary[k]) : undefined);
+  const routedAt = num('routedAt');
+  const inferredAt = num('inferredAt');
+  const deliveredAt = num('deliveredAt');
+  const failedAt = num('failedAt');
+  const models: ModelOutcome[] = [];
+  for (const [field, value] of Object.entries(summary)) {
+    if (!field.startsWith('model:')) continue;
+    try {
+      const m = JSON.parse(value) as Omit<ModelOutcome, 'model'>;
+      models.push({ model: field.slice('model:'.length), ...m });
+    } catch {
+      // skip a malformed summary field
+    }
+  }
+  const finished =
+    s.state === 'done' ? (deliveredAt ?? routedAt) : s.state === 'failed' ? failedAt : undefined;
+  return {
+    ...s,
+    models,
+    failure: s.state === 'failed' ? (summary.failure ?? s.detail) : undefined,
+    stages: {
+      receiving: span(s.firstReceivedAt, s.lastReceivedAt),
+      waiting: span(s.lastReceivedAt, routedAt),
+      inference: span(routedAt, inferredAt),
+      delivery: span(inferredAt, deliveredAt),
+      total: span(s.firstReceivedAt, finished),
+    },
+  };
+}
+
+export async function listStudies(
+  redis: Redis,
+  prefix: string,
+  index: StudyIndex,
+  filter: { state?: StudyState; q?: string; limit: number },
+): Promise<StudyRow[]> {
+  // Filtering happens after reading, so read more than the page when a filter is set.
+  const scan = filter.state || filter.q ? Math.max(filter.limit * 5, 500) : filter.limit;
+  const studies = await index.list(scan);
+  const pipeline = redis.pipeline();
+  for (const s of studies) pipeline.hgetall(auditSummaryKey(prefix, s.studyUid));
+  const summaries = (await pipeline.exec()) ?? [];
+  const q = filter.q?.toLowerCase();
+  const rows: StudyRow[] = [];
+  studies.forEach((s, i) => {
+    const row = toRow(s, (summaries[i]?.[1] as Record<string, string> | null) ?? {});
+    if (filter.state && row.state !== filter.state) return;
+    if (
+      q &&
+      !row.studyUid.toLowerCase().includes(q) &&
+      !row.callingAe.toLowerCase().includes(q) &&
+      !row.models.some((m) => m.model.toLowerCase().includes(q))
+    )
+      return;
+    rows.push(row);
+  });
+  return rows.slice(0, filter.limit);
+}
+
+export async function studyRow(
+  redis: Redis,
+  prefix: string,
+  index: StudyIndex,
+  studyUid: string,
+): Promise<StudyRow | undefined> {
+  const s = await index.get(studyUid);
+  if (!s) return undefined;
+  return toRow(s, await redis.hgetall(auditSummaryKey(prefix, studyUid)));
+}
+
+export interface JobView {
+  queue: string;
+  id: string;
+  name: string;
+  state: string;
+  studyUid?: string;
+  detail: string;
+  attemptsMade: number;
+  failedReason?: string;
+  createdAt: number;
+  processedOn?: number;
+  finishedOn?: number;
+}
+
+function describe(job: Job): string {
+  const d = job.data as Record<string, unknown>;
+  if (typeof d.modelId === 'string') return `${d.modelId}@${String(d.modelVersion)} run ${String(d.run)}`;
+  if (typeof d.destination === 'string') return `to ${d.destination}`;
+  return 'complete study';
+}
+
+function view(queue: string, job: Job, state: string): JobView {
+  return {
+    queue,
+    id: String(job.id),
+    name: job.name,
+    state,
+    studyUid: (job.data as { studyUid?: string }).studyUid,
+    detail: describe(job),
+    attemptsMade: job.attemptsMade,
+    failedReason: job.failedReason || undefined,
+    createdAt: job.timestamp,
+    processedOn: job.processedOn,
+    finishedOn: job.finishedOn,
+  };
+}
+
+export async function listJobs(queue: Queue, states: JobState[], limit: number): Promise<JobView[]> {
+  const out: JobView[] = [];
+  for (const state of states) {
+    const jobs = await queue.getJobs([state], 0, limit - 1);
+    for (const job of jobs) if (job) out.push(view(queue.name, job, state));
+  }
+  return out;
+}
+
+/** The study's jobs among each queue's recent jobs, newest first. */
+export async function jobsForStudy(
+  queues: Queues,
+  studyUid: string,
+  states = JOB_STATES,
+): Promise<JobView[]> {
+  const out: JobView[] = [];
+  for (const queue of allQueues(queues)) {
+    for (const job of await listJobs(queue, states, JOB_SCAN)) if (job.studyUid === studyUid) out.push(job);
+  }
+  return out.sort((a, b) => b.createdAt - a.createdAt);
+}
+
+export async function pendingJobsForStudy(queues: Queues, studyUid: string): Promise<JobView[]> {
+  return jobsForStudy(queues, studyUid, PENDING);
+}
+
+export interface QueueView {
+  name: string;
+  paused: boolean;
+  counts: Record<string, number>;
+}
+
+export async function queueOverview(queues: Queues): Promise<QueueView[]> {
+  return Promise.all(
+    allQueues(queues).map(async (q) => ({
+      name: q.name,
+      paused: await q.isPaused(),
+      counts: await q.getJobCounts(...JOB_STATES),
+    })),
+  );
+}
+
+export interface WorkerView extends WorkerHeartbeat {
+  alive: boolean;
+  /** Jobs per minute since the worker started. */
+  jobsPerMinute: number;
+}
+
+export async function listWorkers(redis: Redis, prefix: string, staleMs: number): Promise<WorkerView[]> {
+  const now = Date.now();
+  return (await readHeartbeats(redis, prefix))
+    .map((hb) => {
+      const minutes = Math.max((hb.lastHeartbeat - (hb.startedAt ?? hb.lastHeartbeat)) / 60_000, 1 / 60);
+      return {
+        ...hb,
+        gpu: hb.gpu ?? '',
+        providers: hb.providers ?? {},
+        models: Array.isArray(hb.models) ? hb.models : [],
+        alive: now - hb.lastHeartbeat <= staleMs,
+        jobsPerMinute: Math.round(((hb.jobsProcessed ?? 0) / minutes) * 100) / 100,
+      };
+    })
+    .sort((a, b) => a.workerId.localeCompare(b.workerId));
+}
+
+export interface DestinationView {
+  name: string;
+  kind: string;
+  isDefault: boolean;
+  health: 'ok' | 'failing' | 'unknown';
+  status?: Partial<DestinationStatus>;
+  backlog: number;
+  failedJobs: number;
+}
+
+export async function listDestinations(
+  redis: Redis,
+  prefix: string,
+  queues: Queues,
+  configured: { name: string; kind: string; isDefault: boolean }[],
+): Promise<DestinationView[]> {
+  const raw = await redis.hgetall(keys.destinations(prefix));
+  const backlog = new Map<string, number>();
+  const failed = new Map<string, number>();
+  for (const job of await listJobs(queues.delivery, [...PENDING, 'active'], JOB_SCAN)) {
+    const d = job.detail.replace(/^to /, '');
+    backlog.set(d, (backlog.get(d) ?? 0) + 1);
+  }
+  for (const job of await listJobs(queues.delivery, ['failed'], JOB_SCAN)) {
+    const d = job.detail.replace(/^to /, '');
+    failed.set(d, (failed.get(d) ?? 0) + 1);
+  }
+  return configured.map((c) => {
+    let status: Partial<DestinationStatus> | undefined;
+    try {
+      status = raw[c.name] ? (JSON.parse(raw[c.name]!) as Partial<DestinationStatus>) : undefined;
+    } catch {
+      status = undefined;
+    }
+    const health: DestinationView['health'] = !status
+      ? 'unknown'
+      : status.breaker === 'open' || (status.consecutiveFailures ?? 0) > 0
+        ? 'failing'
+        : 'ok';
+    return {
+      ...c,
+      health,
+      status,
+      backlog: backlog.get(c.name) ?? 0,
+      failedJobs: failed.get(c.name) ?? 0,
+    };
+  });
+}
+
+export async function listAssociations(
+  redis: Redis,
+  prefix: string,
+  limit: number,
+): Promise<AssociationRecord[]> {
+  const raw = await redis.lrange(keys.associations(prefix), 0, limit - 1);
+  const out: AssociationRecord[] = [];
+  for (const value of raw) {
+    try {
+      const a = JSON.parse(value) as Partial<AssociationRecord>;
+      if (typeof a.callingAe === 'string' && typeof a.startedAt === 'number')
+        out.push(a as AssociationRecord);
+    } catch {
+      // skip a malformed record
+    }
+  }
+  return out;
+}

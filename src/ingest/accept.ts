@@ -1,0 +1,224 @@
+// The one step every ingest path shares (DIMSE C-STORE, STOW-RS): a Part-10 file that has reached a temp file
+// in the spool is checked (readable header, valid UIDs, what the sender claimed, sane dimensions), committed
+// into place, and indexed (onStored). Only then may the sender hear Success.
+import { stat } from 'node:fs/promises';
+import { readInstanceHeader, type InstanceHeader } from '../dicom/part10.ts';
+import { isValidUid } from '../dicom/uid.ts';
+import { bytesReceived, instancesReceived } from '../metrics.ts';
+import type { DiskWatermark } from './disk.ts';
+import type { Spool } from './spool.ts';
+
+// Failure statuses shared by C-STORE (PS3.4 Table B.2-1) and STOW-RS FailureReason (PS3.18 Table 10.5.3-2).
+export const STATUS_OUT_OF_RESOURCES = 0xa700;
+export const STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xa900;
+export const STATUS_CANNOT_UNDERSTAND = 0xc000;
+/** STOW-RS only: the instance belongs to another study than the one in the URL (PS3.18 10.5.3). */
+export const STATUS_STUDY_UID_MISMATCH = 0xa900;
+
+/** Uncompressed pixel bytes beyond this are not an image anyone sends: refuse before anyone decodes it. */
+export const MAX_PIXEL_BYTES = 4 * 1024 ** 3;
+
+export type IngestPath = 'dimse' | 'stowrs';
+
+/** An instance that is on disk in the spool (fsync'd, renamed into place) and about to be acknowledged. */
+export interface StoredInstance extends InstanceHeader {
+  studyUid: string;
+  seriesUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  transferSyntaxUid: string;
+  /** Final spool path of the Part-10 file. */
+  path: string;
+  /** File size in bytes, meta header included. */
+  size: number;
+  /** Calling AE title (DIMSE) or '' (STOW-RS). */
+  callingAe: string;
+  callingAddress: string;
+  /** ISO 8601 time at which the instance was acknowledged. */
+  receivedAt: string;
+}
+
+/** Indexes a stored instance (study index, completion timer); if it throws, the sender is told to resend. */
+export type OnStored = (inst: StoredInstance) => Promise<void>;
+
+export interface IngestSource {
+  path: IngestPath;
+  callingAe: string;
+  address: string;
+}
+
+/** What the sender announced beside the data set; the data set must agree. */
+export interface Expected {
+  sopInstanceUid?: string;
+  sopClassUid?: string;
+  studyUid?: string;
+}
+
+/** What the writer of the temp file still knows about it, to spare reading it back. */
+export interface WrittenFile {
+  /** The file's first bytes. */
+  head: Buffer;
+  size: number;
+}
+
+export type AcceptOutcome =
+  | { ok: true; instance: StoredInstance }
+  | {
+      ok: false;
+      status: number;
+      reason: string;
+      /** 'refused': the data set is at fault; 'failed': we are (disk, Redis): the sender may retry. */
+      kind: 'refused' | 'failed';
+      sopInstanceUid?: string;
+      sopClassUid?: string;
+      error?: unknown;
+    };
+
+export interface InstanceAcceptorOptions {
+  spool: Spool;
+  onStored: OnStored;
+  disk: DiskWatermark;
+}
+
+export class InstanceAcceptor {
+  readonly spool: Spool;
+  readonly disk: DiskWatermark;
+  private readonly onStored: OnStored;
+
+  constructor(opts: InstanceAcceptorOptions) {
+    this.spool = opts.spool;
+    this.disk = opts.disk;
+    this.onStored = opts.onStored;
+  }
+
+  /**
+   * Takes ownership of the temp file: it ends up committed or deleted, whatever the outcome. Never rejects.
+   */
+  async accept(
+    tempPath: string,
+    source: IngestSource,
+    expected: Expected = {},
+    written?: WrittenFile,
+  ): Promise<AcceptOutcome> {
+    try {
+      let header: InstanceHeader;
+      try {
+        header = await readInstanceHeader(
+          tempPath,
+          written !== undefined ? { prefix: { bytes: written.head, fileSize: written.size } } : {},
+        );
+      } catch (err) {
+        return refused(STATUS_CANNOT_UNDERSTAND, `unparseable data set: ${errorMessage(err)}`, expected);
+      }
+      const checked = checkHeader(header, expected);
+      if (!checked.ok) return checked;
+
+      let size: number;
+      let finalPath: string;
+      try {
+        size = written?.size ?? (await stat(tempPath)).size;
+        finalPath = await this.spool.commit(tempPath, checked.key, { alreadySynced: true });
+      } catch (err) {
+        return failed(STATUS_OUT_OF_RESOURCES, 'cannot store instance', checked.key, err);
+      }
+      const instance: StoredInstance = {
+        ...header,
+        ...checked.key,
+        path: finalPath,
+        size,
+        callingAe: source.callingAe,
+        callingAddress: source.address,
+        receivedAt: new Date().toISOString(),
+      };
+      try {
+        await this.onStored(instance);
+      } catch (err) {
+        // The file stays in the spool (a resend overwrites it; start-up reconciliation indexes it).
+        return failed(STATUS_OUT_OF_RESOURCES, 'cannot index instance', checked.key, err);
+      }
+      instancesReceived.inc({ path: source.path });
+      bytesReceived.inc({ path: source.path }, size);
+      return { ok: true, instance };
+    } finally {
+      // Whatever did not make it into the spool goes (after a commit the temp path no longer exists).
+      await this.spool.discard(tempPath).catch(() => undefined);
+    }
+  }
+}
+
+interface CheckedKey {
+  studyUid: string;
+  seriesUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  transferSyntaxUid: string;
+}
+
+type Checked = { ok: true; key: CheckedKey } | Extract<AcceptOutcome, { ok: false }>;
+
+/** The data set must carry valid UIDs that agree with the command or URL, and dimensions a scanner makes. */
+export function checkHeader(header: InstanceHeader, expected: Expected): Checked {
+  const { studyUid, seriesUid, sopInstanceUid, sopClassUid, transferSyntaxUid } = header;
+  const ids = {
+    sopInstanceUid: sopInstanceUid ?? expected.sopInstanceUid,
+    sopClassUid: sopClassUid ?? expected.sopClassUid,
+  };
+  const refuse = (status: number, reason: string) => refused(status, reason, ids);
+  if (!isValidUid(studyUid)) return refuse(STATUS_CANNOT_UNDERSTAND, 'invalid or missing StudyInstanceUID');
+  if (!isValidUid(seriesUid)) return refuse(STATUS_CANNOT_UNDERSTAND, 'invalid or missing SeriesInstanceUID');
+  if (!isValidUid(sopInstanceUid))
+    return refuse(STATUS_CANNOT_UNDERSTAND, 'invalid or missing SOPInstanceUID');
+  if (!isValidUid(sopClassUid)) return refuse(STATUS_CANNOT_UNDERSTAND, 'invalid or missing SOPClassUID');
+  if (!isValidUid(transferSyntaxUid)) return refuse(STATUS_CANNOT_UNDERSTAND, 'invalid transfer syntax');
+  if (expected.sopInstanceUid !== undefined && sopInstanceUid !== trimUid(expected.sopInstanceUid)) {
+    return refuse(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS, 'SOPInstanceUID differs from the command');
+  }
+  if (expected.sopClassUid !== undefined && sopClassUid !== trimUid(expected.sopClassUid)) {
+    return refuse(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS, 'SOPClassUID differs from the command');
+  }
+  if (expected.studyUid !== undefined && studyUid !== expected.studyUid) {
+    return refuse(STATUS_STUDY_UID_MISMATCH, 'StudyInstanceUID differs from the request URL');
+  }
+  const pixelBytes = declaredPixelBytes(header);
+  if (pixelBytes > MAX_PIXEL_BYTES) {
+    return refuse(
+      STATUS_CANNOT_UNDERSTAND,
+      `absurd image size ${header.rows}x${header.columns}x${header.numberOfFrames ?? 1}`,
+    );
+  }
+  return { ok: true, key: { studyUid, seriesUid, sopInstanceUid, sopClassUid, transferSyntaxUid } };
+}
+
+/** Bytes the declared Rows × Columns × Frames × Samples × BitsAllocated would take uncompressed. */
+export function declaredPixelBytes(h: InstanceHeader): number {
+  if (h.rows === undefined || h.columns === undefined) return 0;
+  const frames = h.numberOfFrames !== undefined && h.numberOfFrames > 0 ? h.numberOfFrames : 1;
+  const samples = h.samplesPerPixel ?? 1;
+  const bits = h.bitsAllocated ?? 16;
+  return (h.rows * h.columns * frames * samples * bits) / 8;
+}
+
+function refused(
+  status: number,
+  reason: string,
+  ids: { sopInstanceUid?: string; sopClassUid?: string },
+): Extract<AcceptOutcome, { ok: false }> {
+  return { ok: false, kind: 'refused', status, reason, ...ids };
+}
+
+function failed(
+  status: number,
+  reason: string,
+  ids: { sopInstanceUid?: string; sopClassUid?: string },
+  error: unknown,
+): Extract<AcceptOutcome, { ok: false }> {
+  return { ok: false, kind: 'failed', status, reason, error, ...ids };
+}
+
+function trimUid(value: unknown): string | undefined {
+  return typeof value === 'string' ? value.replace(/[\0 ]+$/, '') : undefined;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,168 @@
+// Who may open an association with us, and how many at once: called AE title, known peers (AE title and
+// optionally source address), promiscuous mode, user identity (username / username + passcode, PS3.7
+// D.3.3.7), and concurrency limits overall and per peer. Pure bookkeeping: the SCP asks, then releases.
+import { timingSafeEqual } from 'node:crypto';
+import dimse from 'dcmjs-dimse';
+
+const { RejectReason, RejectResult, RejectSource, UserIdentityType } = dimse.constants;
+
+export interface PeerSettings {
+  aeTitle: string;
+  host?: string;
+  maxAssociations?: number;
+  requireUserIdentity?: boolean;
+}
+
+export interface AssociationPolicyOptions {
+  aeTitle: string;
+  peers: readonly PeerSettings[];
+  /** Unset: promiscuous exactly when no peers are configured (zero-config accepts any sender). */
+  promiscuous?: boolean;
+  maxAssociations: number;
+  maxAssociationsPerPeer: number;
+  userIdentity: { required: boolean; users: readonly { username: string; password: string }[] };
+}
+
+export interface AssociationRequest {
+  calledAe: string | undefined;
+  callingAe: string | undefined;
+  address: string;
+  /** Present when the A-ASSOCIATE-RQ carried a User Identity sub-item. */
+  identity?: { type: number; primary: string; secondary: string; positiveResponseRequested: boolean };
+}
+
+export type AssociationDecision =
+  | {
+      accept: true;
+      /** Frees the association's slots; call exactly once, when it closes. */
+      release: () => void;
+      /** The peer asked for a User Identity server response and its identity was verified. */
+      confirmIdentity: boolean;
+      username?: string;
+    }
+  | { accept: false; result: number; source: number; reason: number; text: string };
+
+export class AssociationPolicy {
+  private readonly peers: Map<string, PeerSettings>;
+  readonly promiscuous: boolean;
+  private active = 0;
+  private readonly activePerAe = new Map<string, number>();
+
+  constructor(private readonly opts: AssociationPolicyOptions) {
+    this.peers = new Map(opts.peers.map((p) => [p.aeTitle, p]));
+    this.promiscuous = opts.promiscuous ?? opts.peers.length === 0;
+  }
+
+  get activeAssociations(): number {
+    return this.active;
+  }
+
+  decide(req: AssociationRequest): AssociationDecision {
+    if (req.calledAe !== this.opts.aeTitle) {
+      return reject(
+        RejectResult.Permanent,
+        RejectReason.CalledAeNotRecognized,
+        'called AE title not recognised',
+      );
+    }
+    const callingAe = req.callingAe;
+    if (callingAe === undefined) {
+      return reject(RejectResult.Permanent, RejectReason.CallingAeNotRecognized, 'calling AE title invalid');
+    }
+    const peer = this.peers.get(callingAe);
+    if (peer === undefined && !this.promiscuous) {
+      return reject(
+        RejectResult.Permanent,
+        RejectReason.CallingAeNotRecognized,
+        'calling AE title not a known peer',
+      );
+    }
+    if (peer?.host !== undefined && normaliseAddress(peer.host) !== normaliseAddress(req.address)) {
+      return reject(
+        RejectResult.Permanent,
+        RejectReason.CallingAeNotRecognized,
+        'calling AE title used from an address not configured for it',
+      );
+    }
+
+    const identity = this.checkIdentity(req, peer);
+    if ('text' in identity) return identity;
+
+    const perPeerLimit = peer?.maxAssociations ?? this.opts.maxAssociationsPerPeer;
+    const mine = this.activePerAe.get(callingAe) ?? 0;
+    if (this.active >= this.opts.maxAssociations || mine >= perPeerLimit) {
+      return {
+        accept: false,
+        result: RejectResult.Transient,
+        source: RejectSource.ServiceProviderPresentation,
+        reason: RejectReason.LocalLimitExceeded,
+        text:
+          this.active >= this.opts.maxAssociations
+            ? `too many associations (${this.opts.maxAssociations})`
+            : `too many associations from this peer (${perPeerLimit})`,
+      };
+    }
+    this.active++;
+    this.activePerAe.set(callingAe, mine + 1);
+    let released = false;
+    return {
+      accept: true,
+      confirmIdentity: identity.confirm,
+      username: identity.username,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.active--;
+        const left = (this.activePerAe.get(callingAe) ?? 1) - 1;
+        if (left <= 0) this.activePerAe.delete(callingAe);
+        else this.activePerAe.set(callingAe, left);
+      },
+    };
+  }
+
+  private checkIdentity(
+    req: AssociationRequest,
+    peer: PeerSettings | undefined,
+  ): { confirm: boolean; username?: string } | Extract<AssociationDecision, { accept: false }> {
+    const required = this.opts.userIdentity.required || peer?.requireUserIdentity === true;
+    const id = req.identity;
+    const noGood = (text: string) => reject(RejectResult.Permanent, RejectReason.NoReasonGiven, text);
+    if (id === undefined) return required ? noGood('user identity required') : { confirm: false };
+
+    const users = this.opts.userIdentity.users;
+    if (id.type === UserIdentityType.UsernameAndPasscode) {
+      const user = users.find((u) => u.username === id.primary);
+      if (user === undefined || !sameSecret(user.password, id.secondary)) {
+        // Wrong credentials are refused even when identity is optional: someone is guessing.
+        return users.length > 0 || required ? noGood('user identity not accepted') : { confirm: false };
+      }
+      return { confirm: id.positiveResponseRequested, username: user.username };
+    }
+    if (id.type === UserIdentityType.Username) {
+      // A bare username proves nothing; it counts only where no passcode is configured for it.
+      if (required) return noGood('user identity needs a passcode');
+      return { confirm: false, username: id.primary };
+    }
+    // Kerberos, SAML and JWT are not supported: ignored unless identity is required.
+    return required ? noGood(`user identity type ${id.type} not supported`) : { confirm: false };
+  }
+}
+
+function reject(
+  result: number,
+  reason: number,
+  text: string,
+): Extract<AssociationDecision, { accept: false }> {
+  return { accept: false, result, source: RejectSource.ServiceUser, reason, text };
+}
+
+function sameSecret(expected: string, given: string): boolean {
+  const a = Buffer.from(expected, 'utf8');
+  const b = Buffer.from(given, 'utf8');
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** '::ffff:127.0.0.1' and '127.0.0.1' are the same peer. */
+function normaliseAddress(address: string): string {
+  return address.replace(/^::ffff:/i, '').toLowerCase();
+}

@@ -1,0 +1,90 @@
+// Starts the ingest front doors from the configuration: the DIMSE SCP (plain and optional TLS) and the
+// STOW-RS router, both feeding the same InstanceAcceptor path (spool commit, then onStored). Every
+// association is also recorded in Redis for the admin console.
+import { readFile } from 'node:fs/promises';
+import type express from 'express';
+import type { Redis } from 'ioredis';
+import type { GatewayConfig } from '../config/schema.ts';
+import { log } from '../log.ts';
+import { keys, type AssociationRecord } from '../queue/keys.ts';
+import { InstanceAcceptor, type OnStored } from './accept.ts';
+import { DiskWatermark } from './disk.ts';
+import { startDimseServer, type DimseServer } from './dimse/index.ts';
+import type { Spool } from './spool.ts';
+import { createStowRouter } from './stowrs/index.ts';
+
+/** The admin console shows the latest associations; older ones are trimmed. */
+export const ASSOCIATION_HISTORY = 500;
+
+export interface IngestFrontDoors {
+  dimse: DimseServer;
+  /** Mount with createAdminApp({ routers }); empty when STOW-RS is disabled. */
+  routers: { path: string; router: express.Router }[];
+  close(): Promise<void>;
+}
+
+export async function startIngest(
+  config: GatewayConfig,
+  spool: Spool,
+  onStored: OnStored,
+  redis?: Redis,
+): Promise<IngestFrontDoors> {
+  const { dimse: d, spool: spoolSettings, stowrs } = config;
+  const tls =
+    d.tls === undefined
+      ? undefined
+      : {
+          port: d.tls.port,
+          cert: await readFile(d.tls.certFile),
+          key: await readFile(d.tls.keyFile),
+          ...(d.tls.caFile !== undefined ? { ca: await readFile(d.tls.caFile) } : {}),
+          requireClientCert: d.tls.requireClientCert,
+        };
+  const dimse = await startDimseServer({
+    aeTitle: d.aeTitle,
+    host: d.host,
+    port: d.port,
+    maxPduLength: d.maxPduLength,
+    spool,
+    onStored,
+    peers: d.peers,
+    promiscuous: d.promiscuous,
+    limits: d.limits,
+    userIdentity: d.userIdentity,
+    ...(tls !== undefined ? { tls } : {}),
+    minFreeBytes: spoolSettings.minFreeBytes,
+    maxInstanceBytes: spoolSettings.maxInstanceBytes,
+    onAssociationClosed: redis === undefined ? undefined : recordAssociation(redis, config.redis.prefix),
+  });
+
+  const routers: IngestFrontDoors['routers'] = [];
+  if (stowrs.enabled) {
+    const disk = new DiskWatermark(spool.root, spoolSettings.minFreeBytes);
+    await disk.refresh();
+    routers.push({
+      path: '/dicomweb',
+      router: createStowRouter({
+        acceptor: new InstanceAcceptor({ spool, onStored, disk }),
+        maxRequestBytes: stowrs.maxRequestBytes,
+        maxInstanceBytes: spoolSettings.maxInstanceBytes,
+        ...(stowrs.auth !== undefined ? { auth: stowrs.auth } : {}),
+      }),
+    });
+  }
+  return { dimse, routers, close: () => dimse.close() };
+}
+
+/** LPUSH + LTRIM of the association history; a Redis hiccup costs one record, never an association. */
+export function recordAssociation(redis: Redis, prefix: string): (record: AssociationRecord) => void {
+  const key = keys.associations(prefix);
+  return (record) => {
+    redis
+      .multi()
+      .lpush(key, JSON.stringify(record))
+      .ltrim(key, 0, ASSOCIATION_HISTORY - 1)
+      .exec()
+      .catch((err: unknown) =>
+        log.warn({ event: 'dimse.association.record_failed', err: String(err) }, 'association not recorded'),
+      );
+  };
+}

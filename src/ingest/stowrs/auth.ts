@@ -1,0 +1,46 @@
+// Who may store by STOW-RS: a configured bearer token or basic user; with none configured, loopback only
+// (the zero-config gateway binds its HTTP to loopback, and nothing else should store without credentials).
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+
+export interface StowAuth {
+  basic: readonly { username: string; password: string }[];
+  bearer: readonly string[];
+}
+
+export type AuthResult = { ok: true; user: string } | { ok: false; status: 401 | 403; message: string };
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
+
+export function authorize(req: IncomingMessage, auth: StowAuth | undefined): AuthResult {
+  const configured = auth !== undefined && auth.basic.length + auth.bearer.length > 0;
+  if (!configured) {
+    return LOOPBACK.has(req.socket.remoteAddress ?? '')
+      ? { ok: true, user: 'loopback' }
+      : { ok: false, status: 403, message: 'STOW-RS without credentials is open to loopback clients only' };
+  }
+  const header = req.headers.authorization ?? '';
+  const bearer = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+  if (bearer !== undefined) {
+    const index = auth.bearer.findIndex((t) => same(t, bearer));
+    if (index >= 0) return { ok: true, user: `token#${index + 1}` };
+  }
+  const basic = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(header)?.[1];
+  if (basic !== undefined) {
+    const decoded = Buffer.from(basic, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon > 0) {
+      const name = decoded.slice(0, colon);
+      const user = auth.basic.find((u) => u.username === name);
+      if (user !== undefined && same(user.password, decoded.slice(colon + 1)))
+        return { ok: true, user: name };
+    }
+  }
+  return { ok: false, status: 401, message: 'valid credentials required' };
+}
+
+function same(expected: string, given: string): boolean {
+  const a = Buffer.from(expected, 'utf8');
+  const b = Buffer.from(given, 'utf8');
+  return a.length === b.length && timingSafeEqual(a, b);
+}

@@ -1,0 +1,155 @@
+// What a model run writes for delivery: the SR (superseding the previous run's), and a SEG for
+// segmentation models, with the predecessor bookkeeping in the study index (Redis).
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import dcmjs from 'dcmjs';
+import { Redis } from 'ioredis';
+import { StudyIndex } from '../../src/ingest/studies.ts';
+import type { ModelResult } from '../../src/results/findings.ts';
+import { srSeriesUid, srUid, writeModelResults } from '../../src/results/write-results.ts';
+import { dciodvfy } from '../helpers/dicom-tools.ts';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const mrDir = path.join(repoRoot, '../shared/dicom-samples/mr/siemens-prisma-t1-sag-series');
+const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `aigw-test-results-${randomBytes(4).toString('hex')}`;
+const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+
+after(async () => {
+  const keys = await connection.keys(`${prefix}:*`);
+  if (keys.length) await connection.del(...keys);
+  connection.disconnect();
+});
+
+type Ds = Record<string, unknown>;
+function parse(buf: Buffer): Ds {
+  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
+  const dict = dcmjs.data.DicomMessage.readFile(ab, { untilTag: '7FE00010' });
+  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Ds;
+}
+const first = <T>(v: T | T[]): T => (Array.isArray(v) ? v[0]! : v);
+const predecessorOf = (ds: Ds): string | undefined => {
+  const seq = ds.PredecessorDocumentsSequence as Ds | Ds[] | undefined;
+  if (!seq) return undefined;
+  const series = first(first(seq).ReferencedSeriesSequence as Ds | Ds[]);
+  return first(series.ReferencedSOPSequence as Ds | Ds[]).ReferencedSOPInstanceUID as string;
+};
+
+async function brainResult(filled: boolean): Promise<{ result: ModelResult; studyUid: string }> {
+  const files = (await readdir(mrDir))
+    .filter((f) => f.endsWith('.dcm'))
+    .sort()
+    .slice(15, 18);
+  const headers = await Promise.all(files.map(async (f) => parse(await readFile(path.join(mrDir, f)))));
+  const rows = headers[0]!.Rows as number;
+  const columns = headers[0]!.Columns as number;
+  const wm = { value: '33999003', scheme: 'SCT', meaning: 'White matter' };
+  return {
+    studyUid: headers[0]!.StudyInstanceUID as string,
+    result: {
+      model: {
+        id: 'meshnet-brain-gwm',
+        name: 'MeshNet',
+        version: '1.0',
+        manufacturer: 'brainchop',
+        uid: '2.25.77',
+      },
+      findings: [{ kind: 'volume', label: 'white matter', concept: wm, volumeMl: 3.25, voxelCount: 800 }],
+      sources: headers.map((h, i) => ({
+        sopClassUid: h.SOPClassUID as string,
+        sopInstanceUid: h.SOPInstanceUID as string,
+        seriesUid: h.SeriesInstanceUID as string,
+        path: path.join(mrDir, files[i]!),
+      })),
+      provider: 'cpu',
+      inferenceMs: 1,
+      segmentation: {
+        rows,
+        columns,
+        slices: headers.map(() => new Uint8Array(rows * columns).fill(filled ? 1 : 0, 5000, 6000)),
+        segments: [{ labelValue: 1, label: 'White Matter', concept: wm }],
+      },
+    },
+  };
+}
+
+test('segmentation run: SR + SEG written; re-runs supersede; retries keep their predecessor', async (t) => {
+  const reportsDir = await mkdtemp(path.join(tmpdir(), 'aigw-results-'));
+  t.after(() => rm(reportsDir, { recursive: true, force: true }));
+  const index = new StudyIndex(connection, prefix);
+  const { result, studyUid } = await brainResult(true);
+  const run = (n: number) =>
+    writeModelResults({
+      result,
+      studyUid,
+      modelId: 'meshnet-brain-gwm',
+      modelVersion: '1.0',
+      run: n,
+      index,
+      reportsDir,
+    });
+
+  const one = await run(1);
+  assert.deepEqual(
+    one.map((o) => o.kind),
+    ['sr', 'seg'],
+  );
+  const sr1 = parse(await readFile(one[0]!.path));
+  const seg1 = parse(await readFile(one[1]!.path));
+  assert.equal(sr1.SOPInstanceUID, srUid(studyUid, 'meshnet-brain-gwm', '1.0', 1));
+  assert.equal(sr1.SeriesInstanceUID, srSeriesUid(studyUid, 'meshnet-brain-gwm'));
+  assert.equal(predecessorOf(sr1), undefined);
+  assert.equal(seg1.Modality, 'SEG');
+  assert.equal(seg1.StudyInstanceUID, studyUid);
+  assert.notEqual(seg1.SeriesInstanceUID, sr1.SeriesInstanceUID);
+  const v = await dciodvfy(one[1]!.path);
+  assert.deepEqual(v.errors, [], v.output);
+
+  const two = await run(2);
+  const sr2 = parse(await readFile(two[0]!.path));
+  assert.equal(predecessorOf(sr2), sr1.SOPInstanceUID);
+  assert.notEqual(two[1]!.sopInstanceUid, one[1]!.sopInstanceUid, 'a new SEG per run too');
+
+  // A retry of run 2 rebuilds the same SR, still superseding run 1 (not itself).
+  const retry = await run(2);
+  assert.deepEqual(
+    retry.map((o) => o.sopInstanceUid),
+    two.map((o) => o.sopInstanceUid),
+  );
+  assert.equal(predecessorOf(parse(await readFile(retry[0]!.path))), sr1.SOPInstanceUID);
+  // A late retry of run 1 neither gains a predecessor nor makes run 2 look superseded.
+  const late = await run(1);
+  assert.equal(predecessorOf(parse(await readFile(late[0]!.path))), undefined);
+  assert.equal((await index.lastReport(studyUid, 'meshnet-brain-gwm'))?.sopInstanceUid, sr2.SOPInstanceUID);
+  const three = await run(3);
+  assert.equal(predecessorOf(parse(await readFile(three[0]!.path))), sr2.SOPInstanceUID);
+});
+
+test('an empty label map writes the SR only', async (t) => {
+  const reportsDir = await mkdtemp(path.join(tmpdir(), 'aigw-results-'));
+  t.after(() => rm(reportsDir, { recursive: true, force: true }));
+  const index = new StudyIndex(connection, `${prefix}-empty`);
+  t.after(async () => {
+    const keys = await connection.keys(`${prefix}-empty:*`);
+    if (keys.length) await connection.del(...keys);
+  });
+  const { result, studyUid } = await brainResult(false);
+  const objects = await writeModelResults({
+    result,
+    studyUid,
+    modelId: 'meshnet-brain-gwm',
+    modelVersion: '1.0',
+    run: 1,
+    index,
+    reportsDir,
+  });
+  assert.deepEqual(
+    objects.map((o) => o.kind),
+    ['sr'],
+  );
+});

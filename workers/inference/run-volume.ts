@@ -1,0 +1,235 @@
+import type { VolumeManifest } from '../../src/models/manifest.ts';
+import type {
+  ModelResult,
+  SegmentationResult,
+  SourceInstanceRef,
+  VolumeFinding,
+} from '../../src/results/findings.ts';
+import { log } from '../../src/log.ts';
+import type { MicroBatcher } from '../runtime/batcher.ts';
+import { conform, scaleMinMax, transpose } from './conform.ts';
+import { decodeImage, DecodeError, type DecodedImage } from './decode.ts';
+import { assembleVolume, SeriesGeometryError, type VolumeSlice } from './series-volume.ts';
+import { apply, invert, multiply, voxelCount, voxelSpacing, type Volume } from './volume.ts';
+
+// A 'volume' model end to end: the series' slices → one volume sorted along the slice normal → conformed
+// grid → min–max → the model → argmax label map → per-label volumes (mL) and the label map resampled
+// back onto every source slice (nearest neighbour), for a DICOM SEG in the source geometry.
+
+/** Largest series (sum of rows × columns over its slices) made into a volume: 1 GiB of float32 (a 1000-slice 512² CT fits). */
+export const MAX_SERIES_VOXELS = 256 * 1024 * 1024;
+
+/** The series cannot be read as one volume; the reasons are in the message. */
+export class UnusableSeriesError extends Error {
+  override name = 'UnusableSeriesError';
+}
+
+export interface Segmented {
+  /** Label per voxel of the conformed grid (first axis fastest). */
+  labels: Uint8Array;
+  grid: { dims: [number, number, number]; affine: Volume['affine'] };
+  /** Voxels per class index, background (0) included. */
+  counts: number[];
+  /** mm³ per conformed voxel. */
+  voxelVolumeMm3: number;
+}
+
+/** Conform, scale, run and argmax one volume. */
+export async function segmentVolume(
+  m: VolumeManifest,
+  batcher: MicroBatcher,
+  source: Volume,
+): Promise<Segmented> {
+  const grid = conform(source, {
+    shape: m.input.shape,
+    spacingMm: m.preprocessing.conform.spacingMm,
+    orientation: m.preprocessing.conform.orientation,
+  });
+  scaleMinMax(grid.data);
+  const input = m.input.voxelOrder === 'transposed' ? transpose(grid.data, grid.dims) : grid.data;
+  const scores = await batcher.run(input);
+  const labels = argmax(scores, m.outputs.classes, grid.dims, m.input.voxelOrder);
+  const counts = new Array<number>(m.outputs.classes).fill(0);
+  for (let n = 0; n < labels.length; n++) counts[labels[n]!]!++;
+  const [sx, sy, sz] = voxelSpacing(grid.affine);
+  return { labels, grid: { dims: grid.dims, affine: grid.affine }, counts, voxelVolumeMm3: sx * sy * sz };
+}
+
+/** Class with the highest score per voxel, returned in file order whatever order the model used. */
+function argmax(
+  scores: Float32Array,
+  classes: number,
+  dims: [number, number, number],
+  order: VolumeManifest['input']['voxelOrder'],
+): Uint8Array {
+  const n = voxelCount(dims);
+  if (scores.length !== classes * n) {
+    throw new RangeError(`model output holds ${scores.length} values, expected ${classes}×${n}`);
+  }
+  const best = new Uint8Array(n);
+  for (let v = 0; v < n; v++) {
+    let label = 0;
+    let max = scores[v]!;
+    for (let c = 1; c < classes; c++) {
+      const s = scores[c * n + v]!;
+      if (s > max) {
+        max = s;
+        label = c;
+      }
+    }
+    best[v] = label;
+  }
+  if (order === 'file') return best;
+  const [nx, ny, nz] = dims;
+  const out = new Uint8Array(n);
+  let v = 0;
+  for (let k = 0; k < nz; k++)
+    for (let j = 0; j < ny; j++) for (let i = 0; i < nx; i++, v++) out[v] = best[(i * ny + j) * nz + k]!;
+  return out;
+}
+
+/** Per-label volume findings for the labels the manifest reports. */
+export function volumeFindings(m: VolumeManifest, seg: Segmented): VolumeFinding[] {
+  return m.outputs.labels
+    .filter((l) => l.report)
+    .map((l) => {
+      const voxelCount = seg.counts[l.classIndex] ?? 0;
+      return {
+        kind: 'volume',
+        label: l.name,
+        concept: l.concept,
+        voxelCount,
+        volumeMl: (voxelCount * seg.voxelVolumeMm3) / 1000,
+      };
+    });
+}
+
+/** The conformed label map sampled (nearest neighbour) at every pixel of every source slice. */
+export function labelsOnSlices(seg: Segmented, source: Volume): Uint8Array[] {
+  const toGrid = multiply(invert(seg.grid.affine), source.affine); // source voxel → conformed voxel
+  const [gx, gy, gz] = seg.grid.dims;
+  const [columns, rows, count] = source.dims;
+  const slices: Uint8Array[] = [];
+  for (let k = 0; k < count; k++) {
+    const slice = new Uint8Array(rows * columns);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < columns; c++) {
+        const [x, y, z] = apply(toGrid, c, r, k);
+        const i = Math.round(x);
+        const j = Math.round(y);
+        const l = Math.round(z);
+        if (i < 0 || j < 0 || l < 0 || i >= gx || j >= gy || l >= gz) continue;
+        slice[r * columns + c] = seg.labels[(l * gy + j) * gx + i]!;
+      }
+    }
+    slices.push(slice);
+  }
+  return slices;
+}
+
+/**
+ * Runs a volume model on one series. Slices that do not decode, or that do not share the main stack's
+ * size and orientation (a localizer in the same series), are skipped and logged; if what is left does
+ * not form one evenly spaced volume the job fails with UnusableSeriesError.
+ */
+export async function runVolumeModel(
+  m: VolumeManifest,
+  batcher: MicroBatcher,
+  sources: SourceInstanceRef[],
+): Promise<Omit<ModelResult, 'model' | 'provider' | 'inferenceMs'>> {
+  const skipped: string[] = [];
+  const decoded: { source: SourceInstanceRef; image: DecodedImage }[] = [];
+  let voxels = 0;
+  for (const source of sources) {
+    try {
+      const image = await decodeImage(source.path, {
+        frames: 'first',
+        modalityLut: m.preprocessing.modalityLut,
+      });
+      const reason = volumeRejectReason(m, image);
+      if (reason) {
+        skipped.push(`${source.sopInstanceUid}: ${reason}`);
+        continue;
+      }
+      // Each slice is within the decoder's limits; the series as a whole must be too.
+      voxels += image.rows * image.columns;
+      if (voxels > MAX_SERIES_VOXELS) {
+        throw new UnusableSeriesError(`${m.id}: the series holds more than ${MAX_SERIES_VOXELS} voxels`);
+      }
+      decoded.push({ source, image });
+    } catch (err) {
+      if (!(err instanceof DecodeError)) throw err;
+      skipped.push(`${source.sopInstanceUid}: ${err.message}`);
+    }
+  }
+  const stack = largestStack(decoded);
+  for (const d of decoded)
+    if (!stack.includes(d)) skipped.push(`${d.source.sopInstanceUid}: not part of the main stack`);
+  if (skipped.length > 0) {
+    log.warn(
+      { event: 'images_skipped', model: m.id, count: skipped.length, reasons: skipped.slice(0, 10) },
+      'images skipped',
+    );
+  }
+
+  let assembled;
+  try {
+    const slices: VolumeSlice[] = stack.map(({ image }) => ({
+      rows: image.rows,
+      columns: image.columns,
+      pixels: image.pixels[0]!,
+      ...(image.geometry ? { geometry: image.geometry } : {}),
+    }));
+    assembled = assembleVolume(slices, m.accepts.minSlices);
+  } catch (err) {
+    if (!(err instanceof SeriesGeometryError)) throw err;
+    const why = skipped.length ? ` (skipped: ${skipped.slice(0, 3).join('; ')})` : '';
+    throw new UnusableSeriesError(`${m.id}: ${err.message}${why}`);
+  }
+  const ordered = assembled.order.map((i) => stack[i]!);
+  const seg = await segmentVolume(m, batcher, assembled.volume);
+  const first = ordered[0]!.image;
+  const segmentation: SegmentationResult = {
+    rows: first.rows,
+    columns: first.columns,
+    slices: labelsOnSlices(seg, assembled.volume),
+    segments: m.outputs.labels.map((l) => ({ labelValue: l.classIndex, label: l.name, concept: l.concept })),
+  };
+  log.info(
+    {
+      event: 'volume_assembled',
+      model: m.id,
+      slices: ordered.length,
+      sliceSpacingMm: Number(assembled.sliceSpacingMm.toFixed(3)),
+      counts: seg.counts,
+    },
+    'volume segmented',
+  );
+  return { findings: volumeFindings(m, seg), sources: ordered.map((d) => d.source), segmentation };
+}
+
+function volumeRejectReason(m: VolumeManifest, image: DecodedImage): string | undefined {
+  if (!(m.accepts.photometric as string[]).includes(image.photometric))
+    return `photometric ${image.photometric} not accepted`;
+  if (image.samplesPerPixel !== 1) return 'a volume needs single-sample (grey) images';
+  if (image.rows < m.accepts.minRows || image.columns < m.accepts.minColumns) {
+    return `${image.rows}×${image.columns} is smaller than ${m.accepts.minRows}×${m.accepts.minColumns}`;
+  }
+  if (!image.geometry) return 'no Image Position/Orientation (Patient) or Pixel Spacing';
+  return undefined;
+}
+
+/** The largest group of slices with one size and orientation (ties: the first seen). */
+function largestStack<T extends { image: DecodedImage }>(items: T[]): T[] {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const { rows, columns, geometry } = item.image;
+    const key = `${rows}x${columns}|${geometry?.orientation.map((v) => v.toFixed(3)).join(',')}`;
+    const group = groups.get(key) ?? [];
+    group.push(item);
+    groups.set(key, group);
+  }
+  let best: T[] = [];
+  for (const group of groups.values()) if (group.length > best.length) best = group;
+  return best;
+}
