@@ -22,6 +22,12 @@ Options:
   --config FILE  YAML configuration (or GATEWAY_CONFIG); environment variables override it
   -h, --help     this text`;
 
+// `config check` output ends up in tickets and chat: never print credentials.
+const SECRET_KEY = /(password|passcode|secret|token)s?$/i;
+function redactSecrets(key: string, value: unknown): unknown {
+  return SECRET_KEY.test(key) && value !== undefined && value !== '' ? '[redacted]' : value;
+}
+
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -43,7 +49,7 @@ async function main(): Promise<number> {
   const config = loadConfig({ configPath: values.config });
 
   if (command === 'config' && sub === 'check') {
-    console.log(JSON.stringify(config, null, 2));
+    console.log(JSON.stringify(config, redactSecrets, 2));
     return 0;
   }
   if (command === 'models' && sub === 'check') {
