@@ -130,8 +130,9 @@ export class StudyIndex {
   }
 
   /** One inference job of the run finished and queued this many deliveries. */
-  async inferenceDone(studyUid: string, deliveries: number): Promise<void> {
+  async inferenceDone(studyUid: string, deliveries: number, jobKey?: string): Promise<void> {
     const key = this.studyKey(studyUid);
+    if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid);
     const [[, pendingInference], [, pendingDelivery]] = (await this.redis
       .multi()
       .hincrby(key, 'pendingInference', -1)
@@ -140,11 +141,27 @@ export class StudyIndex {
     await this.settle(studyUid, pendingInference, pendingDelivery);
   }
 
-  async deliveryDone(studyUid: string): Promise<void> {
+  async deliveryDone(studyUid: string, jobKey?: string): Promise<void> {
     const key = this.studyKey(studyUid);
+    if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid);
     const pendingDelivery = await this.redis.hincrby(key, 'pendingDelivery', -1);
     const pendingInference = Number(await this.redis.hget(key, 'pendingInference'));
     await this.settle(studyUid, pendingInference, pendingDelivery);
+  }
+
+  /** A retried job settles once: the second report of the same job id leaves the counters alone. */
+  private async firstSettlement(studyUid: string, jobKey: string): Promise<boolean> {
+    return (await this.redis.sadd(`${this.studyKey(studyUid)}:settled`, jobKey)) === 1;
+  }
+
+  /** Re-derives the state from the counters (a retried job may have moved it). */
+  private async resettle(studyUid: string): Promise<void> {
+    const [inference, delivery] = await this.redis.hmget(
+      this.studyKey(studyUid),
+      'pendingInference',
+      'pendingDelivery',
+    );
+    await this.settle(studyUid, Number(inference ?? 0), Number(delivery ?? 0));
   }
 
   private async settle(studyUid: string, pendingInference: number, pendingDelivery: number): Promise<void> {

@@ -65,7 +65,7 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
     }
     deliveries.inc({ destination, result: 'success' });
     await deps.breakers?.record(destination, dest.kind, 'success');
-    await deps.index.deliveryDone(studyUid);
+    await deps.index.deliveryDone(studyUid, job.id);
     await audit.record({
       type: 'delivered',
       studyUid,

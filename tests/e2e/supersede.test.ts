@@ -139,6 +139,12 @@ test('a late instance re-runs the model; the new SR supersedes the first; a retr
         .map((u) => jobId.delivery(u as string, 'local-folder'))
         .sort(),
     );
+    // The retry settles once: the study does not stay 'delivering' with a delivery that never comes.
+    const study = await waitFor('the study to settle after the retry', async () => {
+      const s = await gateway.api<{ state: string }>(`/api/studies/${studyUid}`);
+      return s.state === 'done' ? s : undefined;
+    });
+    assert.equal(study.state, 'done');
   } finally {
     await inference.close();
     await delivery.close();

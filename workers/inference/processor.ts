@@ -72,7 +72,7 @@ export function createInferenceProcessor(deps: InferenceDeps) {
         );
       }
     }
-    await deps.index.inferenceDone(studyUid, destinations.length * objects.length);
+    await deps.index.inferenceDone(studyUid, destinations.length * objects.length, job.id);
     await audit.record({
       type: 'inferred',
       studyUid,
