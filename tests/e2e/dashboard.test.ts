@@ -6,10 +6,8 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import dcmjs from 'dcmjs';
-import { readFileSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { runTool } from '../helpers/dicom-tools.ts';
+import { runTool, studyUidOf } from '../helpers/dicom-tools.ts';
 import { makeModelsDir, SHARED, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 
 const FUJI_CHEST = path.join(SHARED, 'dicom-samples/xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm');
@@ -29,17 +27,6 @@ let browser: Browser;
 let page: Page;
 let shots: string;
 let base: string;
-
-function studyUidOf(file: string): string {
-  const buf = readFileSync(file);
-  const dict = dcmjs.data.DicomMessage.readFile(
-    buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength),
-    {
-      untilTag: '7FE00010',
-    },
-  );
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict).StudyInstanceUID as string;
-}
 
 before(async () => {
   shots = await mkdtemp(path.join(tmpdir(), 'aigw-dashboard-'));

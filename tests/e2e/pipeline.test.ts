@@ -6,8 +6,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import dcmjs from 'dcmjs';
-import { dciodvfy, dsrdump, runTool } from '../helpers/dicom-tools.ts';
+import { dciodvfy, dsrdump, runTool, readHeaderSync, studyUidOf } from '../helpers/dicom-tools.ts';
 import { makeModelsDir, SHARED, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
 import { multipartParts, readReport, type ReportContent } from '../helpers/sr-content.ts';
@@ -27,17 +26,6 @@ interface StudyRow {
 let orthanc: OrthancInstance;
 let gateway: GatewayProcess;
 let workDir: string;
-
-function studyUidOf(file: string): string {
-  const buf = readFileSync(file);
-  const dict = dcmjs.data.DicomMessage.readFile(
-    buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength),
-    {
-      untilTag: '7FE00010',
-    },
-  );
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict).StudyInstanceUID as string;
-}
 
 /** Finds the model's SR in the PACS by QIDO-RS and downloads it by WADO-RS. */
 async function fetchReportFromPacs(
@@ -125,9 +113,7 @@ test('a modality pushes chest X-rays with storescu; SRs with the model findings 
   await assertValidSr(file);
   assert.equal(content.dataset.StudyInstanceUID, studyUidOf(FUJI_CHEST));
   assert.equal(content.dataset.Modality, 'SR');
-  const sourceSop = dcmjs.data.DicomMetaDictionary.naturalizeDataset(
-    dcmjs.data.DicomMessage.readFile(readFileSync(FUJI_CHEST).buffer.slice(0)).dict,
-  ).SOPInstanceUID;
+  const sourceSop = readHeaderSync(FUJI_CHEST).SOPInstanceUID;
   assert.deepEqual(content.referencedSopInstanceUids, [sourceSop]);
   // MODEL.md reference output for this file: 0.3372 / 0.3314 / 0.3314 (bacterial, normal, viral).
   const byFinding = new Map(content.groups.map((g) => [g.finding ?? '', g]));

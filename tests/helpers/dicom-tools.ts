@@ -1,6 +1,8 @@
 // Promise wrappers around the command-line DICOM tools the tests use as independent judges
 // (dicom3tools dciodvfy, dcmtk dsrdump/dcmdump/storescu), plus a free-port finder.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import dcmjs from 'dcmjs';
 import { createServer } from 'node:net';
 
 export interface ToolResult {
@@ -97,4 +99,20 @@ export function freePort(): Promise<number> {
       srv.close((err) => (err ? reject(err) : resolve(port)));
     });
   });
+}
+
+/** The attributes before Pixel Data of a test file, naturalized by dcmjs (the tests' independent reader). */
+export function readHeaderSync(file: string): Record<string, unknown> {
+  const buf = readFileSync(file);
+  const dict = dcmjs.data.DicomMessage.readFile(
+    buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength),
+    {
+      untilTag: '7FE00010',
+    },
+  );
+  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Record<string, unknown>;
+}
+
+export function studyUidOf(file: string): string {
+  return readHeaderSync(file).StudyInstanceUID as string;
 }

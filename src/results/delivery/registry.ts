@@ -9,7 +9,9 @@ import { DimseDestination } from './dimse.ts';
 import { FolderDestination } from './folder.ts';
 
 /** Built-in destination: results under <dataDir>/results, used when no default is configured. */
-export const LOCAL_FOLDER_DESTINATION = 'local-folder';
+import { LOCAL_FOLDER_DESTINATION } from '../../config/load.ts';
+
+export { LOCAL_FOLDER_DESTINATION };
 
 interface FactoryContext {
   dataDir: string;

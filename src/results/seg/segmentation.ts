@@ -5,7 +5,13 @@
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
 import type { CodedConcept, ModelResult, SegmentationResult } from '../findings.ts';
 import { codeSequenceItem, formatDecimalString, sanitizeLo, type Dataset } from '../sr/content.ts';
-import { dicomDateTime, ReportInputError, SR_MANUFACTURER, writePart10 } from '../sr/tid1500.ts';
+import {
+  copyPatientAndStudy,
+  dicomDateTime,
+  ReportInputError,
+  SR_MANUFACTURER,
+  writePart10,
+} from '../sr/tid1500.ts';
 
 export const SEGMENTATION_SOP_CLASS = '1.2.840.10008.5.1.4.1.1.66.4';
 
@@ -14,19 +20,6 @@ const CODES = {
   sourceImage: { value: '121322', scheme: 'DCM', meaning: 'Source image for image processing operation' },
   anatomicalStructure: { value: '91723000', scheme: 'SCT', meaning: 'Anatomical Structure' },
 } satisfies Record<string, CodedConcept>;
-
-/** Patient and study attributes copied from the source (Type 2 in their modules). */
-const COPIED_TYPE2 = [
-  'PatientName',
-  'PatientID',
-  'PatientBirthDate',
-  'PatientSex',
-  'StudyDate',
-  'StudyTime',
-  'ReferringPhysicianName',
-  'StudyID',
-  'AccessionNumber',
-] as const;
 
 export interface SegmentationInput {
   result: ModelResult & { segmentation: SegmentationResult };
@@ -127,9 +120,7 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
   ds.InstanceCreationDate = date;
   ds.InstanceCreationTime = time;
   ds.TimezoneOffsetFromUTC = offset;
-  for (const key of COPIED_TYPE2) ds[key] = first[key] ?? '';
-  if (typeof first.StudyDescription === 'string' && first.StudyDescription)
-    ds.StudyDescription = first.StudyDescription;
+  copyPatientAndStudy(first, ds);
   ds.StudyInstanceUID = studyUid;
   // General Series + Segmentation Series
   ds.Modality = 'SEG';

@@ -3,6 +3,7 @@
 // measurement group per finding. Output is a Part-10 file in Explicit VR Little Endian.
 import dcmjs from 'dcmjs';
 import type { ClassificationFinding, Finding, ModelResult, VolumeFinding } from '../findings.ts';
+import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../../dicom/part10.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
 import { CODES, STANDARD_CODING_SCHEMES } from './codes.ts';
 import {
@@ -20,8 +21,6 @@ import {
 export const COMPREHENSIVE_SR_SOP_CLASS = '1.2.840.10008.5.1.4.1.1.88.33';
 export const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 export const SR_MANUFACTURER = 'dicom-ai-gateway';
-const IMPLEMENTATION_CLASS_UID = uidFromName('dicom-ai-gateway implementation class');
-const IMPLEMENTATION_VERSION_NAME = 'AIGW_0_1';
 const DCMR_UID = '1.2.840.10008.8.1.1';
 
 /** Patient and study attributes copied from the source; all Type 2 in their modules. */
@@ -93,11 +92,7 @@ export function buildMeasurementReport(input: MeasurementReportInput): Buffer {
   ds.InstanceCreationTime = time;
   ds.TimezoneOffsetFromUTC = offset;
   // Patient + General Study (copied, so the SR lands in the source study)
-  for (const key of COPIED_TYPE2) ds[key] = copyValue(sourceHeader[key]);
-  for (const key of COPIED_OPTIONAL) {
-    const v = sourceHeader[key];
-    if (typeof v === 'string' && v.length > 0) ds[key] = v;
-  }
+  copyPatientAndStudy(sourceHeader, ds);
   ds.StudyInstanceUID = studyUid;
   // SR Document Series
   ds.Modality = 'SR';
@@ -293,9 +288,13 @@ export function writePart10(ds: Dataset): Buffer {
 }
 
 /** Copies a Type 2 value; anything missing becomes empty (present but zero-length). */
-function copyValue(v: unknown): unknown {
-  if (v === undefined || v === null) return '';
-  return v;
+/** Copies the Patient and General Study attributes a derived object (SR, SEG) shares with its source. */
+export function copyPatientAndStudy(source: Record<string, unknown>, ds: Record<string, unknown>): void {
+  for (const key of COPIED_TYPE2) ds[key] = source[key] ?? '';
+  for (const key of COPIED_OPTIONAL) {
+    const v = source[key];
+    if (typeof v === 'string' && v.length > 0) ds[key] = v;
+  }
 }
 
 function isAscii(s: string): boolean {
