@@ -1,8 +1,9 @@
 // Inference benchmark: images/s through the worker path (decode → preprocess → micro-batch → run, as
 // runModel does it for a job) against a bare `session.run` loop over the very same input tensors, both
-// measured in this run; then the same at batch 1 to show what batching gains.
+// measured in this run; then the same at batch 1 to show what batching gains. The paths take turns
+// within each round and the medians are reported, so that a noisy machine's drift hits both alike.
 //
-//   npm run bench:inference [-- --model squeezenet1_1-cxr-pneumonia --images 64 --batch 8 --rounds 3]
+//   npm run bench:inference [-- --model squeezenet1_1-cxr-pneumonia --images 64 --batch 8 --rounds 7]
 //
 // Images: the real CT series in ../shared/dicom-samples (512×512, explicit VR LE), cycled to --images.
 // The chest model's weights are read from ../shared/models; the built-in image-uniformity model is
@@ -18,6 +19,7 @@ import { loadModels, type LoadedModel } from '../../src/models/registry.ts';
 import type { InstanceManifest } from '../../src/models/manifest.ts';
 import type { SourceInstanceRef } from '../../src/results/findings.ts';
 import { decodeImage } from '../../workers/inference/decode.ts';
+import { instanceInput } from '../../workers/inference/instance-input.ts';
 import { preprocess } from '../../workers/inference/preprocess.ts';
 import { openModel, runModel, type LoadedModelSession } from '../../workers/inference/run-model.ts';
 
@@ -31,7 +33,7 @@ const { values } = parseArgs({
     model: { type: 'string', default: CXR },
     images: { type: 'string', default: '64' },
     batch: { type: 'string', default: '8' },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '7' },
   },
 });
 const imageCount = Number(values.images);
@@ -57,14 +59,16 @@ function withBatchLimit(model: LoadedModel, limit: number): LoadedModel {
   return { ...model, manifest: { ...model.manifest, batchLimit: limit } };
 }
 
-async function bestOf(fn: () => Promise<void>): Promise<number> {
-  let best = Infinity;
-  for (let r = 0; r < rounds; r++) {
-    const t = performance.now();
-    await fn();
-    best = Math.min(best, performance.now() - t);
-  }
-  return best;
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** A bare loop: the prepared tensors stacked `limit` at a time, one session.run each, nothing else. */
@@ -101,54 +105,78 @@ async function main(): Promise<void> {
     }
 
     const cpu = { executionProviders: ['cpu' as const], deviceId: 0, strict: true };
-    const rows: { limit: number; bare: number; batcher: number; worker: number }[] = [];
+    // Decode + preprocess alone, as the worker path does it (fast path where it applies).
+    const prepare = async () => {
+      for (const s of sources) await instanceInput(s.path, m);
+    };
+    const rows: { limit: number; bare: number; batcher: number; worker: number; overhead: number }[] = [];
+    const prepareMs: number[] = [];
     for (const limit of [batch, 1]) {
       const loaded = await openModel(withBatchLimit(model, limit), cpu);
       try {
-        await bareRun(loaded, tensors, limit); // warm both paths once
+        await bareRun(loaded, tensors, limit); // warm every path once
         await runModel(loaded, sources);
-        const bare = await bestOf(() => bareRun(loaded, tensors, limit));
-        // The same tensors through the micro-batcher from `limit` concurrent lanes: the cost of batching
-        // itself (stacking, splitting, scheduling), without decoding.
-        const batcher = await bestOf(async () => {
-          let next = 0;
-          const lane = async () => {
-            for (let i = next++; i < tensors.length; i = next++) await loaded.batcher.run(tensors[i]!);
-          };
-          await Promise.all(Array.from({ length: limit }, lane));
+        await prepare();
+        const bare: number[] = [];
+        const batcher: number[] = [];
+        const worker: number[] = [];
+        const ratio: number[] = [];
+        for (let r = 0; r < rounds; r++) {
+          bare.push(await timed(() => bareRun(loaded, tensors, limit)));
+          // The same tensors through the micro-batcher from `limit` concurrent lanes: the cost of
+          // batching itself (stacking, splitting, scheduling), without decoding.
+          batcher.push(
+            await timed(async () => {
+              let next = 0;
+              const lane = async () => {
+                for (let i = next++; i < tensors.length; i = next++) await loaded.batcher.run(tensors[i]!);
+              };
+              await Promise.all(Array.from({ length: limit }, lane));
+            }),
+          );
+          worker.push(await timed(() => runModel(loaded, sources)));
+          ratio.push(worker[r]! / bare[r]!);
+          if (limit === batch) prepareMs.push(await timed(prepare));
+        }
+        rows.push({
+          limit,
+          bare: median(bare),
+          batcher: median(batcher),
+          worker: median(worker),
+          overhead: median(ratio) - 1,
         });
-        const worker = await bestOf(async () => {
-          await runModel(loaded, sources);
-        });
-        rows.push({ limit, bare, batcher, worker });
       } finally {
         await loaded.close();
       }
     }
 
     const ips = (ms: number) => (imageCount / (ms / 1000)).toFixed(1);
+    const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
     console.log(
-      `model ${m.id}, CPU, ${imageCount} images (${files.length}-slice CT series, 512×512), best of ${rounds}`,
+      `model ${m.id}, CPU, ${imageCount} images (${files.length}-slice CT series, 512×512), median of ${rounds} interleaved rounds`,
     );
-    const pct = (a: number, b: number) => `${((a / b - 1) * 100).toFixed(1)} %`;
     console.log(
-      'batch | bare session.run img/s | batcher img/s (overhead) | worker path img/s (overhead) | decode+preprocess ms/img',
+      'batch | bare session.run img/s | batcher img/s (overhead) | worker path img/s (overhead, paired)',
     );
     for (const r of rows) {
-      const prep = ((r.worker - r.batcher) / imageCount).toFixed(2);
       console.log(
-        `${String(r.limit).padStart(5)} | ${ips(r.bare).padStart(22)} | ${`${ips(r.batcher)} (${pct(r.batcher, r.bare)})`.padStart(25)} | ${`${ips(r.worker)} (${pct(r.worker, r.bare)})`.padStart(29)} | ${prep.padStart(6)}`,
+        `${String(r.limit).padStart(5)} | ${ips(r.bare).padStart(22)} | ${`${ips(r.batcher)} (${pct(r.batcher / r.bare - 1)})`.padStart(25)} | ${`${ips(r.worker)} (${pct(r.overhead)})`.padStart(29)}`,
       );
     }
     const [big, one] = rows;
+    const prepPerImage = median(prepareMs) / imageCount;
+    const runPerImage = big!.bare / imageCount;
+    console.log(
+      `decode + preprocess alone: ${prepPerImage.toFixed(2)} ms/img; bare inference at batch ${batch}: ${runPerImage.toFixed(2)} ms/img ` +
+        `(onnxruntime-node runs on the JS thread, so the two add up: expected overhead ≈ ${pct(prepPerImage / runPerImage)})`,
+    );
     console.log(
       `batching gain (batch ${batch} vs 1): bare ×${(one!.bare / big!.bare).toFixed(2)}, worker path ×${(one!.worker / big!.worker).toFixed(2)}`,
     );
-    const overhead = big!.worker / big!.bare - 1;
     const batching = big!.batcher / big!.bare - 1;
     console.log(
-      `overhead at batch ${batch} (target ≤ 15 %): worker path ${(overhead * 100).toFixed(1)} % ${overhead <= 0.15 ? 'MET' : 'NOT MET'}; ` +
-        `batching machinery alone ${(batching * 100).toFixed(1)} % ${batching <= 0.15 ? 'MET' : 'NOT MET'}`,
+      `overhead at batch ${batch} (target ≤ 15 %): worker path ${pct(big!.overhead)} ${big!.overhead <= 0.15 ? 'MET' : 'NOT MET'}; ` +
+        `batching machinery alone ${pct(batching)} ${batching <= 0.15 ? 'MET' : 'NOT MET'}`,
     );
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -6,7 +6,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import dcmjs from 'dcmjs';
 import {
   decodeImage,
   DecodeError,
@@ -14,6 +13,7 @@ import {
   UnsupportedTransferSyntaxError,
 } from '../../workers/inference/decode.ts';
 import { toDisplay } from '../../workers/inference/preprocess.ts';
+import { writeSynthetic } from '../helpers/synthetic-dicom.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const samples = path.join(path.resolve(repoRoot, '../shared'), 'dicom-samples');
@@ -126,36 +126,6 @@ test('multi-frame: every frame on request, rescale from the functional groups; R
   assert.equal(us.photometric, 'RGB');
   assert.equal(us.pixels[0]!.length, us.rows * us.columns * 3);
 });
-
-// A minimal Part-10 file written with dcmjs, for cases the sample set has no file for.
-async function writeSynthetic(
-  file: string,
-  attrs: Record<string, unknown>,
-  pixels: Uint16Array,
-): Promise<void> {
-  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
-  const sopClass = '1.2.840.10008.5.1.4.1.1.7';
-  const meta = {
-    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-    MediaStorageSOPClassUID: sopClass,
-    MediaStorageSOPInstanceUID: '2.25.1',
-    TransferSyntaxUID: '1.2.840.10008.1.2.1',
-    ImplementationClassUID: '2.25.2',
-  };
-  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  dict.dict = DicomMetaDictionary.denaturalizeDataset({
-    SOPClassUID: sopClass,
-    SOPInstanceUID: '2.25.1',
-    Modality: 'OT',
-    SamplesPerPixel: 1,
-    PhotometricInterpretation: 'MONOCHROME2',
-    BitsAllocated: 16,
-    ...attrs,
-    PixelData: [pixels.buffer],
-    _vrMap: { PixelData: 'OW' },
-  });
-  await writeFile(file, Buffer.from(dict.write()));
-}
 
 test('Bits Stored masks unused high bits and signed values are sign-extended', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'decode-'));

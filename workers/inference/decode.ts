@@ -133,7 +133,8 @@ export interface DecodeOptions {
   limits?: Partial<DecodeLimits>;
 }
 
-type Dataset = Record<string, unknown>;
+/** A naturalized data set (dcmjs keywords → values). */
+export type Dataset = Record<string, unknown>;
 
 let codecsReady: Promise<void> | undefined;
 function initCodecs(): Promise<void> {
@@ -227,7 +228,7 @@ function parse(buffer: ArrayBuffer, options: Record<string, unknown>): { meta: D
   }
 }
 
-function readHeader(ds: Dataset, transferSyntaxUid: string, limits: DecodeLimits): PixelHeader {
+export function readHeader(ds: Dataset, transferSyntaxUid: string, limits: DecodeLimits): PixelHeader {
   const rows = requireInt(ds, 'Rows', 1, limits.maxDimension);
   const columns = requireInt(ds, 'Columns', 1, limits.maxDimension);
   const samplesPerPixel = optionalInt(ds, 'SamplesPerPixel', 1, 3) ?? 1;
@@ -334,7 +335,7 @@ function checkNotTruncated(bytes: Uint8Array, expected: number, explicitVr: bool
   }
 }
 
-function frameByteLength(h: PixelHeader): number {
+export function frameByteLength(h: PixelHeader): number {
   return h.rows * h.columns * h.samplesPerPixel * (h.bitsAllocated / 8);
 }
 
@@ -436,7 +437,7 @@ function frameGroupValue(ds: Dataset, frame: number, sequence: string, attribute
   return ds[attribute];
 }
 
-function rescaleFor(ds: Dataset, frame: number): { slope: number; intercept: number } {
+export function rescaleFor(ds: Dataset, frame: number): { slope: number; intercept: number } {
   return {
     slope: num(frameGroupValue(ds, frame, 'PixelValueTransformationSequence', 'RescaleSlope')) ?? 1,
     intercept: num(frameGroupValue(ds, frame, 'PixelValueTransformationSequence', 'RescaleIntercept')) ?? 0,
@@ -464,7 +465,7 @@ function geometryFor(ds: Dataset): SliceGeometry | undefined {
 }
 
 /** The first VOI window of the first frame; a width below 1 is no window (PS3.3 C.11.2.1.2). */
-function windowFor(ds: Dataset): { windowCenter?: number; windowWidth?: number } {
+export function windowFor(ds: Dataset): { windowCenter?: number; windowWidth?: number } {
   const center = num(frameGroupValue(ds, 0, 'FrameVOILUTSequence', 'WindowCenter'));
   const width = num(frameGroupValue(ds, 0, 'FrameVOILUTSequence', 'WindowWidth'));
   return center !== undefined && width !== undefined && width >= 1

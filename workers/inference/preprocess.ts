@@ -1,5 +1,6 @@
 import type { InstanceManifest, WindowSetting } from '../../src/models/manifest.ts';
 import type { DecodedImage } from './decode.ts';
+import type { NativeGreyFrame } from './native-frame.ts';
 
 // Manifest-driven preprocessing: pixels → 8-bit display image (VOI window, MONOCHROME1 inversion) →
 // bilinear resize → channels → scale, mean/std → one NCHW sample. Models trained on display-ready
@@ -57,22 +58,7 @@ export function toDisplay(
   }
   const { center, width } = resolveWindow(image, pixels, window);
   const invert = invertMonochrome1 && image.photometric === 'MONOCHROME1';
-  if (width === 0) {
-    out.fill(invert ? 255 : 0);
-  } else {
-    // PS3.3 C.11.2.1.2.1 linear VOI function, output range 0..255, rounded to 8 bits.
-    const lower = center - 0.5 - (width - 1) / 2;
-    const upper = center - 0.5 + (width - 1) / 2;
-    const span = width - 1;
-    for (let i = 0; i < pixels.length; i++) {
-      const x = pixels[i]!;
-      let y: number;
-      if (x <= lower) y = 0;
-      else if (x > upper) y = 255;
-      else y = span === 0 ? 255 : Math.round(((x - (center - 0.5)) / span + 0.5) * 255);
-      out[i] = invert ? 255 - y : y;
-    }
-  }
+  for (let i = 0; i < pixels.length; i++) out[i] = voi(pixels[i]!, center, width, invert);
   return { data: out, rows: image.rows, columns: image.columns, channels: 1 };
 }
 
@@ -93,9 +79,23 @@ function resolveWindow(
     if (v < min) min = v;
     if (v > max) max = v;
   }
+  return minMaxWindow(min, max);
+}
+
+/** A window of width max-min+1 centred so that min maps to 0 and max to 255. */
+function minMaxWindow(min: number, max: number): { center: number; width: number } {
   if (!(max > min)) return { center: min, width: 0 };
-  // A window of width max-min+1 centred so that min maps to 0 and max to 255.
   return { center: (min + max + 1) / 2, width: max - min + 1 };
+}
+
+/** PS3.3 C.11.2.1.2.1 linear VOI function to 0..255, rounded to 8 bits, then MONOCHROME1 inversion. */
+function voi(x: number, center: number, width: number, invert: boolean): number {
+  let y: number;
+  if (width === 0) y = 0;
+  else if (x <= center - 0.5 - (width - 1) / 2) y = 0;
+  else if (x > center - 0.5 + (width - 1) / 2) y = 255;
+  else y = width === 1 ? 255 : Math.round(((x - (center - 0.5)) / (width - 1) + 0.5) * 255);
+  return invert ? 255 - y : y;
 }
 
 /** Bilinear with half-pixel centres (align_corners=false), no antialiasing, no aspect ratio kept. */
@@ -127,7 +127,7 @@ export function resizeBilinear(img: DisplayImage, outRows: number, outColumns: n
   return { data: out, rows: outRows, columns: outColumns, channels };
 }
 
-function axis(inSize: number, outSize: number): { i0: Int32Array; i1: Int32Array; f: Float32Array } {
+export function axis(inSize: number, outSize: number): { i0: Int32Array; i1: Int32Array; f: Float32Array } {
   const i0 = new Int32Array(outSize);
   const i1 = new Int32Array(outSize);
   const f = new Float32Array(outSize);
@@ -144,4 +144,191 @@ function axis(inSize: number, outSize: number): { i0: Int32Array; i1: Int32Array
 
 function clamp(v: number, lo: number, hi: number): number {
   return v < lo ? lo : v > hi ? hi : v;
+}
+
+/**
+ * preprocess() for a native greyscale frame without the intermediate images: each stored word becomes
+ * a display byte through one lookup table (Bits Stored masking, sign, rescale, window, inversion, with
+ * the arithmetic of decode.ts and toDisplay, so the sample is bit-identical to the general path), then
+ * the bilinear taps and the per-channel scale, mean and std.
+ */
+export function preprocessGreyFrame(
+  frame: NativeGreyFrame,
+  spec: PreprocessSpec,
+  applyModalityLut: boolean,
+): Float32Array {
+  const { header } = frame;
+  const words = storedWords(frame.bytes, header.bitsAllocated);
+  const bits = storedBits(header);
+  const rescale = {
+    on: applyModalityLut && (frame.rescaleSlope !== 1 || frame.rescaleIntercept !== 0),
+    slope: frame.rescaleSlope,
+    intercept: frame.rescaleIntercept,
+  };
+  const { window, invertMonochrome1 } = spec.preprocessing;
+  const invert = invertMonochrome1 && header.photometric === 'MONOCHROME1';
+
+  let voiWindow: { center: number; width: number } | undefined;
+  if (typeof window === 'object') voiWindow = window;
+  else if (window === 'file' && frame.windowCenter !== undefined && frame.windowWidth !== undefined) {
+    voiWindow = { center: frame.windowCenter, width: frame.windowWidth };
+  }
+  let lut: Uint8Array;
+  let lo: number;
+  if (voiWindow) {
+    // A table over the whole stored range, which the other slices of a series share.
+    lo = bits.signed ? -bits.signBit : 0;
+    const key = [
+      bits.range,
+      bits.signed,
+      rescale.on,
+      rescale.slope,
+      rescale.intercept,
+      voiWindow.center,
+      voiWindow.width,
+      invert,
+    ].join();
+    lut = cachedLut(key, () => displayLut(lo, lo + bits.range - 1, rescale, voiWindow, invert));
+  } else {
+    // Min and max of the modality values are those of the stored ones mapped (the rescale is monotone).
+    const span = storedSpan(words, bits);
+    lo = span.lo;
+    const a = modalityValue(span.lo, rescale);
+    const b = modalityValue(span.hi, rescale);
+    lut = displayLut(span.lo, span.hi, rescale, minMaxWindow(Math.min(a, b), Math.max(a, b)), invert);
+  }
+
+  const { height, width, channels } = spec.input;
+  const display = resizeStored(words, header.rows, header.columns, bits, lut, lo, height, width);
+  const { scale, mean, std } = spec.preprocessing;
+  const plane = height * width;
+  const out = new Float32Array(channels * plane);
+  for (let c = 0; c < channels; c++) {
+    const m = mean[c]!;
+    const sd = std[c]!;
+    const offset = c * plane;
+    for (let p = 0; p < plane; p++) out[offset + p] = (display[p]! * scale - m) / sd;
+  }
+  return out;
+}
+
+interface StoredBits {
+  shift: number;
+  mask: number;
+  signBit: number;
+  range: number;
+  signed: boolean;
+}
+
+function storedBits(h: NativeGreyFrame['header']): StoredBits {
+  // Small integers (| 0) keep the per-word arithmetic in int32.
+  return {
+    shift: (h.highBit + 1 - h.bitsStored) | 0,
+    mask: (2 ** h.bitsStored - 1) | 0,
+    signBit: (2 ** (h.bitsStored - 1)) | 0,
+    range: (2 ** h.bitsStored) | 0,
+    signed: h.pixelRepresentation === 1,
+  };
+}
+
+function modalityValue(s: number, r: { on: boolean; slope: number; intercept: number }): number {
+  return r.on ? Math.fround(s * r.slope + r.intercept) : s;
+}
+
+function storedSpan(words: Uint8Array | Uint16Array, bits: StoredBits): { lo: number; hi: number } {
+  const { shift, mask, signBit, range, signed } = bits;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < words.length; i++) {
+    let v = (words[i]! >> shift) & mask;
+    if (signed && v & signBit) v -= range;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return { lo, hi };
+}
+
+/**
+ * Bilinear taps on the display bytes (align_corners=false, as resizeBilinear), into a float32 plane.
+ * Plain locals only: values captured by closures or a per-pixel channel loop kept V8 from optimising
+ * this loop (3–4× slower, bench/inference).
+ */
+function resizeStored(
+  words: Uint8Array | Uint16Array,
+  rows: number,
+  columns: number,
+  bits: StoredBits,
+  lut: Uint8Array,
+  lo: number,
+  height: number,
+  width: number,
+): Float32Array {
+  const { shift, mask, signBit, range, signed } = bits;
+  const base = lo | 0;
+  const xs = axis(columns, width);
+  const ys = axis(rows, height);
+  const out = new Float32Array(height * width);
+  for (let y = 0; y < height; y++) {
+    const r0 = ys.i0[y]! * columns;
+    const r1 = ys.i1[y]! * columns;
+    const fy = ys.f[y]!;
+    const row = y * width;
+    for (let x = 0; x < width; x++) {
+      const x0 = xs.i0[x]!;
+      const x1 = xs.i1[x]!;
+      const fx = xs.f[x]!;
+      let v0 = (words[r0 + x0]! >> shift) & mask;
+      let v1 = (words[r0 + x1]! >> shift) & mask;
+      let v2 = (words[r1 + x0]! >> shift) & mask;
+      let v3 = (words[r1 + x1]! >> shift) & mask;
+      if (signed) {
+        if (v0 & signBit) v0 -= range;
+        if (v1 & signBit) v1 -= range;
+        if (v2 & signBit) v2 -= range;
+        if (v3 & signBit) v3 -= range;
+      }
+      const a = lut[v0 - base]!;
+      const b = lut[v1 - base]!;
+      const d = lut[v2 - base]!;
+      const e = lut[v3 - base]!;
+      const top = a + (b - a) * fx;
+      const bottom = d + (e - d) * fx;
+      out[row + x] = top + (bottom - top) * fy;
+    }
+  }
+  return out;
+}
+
+function storedWords(bytes: Uint8Array, bitsAllocated: number): Uint8Array | Uint16Array {
+  if (bitsAllocated === 8) return bytes;
+  // A typed view needs an even offset; an odd one (legal only in a malformed file) costs a copy.
+  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+}
+
+// A series shares its rescale and window, so its slices share one table.
+const LUT_CACHE_SIZE = 8;
+const lutCache = new Map<string, Uint8Array>();
+
+function cachedLut(key: string, build: () => Uint8Array): Uint8Array {
+  const cached = lutCache.get(key);
+  if (cached) return cached;
+  const lut = build();
+  if (lutCache.size >= LUT_CACHE_SIZE) lutCache.delete(lutCache.keys().next().value!);
+  lutCache.set(key, lut);
+  return lut;
+}
+
+/** Stored value lo..hi → display byte. */
+function displayLut(
+  lo: number,
+  hi: number,
+  rescale: { on: boolean; slope: number; intercept: number },
+  window: { center: number; width: number },
+  invert: boolean,
+): Uint8Array {
+  const lut = new Uint8Array(hi - lo + 1);
+  for (let s = lo; s <= hi; s++)
+    lut[s - lo] = voi(modalityValue(s, rescale), window.center, window.width, invert);
+  return lut;
 }

@@ -12,8 +12,8 @@ import {
   type ProviderName,
   type RuntimeOptions,
 } from '../runtime/session.ts';
-import { decodeImage, DecodeError, type DecodedImage } from './decode.ts';
-import { preprocess } from './preprocess.ts';
+import { DecodeError } from './decode.ts';
+import { instanceInput } from './instance-input.ts';
 import { runVolumeModel, UnusableSeriesError } from './run-volume.ts';
 
 // One model end to end. 'instance' unit: each source image → decode → preprocess → batched run →
@@ -150,17 +150,6 @@ function checkContract(
   }
 }
 
-/** Whether a decoded image is one the manifest says the model can read; the reason when not. */
-export function rejectReason(m: InstanceManifest, image: DecodedImage): string | undefined {
-  const { accepts } = m;
-  if (!(accepts.photometric as string[]).includes(image.photometric))
-    return `photometric ${image.photometric} not accepted`;
-  if (image.rows < accepts.minRows || image.columns < accepts.minColumns) {
-    return `${image.rows}×${image.columns} is smaller than ${accepts.minRows}×${accepts.minColumns}`;
-  }
-  return undefined;
-}
-
 export function activate(kind: InstanceManifest['outputs']['activation'], row: Float32Array): number[] {
   const values = Array.from(row);
   if (kind === 'sigmoid') return values.map((v) => 1 / (1 + Math.exp(-v)));
@@ -226,29 +215,26 @@ async function runInstances(
   const rows: (number[] | undefined)[] = new Array(sources.length);
   const skipped: string[] = [];
 
-  // Bounded so a 500-slice series never holds 500 decoded images at once, yet can fill a batch.
+  // Bounded so a 500-slice series never holds 500 decoded images at once, yet can fill a batch. More
+  // lanes would not overlap preparing with inference: onnxruntime-node runs a session synchronously
+  // on this thread (after a setImmediate), so the two alternate whatever the number of lanes.
   let next = 0;
   const lane = async (): Promise<void> => {
     for (let i = next++; i < sources.length; i = next++) {
       const source = sources[i]!;
-      let input: Float32Array;
+      let input;
       try {
-        const image = await decodeImage(source.path, {
-          frames: 'first',
-          modalityLut: m.preprocessing.modalityLut,
-        });
-        const reason = rejectReason(m, image);
-        if (reason) {
-          skipped.push(`${source.sopInstanceUid}: ${reason}`);
-          continue;
-        }
-        input = preprocess(image, m);
+        input = await instanceInput(source.path, m);
       } catch (err) {
         if (!(err instanceof DecodeError)) throw err; // I/O trouble is not the image's fault: let the job retry
         skipped.push(`${source.sopInstanceUid}: ${err.message}`);
         continue;
       }
-      rows[i] = activate(m.outputs.activation, await loaded.batcher.run(input));
+      if ('rejected' in input) {
+        skipped.push(`${source.sopInstanceUid}: ${input.rejected}`);
+        continue;
+      }
+      rows[i] = activate(m.outputs.activation, await loaded.batcher.run(input.sample));
     }
   };
   await Promise.all(Array.from({ length: Math.min(m.batchLimit, sources.length) }, lane));

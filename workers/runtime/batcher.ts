@@ -53,27 +53,34 @@ export class MicroBatcher {
     if (this.running || this.queue.length === 0) return;
     const batch = this.queue.splice(0, this.opts.batchLimit);
     this.running = true;
-    void this.execute(batch).finally(() => {
-      this.running = false;
-      if (this.queue.length > 0) this.flush(); // they waited while the last batch ran
-    });
+    void this.execute(batch);
   }
 
   private async execute(batch: Pending[]): Promise<void> {
     const n = batch.length;
     const size = this.opts.itemSize;
-    const input = new Float32Array(n * size);
-    batch.forEach((p, i) => input.set(p.item, i * size));
+    let output: Float32Array | undefined;
+    let failure: unknown;
     try {
-      const output = await this.runner(input, n);
+      const input = new Float32Array(n * size);
+      batch.forEach((p, i) => input.set(p.item, i * size));
+      output = await this.runner(input, n);
       if (output.length === 0 || output.length % n !== 0) {
         throw new Error(`model returned ${output.length} values for a batch of ${n}`);
       }
-      const row = output.length / n;
-      // Views, not copies: a volume model's row is hundreds of MB.
-      batch.forEach((p, i) => p.resolve(output.subarray(i * row, (i + 1) * row)));
     } catch (err) {
-      for (const p of batch) p.reject(err);
+      failure = err;
     }
+    this.running = false;
+    // Samples that arrived meanwhile go to the runtime before this batch's callers resume, so that
+    // their preparing the next samples overlaps that run instead of delaying it.
+    if (this.queue.length > 0) this.flush();
+    if (failure !== undefined || !output) {
+      for (const p of batch) p.reject(failure);
+      return;
+    }
+    const row = output.length / n;
+    // Views, not copies: a volume model's row is hundreds of MB.
+    batch.forEach((p, i) => p.resolve(output.subarray(i * row, (i + 1) * row)));
   }
 }

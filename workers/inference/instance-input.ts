@@ -1,0 +1,36 @@
+import type { InstanceManifest } from '../../src/models/manifest.ts';
+import { decodeImage, type PixelHeader } from './decode.ts';
+import { withNativeGreyFrame } from './native-frame.ts';
+import { preprocess, preprocessGreyFrame } from './preprocess.ts';
+
+// One instance file → one input sample of an instance model (first frame). Native greyscale files take
+// the fast path (native-frame.ts); everything else, and every error message, comes from decode.ts.
+
+export type InstanceInput = { sample: Float32Array } | { rejected: string };
+
+/** Whether an image is one the manifest says the model can read; the reason when not. */
+export function rejectReason(
+  m: InstanceManifest,
+  image: Pick<PixelHeader, 'photometric' | 'rows' | 'columns'>,
+): string | undefined {
+  const { accepts } = m;
+  if (!(accepts.photometric as string[]).includes(image.photometric))
+    return `photometric ${image.photometric} not accepted`;
+  if (image.rows < accepts.minRows || image.columns < accepts.minColumns) {
+    return `${image.rows}×${image.columns} is smaller than ${accepts.minRows}×${accepts.minColumns}`;
+  }
+  return undefined;
+}
+
+/** Throws DecodeError when the file cannot be decoded. */
+export async function instanceInput(file: string, m: InstanceManifest): Promise<InstanceInput> {
+  const modalityLut = m.preprocessing.modalityLut;
+  const fast = withNativeGreyFrame(file, (frame): InstanceInput => {
+    const reason = rejectReason(m, frame.header);
+    return reason ? { rejected: reason } : { sample: preprocessGreyFrame(frame, m, modalityLut) };
+  });
+  if (fast) return fast;
+  const image = await decodeImage(file, { frames: 'first', modalityLut });
+  const reason = rejectReason(m, image);
+  return reason ? { rejected: reason } : { sample: preprocess(image, m) };
+}
