@@ -25,6 +25,7 @@ import { cleanupDeliveredStudies } from './results/spool-cleanup.ts';
 import { createRouter } from './routing/router.ts';
 import { createInferenceProcessor } from '../workers/inference/processor.ts';
 import { openModel, type LoadedModelSession } from '../workers/inference/run-model.ts';
+import { DecodePool, defaultDecodeThreads } from '../workers/runtime/decode-pool.ts';
 import { WorkerHeartbeatPublisher } from '../workers/runtime/heartbeat.ts';
 
 export type Role = 'all' | 'gateway' | 'worker';
@@ -161,12 +162,19 @@ async function startWorker(s: Shared): Promise<Closer[]> {
   const catalogue = await loadModels(config.modelsDir);
   for (const problem of catalogue.problems) log.warn({ event: 'model.skipped', problem }, 'model skipped');
   const sessions = new Map<string, LoadedModelSession>();
+  const decodeThreads = config.worker.decodeThreads ?? defaultDecodeThreads();
+  const decodePool = decodeThreads > 0 ? new DecodePool(decodeThreads) : undefined;
+  log.info({ event: 'worker.decode_threads', threads: decodeThreads }, 'decode threads started');
   for (const model of catalogue.models) {
-    const opened = await openModel(model, {
-      executionProviders: config.worker.executionProviders,
-      deviceId: config.worker.deviceId,
-      strict: config.worker.strict,
-    });
+    const opened = await openModel(
+      model,
+      {
+        executionProviders: config.worker.executionProviders,
+        deviceId: config.worker.deviceId,
+        strict: config.worker.strict,
+      },
+      decodePool,
+    );
     sessions.set(`${model.manifest.id}@${model.manifest.version}`, opened);
     log.info(
       {
@@ -208,6 +216,7 @@ async function startWorker(s: Shared): Promise<Closer[]> {
     () => worker.close(),
     async () => {
       for (const session of sessions.values()) await session.close();
+      await decodePool?.close();
     },
   ];
 }

@@ -22,6 +22,7 @@ import { decodeImage } from '../../workers/inference/decode.ts';
 import { instanceInput } from '../../workers/inference/instance-input.ts';
 import { preprocess } from '../../workers/inference/preprocess.ts';
 import { openModel, runModel, type LoadedModelSession } from '../../workers/inference/run-model.ts';
+import { DecodePool, defaultDecodeThreads } from '../../workers/runtime/decode-pool.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -34,11 +35,13 @@ const { values } = parseArgs({
     images: { type: 'string', default: '64' },
     batch: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '7' },
+    'decode-threads': { type: 'string', default: String(defaultDecodeThreads()) },
   },
 });
 const imageCount = Number(values.images);
 const batch = Number(values.batch);
 const rounds = Number(values.rounds);
+const decodeThreads = Number(values['decode-threads']);
 
 /** A models dir holding the wanted model (the chest weights symlinked from ../shared, as an admin would). */
 async function modelDir(id: string): Promise<{ dir: string; model: LoadedModel }> {
@@ -105,6 +108,8 @@ async function main(): Promise<void> {
     }
 
     const cpu = { executionProviders: ['cpu' as const], deviceId: 0, strict: true };
+    // The worker path as a worker runs it: decoding in the decode pool (0 threads: on the main thread).
+    const pool = decodeThreads > 0 ? new DecodePool(decodeThreads) : undefined;
     // Decode + preprocess alone, as the worker path does it (fast path where it applies).
     const prepare = async () => {
       for (const s of sources) await instanceInput(s.path, m);
@@ -112,7 +117,7 @@ async function main(): Promise<void> {
     const rows: { limit: number; bare: number; batcher: number; worker: number; overhead: number }[] = [];
     const prepareMs: number[] = [];
     for (const limit of [batch, 1]) {
-      const loaded = await openModel(withBatchLimit(model, limit), cpu);
+      const loaded = await openModel(withBatchLimit(model, limit), cpu, pool);
       try {
         await bareRun(loaded, tensors, limit); // warm every path once
         await runModel(loaded, sources);
@@ -153,7 +158,7 @@ async function main(): Promise<void> {
     const ips = (ms: number) => (imageCount / (ms / 1000)).toFixed(1);
     const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
     console.log(
-      `model ${m.id}, CPU, ${imageCount} images (${files.length}-slice CT series, 512×512), median of ${rounds} interleaved rounds`,
+      `model ${m.id}, CPU, ${imageCount} images (${files.length}-slice CT series, 512×512), ${decodeThreads} decode threads, median of ${rounds} interleaved rounds`,
     );
     console.log(
       'batch | bare session.run img/s | batcher img/s (overhead) | worker path img/s (overhead, paired)',
@@ -178,6 +183,7 @@ async function main(): Promise<void> {
       `overhead at batch ${batch} (target ≤ 15 %): worker path ${pct(big!.overhead)} ${big!.overhead <= 0.15 ? 'MET' : 'NOT MET'}; ` +
         `batching machinery alone ${pct(batching)} ${batching <= 0.15 ? 'MET' : 'NOT MET'}`,
     );
+    await pool?.close();
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -252,6 +252,8 @@ export const configSchema = z
         deviceId: z.number().int().min(0).default(0),
         /** Refuse to start unless the first execution provider binds. */
         strict: z.boolean().default(false),
+        /** Threads that decode and preprocess images; 0 decodes on the main thread. Unset: cores − 1, at most 4. */
+        decodeThreads: z.number().int().min(0).max(64).optional(),
       })
       .strict()
       .prefault({}),

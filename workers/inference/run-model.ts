@@ -5,6 +5,7 @@ import type { InstanceManifest, ModelManifest, VolumeManifest } from '../../src/
 import type { LoadedModel } from '../../src/models/registry.ts';
 import type { ClassificationFinding, ModelResult, SourceInstanceRef } from '../../src/results/findings.ts';
 import { MicroBatcher } from '../runtime/batcher.ts';
+import type { DecodePool } from '../runtime/decode-pool.ts';
 import {
   createSession,
   DEFAULT_RUNTIME,
@@ -27,6 +28,8 @@ export interface LoadedModelSession {
   provider: ProviderName;
   session: ort.InferenceSession;
   batcher: MicroBatcher;
+  /** Where instance images are decoded and preprocessed: a DecodePool, or this thread without one. */
+  decodePool?: DecodePool;
   close(): Promise<void>;
 }
 
@@ -51,6 +54,7 @@ function contractShapes(m: ModelManifest): { input: number[]; output: number[] }
 export async function openModel(
   model: LoadedModel,
   opts: RuntimeOptions = DEFAULT_RUNTIME,
+  decodePool?: DecodePool,
 ): Promise<LoadedModelSession> {
   const m = model.manifest;
   const shapes = contractShapes(m);
@@ -89,6 +93,7 @@ export async function openModel(
     provider,
     session,
     batcher,
+    ...(decodePool ? { decodePool } : {}),
     close: async () => {
       executionProvider.remove({ model: m.id, provider });
       await session.release();
@@ -215,16 +220,19 @@ async function runInstances(
   const rows: (number[] | undefined)[] = new Array(sources.length);
   const skipped: string[] = [];
 
-  // Bounded so a 500-slice series never holds 500 decoded images at once, yet can fill a batch. More
-  // lanes would not overlap preparing with inference: onnxruntime-node runs a session synchronously
-  // on this thread (after a setImmediate), so the two alternate whatever the number of lanes.
+  // Bounded so a 500-slice series never holds 500 decoded images at once, yet can fill a batch. With a
+  // decode pool, two batches' worth: the next batch is prepared in threads while this thread is blocked
+  // in the current run (onnxruntime-node runs a session synchronously). Without one, preparing and
+  // running alternate on this thread whatever the number of lanes.
+  const pool = loaded.decodePool;
+  const prepare = (file: string) => (pool ? pool.prepare(file, m) : instanceInput(file, m));
   let next = 0;
   const lane = async (): Promise<void> => {
     for (let i = next++; i < sources.length; i = next++) {
       const source = sources[i]!;
       let input;
       try {
-        input = await instanceInput(source.path, m);
+        input = await prepare(source.path);
       } catch (err) {
         if (!(err instanceof DecodeError)) throw err; // I/O trouble is not the image's fault: let the job retry
         skipped.push(`${source.sopInstanceUid}: ${err.message}`);
@@ -237,7 +245,8 @@ async function runInstances(
       rows[i] = activate(m.outputs.activation, await loaded.batcher.run(input.sample));
     }
   };
-  await Promise.all(Array.from({ length: Math.min(m.batchLimit, sources.length) }, lane));
+  const lanes = pool ? 2 * m.batchLimit : m.batchLimit;
+  await Promise.all(Array.from({ length: Math.min(lanes, sources.length) }, lane));
 
   if (skipped.length > 0) {
     log.warn(

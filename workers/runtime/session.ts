@@ -51,6 +51,9 @@ export async function createSession(modelPath: string, opts: RuntimeOptions): Pr
         graphOptimizationLevel: 'all',
         // ORT prints its own error for a missing CUDA library; ours below says what happened instead.
         logSeverityLevel: 3,
+        // Idle intra-op threads sleep instead of spinning: they share the cores with the decode threads
+        // (and, in the `all` role, with ingest), which a spinning thread would starve.
+        extra: { session: { intra_op: { allow_spinning: '0' } } },
       });
       log.info(
         { event: 'ep_bound', model: modelPath, provider, deviceId: opts.deviceId, fallbacks },

@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import type { InstanceManifest } from '../../src/models/manifest.ts';
+import { DecodeError } from '../../workers/inference/decode.ts';
+import { instanceInput } from '../../workers/inference/instance-input.ts';
+import { DecodePool } from '../../workers/runtime/decode-pool.ts';
+import { SAMPLES } from '../helpers/ingest.ts';
+import chest from '../../models/squeezenet1_1-cxr-pneumonia/model.json' with { type: 'json' };
+
+const m = chest as unknown as InstanceManifest;
+const CT = path.join(SAMPLES, 'ct-series/philips-ingenuity-head-phantom-5mm/I10.dcm');
+const J2K_CHEST = path.join(SAMPLES, 'xray/cr-chest-pa-mono1-philips-wg04-RG1-j2k-lossy.dcm');
+
+test('decode threads give the main thread’s samples, reasons and errors', async () => {
+  const pool = new DecodePool(2);
+  try {
+    for (const file of [CT, J2K_CHEST]) {
+      const inThread = await pool.prepare(file, m);
+      const inline = await instanceInput(file, m);
+      assert.ok('sample' in inThread && 'sample' in inline, file);
+      assert.deepEqual(inThread.sample, inline.sample, file);
+    }
+    assert.deepEqual(await pool.prepare(path.join(SAMPLES, 'xray/cr-cervical-lat-mono1-agfa-16x16.dcm'), m), {
+      rejected: '16×16 is smaller than 128×128',
+    });
+    await assert.rejects(
+      pool.prepare(path.join(SAMPLES, 'malformed/truncated-pixeldata-MR_truncated.dcm'), m),
+      (err: unknown) => err instanceof DecodeError && /Pixel Data is truncated/.test(err.message),
+    );
+    await assert.rejects(
+      pool.prepare(
+        path.join(SAMPLES, 'compressed/same-ct-image/ct_1.2.840.10008.1.2.4.51_jpeg-extended-12bit.dcm'),
+        m,
+      ),
+      (err: unknown) =>
+        err instanceof DecodeError && /1\.2\.840\.10008\.1\.2\.4\.51 is not supported/.test(err.message),
+    );
+    // I/O trouble is not a DecodeError: the job retries.
+    await assert.rejects(
+      pool.prepare('/nonexistent/x.dcm', m),
+      (err: unknown) => !(err instanceof DecodeError),
+    );
+    // Many at once, more than the threads' queues hold: every one answered, in any order.
+    const many = await Promise.all(Array.from({ length: 40 }, () => pool.prepare(CT, m)));
+    assert.ok(many.every((r) => 'sample' in r && r.sample.length === 3 * 224 * 224));
+  } finally {
+    await pool.close();
+  }
+});
+
+test('a decode thread that dies fails only its own images and is replaced', async () => {
+  const pool = new DecodePool(1);
+  try {
+    const inFlight = pool.prepare(J2K_CHEST, m);
+    // A real thread exit while it holds an image (how a crashing decoder would look).
+    const slots = (pool as unknown as { slots: { thread: { terminate(): Promise<number> } }[] }).slots;
+    await slots[0]!.thread.terminate();
+    await assert.rejects(inFlight, /decode thread died/);
+    const after = await pool.prepare(CT, m);
+    assert.ok('sample' in after, 'a new thread took over');
+  } finally {
+    await pool.close();
+  }
+  await assert.rejects(pool.prepare(CT, m), /closed/);
+});

@@ -1,0 +1,127 @@
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { InstanceManifest } from '../../src/models/manifest.ts';
+import { log } from '../../src/log.ts';
+import { DecodeError } from '../inference/decode.ts';
+import type { InstanceInput } from '../inference/instance-input.ts';
+import type { PrepareReply, PrepareRequest } from './decode-thread.ts';
+
+// Decoding and preprocessing off the main thread. onnxruntime-node runs a session synchronously on the
+// JS thread, and a JPEG 2000 radiograph takes ~200 ms to decode: on the main thread the two alternate
+// and, in the `all` role, ingest stalls while an image decodes. In threads, the next batch is prepared
+// while the current one runs, and a decoder that crashes takes down its thread, not the worker.
+
+/** Default pool size: every core but the one the main thread needs, at most 4. */
+export function defaultDecodeThreads(): number {
+  return Math.min(4, Math.max(1, availableParallelism() - 1));
+}
+
+interface Task {
+  request: PrepareRequest;
+  resolve: (input: InstanceInput) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Slot {
+  thread: Worker;
+  /** Sent and not answered yet. */
+  tasks: Map<number, Task>;
+  dead?: boolean;
+}
+
+/**
+ * Images handed to a thread ahead of time. The main thread is blocked while a batch runs, so a thread
+ * that were given one image at a time would sit idle after the first; with a queue of its own it keeps
+ * preparing the next batch.
+ */
+const THREAD_QUEUE_DEPTH = 16;
+
+// Eval'd as CommonJS: under tsx the thread must register tsx itself (a worker does not inherit the
+// loader hooks in Node 20), a built `dist/` needs nothing.
+const BOOTSTRAP = `
+const { workerData } = require('node:worker_threads');
+(async () => {
+  if (workerData.entry.endsWith('.ts')) (await import('tsx/esm/api')).register();
+  await import(workerData.entry);
+})().catch((err) => { console.error(err); process.exit(1); });
+`;
+
+export class DecodePool {
+  private readonly slots: Slot[] = [];
+  private readonly queue: Task[] = [];
+  private nextId = 1;
+  private closed = false;
+  private readonly entry = new URL(
+    `./decode-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`,
+    import.meta.url,
+  ).href;
+
+  constructor(readonly size: number) {
+    if (!Number.isInteger(size) || size < 1) throw new RangeError('a decode pool needs at least one thread');
+    for (let i = 0; i < size; i++) this.slots.push(this.spawn());
+  }
+
+  /** instanceInput() in a thread: the sample, or why the model cannot use the image; DecodeError when it cannot be decoded. */
+  prepare(file: string, manifest: InstanceManifest): Promise<InstanceInput> {
+    if (this.closed) return Promise.reject(new Error('the decode pool is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ request: { id: this.nextId++, file, manifest }, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const task of this.queue.splice(0)) task.reject(new Error('the decode pool is closed'));
+    await Promise.all(this.slots.map((slot) => slot.thread.terminate()));
+  }
+
+  private spawn(): Slot {
+    const thread = new Worker(BOOTSTRAP, { eval: true, workerData: { entry: this.entry }, execArgv: [] });
+    const slot: Slot = { thread, tasks: new Map() };
+    thread.unref();
+    thread.on('message', (reply: PrepareReply) => {
+      const task = slot.tasks.get(reply.id);
+      if (!task) return;
+      slot.tasks.delete(reply.id);
+      if ('sample' in reply) task.resolve({ sample: reply.sample });
+      else if ('rejected' in reply) task.resolve({ rejected: reply.rejected });
+      else task.reject(reply.decodeError ? new DecodeError(reply.message) : new Error(reply.message));
+      this.dispatch();
+    });
+    const replace = (why: string) => {
+      if (this.closed || slot.dead) return; // 'error' is followed by 'exit'
+      slot.dead = true;
+      log.error(
+        { event: 'decode_thread_died', why, pending: slot.tasks.size },
+        'decode thread died; starting another',
+      );
+      // One of its images may be what killed it: their jobs fail (and retry), other threads go on.
+      for (const task of slot.tasks.values()) {
+        task.reject(new Error(`the decode thread died while preparing the image: ${why}`));
+      }
+      slot.tasks.clear();
+      const index = this.slots.indexOf(slot);
+      if (index >= 0) this.slots[index] = this.spawn();
+      this.dispatch();
+    };
+    thread.on('error', (err) => replace(err.message));
+    thread.on('exit', (code) => replace(`exit code ${code}`));
+    return slot;
+  }
+
+  private dispatch(): void {
+    while (this.queue.length > 0) {
+      const slot = this.slots.reduce((a, b) => (b.tasks.size < a.tasks.size ? b : a));
+      if (slot.tasks.size >= THREAD_QUEUE_DEPTH) break;
+      const task = this.queue.shift()!;
+      slot.tasks.set(task.request.id, task);
+      slot.thread.postMessage(task.request);
+    }
+    // A thread with work keeps the process alive until it answers; an idle one does not.
+    for (const slot of this.slots) {
+      if (slot.tasks.size > 0) slot.thread.ref();
+      else slot.thread.unref();
+    }
+  }
+}
