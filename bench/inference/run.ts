@@ -110,7 +110,7 @@ async function main(): Promise<void> {
     const cpu = { executionProviders: ['cpu' as const], deviceId: 0, strict: true };
     // The worker path as a worker runs it: decoding in the decode pool (0 threads: on the main thread).
     const pool = decodeThreads > 0 ? new DecodePool(decodeThreads) : undefined;
-    // Decode + preprocess alone, as the worker path does it (fast path where it applies).
+    // Decode + preprocess alone, on this thread (fast path where it applies).
     const prepare = async () => {
       for (const s of sources) await instanceInput(s.path, m);
     };
@@ -173,7 +173,7 @@ async function main(): Promise<void> {
     const runPerImage = big!.bare / imageCount;
     console.log(
       `decode + preprocess alone: ${prepPerImage.toFixed(2)} ms/img; bare inference at batch ${batch}: ${runPerImage.toFixed(2)} ms/img ` +
-        `(onnxruntime-node runs on the JS thread, so the two add up: expected overhead ≈ ${pct(prepPerImage / runPerImage)})`,
+        `(the overhead if the two simply added up: ${pct(prepPerImage / runPerImage)})`,
     );
     console.log(
       `batching gain (batch ${batch} vs 1): bare ×${(one!.bare / big!.bare).toFixed(2)}, worker path ×${(one!.worker / big!.worker).toFixed(2)}`,

@@ -1,5 +1,6 @@
 import type { InstanceManifest, WindowSetting } from '../../src/models/manifest.ts';
 import type { DecodedImage } from './decode.ts';
+import { greySample } from './kernels/grey-sample.ts';
 import type { NativeGreyFrame } from './native-frame.ts';
 
 // Manifest-driven preprocessing: pixels → 8-bit display image (VOI window, MONOCHROME1 inversion) →
@@ -158,7 +159,6 @@ export function preprocessGreyFrame(
   applyModalityLut: boolean,
 ): Float32Array {
   const { header } = frame;
-  const words = storedWords(frame.bytes, header.bitsAllocated);
   const bits = storedBits(header);
   const rescale = {
     on: applyModalityLut && (frame.rescaleSlope !== 1 || frame.rescaleIntercept !== 0),
@@ -191,7 +191,7 @@ export function preprocessGreyFrame(
     lut = cachedLut(key, () => displayLut(lo, lo + bits.range - 1, rescale, voiWindow, invert));
   } else {
     // Min and max of the modality values are those of the stored ones mapped (the rescale is monotone).
-    const span = storedSpan(words, bits);
+    const span = storedSpan(storedWords(frame.bytes, header.bitsAllocated), bits);
     lo = span.lo;
     const a = modalityValue(span.lo, rescale);
     const b = modalityValue(span.hi, rescale);
@@ -199,17 +199,20 @@ export function preprocessGreyFrame(
   }
 
   const { height, width, channels } = spec.input;
-  const display = resizeStored(words, header.rows, header.columns, bits, lut, lo, height, width);
-  const { scale, mean, std } = spec.preprocessing;
-  const plane = height * width;
-  const out = new Float32Array(channels * plane);
-  for (let c = 0; c < channels; c++) {
-    const m = mean[c]!;
-    const sd = std[c]!;
-    const offset = c * plane;
-    for (let p = 0; p < plane; p++) out[offset + p] = (display[p]! * scale - m) / sd;
-  }
-  return out;
+  return greySample({
+    frame: frame.bytes,
+    wide: header.bitsAllocated === 16,
+    columns: header.columns,
+    ...bits,
+    lut,
+    lo,
+    xs: axis(header.columns, width),
+    ys: axis(header.rows, height),
+    channels,
+    scale: spec.preprocessing.scale,
+    mean: spec.preprocessing.mean,
+    std: spec.preprocessing.std,
+  });
 }
 
 interface StoredBits {
@@ -246,57 +249,6 @@ function storedSpan(words: Uint8Array | Uint16Array, bits: StoredBits): { lo: nu
     if (v > hi) hi = v;
   }
   return { lo, hi };
-}
-
-/**
- * Bilinear taps on the display bytes (align_corners=false, as resizeBilinear), into a float32 plane.
- * Plain locals only: values captured by closures or a per-pixel channel loop kept V8 from optimising
- * this loop (3–4× slower, bench/inference).
- */
-function resizeStored(
-  words: Uint8Array | Uint16Array,
-  rows: number,
-  columns: number,
-  bits: StoredBits,
-  lut: Uint8Array,
-  lo: number,
-  height: number,
-  width: number,
-): Float32Array {
-  const { shift, mask, signBit, range, signed } = bits;
-  const base = lo | 0;
-  const xs = axis(columns, width);
-  const ys = axis(rows, height);
-  const out = new Float32Array(height * width);
-  for (let y = 0; y < height; y++) {
-    const r0 = ys.i0[y]! * columns;
-    const r1 = ys.i1[y]! * columns;
-    const fy = ys.f[y]!;
-    const row = y * width;
-    for (let x = 0; x < width; x++) {
-      const x0 = xs.i0[x]!;
-      const x1 = xs.i1[x]!;
-      const fx = xs.f[x]!;
-      let v0 = (words[r0 + x0]! >> shift) & mask;
-      let v1 = (words[r0 + x1]! >> shift) & mask;
-      let v2 = (words[r1 + x0]! >> shift) & mask;
-      let v3 = (words[r1 + x1]! >> shift) & mask;
-      if (signed) {
-        if (v0 & signBit) v0 -= range;
-        if (v1 & signBit) v1 -= range;
-        if (v2 & signBit) v2 -= range;
-        if (v3 & signBit) v3 -= range;
-      }
-      const a = lut[v0 - base]!;
-      const b = lut[v1 - base]!;
-      const d = lut[v2 - base]!;
-      const e = lut[v3 - base]!;
-      const top = a + (b - a) * fx;
-      const bottom = d + (e - d) * fx;
-      out[row + x] = top + (bottom - top) * fy;
-    }
-  }
-  return out;
 }
 
 function storedWords(bytes: Uint8Array, bitsAllocated: number): Uint8Array | Uint16Array {
