@@ -258,6 +258,25 @@ test('heartbeat in Redis and the provider metric report what the worker runs; re
     assert.equal(latest.imagesProcessed, 9);
     assert.ok(latest.lastHeartbeat >= first.lastHeartbeat);
     assert.equal(latest.startedAt, first.startedAt);
+
+    // A worker that died long ago (and garbage) is removed by the live one's next beat; one that died
+    // recently stays listed, so the console can show it as dead.
+    const now = Date.now();
+    await redis.hset(keys.workers(prefix), {
+      'dead-long-ago': JSON.stringify({
+        ...latest,
+        workerId: 'dead-long-ago',
+        lastHeartbeat: now - 2 * 3600_000,
+      }),
+      'dead-recently': JSON.stringify({ ...latest, workerId: 'dead-recently', lastHeartbeat: now - 60_000 }),
+      garbage: 'not json',
+    });
+    const deadline = Date.now() + 5000;
+    while ((await redis.hexists(keys.workers(prefix), 'dead-long-ago')) === 1 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.deepEqual((await redis.hkeys(keys.workers(prefix))).sort(), ['dead-recently', 'test-worker-1']);
+    await redis.hdel(keys.workers(prefix), 'dead-recently');
   } finally {
     await beat.stop();
     await session.close();

@@ -7,9 +7,29 @@ import { keys, type WorkerHeartbeat } from '../../src/queue/keys.ts';
 // The worker's heartbeat in Redis: every few seconds HSET <prefix>:workers <workerId> → JSON, so the
 // admin console and /readyz see which workers are alive, which provider each model bound and what they
 // have done. A worker that stops cleanly removes its entry; one that dies leaves an entry whose
-// lastHeartbeat stops moving, which readers treat as stale.
+// lastHeartbeat stops moving, which readers treat as stale, and which the live workers delete once it
+// is older than deadWorkerRetentionMs (a hash field cannot expire on its own in Redis 7.0).
 
 export const HEARTBEAT_INTERVAL_MS = 5000;
+/** How long a dead worker stays listed (as dead) before the live ones remove its entry. */
+export const DEAD_WORKER_RETENTION_MS = 60 * 60 * 1000;
+
+// Atomic, so a beat landing between the read and the delete is never lost. An entry that is not a
+// heartbeat at all (unparseable, no timestamp) is removed too.
+const PRUNE_SCRIPT = `
+local now = tonumber(ARGV[1])
+local maxAge = tonumber(ARGV[2])
+local entries = redis.call('HGETALL', KEYS[1])
+local removed = {}
+for i = 1, #entries, 2 do
+  local ok, beat = pcall(cjson.decode, entries[i + 1])
+  if not ok or type(beat) ~= 'table' or type(beat.lastHeartbeat) ~= 'number' or now - beat.lastHeartbeat > maxAge then
+    redis.call('HDEL', KEYS[1], entries[i])
+    removed[#removed + 1] = entries[i]
+  end
+end
+return removed
+`;
 
 export interface HeartbeatOptions {
   redis: Redis;
@@ -18,6 +38,7 @@ export interface HeartbeatOptions {
   /** Execution provider actually bound, per model id. */
   providers: Record<string, string>;
   intervalMs?: number;
+  deadWorkerRetentionMs?: number;
   workerId?: string;
   /** GPU name; detected with nvidia-smi when not given. */
   gpu?: string;
@@ -82,11 +103,18 @@ export class WorkerHeartbeatPublisher {
   }
 
   private async beat(): Promise<void> {
-    await this.opts.redis.hset(
-      keys.workers(this.opts.prefix),
-      this.workerId,
-      JSON.stringify(this.snapshot()),
-    );
+    const key = keys.workers(this.opts.prefix);
+    await this.opts.redis.hset(key, this.workerId, JSON.stringify(this.snapshot()));
+    const removed = (await this.opts.redis.eval(
+      PRUNE_SCRIPT,
+      1,
+      key,
+      Date.now(),
+      this.opts.deadWorkerRetentionMs ?? DEAD_WORKER_RETENTION_MS,
+    )) as string[];
+    if (removed.length > 0) {
+      log.info({ event: 'heartbeat.pruned', workers: removed }, 'removed long-dead workers from the list');
+    }
   }
 
   /** Stops beating and removes this worker's entry. */
