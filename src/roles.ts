@@ -3,6 +3,7 @@ import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { GatewayConfig } from './config/schema.ts';
 import { createAdminApp, listen } from './admin/app.ts';
+import { createWorkerApp } from './admin/worker-app.ts';
 import { assertAuthForBinding } from './admin/auth.ts';
 import { audit } from './audit/trail.ts';
 import { collectQueueDepths, observeStageTimings } from './metrics.ts';
@@ -35,8 +36,10 @@ interface Shared {
   redis: Redis;
   index: StudyIndex;
   queues: Queues;
-  /** Role 'all': the in-process inference worker, which /readyz counts as alive while it runs. */
+  /** The in-process inference worker, which /readyz counts as alive while it runs. */
   localInference?: Worker;
+  /** How many models the in-process worker loaded. */
+  loadedModels?: number;
 }
 
 type Closer = () => Promise<void>;
@@ -188,6 +191,7 @@ async function startWorker(s: Shared): Promise<Closer[]> {
   }
   if (sessions.size === 0)
     log.warn({ event: 'worker.no_models', modelsDir: config.modelsDir }, 'no usable model found');
+  s.loadedModels = sessions.size;
   const worker = new Worker(
     QUEUE.inference,
     createInferenceProcessor({
@@ -221,8 +225,20 @@ async function startWorker(s: Shared): Promise<Closer[]> {
   ];
 }
 
+async function startWorkerHttp(s: Shared): Promise<Closer> {
+  const worker = s.localInference;
+  const app = createWorkerApp({
+    config: s.config,
+    redis: s.redis,
+    workerRunning: () => worker?.isRunning() ?? false,
+    models: () => s.loadedModels ?? 0,
+  });
+  const http = await listen(app, s.config.http.host, s.config.http.port);
+  return () => new Promise<void>((resolve) => http.close(() => resolve()));
+}
+
 export async function startRoles(role: Role, config: GatewayConfig): Promise<{ close(): Promise<void> }> {
-  if (role !== 'worker') assertAuthForBinding(config.http);
+  assertAuthForBinding(config.http);
   const redisHandle = await ensureRedis(config);
   const redis = createRedis(redisHandle.url);
   const shared: Shared = {
@@ -242,6 +258,8 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
   // Workers first: a gateway that accepts studies should find models ready.
   if (role === 'worker' || role === 'all') closers.push(...(await startWorker(shared)));
   if (role === 'gateway' || role === 'all') closers.push(...(await startGateway(shared)));
+  // A worker on its own still answers probes and serves its metrics (the gateway's HTTP does in `all`).
+  if (role === 'worker') closers.unshift(await startWorkerHttp(shared));
   log.info(
     {
       event: 'started',

@@ -30,7 +30,7 @@ function gib(bytes: number): string {
   return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
 }
 
-async function checkRedis(redis: Redis): Promise<CheckResult> {
+export async function checkRedis(redis: Redis): Promise<CheckResult> {
   const started = Date.now();
   try {
     const pong = await Promise.race([

@@ -50,6 +50,42 @@ function action(summary: string, parameters: Schema[], status = '200') {
   };
 }
 
+/**
+ * STOW-RS ingest (mounted when stowrs.enabled): its own credentials (stowrs.auth), not the admin
+ * console's. docs/conformance.md has the full behaviour.
+ */
+function stow(summary: string, parameters: unknown[] = []) {
+  const dicomJson = (description: string) => ({
+    description,
+    content: { 'application/dicom+json': { schema: { type: 'object' } } },
+  });
+  return {
+    summary,
+    tags: ['ingest'],
+    description:
+      'multipart/related; type="application/dicom" with Part-10 parts. The PS3.18 response lists ' +
+      'ReferencedSOPSequence and FailedSOPSequence (with Failure Reason). Authentication against ' +
+      'stowrs.auth (Bearer or Basic); without it, loopback clients only.',
+    security: [{}, { basic: [] }, { bearer: [] }],
+    parameters,
+    requestBody: {
+      required: true,
+      content: { 'multipart/related': { schema: { type: 'string', format: 'binary' } } },
+    },
+    responses: {
+      '200': dicomJson('Every instance stored'),
+      '202': dicomJson('Some stored, some failed'),
+      '400': dicomJson('Malformed request or body, invalid study UID'),
+      '401': { description: 'Missing or wrong credentials' },
+      '403': { description: 'No credentials configured and the client is not on loopback' },
+      '409': dicomJson('No instance stored'),
+      '413': { description: 'Body over stowrs.maxRequestBytes' },
+      '415': { description: 'Not multipart/related with application/dicom parts' },
+      '503': { description: 'Spool disk below spool.minFreeBytes; Retry-After given' },
+    },
+  };
+}
+
 export const openapiDocument = {
   openapi: '3.0.3',
   info: {
@@ -238,6 +274,10 @@ export const openapiDocument = {
           },
         },
       },
+    },
+    '/dicomweb/studies': { post: stow('Store instances (STOW-RS, PS3.18 10.5)') },
+    '/dicomweb/studies/{uid}': {
+      post: stow('Store instances of one study (STOW-RS); instances of other studies fail', [uidParam]),
     },
     '/api/openapi.json': {
       get: { summary: 'This document', tags: ['meta'], responses: { '200': json({ type: 'object' }) } },

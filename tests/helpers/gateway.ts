@@ -55,6 +55,8 @@ export async function makeModelsDir(models: ('cxr' | 'uniformity')[]): Promise<s
 export async function startGateway(opts: {
   config?: Record<string, unknown>;
   modelsDir: string;
+  /** The CLI role (default 'all'). */
+  role?: 'all' | 'gateway' | 'worker';
 }): Promise<GatewayProcess> {
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-e2e-'));
   const dataDir = path.join(dir, 'data');
@@ -82,7 +84,7 @@ export async function startGateway(opts: {
     const out = createWriteStream(logPath, { flags: 'a' });
     child = spawn(
       process.execPath,
-      ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), 'all', '--config', configPath],
+      ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), opts.role ?? 'all', '--config', configPath],
       {
         cwd: REPO,
         env: { ...process.env, LOG_LEVEL: 'debug' },
@@ -115,7 +117,13 @@ export async function startGateway(opts: {
     });
   }
 
-  await start();
+  try {
+    await start();
+  } catch (err) {
+    await stop('SIGKILL');
+    if (!process.env.AIGW_KEEP_TEST_DIRS) await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     dimsePort,
     httpPort,

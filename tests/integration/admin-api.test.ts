@@ -15,6 +15,8 @@ import { createAdminApp, listen } from '../../src/admin/app.ts';
 import { createApiRouter } from '../../src/admin/api.ts';
 import { assertAuthForBinding, isLoopbackHost } from '../../src/admin/auth.ts';
 import { openapiDocument } from '../../src/admin/openapi.ts';
+import type { InstanceAcceptor } from '../../src/ingest/accept.ts';
+import { createStowRouter } from '../../src/ingest/stowrs/index.ts';
 import { audit, type AuditRecord } from '../../src/audit/trail.ts';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { configSchema, type GatewayConfig } from '../../src/config/schema.ts';
@@ -125,9 +127,16 @@ test('every route the app serves is in the OpenAPI document, and the document is
     destinations: [],
     workerStaleMs: 30_000,
   }) as unknown as { stack: unknown[] };
+  // STOW-RS is mounted at /dicomweb when enabled; only its route table is read here.
+  const stow = createStowRouter({
+    acceptor: {} as InstanceAcceptor,
+    maxRequestBytes: 1,
+    maxInstanceBytes: 1,
+  }) as unknown as { stack: unknown[] };
   const served = [
     ...routesOf((app as unknown as { router: { stack: unknown[] } }).router),
     ...routesOf(api, '/api'),
+    ...routesOf(stow, '/dicomweb'),
   ];
   assert.ok(served.length >= 20, `found ${served.length} routes`);
   const documented = new Set(

@@ -1,0 +1,54 @@
+import express from 'express';
+import type { Redis } from 'ioredis';
+import type { GatewayConfig } from '../config/schema.ts';
+import { metrics } from '../metrics.ts';
+import { requireAuth } from './auth.ts';
+import { checkRedis, type CheckResult } from './health.ts';
+
+// The HTTP of a `worker` process (no gateway in it): probes and /metrics only, so that an orchestrator
+// can probe a split-out worker and Prometheus can scrape its inference and provider metrics. Same
+// binding rule and auth as the admin console; no study data is served.
+
+export interface WorkerAppDeps {
+  config: GatewayConfig;
+  redis: Redis;
+  /** Whether the BullMQ worker is taking jobs. */
+  workerRunning: () => boolean;
+  /** How many models are loaded. */
+  models: () => number;
+}
+
+export function createWorkerApp(deps: WorkerAppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok', role: 'worker', uptimeSeconds: Math.round(process.uptime()) });
+  });
+
+  app.get('/readyz', async (_req, res) => {
+    const loaded = deps.models();
+    const checks: Record<string, CheckResult> = {
+      redis: await checkRedis(deps.redis),
+      worker: deps.workerRunning()
+        ? { ok: true, reason: 'taking inference jobs' }
+        : { ok: false, reason: 'the inference worker is not running' },
+      models:
+        loaded > 0
+          ? { ok: true, reason: `${loaded} model(s) loaded` }
+          : { ok: false, reason: `no usable model in ${deps.config.modelsDir}` },
+    };
+    const ready = Object.values(checks).every((c) => c.ok);
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready', checks });
+  });
+
+  app.use(requireAuth(deps.config.http.auth));
+  app.get('/metrics', async (_req, res) => {
+    res.setHeader('Content-Type', metrics.contentType);
+    res.send(await metrics.metrics());
+  });
+  app.use((_req, res) => {
+    res.status(404).json({ error: 'a worker serves /healthz, /readyz and /metrics only' });
+  });
+  return app;
+}
