@@ -175,6 +175,7 @@ async function startWorker(s: Shared): Promise<Closer[]> {
         executionProviders: config.worker.executionProviders,
         deviceId: config.worker.deviceId,
         strict: config.worker.strict,
+        ...(config.worker.intraOpThreads ? { intraOpThreads: config.worker.intraOpThreads } : {}),
       },
       decodePool,
     );

@@ -3,7 +3,8 @@
 // measured in this run; then the same at batch 1 to show what batching gains. The paths take turns
 // within each round and the medians are reported, so that a noisy machine's drift hits both alike.
 //
-//   npm run bench:inference [-- --model squeezenet1_1-cxr-pneumonia --images 64 --batch 8 --rounds 7]
+//   npm run bench:inference [-- --model squeezenet1_1-cxr-pneumonia --images 64 --batch 8 --rounds 7
+//                               --decode-threads N --intra-op-threads N]
 //
 // Images: the real CT series in ../shared/dicom-samples (512×512, explicit VR LE), cycled to --images.
 // The chest model's weights are read from ../shared/models; the built-in image-uniformity model is
@@ -36,12 +37,14 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '7' },
     'decode-threads': { type: 'string', default: String(defaultDecodeThreads()) },
+    'intra-op-threads': { type: 'string' },
   },
 });
 const imageCount = Number(values.images);
 const batch = Number(values.batch);
 const rounds = Number(values.rounds);
 const decodeThreads = Number(values['decode-threads']);
+const intraOpThreads = values['intra-op-threads'] ? Number(values['intra-op-threads']) : undefined;
 
 /** A models dir holding the wanted model (the chest weights symlinked from ../shared, as an admin would). */
 async function modelDir(id: string): Promise<{ dir: string; model: LoadedModel }> {
@@ -107,7 +110,12 @@ async function main(): Promise<void> {
       tensors.push(preprocess(await decodeImage(s.path, { modalityLut: m.preprocessing.modalityLut }), m));
     }
 
-    const cpu = { executionProviders: ['cpu' as const], deviceId: 0, strict: true };
+    const cpu = {
+      executionProviders: ['cpu' as const],
+      deviceId: 0,
+      strict: true,
+      ...(intraOpThreads ? { intraOpThreads } : {}),
+    };
     // The worker path as a worker runs it: decoding in the decode pool (0 threads: on the main thread).
     const pool = decodeThreads > 0 ? new DecodePool(decodeThreads) : undefined;
     // Decode + preprocess alone, on this thread (fast path where it applies).
@@ -158,7 +166,7 @@ async function main(): Promise<void> {
     const ips = (ms: number) => (imageCount / (ms / 1000)).toFixed(1);
     const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
     console.log(
-      `model ${m.id}, CPU, ${imageCount} images (${files.length}-slice CT series, 512×512), ${decodeThreads} decode threads, median of ${rounds} interleaved rounds`,
+      `model ${m.id}, CPU, ${imageCount} images (${files.length}-slice CT series, 512×512), ${decodeThreads} decode threads, ${intraOpThreads ?? 'default'} ONNX Runtime threads, median of ${rounds} interleaved rounds`,
     );
     console.log(
       'batch | bare session.run img/s | batcher img/s (overhead) | worker path img/s (overhead, paired)',

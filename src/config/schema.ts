@@ -254,6 +254,8 @@ export const configSchema = z
         strict: z.boolean().default(false),
         /** Threads that decode and preprocess images; 0 decodes on the main thread. Unset: cores − 1, at most 4. */
         decodeThreads: z.number().int().min(0).max(64).optional(),
+        /** ONNX Runtime intra-op threads per session; unset: one per physical core. Split the cores when several workers share a host. */
+        intraOpThreads: z.number().int().min(1).max(256).optional(),
       })
       .strict()
       .prefault({}),

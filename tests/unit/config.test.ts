@@ -89,3 +89,16 @@ test('a wrong setting is named in the error', () => {
   );
   assert.throws(() => loadConfig({ configPath: yamlFile('a: [1,\n'), env: {} }), /not valid YAML/);
 });
+
+test('worker threads: decode and ONNX Runtime thread counts from the environment, validated', () => {
+  const c = loadConfig({
+    env: { GATEWAY_WORKER_DECODE_THREADS: '0', GATEWAY_WORKER_INTRA_OP_THREADS: '3' },
+  });
+  assert.equal(c.worker.decodeThreads, 0);
+  assert.equal(c.worker.intraOpThreads, 3);
+  assert.equal(loadConfig({ env: {} }).worker.decodeThreads, undefined, 'unset: cores − 1 at start');
+  assert.throws(
+    () => loadConfig({ env: { GATEWAY_WORKER_INTRA_OP_THREADS: '0' } }),
+    (err: unknown) => err instanceof ConfigError && /intraOpThreads/.test(err.message),
+  );
+});

@@ -16,6 +16,8 @@ export interface RuntimeOptions {
   maxWaitMs?: number;
   /** Run each session once on zeros at start (default true). */
   warmUp?: boolean;
+  /** ONNX Runtime intra-op threads; unset: its default (one per physical core). */
+  intraOpThreads?: number;
 }
 
 export const DEFAULT_RUNTIME: RuntimeOptions = {
@@ -54,6 +56,7 @@ export async function createSession(modelPath: string, opts: RuntimeOptions): Pr
         // Idle intra-op threads sleep instead of spinning: they share the cores with the decode threads
         // (and, in the `all` role, with ingest), which a spinning thread would starve.
         extra: { session: { intra_op: { allow_spinning: '0' } } },
+        ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
       });
       log.info(
         { event: 'ep_bound', model: modelPath, provider, deviceId: opts.deviceId, fallbacks },
