@@ -1,9 +1,16 @@
 // Promise wrappers around the command-line DICOM tools the tests use as independent judges
 // (dicom3tools dciodvfy, dcmtk dsrdump/dcmdump/storescu), plus a free-port finder.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import dcmjs from 'dcmjs';
 import { createServer } from 'node:net';
+import path from 'node:path';
+import type { SourceInstanceRef } from '../../src/results/findings.ts';
+
+const MR_SERIES = path.resolve(
+  import.meta.dirname,
+  '../../../shared/dicom-samples/mr/siemens-prisma-t1-sag-series',
+);
 
 export interface ToolResult {
   code: number | null;
@@ -115,4 +122,29 @@ export function readHeaderSync(file: string): Record<string, unknown> {
 
 export function studyUidOf(file: string): string {
   return readHeaderSync(file).StudyInstanceUID as string;
+}
+
+/** Headers of sample files and the SourceInstanceRef a model result would list for each. */
+export function sourcesOf(files: string[]): { header: Record<string, unknown>; ref: SourceInstanceRef }[] {
+  return files.map((file) => {
+    const header = readHeaderSync(file);
+    return {
+      header,
+      ref: {
+        sopClassUid: header.SOPClassUID as string,
+        sopInstanceUid: header.SOPInstanceUID as string,
+        seriesUid: header.SeriesInstanceUID as string,
+        path: file,
+      },
+    };
+  });
+}
+
+/** Slices `from`..`to` (exclusive) of the real Siemens MR series, in file-name order. */
+export function mrSlices(from: number, to: number): string[] {
+  return readdirSync(MR_SERIES)
+    .filter((f) => f.endsWith('.dcm'))
+    .sort()
+    .slice(from, to)
+    .map((f) => path.join(MR_SERIES, f));
 }

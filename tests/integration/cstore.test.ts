@@ -2,9 +2,6 @@
 // the same object is idempotent, and network failures are transient.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import dcmjs from 'dcmjs';
 import { configSchema } from '../../src/config/schema.ts';
 import { DimseDestination } from '../../src/results/delivery/dimse.ts';
@@ -13,11 +10,9 @@ import { createDestinations } from '../../src/results/delivery/registry.ts';
 import { buildSegmentation } from '../../src/results/seg/segmentation.ts';
 import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
 import type { ModelResult } from '../../src/results/findings.ts';
-import { freePort } from '../helpers/dicom-tools.ts';
+import { freePort, mrSlices, sourcesOf } from '../helpers/dicom-tools.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const mrDir = path.join(repoRoot, '../shared/dicom-samples/mr/siemens-prisma-t1-sag-series');
 const SR_UID = '2.25.400000000000000000000000000000000001';
 const SEG_UID = '2.25.400000000000000000000000000000000003';
 
@@ -35,11 +30,8 @@ let studyUid: string;
 
 before(async () => {
   orthanc = await startOrthanc({ aet: 'PACS' });
-  const files = (await readdir(mrDir))
-    .filter((f) => f.endsWith('.dcm'))
-    .sort()
-    .slice(0, 3);
-  const headers = await Promise.all(files.map(async (f) => parse(await readFile(path.join(mrDir, f)))));
+  const mr = sourcesOf(mrSlices(0, 3));
+  const headers = mr.map((x) => x.header);
   studyUid = headers[0]!.StudyInstanceUID as string;
   const rows = headers[0]!.Rows as number;
   const columns = headers[0]!.Columns as number;
@@ -54,12 +46,7 @@ before(async () => {
         voxelCount: 300,
       },
     ],
-    sources: headers.map((h, i) => ({
-      sopClassUid: h.SOPClassUID as string,
-      sopInstanceUid: h.SOPInstanceUID as string,
-      seriesUid: h.SeriesInstanceUID as string,
-      path: path.join(mrDir, files[i]!),
-    })),
+    sources: mr.map((x) => x.ref),
     provider: 'cpu',
     inferenceMs: 1,
     segmentation: {

@@ -2,20 +2,17 @@
 // segmentation models, with the predecessor bookkeeping in the study index (Redis).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import dcmjs from 'dcmjs';
 import { Redis } from 'ioredis';
 import { StudyIndex } from '../../src/ingest/studies.ts';
 import type { ModelResult } from '../../src/results/findings.ts';
 import { srSeriesUid, srUid, writeModelResults } from '../../src/results/write-results.ts';
-import { dciodvfy } from '../helpers/dicom-tools.ts';
+import { dciodvfy, mrSlices, sourcesOf } from '../helpers/dicom-tools.ts';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const mrDir = path.join(repoRoot, '../shared/dicom-samples/mr/siemens-prisma-t1-sag-series');
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-results-${randomBytes(4).toString('hex')}`;
 const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
@@ -41,11 +38,8 @@ const predecessorOf = (ds: Ds): string | undefined => {
 };
 
 async function brainResult(filled: boolean): Promise<{ result: ModelResult; studyUid: string }> {
-  const files = (await readdir(mrDir))
-    .filter((f) => f.endsWith('.dcm'))
-    .sort()
-    .slice(15, 18);
-  const headers = await Promise.all(files.map(async (f) => parse(await readFile(path.join(mrDir, f)))));
+  const mr = sourcesOf(mrSlices(15, 18));
+  const headers = mr.map((x) => x.header);
   const rows = headers[0]!.Rows as number;
   const columns = headers[0]!.Columns as number;
   const wm = { value: '33999003', scheme: 'SCT', meaning: 'White matter' };
@@ -60,12 +54,7 @@ async function brainResult(filled: boolean): Promise<{ result: ModelResult; stud
         uid: '2.25.77',
       },
       findings: [{ kind: 'volume', label: 'white matter', concept: wm, volumeMl: 3.25, voxelCount: 800 }],
-      sources: headers.map((h, i) => ({
-        sopClassUid: h.SOPClassUID as string,
-        sopInstanceUid: h.SOPInstanceUID as string,
-        seriesUid: h.SeriesInstanceUID as string,
-        path: path.join(mrDir, files[i]!),
-      })),
+      sources: mr.map((x) => x.ref),
       provider: 'cpu',
       inferenceMs: 1,
       segmentation: {

@@ -1,10 +1,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import dcmjs from 'dcmjs';
 import ort from 'onnxruntime-node';
 import type { InstanceManifest } from '../../src/models/manifest.ts';
 import { loadModels, type LoadedModel } from '../../src/models/registry.ts';
@@ -21,6 +20,7 @@ import {
 } from '../../workers/inference/run-model.ts';
 import { MicroBatcher } from '../../workers/runtime/batcher.ts';
 import { ExecutionProviderError } from '../../workers/runtime/session.ts';
+import { writeSynthetic } from '../helpers/synthetic-dicom.ts';
 import { buildUniformityModel } from '../../scripts/build-uniformity-model.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -248,35 +248,13 @@ test('uniformity model: the committed ONNX file is what the script builds', asyn
 });
 
 /** A flat 128×128 CT-like image: every pixel the same value. */
-async function writeUniform(file: string, value: number): Promise<void> {
-  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
-  const sopClass = '1.2.840.10008.5.1.4.1.1.7';
-  const meta = {
-    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-    MediaStorageSOPClassUID: sopClass,
-    MediaStorageSOPInstanceUID: '2.25.7',
-    TransferSyntaxUID: '1.2.840.10008.1.2.1',
-    ImplementationClassUID: '2.25.8',
-  };
-  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  dict.dict = DicomMetaDictionary.denaturalizeDataset({
-    SOPClassUID: sopClass,
-    SOPInstanceUID: '2.25.7',
-    Modality: 'OT',
-    Rows: 128,
-    Columns: 128,
-    SamplesPerPixel: 1,
-    PhotometricInterpretation: 'MONOCHROME2',
-    BitsAllocated: 16,
-    BitsStored: 12,
-    HighBit: 11,
-    PixelRepresentation: 0,
-    WindowCenter: '1000',
-    WindowWidth: '400',
-    PixelData: [new Uint16Array(128 * 128).fill(value).buffer],
-    _vrMap: { PixelData: 'OW' },
-  });
-  await writeFile(file, Buffer.from(dict.write()));
+function writeUniform(file: string, value: number): Promise<void> {
+  const attrs = { Rows: 128, Columns: 128, BitsStored: 12, HighBit: 11, PixelRepresentation: 0 };
+  return writeSynthetic(
+    file,
+    { ...attrs, WindowCenter: '1000', WindowWidth: '400' },
+    new Uint16Array(128 * 128).fill(value),
+  );
 }
 
 test('uniformity model: a flat image scores high, real radiographs and CT low', async () => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,10 +8,9 @@ import dcmjs from 'dcmjs';
 import { buildSegmentation, SEGMENTATION_SOP_CLASS } from '../../src/results/seg/segmentation.ts';
 import { ReportInputError } from '../../src/results/sr/tid1500.ts';
 import type { ModelResult, SegmentationResult } from '../../src/results/findings.ts';
-import { dciodvfy } from '../helpers/dicom-tools.ts';
+import { dciodvfy, mrSlices, sourcesOf } from '../helpers/dicom-tools.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const mrDir = path.join(repoRoot, '../shared/dicom-samples/mr/siemens-prisma-t1-sag-series');
 const REFERENCE_SEG = path.join(repoRoot, '../shared/dicom-samples/multiframe/seg-liver-dcmqi-3frames.dcm');
 const SEG_UID = '2.25.300000000000000000000000000000000001';
 const SEG_SERIES = '2.25.300000000000000000000000000000000002';
@@ -31,12 +30,8 @@ async function fixture(): Promise<{
   headers: Ds[];
   result: ModelResult & { segmentation: SegmentationResult };
 }> {
-  const files = (await readdir(mrDir))
-    .filter((f) => f.endsWith('.dcm'))
-    .sort()
-    .slice(10, 14)
-    .reverse();
-  const headers = await Promise.all(files.map(async (f) => parse(await readFile(path.join(mrDir, f)))));
+  const mr = sourcesOf(mrSlices(10, 14).reverse());
+  const headers = mr.map((x) => x.header);
   const rows = headers[0]!.Rows as number;
   const columns = headers[0]!.Columns as number;
   const slices = headers.map((_, i) => {
@@ -57,12 +52,7 @@ async function fixture(): Promise<{
         uid: '2.25.42',
       },
       findings: [],
-      sources: headers.map((h, i) => ({
-        sopClassUid: h.SOPClassUID as string,
-        sopInstanceUid: h.SOPInstanceUID as string,
-        seriesUid: h.SeriesInstanceUID as string,
-        path: path.join(mrDir, files[i]!),
-      })),
+      sources: mr.map((x) => x.ref),
       provider: 'cpu',
       inferenceMs: 1,
       segmentation: {
