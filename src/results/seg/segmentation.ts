@@ -6,7 +6,7 @@ import { requireUid, uidFromName } from '../../dicom/uid.ts';
 import type { CodedConcept, ModelResult, SegmentationResult } from '../findings.ts';
 import { codeSequenceItem, formatDecimalString, sanitizeLo, type Dataset } from '../sr/content.ts';
 import {
-  copyPatientAndStudy,
+  derivedObjectHeader,
   dicomDateTime,
   ReportInputError,
   SR_MANUFACTURER,
@@ -114,20 +114,17 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
   const now = input.now ?? new Date();
   const { date, time, offset } = dicomDateTime(now);
   const m = result.model;
-  const ds: Dataset = {};
-  ds.SOPClassUID = SEGMENTATION_SOP_CLASS;
-  ds.SOPInstanceUID = sopInstanceUid;
-  ds.InstanceCreationDate = date;
-  ds.InstanceCreationTime = time;
-  ds.TimezoneOffsetFromUTC = offset;
-  copyPatientAndStudy(first, ds);
-  ds.StudyInstanceUID = studyUid;
-  // General Series + Segmentation Series
-  ds.Modality = 'SEG';
-  ds.SeriesInstanceUID = seriesInstanceUid;
-  ds.SeriesNumber = input.seriesNumber ?? 9001;
-  ds.SeriesDate = date;
-  ds.SeriesTime = time;
+  // SOP Common, Patient, General Study, General Series + Segmentation Series
+  const ds: Dataset = derivedObjectHeader({
+    sopClassUid: SEGMENTATION_SOP_CLASS,
+    sopInstanceUid,
+    source: first,
+    studyUid,
+    modality: 'SEG',
+    seriesInstanceUid,
+    seriesNumber: input.seriesNumber ?? 9001,
+    when: { date, time, offset },
+  });
   ds.SeriesDescription = sanitizeLo(`AI segmentation: ${m.name}`).slice(0, 64);
   // Frame of Reference: the source's, so the SEG overlays the images.
   ds.FrameOfReferenceUID = frameOfReference;

@@ -84,22 +84,17 @@ export function buildMeasurementReport(input: MeasurementReportInput): Buffer {
     seriesUid: requireUid(`sources[${i}].seriesUid`, s.seriesUid),
   }));
 
-  const ds: Dataset = {};
-  // SOP Common
-  ds.SOPClassUID = COMPREHENSIVE_SR_SOP_CLASS;
-  ds.SOPInstanceUID = sopInstanceUid;
-  ds.InstanceCreationDate = date;
-  ds.InstanceCreationTime = time;
-  ds.TimezoneOffsetFromUTC = offset;
-  // Patient + General Study (copied, so the SR lands in the source study)
-  copyPatientAndStudy(sourceHeader, ds);
-  ds.StudyInstanceUID = studyUid;
-  // SR Document Series
-  ds.Modality = 'SR';
-  ds.SeriesInstanceUID = seriesInstanceUid;
-  ds.SeriesNumber = seriesNumber;
-  ds.SeriesDate = date;
-  ds.SeriesTime = time;
+  // SOP Common, Patient + General Study (copied, so the SR lands in the source study), SR Document Series
+  const ds: Dataset = derivedObjectHeader({
+    sopClassUid: COMPREHENSIVE_SR_SOP_CLASS,
+    sopInstanceUid,
+    source: sourceHeader,
+    studyUid,
+    modality: 'SR',
+    seriesInstanceUid,
+    seriesNumber,
+    when: { date, time, offset },
+  });
   ds.SeriesDescription = truncate(`AI: ${result.model.name}`, 64);
   ds.ReferencedPerformedProcedureStepSequence = [];
   // General Equipment
@@ -287,9 +282,39 @@ export function writePart10(ds: Dataset): Buffer {
   return Buffer.from(out);
 }
 
-/** Copies a Type 2 value; anything missing becomes empty (present but zero-length). */
+/**
+ * SOP Common, Patient, General Study and General Series attributes of an object we derive from a
+ * source image (SR, SEG): in the source's study, in a series of its own, created `when`.
+ */
+export function derivedObjectHeader(o: {
+  sopClassUid: string;
+  sopInstanceUid: string;
+  source: Record<string, unknown>;
+  studyUid: string;
+  modality: string;
+  seriesInstanceUid: string;
+  seriesNumber: number;
+  when: { date: string; time: string; offset: string };
+}): Record<string, unknown> {
+  const ds: Record<string, unknown> = {
+    SOPClassUID: o.sopClassUid,
+    SOPInstanceUID: o.sopInstanceUid,
+    InstanceCreationDate: o.when.date,
+    InstanceCreationTime: o.when.time,
+    TimezoneOffsetFromUTC: o.when.offset,
+  };
+  copyPatientAndStudy(o.source, ds);
+  ds.StudyInstanceUID = o.studyUid;
+  ds.Modality = o.modality;
+  ds.SeriesInstanceUID = o.seriesInstanceUid;
+  ds.SeriesNumber = o.seriesNumber;
+  ds.SeriesDate = o.when.date;
+  ds.SeriesTime = o.when.time;
+  return ds;
+}
+
 /** Copies the Patient and General Study attributes a derived object (SR, SEG) shares with its source. */
-export function copyPatientAndStudy(source: Record<string, unknown>, ds: Record<string, unknown>): void {
+function copyPatientAndStudy(source: Record<string, unknown>, ds: Record<string, unknown>): void {
   for (const key of COPIED_TYPE2) ds[key] = source[key] ?? '';
   for (const key of COPIED_OPTIONAL) {
     const v = source[key];
