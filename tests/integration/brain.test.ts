@@ -10,6 +10,7 @@ import type { SourceInstanceRef, VolumeFinding } from '../../src/results/finding
 import { decodeImage } from '../../workers/inference/decode.ts';
 import { readNifti } from '../../workers/inference/nifti.ts';
 import { openModel, runModel, type LoadedModelSession } from '../../workers/inference/run-model.ts';
+import { DecodePool } from '../../workers/runtime/decode-pool.ts';
 import { labelsOnSlices, segmentVolume } from '../../workers/inference/run-volume.ts';
 
 // The brain segmentation model (../shared/models/meshnet-brain-gwm, light model, file order) through the
@@ -24,6 +25,7 @@ const MR_SERIES = path.join(shared, 'dicom-samples/mr/siemens-prisma-t1-sag-seri
 let dir: string;
 let brain: LoadedModelSession;
 let manifest: VolumeManifest;
+let pool: DecodePool | undefined;
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'brain-'));
@@ -40,11 +42,18 @@ before(async () => {
   assert.equal(model.manifest.unit, 'volume');
   manifest = model.manifest as VolumeManifest;
   // No warm-up: it is one more full-volume run, and nothing here measures time.
-  brain = await openModel(model, { executionProviders: ['cpu'], deviceId: 0, strict: false, warmUp: false });
+  // Slices decode in threads, as in a worker.
+  pool = new DecodePool(2);
+  brain = await openModel(
+    model,
+    { executionProviders: ['cpu'], deviceId: 0, strict: false, warmUp: false },
+    pool,
+  );
 });
 
 after(async () => {
   await brain?.close();
+  await pool?.close();
   await rm(dir, { recursive: true, force: true });
 });
 

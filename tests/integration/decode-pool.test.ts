@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import type { InstanceManifest } from '../../src/models/manifest.ts';
-import { DecodeError } from '../../workers/inference/decode.ts';
+import { decodeImage, DecodeError } from '../../workers/inference/decode.ts';
 import { instanceInput } from '../../workers/inference/instance-input.ts';
 import { DecodePool } from '../../workers/runtime/decode-pool.ts';
 import { SAMPLES } from '../helpers/ingest.ts';
@@ -10,6 +10,8 @@ import chest from '../../models/squeezenet1_1-cxr-pneumonia/model.json' with { t
 
 const m = chest as unknown as InstanceManifest;
 const CT = path.join(SAMPLES, 'ct-series/philips-ingenuity-head-phantom-5mm/I10.dcm');
+const MR = path.join(SAMPLES, 'mr/siemens-prisma-t1-sag-series/0010.dcm');
+const ENHANCED_MR = path.join(SAMPLES, 'multiframe/enhanced-mr-10frames-small.dcm');
 const J2K_CHEST = path.join(SAMPLES, 'xray/cr-chest-pa-mono1-philips-wg04-RG1-j2k-lossy.dcm');
 
 test('decode threads give the main thread’s samples, reasons and errors', async () => {
@@ -36,6 +38,13 @@ test('decode threads give the main thread’s samples, reasons and errors', asyn
       (err: unknown) =>
         err instanceof DecodeError && /1\.2\.840\.10008\.1\.2\.4\.51 is not supported/.test(err.message),
     );
+    // Whole images for volume models: the same pixels, geometry and window as on the main thread.
+    for (const [file, options] of [
+      [MR, { frames: 'first', modalityLut: true }],
+      [ENHANCED_MR, { frames: 'all', modalityLut: true }],
+    ] as const) {
+      assert.deepEqual(await pool.decode(file, options), await decodeImage(file, options), file);
+    }
     // I/O trouble is not a DecodeError: the job retries.
     await assert.rejects(
       pool.prepare('/nonexistent/x.dcm', m),

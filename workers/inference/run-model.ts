@@ -204,7 +204,7 @@ async function runVolume(
   sources: SourceInstanceRef[],
 ): Promise<UnitResult> {
   try {
-    return await runVolumeModel(m, loaded.batcher, sources);
+    return await runVolumeModel(m, loaded.batcher, sources, loaded.decodePool);
   } catch (err) {
     // A series that is not one volume will not become one on a retry.
     if (err instanceof UnusableSeriesError) throw new NoUsableImagesError(err.message);

@@ -7,6 +7,7 @@ import type {
 } from '../../src/results/findings.ts';
 import { log } from '../../src/log.ts';
 import type { MicroBatcher } from '../runtime/batcher.ts';
+import type { DecodePool } from '../runtime/decode-pool.ts';
 import { conform, scaleMinMax, transpose } from './conform.ts';
 import { decodeImage, DecodeError, type DecodedImage } from './decode.ts';
 import { assembleVolume, SeriesGeometryError, type VolumeSlice } from './series-volume.ts';
@@ -18,6 +19,9 @@ import { apply, invert, multiply, voxelCount, voxelSpacing, type Volume } from '
 
 /** Largest series (sum of rows × columns over its slices) made into a volume: 1 GiB of float32 (a 1000-slice 512² CT fits). */
 export const MAX_SERIES_VOXELS = 256 * 1024 * 1024;
+
+/** Slices decoded ahead of the one examined. */
+const DECODE_AHEAD = 16;
 
 /** The series cannot be read as one volume; the reasons are in the message. */
 export class UnusableSeriesError extends Error {
@@ -136,31 +140,41 @@ export async function runVolumeModel(
   m: VolumeManifest,
   batcher: MicroBatcher,
   sources: SourceInstanceRef[],
+  decodePool?: DecodePool,
 ): Promise<Omit<ModelResult, 'model' | 'provider' | 'inferenceMs'>> {
   const skipped: string[] = [];
   const decoded: { source: SourceInstanceRef; image: DecodedImage }[] = [];
+  const options = { frames: 'first' as const, modalityLut: m.preprocessing.modalityLut };
+  const decode = (file: string) =>
+    decodePool ? decodePool.decode(file, options) : decodeImage(file, options);
+  // A few slices decode ahead (in the pool's threads when there is one) of the one examined; the
+  // series-size check still stops a hostile series after at most that many extra slices.
+  const ahead: Promise<DecodedImage | Error>[] = [];
+  const start = (i: number) => {
+    ahead[i] ??= decode(sources[i]!.path).catch((err: unknown) => err as Error);
+  };
   let voxels = 0;
-  for (const source of sources) {
-    try {
-      const image = await decodeImage(source.path, {
-        frames: 'first',
-        modalityLut: m.preprocessing.modalityLut,
-      });
-      const reason = volumeRejectReason(m, image);
-      if (reason) {
-        skipped.push(`${source.sopInstanceUid}: ${reason}`);
-        continue;
-      }
-      // Each slice is within the decoder's limits; the series as a whole must be too.
-      voxels += image.rows * image.columns;
-      if (voxels > MAX_SERIES_VOXELS) {
-        throw new UnusableSeriesError(`${m.id}: the series holds more than ${MAX_SERIES_VOXELS} voxels`);
-      }
-      decoded.push({ source, image });
-    } catch (err) {
-      if (!(err instanceof DecodeError)) throw err;
-      skipped.push(`${source.sopInstanceUid}: ${err.message}`);
+  for (let i = 0; i < sources.length; i++) {
+    for (let k = i; k < Math.min(sources.length, i + DECODE_AHEAD); k++) start(k);
+    const source = sources[i]!;
+    const image = await ahead[i]!;
+    delete ahead[i];
+    if (image instanceof Error) {
+      if (!(image instanceof DecodeError)) throw image;
+      skipped.push(`${source.sopInstanceUid}: ${image.message}`);
+      continue;
     }
+    const reason = volumeRejectReason(m, image);
+    if (reason) {
+      skipped.push(`${source.sopInstanceUid}: ${reason}`);
+      continue;
+    }
+    // Each slice is within the decoder's limits; the series as a whole must be too.
+    voxels += image.rows * image.columns;
+    if (voxels > MAX_SERIES_VOXELS) {
+      throw new UnusableSeriesError(`${m.id}: the series holds more than ${MAX_SERIES_VOXELS} voxels`);
+    }
+    decoded.push({ source, image });
   }
   const stack = largestStack(decoded);
   for (const d of decoded)

@@ -2,9 +2,9 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { InstanceManifest } from '../../src/models/manifest.ts';
 import { log } from '../../src/log.ts';
-import { DecodeError } from '../inference/decode.ts';
+import { DecodeError, type DecodedImage, type DecodeOptions } from '../inference/decode.ts';
 import type { InstanceInput } from '../inference/instance-input.ts';
-import type { PrepareReply, PrepareRequest } from './decode-thread.ts';
+import type { DecodeReply, DecodeRequest } from './decode-thread.ts';
 
 // Decoding and preprocessing off the main thread. onnxruntime-node runs a session synchronously on the
 // JS thread, and a JPEG 2000 radiograph takes ~200 ms to decode: on the main thread the two alternate
@@ -17,8 +17,8 @@ export function defaultDecodeThreads(): number {
 }
 
 interface Task {
-  request: PrepareRequest;
-  resolve: (input: InstanceInput) => void;
+  request: DecodeRequest;
+  resolve: (value: InstanceInput | DecodedImage) => void;
   reject: (err: unknown) => void;
 }
 
@@ -63,9 +63,18 @@ export class DecodePool {
 
   /** instanceInput() in a thread: the sample, or why the model cannot use the image; DecodeError when it cannot be decoded. */
   prepare(file: string, manifest: InstanceManifest): Promise<InstanceInput> {
+    return this.submit({ id: this.nextId++, kind: 'sample', file, manifest }) as Promise<InstanceInput>;
+  }
+
+  /** decodeImage() in a thread. */
+  decode(file: string, options: DecodeOptions): Promise<DecodedImage> {
+    return this.submit({ id: this.nextId++, kind: 'image', file, options }) as Promise<DecodedImage>;
+  }
+
+  private submit(request: DecodeRequest): Promise<InstanceInput | DecodedImage> {
     if (this.closed) return Promise.reject(new Error('the decode pool is closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ request: { id: this.nextId++, file, manifest }, resolve, reject });
+      this.queue.push({ request, resolve, reject });
       this.dispatch();
     });
   }
@@ -80,12 +89,12 @@ export class DecodePool {
     const thread = new Worker(BOOTSTRAP, { eval: true, workerData: { entry: this.entry }, execArgv: [] });
     const slot: Slot = { thread, tasks: new Map() };
     thread.unref();
-    thread.on('message', (reply: PrepareReply) => {
+    thread.on('message', (reply: DecodeReply) => {
       const task = slot.tasks.get(reply.id);
       if (!task) return;
       slot.tasks.delete(reply.id);
-      if ('sample' in reply) task.resolve({ sample: reply.sample });
-      else if ('rejected' in reply) task.resolve({ rejected: reply.rejected });
+      if ('input' in reply) task.resolve(reply.input);
+      else if ('image' in reply) task.resolve(reply.image);
       else task.reject(reply.decodeError ? new DecodeError(reply.message) : new Error(reply.message));
       this.dispatch();
     });

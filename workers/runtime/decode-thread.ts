@@ -1,40 +1,46 @@
 import { parentPort } from 'node:worker_threads';
 import type { InstanceManifest } from '../../src/models/manifest.ts';
-import { DecodeError } from '../inference/decode.ts';
-import { instanceInput } from '../inference/instance-input.ts';
+import { decodeImage, DecodeError, type DecodedImage, type DecodeOptions } from '../inference/decode.ts';
+import { instanceInput, type InstanceInput } from '../inference/instance-input.ts';
 
-// One decode thread of DecodePool: file + manifest in, the model's input sample out (transferred, not
-// copied), or the reason the image cannot be used.
+// One decode thread of DecodePool. 'sample': file + manifest in, the instance model's input sample out
+// (or why the model cannot use the image). 'image': file + decode options in, the decoded image out
+// (volume models assemble slices). Pixel buffers are transferred, not copied.
 
-export interface PrepareRequest {
-  id: number;
-  file: string;
-  manifest: InstanceManifest;
-}
+export type DecodeRequest =
+  | { id: number; kind: 'sample'; file: string; manifest: InstanceManifest }
+  | { id: number; kind: 'image'; file: string; options: DecodeOptions };
 
-export type PrepareReply =
-  | { id: number; sample: Float32Array }
-  | { id: number; rejected: string }
+export type DecodeReply =
+  | { id: number; input: InstanceInput }
+  | { id: number; image: DecodedImage }
   | { id: number; message: string; decodeError: boolean };
+
+async function handle(request: DecodeRequest): Promise<{ reply: DecodeReply; transfer: ArrayBuffer[] }> {
+  if (request.kind === 'sample') {
+    const input = await instanceInput(request.file, request.manifest);
+    const transfer = 'sample' in input ? [input.sample.buffer as ArrayBuffer] : [];
+    return { reply: { id: request.id, input }, transfer };
+  }
+  const image = await decodeImage(request.file, request.options);
+  return {
+    reply: { id: request.id, image },
+    transfer: [...new Set(image.pixels.map((p) => p.buffer as ArrayBuffer))],
+  };
+}
 
 const port = parentPort;
 if (port) {
-  port.on('message', (request: PrepareRequest) => {
-    void instanceInput(request.file, request.manifest).then(
-      (input) => {
-        if ('sample' in input) {
-          port.postMessage({ id: request.id, sample: input.sample } satisfies PrepareReply, [
-            input.sample.buffer as ArrayBuffer,
-          ]);
-        } else port.postMessage({ id: request.id, rejected: input.rejected } satisfies PrepareReply);
-      },
+  port.on('message', (request: DecodeRequest) => {
+    void handle(request).then(
+      ({ reply, transfer }) => port.postMessage(reply, transfer),
       (err: unknown) => {
         const message = err instanceof Error ? err.message : String(err);
         port.postMessage({
           id: request.id,
           message,
           decodeError: err instanceof DecodeError,
-        } satisfies PrepareReply);
+        } satisfies DecodeReply);
       },
     );
   });
