@@ -226,20 +226,20 @@ async function startWorker(s: Shared): Promise<Closer[]> {
   ];
 }
 
-async function startWorkerHttp(s: Shared): Promise<Closer> {
-  const worker = s.localInference;
+async function startWorkerHttp(s: Shared, port: number): Promise<Closer> {
   const app = createWorkerApp({
     config: s.config,
     redis: s.redis,
-    workerRunning: () => worker?.isRunning() ?? false,
-    models: () => s.loadedModels ?? 0,
+    workerRunning: () => s.localInference?.isRunning() ?? false,
+    models: () => s.loadedModels,
   });
-  const http = await listen(app, s.config.http.host, s.config.http.port);
+  const http = await listen(app, s.config.http.host, port);
   return () => new Promise<void>((resolve) => http.close(() => resolve()));
 }
 
 export async function startRoles(role: Role, config: GatewayConfig): Promise<{ close(): Promise<void> }> {
-  assertAuthForBinding(config.http);
+  const workerHttp = role === 'worker' && config.worker.httpPort !== undefined;
+  if (role !== 'worker' || workerHttp) assertAuthForBinding(config.http);
   const redisHandle = await ensureRedis(config);
   const redis = createRedis(redisHandle.url);
   const shared: Shared = {
@@ -256,11 +256,12 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
   });
   collectQueueDepths([shared.queues.studyComplete, shared.queues.inference, shared.queues.delivery]);
   const closers: Closer[] = [];
+  // A worker on its own can answer probes and serve its metrics (the gateway's HTTP does in `all`):
+  // listening first, so liveness holds while the models load and readiness says when they have.
+  if (workerHttp) closers.push(await startWorkerHttp(shared, config.worker.httpPort!));
   // Workers first: a gateway that accepts studies should find models ready.
   if (role === 'worker' || role === 'all') closers.push(...(await startWorker(shared)));
   if (role === 'gateway' || role === 'all') closers.push(...(await startGateway(shared)));
-  // A worker on its own still answers probes and serves its metrics (the gateway's HTTP does in `all`).
-  if (role === 'worker') closers.unshift(await startWorkerHttp(shared));
   log.info(
     {
       event: 'started',

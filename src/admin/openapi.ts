@@ -59,6 +59,13 @@ function stow(summary: string, parameters: unknown[] = []) {
     description,
     content: { 'application/dicom+json': { schema: { type: 'object' } } },
   });
+  // A request refused before any part is read: a plain JSON reason, no PS3.18 response.
+  const refused = (description: string) => ({
+    description,
+    content: {
+      'application/json': { schema: { type: 'object', properties: { error: { type: 'string' } } } },
+    },
+  });
   return {
     summary,
     tags: ['ingest'],
@@ -75,13 +82,13 @@ function stow(summary: string, parameters: unknown[] = []) {
     responses: {
       '200': dicomJson('Every instance stored'),
       '202': dicomJson('Some stored, some failed'),
-      '400': dicomJson('Malformed request or body, invalid study UID'),
-      '401': { description: 'Missing or wrong credentials' },
-      '403': { description: 'No credentials configured and the client is not on loopback' },
+      '400': refused('Malformed request or body, invalid study UID'),
+      '401': refused('Missing or wrong credentials'),
+      '403': refused('No credentials configured and the client is not on loopback'),
       '409': dicomJson('No instance stored'),
-      '413': { description: 'Body over stowrs.maxRequestBytes' },
-      '415': { description: 'Not multipart/related with application/dicom parts' },
-      '503': { description: 'Spool disk below spool.minFreeBytes; Retry-After given' },
+      '413': refused('Body over stowrs.maxRequestBytes'),
+      '415': refused('Not multipart/related with application/dicom parts'),
+      '503': refused('Spool disk below spool.minFreeBytes; Retry-After given'),
     },
   };
 }

@@ -14,8 +14,8 @@ export interface WorkerAppDeps {
   redis: Redis;
   /** Whether the BullMQ worker is taking jobs. */
   workerRunning: () => boolean;
-  /** How many models are loaded. */
-  models: () => number;
+  /** How many models are loaded; undefined while they load. */
+  models: () => number | undefined;
 }
 
 export function createWorkerApp(deps: WorkerAppDeps): express.Express {
@@ -34,9 +34,11 @@ export function createWorkerApp(deps: WorkerAppDeps): express.Express {
         ? { ok: true, reason: 'taking inference jobs' }
         : { ok: false, reason: 'the inference worker is not running' },
       models:
-        loaded > 0
-          ? { ok: true, reason: `${loaded} model(s) loaded` }
-          : { ok: false, reason: `no usable model in ${deps.config.modelsDir}` },
+        loaded === undefined
+          ? { ok: false, reason: 'the models are loading' }
+          : loaded > 0
+            ? { ok: true, reason: `${loaded} model(s) loaded` }
+            : { ok: false, reason: `no usable model in ${deps.config.modelsDir}` },
     };
     const ready = Object.values(checks).every((c) => c.ok);
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready', checks });

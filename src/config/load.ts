@@ -20,6 +20,7 @@ export const ENV_SETTINGS: Record<string, { path: string[]; parse: (v: string) =
   GATEWAY_WORKER_CONCURRENCY: { path: ['worker', 'concurrency'], parse: Number },
   GATEWAY_WORKER_DECODE_THREADS: { path: ['worker', 'decodeThreads'], parse: Number },
   GATEWAY_WORKER_INTRA_OP_THREADS: { path: ['worker', 'intraOpThreads'], parse: Number },
+  GATEWAY_WORKER_HTTP_PORT: { path: ['worker', 'httpPort'], parse: Number },
   // One admin bearer token, for containers whose admin HTTP binds beyond loopback.
   GATEWAY_ADMIN_TOKEN: {
     path: ['http', 'auth', 'bearer'],

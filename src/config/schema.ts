@@ -256,6 +256,8 @@ export const configSchema = z
         decodeThreads: z.number().int().min(0).max(64).optional(),
         /** ONNX Runtime intra-op threads per session; unset: one per physical core. Split the cores when several workers share a host. */
         intraOpThreads: z.number().int().min(1).max(256).optional(),
+        /** Role `worker` only: serve /healthz, /readyz and /metrics on http.host at this port. Unset: no listener. */
+        httpPort: z.number().int().min(0).max(65535).optional(),
       })
       .strict()
       .prefault({}),

@@ -70,7 +70,8 @@ export async function startGateway(opts: {
     dataDir,
     modelsDir: opts.modelsDir,
     study: { quietPeriodMs: 1000 },
-    worker: { concurrency: 2 },
+    // A lone worker serves its probes on the port the helper waits on.
+    worker: { concurrency: 2, ...(opts.role === 'worker' ? { httpPort } : {}) },
     delivery: { attempts: 20, backoffMs: 200 },
     ...opts.config,
   };

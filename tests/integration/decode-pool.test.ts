@@ -1,10 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { InstanceManifest } from '../../src/models/manifest.ts';
 import { decodeImage, DecodeError } from '../../workers/inference/decode.ts';
 import { instanceInput } from '../../workers/inference/instance-input.ts';
 import { DecodePool } from '../../workers/runtime/decode-pool.ts';
+import { REPO } from '../helpers/gateway.ts';
 import { SAMPLES } from '../helpers/ingest.ts';
 import chest from '../../models/squeezenet1_1-cxr-pneumonia/model.json' with { type: 'json' };
 
@@ -72,4 +76,43 @@ test('a decode thread that dies fails only its own images and is replaced', asyn
     await pool.close();
   }
   await assert.rejects(pool.prepare(CT, m), /closed/);
+});
+
+test('closing the pool settles the images still in its threads', async () => {
+  const pool = new DecodePool(1);
+  const inFlight = [pool.prepare(J2K_CHEST, m), pool.prepare(J2K_CHEST, m), pool.prepare(CT, m)].map((p) =>
+    p.then(
+      () => 'answered',
+      (err: Error) => err.message,
+    ),
+  );
+  await pool.close();
+  assert.deepEqual(await Promise.all(inFlight), Array(3).fill('the decode pool is closed'));
+});
+
+test('decode threads start wherever the process was started from', async () => {
+  // The threads load TypeScript through tsx: found from the pool's module, not the working directory.
+  const dir = await mkdtemp(path.join(tmpdir(), 'pool-cwd-'));
+  try {
+    const script = path.join(dir, 'use-pool.mts'); // an ES module wherever it lies
+    await writeFile(
+      script,
+      [
+        `import { DecodePool } from ${JSON.stringify(path.join(REPO, 'workers/runtime/decode-pool.ts'))};`,
+        `const m = JSON.parse(${JSON.stringify(JSON.stringify(chest))});`,
+        'const pool = new DecodePool(1);',
+        `const r = await pool.prepare(${JSON.stringify(CT)}, m);`,
+        "console.log('sample' in r ? r.sample.length : JSON.stringify(r));",
+        'await pool.close();',
+      ].join('\n'),
+    );
+    const out = execFileSync(process.execPath, ['--import', import.meta.resolve('tsx'), script], {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(out.trim(), String(3 * 224 * 224));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -5,8 +5,8 @@ import { Redis } from 'ioredis';
 import { keys, type WorkerHeartbeat } from '../../src/queue/keys.ts';
 import { makeModelsDir, REDIS_URL, startGateway } from '../helpers/gateway.ts';
 
-// A split-out worker process (CLI role `worker`) answers probes and serves its own metrics, and nothing
-// else; bound beyond loopback it needs auth like the admin console.
+// A split-out worker process (CLI role `worker`, worker.httpPort set) answers probes and serves its own
+// metrics, and nothing else; bound beyond loopback it needs auth like the admin console.
 
 test('a worker process serves /healthz, /readyz and /metrics, and no admin API', async () => {
   const modelsDir = await makeModelsDir(['uniformity']);
@@ -45,7 +45,7 @@ test('a worker bound beyond loopback without auth refuses to start', async () =>
   const modelsDir = await makeModelsDir(['uniformity']);
   try {
     await assert.rejects(
-      startGateway({ modelsDir, role: 'worker', config: { http: { host: '0.0.0.0', port: 0 } } }),
+      startGateway({ modelsDir, role: 'worker', config: { http: { host: '0.0.0.0', port: 8080 } } }),
       /not loopback: configure http\.auth/,
     );
   } finally {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { InstanceManifest } from '../../src/models/manifest.ts';
@@ -157,4 +157,61 @@ test('fast path declines what it does not handle; errors still come from the gen
   // A rejected image says why, on either path.
   const tiny = await instanceInput(path.join(SAMPLES, 'xray/cr-cervical-lat-mono1-agfa-16x16.dcm'), base);
   assert.deepEqual(tiny, { rejected: '16×16 is smaller than 128×128' });
+});
+
+/** Inserts an element just before Pixel Data (explicit VR little endian): `value` may have odd length. */
+function insertBeforePixelData(file: Buffer, vr: string, value: string): Buffer {
+  const at = file.lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00]));
+  const header = Buffer.alloc(8);
+  header.writeUInt16LE(0x0029, 0); // private group, below (7FE0,0010)
+  header.writeUInt16LE(0x0010, 2);
+  header.write(vr, 4, 'latin1');
+  header.writeUInt16LE(value.length, 6);
+  return Buffer.concat([file.subarray(0, at), header, Buffer.from(value, 'latin1'), file.subarray(at)]);
+}
+
+test('odd files: the fast path gives the general path’s outcome or stands aside', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'fast-path-odd-'));
+  try {
+    const file = path.join(dir, 'odd.dcm');
+    const words = Uint16Array.from({ length: 128 * 128 }, (_, i) => (i * 37) % 4096);
+    const attrs = { Rows: 128, Columns: 128, BitsStored: 12, HighBit: 11, PixelRepresentation: 0 };
+    const outcome = async (m: InstanceManifest) => {
+      try {
+        return await instanceInput(file, m);
+      } catch (err) {
+        return err instanceof DecodeError ? `DecodeError: ${err.message}` : err;
+      }
+    };
+    const general = async (m: InstanceManifest) => {
+      try {
+        const image = await decodeImage(file, { frames: 'first', modalityLut: m.preprocessing.modalityLut });
+        return { sample: preprocess(image, m) };
+      } catch (err) {
+        return err instanceof DecodeError ? `DecodeError: ${err.message}` : err;
+      }
+    };
+    const cases: [string, (b: Buffer) => Buffer][] = [
+      // Pixel Data at an odd offset (a 3-byte private value before it): a typed view needs a copy.
+      ['odd Pixel Data offset', (b) => insertBeforePixelData(b, 'LO', 'abc')],
+      // Values dcmjs cleans up its own way: the fast path must not read them differently.
+      [
+        'NUL-padded photometric',
+        (b) => Buffer.from(b.toString('latin1').replace('MONOCHROME2 ', 'MONOCHROME2\0'), 'latin1'),
+      ],
+      [
+        'window centre with letters',
+        (b) => Buffer.from(b.toString('latin1').replace('1500', '15ab'), 'latin1'),
+      ],
+    ];
+    for (const [name, edit] of cases) {
+      await writeSynthetic(file, { ...attrs, WindowCenter: '1500', WindowWidth: '2000' }, words);
+      await writeFile(file, edit(await readFile(file)));
+      for (const [specName, m] of SPECS) {
+        assert.deepEqual(await outcome(m), await general(m), `${name}, ${specName}`);
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { endianness } from 'node:os';
 import dicomParser from 'dicom-parser';
 import {
@@ -58,7 +58,8 @@ export function withNativeGreyFrame<T>(
 function readIntoScratch(file: string, limits: DecodeLimits): Uint8Array | undefined {
   let fd: number;
   try {
-    fd = openSync(file, 'r');
+    // Non-blocking, so that a FIFO put in a file's place cannot hang the thread (fstat refuses it next).
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch {
     return undefined; // the general path reports it
   }
@@ -66,7 +67,9 @@ function readIntoScratch(file: string, limits: DecodeLimits): Uint8Array | undef
     const stat = fstatSync(fd);
     if (!stat.isFile() || stat.size > Math.min(SCRATCH_MAX_BYTES, limits.maxFileBytes)) return undefined;
     const size = stat.size;
-    if (scratch.length < size) scratch = Buffer.allocUnsafeSlow(Math.max(size, 2 * scratch.length));
+    if (scratch.length < size) {
+      scratch = Buffer.allocUnsafeSlow(Math.min(SCRATCH_MAX_BYTES, Math.max(size, 2 * scratch.length)));
+    }
     let done = 0;
     while (done < size) {
       const n = readSync(fd, scratch, done, size - done, done);
@@ -128,16 +131,21 @@ const US_TAGS = {
   PlanarConfiguration: 'x00280006',
 } as const;
 
+const DS = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+const UID = /^[0-9.]{1,64}$/;
+const CODE = /^[A-Z0-9_ ]{0,16}$/;
+
+/** Attributes read as strings, each with the form a value must have for the fast path to take it. */
 const STRING_TAGS = {
-  SOPClassUID: 'x00080016',
-  Modality: 'x00080060',
-  BodyPartExamined: 'x00180015',
-  PhotometricInterpretation: 'x00280004',
-  NumberOfFrames: 'x00280008',
-  RescaleSlope: 'x00281053',
-  RescaleIntercept: 'x00281052',
-  WindowCenter: 'x00281050',
-  WindowWidth: 'x00281051',
+  SOPClassUID: { tag: 'x00080016', value: UID },
+  Modality: { tag: 'x00080060', value: CODE },
+  BodyPartExamined: { tag: 'x00180015', value: CODE },
+  PhotometricInterpretation: { tag: 'x00280004', value: CODE },
+  NumberOfFrames: { tag: 'x00280008', value: /^[+-]?\d{1,12}$/ },
+  RescaleSlope: { tag: 'x00281053', value: DS },
+  RescaleIntercept: { tag: 'x00281052', value: DS },
+  WindowCenter: { tag: 'x00281050', value: DS },
+  WindowWidth: { tag: 'x00281051', value: DS },
 } as const;
 
 /**
@@ -152,9 +160,18 @@ function naturalized(ds: dicomParser.DataSet): Dataset | undefined {
     if (element.length !== 2 || (element.vr !== undefined && element.vr !== 'US')) return undefined;
     out[keyword] = ds.uint16(tag);
   }
-  for (const [keyword, tag] of Object.entries(STRING_TAGS)) {
-    const value = ds.elements[tag] ? ds.string(tag) : undefined;
-    if (value !== undefined && value !== '') out[keyword] = value.split('\\');
+  for (const [keyword, { tag, value: pattern }] of Object.entries(STRING_TAGS)) {
+    const element = ds.elements[tag];
+    if (!element || element.length === 0) continue;
+    const raw = Buffer.from(ds.byteArray.buffer, ds.byteArray.byteOffset + element.dataOffset, element.length)
+      .toString('latin1')
+      .replace(pattern === UID ? /[\0 ]+$/ : / +$/, ''); // UI pads with NUL, the others with a space
+    if (raw === '') continue;
+    // Only values dcmjs reads the same way: anything odd (NUL padding, stray characters, which dcmjs
+    // strips or keeps in its own way) is left to the general path.
+    const values = raw.split('\\').map((v) => v.trim());
+    if (!values.every((v) => pattern.test(v))) return undefined;
+    out[keyword] = values;
   }
   return out;
 }

@@ -253,8 +253,9 @@ function storedSpan(words: Uint8Array | Uint16Array, bits: StoredBits): { lo: nu
 
 function storedWords(bytes: Uint8Array, bitsAllocated: number): Uint8Array | Uint16Array {
   if (bitsAllocated === 8) return bytes;
-  // A typed view needs an even offset; an odd one (legal only in a malformed file) costs a copy.
-  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  // A typed view needs an even offset; an odd one (a malformed file) costs a copy. Not bytes.slice():
+  // on a Buffer that is a view at the same offset.
+  const aligned = bytes.byteOffset % 2 === 0 ? bytes : new Uint8Array(bytes);
   return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
 }
 

@@ -9,7 +9,7 @@ import { log } from '../../src/log.ts';
 import type { MicroBatcher } from '../runtime/batcher.ts';
 import type { DecodePool } from '../runtime/decode-pool.ts';
 import { conform, scaleMinMax, transpose } from './conform.ts';
-import { decodeImage, DecodeError, type DecodedImage } from './decode.ts';
+import { decodeImage, DecodeError, DEFAULT_LIMITS, type DecodedImage } from './decode.ts';
 import { assembleVolume, SeriesGeometryError, type VolumeSlice } from './series-volume.ts';
 import { apply, invert, multiply, voxelCount, voxelSpacing, type Volume } from './volume.ts';
 
@@ -141,21 +141,28 @@ export async function runVolumeModel(
   batcher: MicroBatcher,
   sources: SourceInstanceRef[],
   decodePool?: DecodePool,
+  maxSeriesVoxels = MAX_SERIES_VOXELS,
 ): Promise<Omit<ModelResult, 'model' | 'provider' | 'inferenceMs'>> {
   const skipped: string[] = [];
   const decoded: { source: SourceInstanceRef; image: DecodedImage }[] = [];
   const options = { frames: 'first' as const, modalityLut: m.preprocessing.modalityLut };
-  const decode = (file: string) =>
-    decodePool ? decodePool.decode(file, options) : decodeImage(file, options);
-  // A few slices decode ahead (in the pool's threads when there is one) of the one examined; the
-  // series-size check still stops a hostile series after at most that many extra slices.
-  const ahead: Promise<DecodedImage | Error>[] = [];
-  const start = (i: number) => {
-    ahead[i] ??= decode(sources[i]!.path).catch((err: unknown) => err as Error);
+  const decode = (file: string, maxPixelBytes: number) => {
+    const limited = { ...options, limits: { maxPixelBytes } };
+    return decodePool ? decodePool.decode(file, limited) : decodeImage(file, limited);
   };
+  // Slices decode ahead of the one examined (in the pool's threads when there is one). Each gets an
+  // equal share of what is left of the series budget as its decoder limit, so the slices in flight
+  // together stay within the budget: a hostile series is stopped before it is held in memory.
+  const ahead: Promise<DecodedImage | Error>[] = [];
   let voxels = 0;
   for (let i = 0; i < sources.length; i++) {
-    for (let k = i; k < Math.min(sources.length, i + DECODE_AHEAD); k++) start(k);
+    const window = Math.min(DECODE_AHEAD, sources.length - i);
+    const share = Math.floor((Math.max(0, maxSeriesVoxels - voxels) * 4) / window);
+    for (let k = i; k < i + window; k++) {
+      ahead[k] ??= decode(sources[k]!.path, Math.min(DEFAULT_LIMITS.maxPixelBytes, share)).catch(
+        (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+      );
+    }
     const source = sources[i]!;
     const image = await ahead[i]!;
     delete ahead[i];
@@ -171,8 +178,8 @@ export async function runVolumeModel(
     }
     // Each slice is within the decoder's limits; the series as a whole must be too.
     voxels += image.rows * image.columns;
-    if (voxels > MAX_SERIES_VOXELS) {
-      throw new UnusableSeriesError(`${m.id}: the series holds more than ${MAX_SERIES_VOXELS} voxels`);
+    if (voxels > maxSeriesVoxels) {
+      throw new UnusableSeriesError(`${m.id}: the series holds more than ${maxSeriesVoxels} voxels`);
     }
     decoded.push({ source, image });
   }

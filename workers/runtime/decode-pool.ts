@@ -26,8 +26,13 @@ interface Slot {
   thread: Worker;
   /** Sent and not answered yet. */
   tasks: Map<number, Task>;
+  startedAt: number;
   dead?: boolean;
 }
+
+/** A thread that dies sooner than this after its start counts as failing to start. */
+const QUICK_DEATH_MS = 5000;
+const MAX_RESTART_DELAY_MS = 30_000;
 
 /**
  * Images handed to a thread ahead of time. The main thread is blocked while a batch runs, so a thread
@@ -37,11 +42,12 @@ interface Slot {
 const THREAD_QUEUE_DEPTH = 16;
 
 // Eval'd as CommonJS: under tsx the thread must register tsx itself (a worker does not inherit the
-// loader hooks in Node 20), a built `dist/` needs nothing.
+// loader hooks in Node 20), from the URL the parent resolved (the thread's own resolution would start
+// from the working directory); a built `dist/` needs nothing.
 const BOOTSTRAP = `
 const { workerData } = require('node:worker_threads');
 (async () => {
-  if (workerData.entry.endsWith('.ts')) (await import('tsx/esm/api')).register();
+  if (workerData.tsx) (await import(workerData.tsx)).register();
   await import(workerData.entry);
 })().catch((err) => { console.error(err); process.exit(1); });
 `;
@@ -51,10 +57,14 @@ export class DecodePool {
   private readonly queue: Task[] = [];
   private nextId = 1;
   private closed = false;
+  /** Threads that died right after starting, in a row: their replacements wait longer each time. */
+  private quickDeaths = 0;
+  private readonly restarts = new Set<NodeJS.Timeout>();
   private readonly entry = new URL(
     `./decode-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`,
     import.meta.url,
   ).href;
+  private readonly tsx = this.entry.endsWith('.ts') ? import.meta.resolve('tsx/esm/api') : undefined;
 
   constructor(readonly size: number) {
     if (!Number.isInteger(size) || size < 1) throw new RangeError('a decode pool needs at least one thread');
@@ -81,13 +91,24 @@ export class DecodePool {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const task of this.queue.splice(0)) task.reject(new Error('the decode pool is closed'));
+    for (const restart of this.restarts) clearTimeout(restart);
+    this.restarts.clear();
+    const closing = new Error('the decode pool is closed');
+    for (const task of this.queue.splice(0)) task.reject(closing);
+    for (const slot of this.slots) {
+      for (const task of slot.tasks.values()) task.reject(closing);
+      slot.tasks.clear();
+    }
     await Promise.all(this.slots.map((slot) => slot.thread.terminate()));
   }
 
   private spawn(): Slot {
-    const thread = new Worker(BOOTSTRAP, { eval: true, workerData: { entry: this.entry }, execArgv: [] });
-    const slot: Slot = { thread, tasks: new Map() };
+    const thread = new Worker(BOOTSTRAP, {
+      eval: true,
+      workerData: { entry: this.entry, tsx: this.tsx },
+      execArgv: [],
+    });
+    const slot: Slot = { thread, tasks: new Map(), startedAt: Date.now() };
     thread.unref();
     thread.on('message', (reply: DecodeReply) => {
       const task = slot.tasks.get(reply.id);
@@ -101,8 +122,10 @@ export class DecodePool {
     const replace = (why: string) => {
       if (this.closed || slot.dead) return; // 'error' is followed by 'exit'
       slot.dead = true;
+      this.quickDeaths = Date.now() - slot.startedAt < QUICK_DEATH_MS ? this.quickDeaths + 1 : 0;
+      const delayMs = this.quickDeaths > 1 ? Math.min(MAX_RESTART_DELAY_MS, 250 * 2 ** this.quickDeaths) : 0;
       log.error(
-        { event: 'decode_thread_died', why, pending: slot.tasks.size },
+        { event: 'decode_thread_died', why, pending: slot.tasks.size, restartInMs: delayMs },
         'decode thread died; starting another',
       );
       // One of its images may be what killed it: their jobs fail (and retry), other threads go on.
@@ -110,8 +133,16 @@ export class DecodePool {
         task.reject(new Error(`the decode thread died while preparing the image: ${why}`));
       }
       slot.tasks.clear();
-      const index = this.slots.indexOf(slot);
-      if (index >= 0) this.slots[index] = this.spawn();
+      this.slots.splice(this.slots.indexOf(slot), 1);
+      // A thread that cannot even start (a broken install) is retried ever more slowly, not in a loop.
+      // Not unref'd: images may be waiting for this thread.
+      const restart = setTimeout(() => {
+        this.restarts.delete(restart);
+        if (this.closed) return;
+        this.slots.push(this.spawn());
+        this.dispatch();
+      }, delayMs);
+      this.restarts.add(restart);
       this.dispatch();
     };
     thread.on('error', (err) => replace(err.message));
@@ -120,7 +151,7 @@ export class DecodePool {
   }
 
   private dispatch(): void {
-    while (this.queue.length > 0) {
+    while (this.queue.length > 0 && this.slots.length > 0) {
       const slot = this.slots.reduce((a, b) => (b.tasks.size < a.tasks.size ? b : a));
       if (slot.tasks.size >= THREAD_QUEUE_DEPTH) break;
       const task = this.queue.shift()!;

@@ -31,17 +31,21 @@ async function handle(request: DecodeRequest): Promise<{ reply: DecodeReply; tra
 
 const port = parentPort;
 if (port) {
+  // One image at a time: a thread holds one file in memory, and answers in the order it was asked.
+  let previous = Promise.resolve();
   port.on('message', (request: DecodeRequest) => {
-    void handle(request).then(
-      ({ reply, transfer }) => port.postMessage(reply, transfer),
-      (err: unknown) => {
-        const message = err instanceof Error ? err.message : String(err);
-        port.postMessage({
-          id: request.id,
-          message,
-          decodeError: err instanceof DecodeError,
-        } satisfies DecodeReply);
-      },
+    previous = previous.then(() =>
+      handle(request).then(
+        ({ reply, transfer }) => port.postMessage(reply, transfer),
+        (err: unknown) => {
+          const message = err instanceof Error ? err.message : String(err);
+          port.postMessage({
+            id: request.id,
+            message,
+            decodeError: err instanceof DecodeError,
+          } satisfies DecodeReply);
+        },
+      ),
     );
   });
 }
