@@ -6,7 +6,9 @@
 #      LD_LIBRARY_PATH when the loader cannot find those libraries otherwise (the doctor finds them);
 #   3. runs the doctor, which must end with "CUDA binds";
 #   4. runs bench/gpu/gpu-proof.ts (strict CUDA, CPU comparison, images/s at batch 1, 8, 32, GPU memory)
-#      and writes its markdown table to OUT_DIR/gpu-proof.md and the figures to OUT_DIR/gpu-proof.json.
+#      and writes its markdown table to OUT_DIR/gpu-proof.md and the figures to OUT_DIR/gpu-proof.json;
+#   5. runs bench/inference with the CUDA provider (the worker path with its decode threads against a
+#      bare session.run on the GPU) into OUT_DIR/inference-gpu.txt.
 #
 # Usage: [DEVICE=N] bench/gpu/run.sh PROVIDER [OUT_DIR] [-- gpu-proof options, e.g. --models DIR]
 # (--cpu-only among the options: a dry run without a GPU; the doctor's verdict does not stop it.)
@@ -51,3 +53,8 @@ fi
 
 echo "== gpu proof"
 tsx bench/gpu/gpu-proof.ts --device "$device" --json "$out/gpu-proof.json" "$@" | tee "$out/gpu-proof.md"
+
+if [[ " $* " != *" --cpu-only "* ]]; then
+  echo "== worker path on the GPU (decode threads, micro-batcher, strict CUDA) against bare session.run"
+  tsx bench/inference/run.ts --provider cuda --images 256 --batch 32 | tee "$out/inference-gpu.txt" || true
+fi
