@@ -6,10 +6,9 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
-import dcmjs from 'dcmjs';
 import { Redis } from 'ioredis';
 import { jobId, QUEUE } from '../../src/queue/jobs.ts';
-import { dciodvfy, runTool } from '../helpers/dicom-tools.ts';
+import { dciodvfy, parseDicom, runTool } from '../helpers/dicom-tools.ts';
 import {
   makeModelsDir,
   REDIS_URL,
@@ -24,11 +23,6 @@ const FIRST = ['I10.dcm', 'I20.dcm', 'I30.dcm'];
 const LATE = 'I40.dcm';
 
 type Ds = Record<string, unknown>;
-function parse(buf: Buffer): Ds {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  const dict = dcmjs.data.DicomMessage.readFile(ab, { untilTag: '7FE00010' });
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Ds;
-}
 const first = <T>(v: T | T[]): T => (Array.isArray(v) ? v[0]! : v);
 
 let gateway: GatewayProcess;
@@ -36,7 +30,7 @@ let studyUid: string;
 let redis: Redis;
 
 before(async () => {
-  studyUid = parse(await readFile(path.join(CT, FIRST[0]!))).StudyInstanceUID as string;
+  studyUid = parseDicom(await readFile(path.join(CT, FIRST[0]!))).StudyInstanceUID as string;
   gateway = await startGateway({ modelsDir: await makeModelsDir(['uniformity']) });
   redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
 });
@@ -53,7 +47,7 @@ async function delivered(): Promise<Map<string, { ds: Ds; file: string }>> {
   const out = new Map<string, { ds: Ds; file: string }>();
   for (const f of files) {
     const file = path.join(dir, f);
-    const ds = parse(await readFile(file));
+    const ds = parseDicom(await readFile(file));
     if (ds.Modality === 'SR') out.set(ds.SOPInstanceUID as string, { ds, file });
   }
   return out;
@@ -121,7 +115,7 @@ test('a late instance re-runs the model; the new SR supersedes the first; a retr
     const srs = await delivered();
     assert.deepEqual([...srs.keys()].sort(), [one.ds.SOPInstanceUID, two.ds.SOPInstanceUID].sort());
     // The retried run wrote the same report again, still superseding run 1 (not itself).
-    const rewritten = parse(
+    const rewritten = parseDicom(
       await readFile(
         path.join(gateway.dataDir, 'reports', studyUid, `${two.ds.SOPInstanceUID as string}.dcm`),
       ),

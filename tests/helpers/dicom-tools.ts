@@ -109,15 +109,17 @@ export function freePort(): Promise<number> {
 }
 
 /** The attributes before Pixel Data of a test file, naturalized by dcmjs (the tests' independent reader). */
-export function readHeaderSync(file: string): Record<string, unknown> {
-  const buf = readFileSync(file);
+/** A Part-10 file's data set, naturalized by dcmjs: the header only unless `withPixelData`. */
+export function parseDicom(buf: Buffer, withPixelData = false): Record<string, unknown> {
   const dict = dcmjs.data.DicomMessage.readFile(
     buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength),
-    {
-      untilTag: '7FE00010',
-    },
+    withPixelData ? {} : { untilTag: '7FE00010' },
   );
   return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Record<string, unknown>;
+}
+
+export function readHeaderSync(file: string): Record<string, unknown> {
+  return parseDicom(readFileSync(file));
 }
 
 export function studyUidOf(file: string): string {

@@ -2,7 +2,6 @@
 // the same object is idempotent, and network failures are transient.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import dcmjs from 'dcmjs';
 import { configSchema } from '../../src/config/schema.ts';
 import { DimseDestination } from '../../src/results/delivery/dimse.ts';
 import { TransientDeliveryError, PermanentDeliveryError } from '../../src/results/delivery/destination.ts';
@@ -10,18 +9,11 @@ import { createDestinations } from '../../src/results/delivery/registry.ts';
 import { buildSegmentation } from '../../src/results/seg/segmentation.ts';
 import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
 import type { ModelResult } from '../../src/results/findings.ts';
-import { freePort, mrSlices, sourcesOf } from '../helpers/dicom-tools.ts';
+import { freePort, mrSlices, parseDicom, sourcesOf } from '../helpers/dicom-tools.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
 
 const SR_UID = '2.25.400000000000000000000000000000000001';
 const SEG_UID = '2.25.400000000000000000000000000000000003';
-
-type Ds = Record<string, unknown>;
-function parse(buf: Buffer): Ds {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  const dict = dcmjs.data.DicomMessage.readFile(ab, { untilTag: '7FE00010' });
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Ds;
-}
 
 let orthanc: OrthancInstance;
 let sr: Buffer;
@@ -117,7 +109,7 @@ test('C-STORE delivers the SR and the SEG to Orthanc; a duplicate delivery is id
   const ids = await orthanc.restJson<string[]>('/instances');
   for (const id of ids) {
     const res = await orthanc.rest(`/instances/${id}/file`);
-    const back = parse(Buffer.from(await res.arrayBuffer()));
+    const back = parseDicom(Buffer.from(await res.arrayBuffer()));
     assert.equal(back.StudyInstanceUID, studyUid);
   }
 });

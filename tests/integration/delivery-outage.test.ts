@@ -9,7 +9,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue, Worker } from 'bullmq';
-import dcmjs from 'dcmjs';
 import { Redis } from 'ioredis';
 import { StudyIndex } from '../../src/ingest/studies.ts';
 import { deliveries } from '../../src/metrics.ts';
@@ -24,19 +23,13 @@ import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
 import type { ModelResult } from '../../src/results/findings.ts';
 import { waitFor } from '../helpers/gateway.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
+import { parseDicom } from '../helpers/dicom-tools.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ctDir = path.join(repoRoot, '../shared/dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm');
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-outage-${randomBytes(4).toString('hex')}`;
 const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-
-type Ds = Record<string, unknown>;
-function parse(buf: Buffer): Ds {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  const dict = dcmjs.data.DicomMessage.readFile(ab, { untilTag: '7FE00010' });
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Ds;
-}
 
 let orthanc: OrthancInstance;
 let secured: OrthancInstance;
@@ -48,7 +41,7 @@ let breakers: DestinationBreakers;
 const destinations = new Map<string, Destination>();
 
 async function writeSr(uid: string): Promise<string> {
-  const header = parse(await readFile(path.join(ctDir, 'I10.dcm')));
+  const header = parseDicom(await readFile(path.join(ctDir, 'I10.dcm')));
   studyUid = header.StudyInstanceUID as string;
   const result: ModelResult = {
     model: { id: 'm', name: 'Test model', version: '1', manufacturer: 'Lab', uid: '2.25.12345' },

@@ -6,12 +6,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import dcmjs from 'dcmjs';
 import { Redis } from 'ioredis';
 import { StudyIndex } from '../../src/ingest/studies.ts';
 import type { ModelResult } from '../../src/results/findings.ts';
 import { srSeriesUid, srUid, writeModelResults } from '../../src/results/write-results.ts';
-import { dciodvfy, mrSlices, sourcesOf } from '../helpers/dicom-tools.ts';
+import { dciodvfy, mrSlices, parseDicom, sourcesOf } from '../helpers/dicom-tools.ts';
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-results-${randomBytes(4).toString('hex')}`;
@@ -24,11 +23,6 @@ after(async () => {
 });
 
 type Ds = Record<string, unknown>;
-function parse(buf: Buffer): Ds {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  const dict = dcmjs.data.DicomMessage.readFile(ab, { untilTag: '7FE00010' });
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Ds;
-}
 const first = <T>(v: T | T[]): T => (Array.isArray(v) ? v[0]! : v);
 const predecessorOf = (ds: Ds): string | undefined => {
   const seq = ds.PredecessorDocumentsSequence as Ds | Ds[] | undefined;
@@ -88,8 +82,8 @@ test('segmentation run: SR + SEG written; re-runs supersede; retries keep their 
     one.map((o) => o.kind),
     ['sr', 'seg'],
   );
-  const sr1 = parse(await readFile(one[0]!.path));
-  const seg1 = parse(await readFile(one[1]!.path));
+  const sr1 = parseDicom(await readFile(one[0]!.path));
+  const seg1 = parseDicom(await readFile(one[1]!.path));
   assert.equal(sr1.SOPInstanceUID, srUid(studyUid, 'meshnet-brain-gwm', '1.0', 1));
   assert.equal(sr1.SeriesInstanceUID, srSeriesUid(studyUid, 'meshnet-brain-gwm'));
   assert.equal(predecessorOf(sr1), undefined);
@@ -100,7 +94,7 @@ test('segmentation run: SR + SEG written; re-runs supersede; retries keep their 
   assert.deepEqual(v.errors, [], v.output);
 
   const two = await run(2);
-  const sr2 = parse(await readFile(two[0]!.path));
+  const sr2 = parseDicom(await readFile(two[0]!.path));
   assert.equal(predecessorOf(sr2), sr1.SOPInstanceUID);
   assert.notEqual(two[1]!.sopInstanceUid, one[1]!.sopInstanceUid, 'a new SEG per run too');
 
@@ -110,13 +104,13 @@ test('segmentation run: SR + SEG written; re-runs supersede; retries keep their 
     retry.map((o) => o.sopInstanceUid),
     two.map((o) => o.sopInstanceUid),
   );
-  assert.equal(predecessorOf(parse(await readFile(retry[0]!.path))), sr1.SOPInstanceUID);
+  assert.equal(predecessorOf(parseDicom(await readFile(retry[0]!.path))), sr1.SOPInstanceUID);
   // A late retry of run 1 neither gains a predecessor nor makes run 2 look superseded.
   const late = await run(1);
-  assert.equal(predecessorOf(parse(await readFile(late[0]!.path))), undefined);
+  assert.equal(predecessorOf(parseDicom(await readFile(late[0]!.path))), undefined);
   assert.equal((await index.lastReport(studyUid, 'meshnet-brain-gwm'))?.sopInstanceUid, sr2.SOPInstanceUID);
   const three = await run(3);
-  assert.equal(predecessorOf(parse(await readFile(three[0]!.path))), sr2.SOPInstanceUID);
+  assert.equal(predecessorOf(parseDicom(await readFile(three[0]!.path))), sr2.SOPInstanceUID);
 });
 
 test('an empty label map writes the SR only', async (t) => {

@@ -7,7 +7,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UnrecoverableError } from 'bullmq';
-import dcmjs from 'dcmjs';
 import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
 import { DicomwebDestination } from '../../src/results/delivery/dicomweb.ts';
 import { FolderDestination } from '../../src/results/delivery/folder.ts';
@@ -16,17 +15,12 @@ import { createDestinations, LOCAL_FOLDER_DESTINATION } from '../../src/results/
 import { configSchema } from '../../src/config/schema.ts';
 import type { ModelResult } from '../../src/results/findings.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
-import { freePort } from '../helpers/dicom-tools.ts';
+import { freePort, parseDicom } from '../helpers/dicom-tools.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ctDir = path.join(repoRoot, '../shared/dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm');
 
 type Ds = Record<string, unknown>;
-function parse(buf: Buffer): Ds {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  const dict = dcmjs.data.DicomMessage.readFile(ab, { untilTag: '7FE00010' });
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Ds;
-}
 
 const SR_UID = '2.25.200000000000000000000000000000000001';
 const SR_SERIES = '2.25.200000000000000000000000000000000002';
@@ -38,7 +32,7 @@ const meta = () => ({ studyUid, sopInstanceUid: SR_UID });
 before(async () => {
   orthanc = await startOrthanc();
   const headers = await Promise.all(
-    ['I10.dcm', 'I20.dcm'].map(async (f) => parse(await readFile(path.join(ctDir, f)))),
+    ['I10.dcm', 'I20.dcm'].map(async (f) => parseDicom(await readFile(path.join(ctDir, f)))),
   );
   studyUid = headers[0]!.StudyInstanceUID as string;
   const result: ModelResult = {
@@ -116,7 +110,7 @@ test('STOW-RS delivers the SR to Orthanc; QIDO finds it and WADO returns the sam
   assert.equal(res.status, 200);
   const parts = multipartParts(Buffer.from(await res.arrayBuffer()), res.headers.get('content-type') ?? '');
   assert.equal(parts.length, 1);
-  const back = parse(parts[0]!);
+  const back = parseDicom(parts[0]!);
   assert.equal(back.SOPInstanceUID, SR_UID);
   assert.equal(back.StudyInstanceUID, studyUid);
   assert.equal(back.Modality, 'SR');

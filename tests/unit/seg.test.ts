@@ -4,11 +4,10 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import dcmjs from 'dcmjs';
 import { buildSegmentation, SEGMENTATION_SOP_CLASS } from '../../src/results/seg/segmentation.ts';
 import { ReportInputError } from '../../src/results/sr/tid1500.ts';
 import type { ModelResult, SegmentationResult } from '../../src/results/findings.ts';
-import { dciodvfy, mrSlices, sourcesOf } from '../helpers/dicom-tools.ts';
+import { dciodvfy, mrSlices, parseDicom, sourcesOf } from '../helpers/dicom-tools.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const REFERENCE_SEG = path.join(repoRoot, '../shared/dicom-samples/multiframe/seg-liver-dcmqi-3frames.dcm');
@@ -16,11 +15,6 @@ const SEG_UID = '2.25.300000000000000000000000000000000001';
 const SEG_SERIES = '2.25.300000000000000000000000000000000002';
 
 type Ds = Record<string, unknown>;
-function parse(buf: Buffer, untilPixelData = true): Ds {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  const dict = dcmjs.data.DicomMessage.readFile(ab, untilPixelData ? { untilTag: '7FE00010' } : {});
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Ds;
-}
 
 const WM = { value: '33999003', scheme: 'SCT', meaning: 'White matter' };
 const GM = { value: '29811004', scheme: 'SCT', meaning: 'Gray matter' };
@@ -90,7 +84,7 @@ test('SEG from real MR slices passes dciodvfy and round-trips the label maps fra
   const report = await dciodvfy(file);
   assert.deepEqual(report.errors, [], report.output);
 
-  const ds = parse(bytes, false);
+  const ds = parseDicom(bytes, true);
   assert.equal(ds.SOPClassUID, SEGMENTATION_SOP_CLASS);
   assert.equal(ds.StudyInstanceUID, headers[0]!.StudyInstanceUID);
   assert.equal(ds.FrameOfReferenceUID, headers[0]!.FrameOfReferenceUID);
@@ -146,7 +140,7 @@ test('SEG from real MR slices passes dciodvfy and round-trips the label maps fra
 
 test('SEG has the same top-level structure as the dcmqi reference', async () => {
   const { headers, result } = await fixture();
-  const ours = parse(
+  const ours = parseDicom(
     buildSegmentation({
       result,
       sourceHeaders: headers,
@@ -154,7 +148,7 @@ test('SEG has the same top-level structure as the dcmqi reference', async () => 
       seriesInstanceUid: SEG_SERIES,
     })!,
   );
-  const ref = parse(await readFile(REFERENCE_SEG));
+  const ref = parseDicom(await readFile(REFERENCE_SEG));
   // Attributes that make a SEG usable in a viewer: all present in both.
   for (const key of [
     'ImageType',

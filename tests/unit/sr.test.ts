@@ -4,12 +4,11 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import dcmjs from 'dcmjs';
 import { buildMeasurementReport, COMPREHENSIVE_SR_SOP_CLASS } from '../../src/results/sr/tid1500.ts';
 import { formatDecimalString, InvalidConceptError } from '../../src/results/sr/content.ts';
 import type { ModelResult } from '../../src/results/findings.ts';
 import { InvalidUidError } from '../../src/dicom/uid.ts';
-import { dciodvfy, dsrdump } from '../helpers/dicom-tools.ts';
+import { dciodvfy, dsrdump, parseDicom } from '../helpers/dicom-tools.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ctDir = path.join(repoRoot, '../shared/dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm');
@@ -18,15 +17,9 @@ const NOW = new Date(2024, 4, 17, 13, 45, 30);
 
 type Ds = Record<string, unknown>;
 
-function parse(buf: Buffer, untilPixelData = true): Ds {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  const dict = dcmjs.data.DicomMessage.readFile(ab, untilPixelData ? { untilTag: '7FE00010' } : {});
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Ds;
-}
-
 async function loadSources(): Promise<{ headers: Ds[]; paths: string[] }> {
   const paths = SLICES.map((f) => path.join(ctDir, f));
-  const headers = await Promise.all(paths.map(async (p) => parse(await readFile(p))));
+  const headers = await Promise.all(paths.map(async (p) => parseDicom(await readFile(p))));
   return { headers, paths };
 }
 
@@ -139,7 +132,7 @@ test('TID 1500 report from real CT slices passes dciodvfy and dsrdump and refere
     assert.ok(d.stdout.includes(expected), `dsrdump output lacks ${expected}\n${d.stdout}`);
   }
 
-  const sr = parse(buf, false);
+  const sr = parseDicom(buf, true);
   const src = headers[0]!;
   assert.equal(sr.SOPClassUID, COMPREHENSIVE_SR_SOP_CLASS);
   assert.equal(sr.SOPInstanceUID, SR_UID);
@@ -228,7 +221,7 @@ test('non-ASCII text is written as UTF-8 with Specific Character Set ISO_IR 192'
     seriesInstanceUid: SR_SERIES,
     now: NOW,
   });
-  const sr = parse(buf, false);
+  const sr = parseDicom(buf, true);
   assert.equal(sr.SpecificCharacterSet, 'ISO_IR 192');
   assert.equal(sr.SeriesDescription, 'AI: Détection hémorragie');
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-sr-'));
@@ -255,7 +248,7 @@ test('a superseding report references its predecessor and still validates', asyn
     predecessor,
     now: NOW,
   });
-  const sr = parse(buf, false);
+  const sr = parseDicom(buf, true);
   const pred = (sr.PredecessorDocumentsSequence as Ds[])[0]!;
   assert.equal(pred.StudyInstanceUID, predecessor.studyUid);
   const series = (pred.ReferencedSeriesSequence as Ds[])[0]!;
@@ -282,7 +275,7 @@ test('a manifest code from a local scheme is identified in CodingSchemeIdentific
     seriesInstanceUid: SR_SERIES,
     now: NOW,
   });
-  const sr = parse(buf, false);
+  const sr = parseDicom(buf, true);
   const ids = sr.CodingSchemeIdentificationSequence as Ds[] | Ds;
   const items = Array.isArray(ids) ? ids : [ids];
   assert.deepEqual(
@@ -292,7 +285,7 @@ test('a manifest code from a local scheme is identified in CodingSchemeIdentific
   );
   assert.match(String(items[0]!.CodingSchemeName), /Head CT triage/);
   // Standard schemes only: no sequence at all.
-  const plain = parse(
+  const plain = parseDicom(
     buildMeasurementReport({
       result: fakeResult(headers, paths),
       sourceHeader: headers[0]!,
