@@ -165,7 +165,9 @@ async function startWorker(s: Shared): Promise<Closer[]> {
   const catalogue = await loadModels(config.modelsDir);
   for (const problem of catalogue.problems) log.warn({ event: 'model.skipped', problem }, 'model skipped');
   const sessions = new Map<string, LoadedModelSession>();
-  const decodeThreads = config.worker.decodeThreads ?? defaultDecodeThreads();
+  // No model, nothing to decode: threads cost memory (codec WebAssembly), so none are started then.
+  const decodeThreads =
+    catalogue.models.length > 0 ? (config.worker.decodeThreads ?? defaultDecodeThreads()) : 0;
   const decodePool = decodeThreads > 0 ? new DecodePool(decodeThreads) : undefined;
   log.info({ event: 'worker.decode_threads', threads: decodeThreads }, 'decode threads started');
   for (const model of catalogue.models) {

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, test } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { StudyIndex } from '../../src/ingest/studies.ts';
@@ -29,6 +29,38 @@ import { waitFor } from '../helpers/gateway.ts';
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-breaker-${randomBytes(4).toString('hex')}`;
 const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+
+/** A delivery queue and one worker (fast backoff) under its own prefix, removed when the test ends. */
+function deliveryQueue(
+  t: TestContext,
+  qPrefix: string,
+  destinations: Map<string, Destination>,
+  breakers: DestinationBreakers,
+): { queue: Queue<DeliveryJob>; worker: Worker<DeliveryJob> } {
+  const queue = new Queue<DeliveryJob>(QUEUE.delivery, {
+    connection,
+    prefix: qPrefix,
+    defaultJobOptions: { attempts: 10, backoff: { type: DELIVERY_BACKOFF, delay: 50 }, removeOnFail: false },
+  });
+  const worker = new Worker<DeliveryJob>(
+    QUEUE.delivery,
+    createDeliveryProcessor({ destinations, index: new StudyIndex(connection, qPrefix), breakers }),
+    {
+      connection,
+      prefix: qPrefix,
+      concurrency: 1,
+      settings: { backoffStrategy: deliveryBackoffStrategy({ baseMs: 50, maxMs: 50 }) },
+    },
+  );
+  t.after(async () => {
+    await worker.close();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    const keys = await connection.keys(`${qPrefix}:*`);
+    if (keys.length) await connection.del(...keys);
+  });
+  return { queue, worker };
+}
 
 after(async () => {
   const keys = await connection.keys(`${prefix}:*`);
@@ -95,38 +127,13 @@ test('an open breaker defers deliveries without spending their attempts; the des
       throw new TransientDeliveryError('connection refused', 'down');
     },
   };
-  const queue = new Queue<DeliveryJob>(QUEUE.delivery, {
-    connection,
-    prefix: qPrefix,
-    defaultJobOptions: { attempts: 10, backoff: { type: DELIVERY_BACKOFF, delay: 50 }, removeOnFail: false },
-  });
   // Cool-down far beyond the test: once open, nothing may reach the destination.
   const breakers = new DestinationBreakers(connection, qPrefix, { threshold: 2, cooldownMs: 3_600_000 });
   const before =
     (await deliveries.get()).values.find(
       (v) => v.labels.destination === 'down' && v.labels.result === 'deferred',
     )?.value ?? 0;
-  const worker = new Worker<DeliveryJob>(
-    QUEUE.delivery,
-    createDeliveryProcessor({
-      destinations: new Map([['down', down]]),
-      index: new StudyIndex(connection, qPrefix),
-      breakers,
-    }),
-    {
-      connection,
-      prefix: qPrefix,
-      concurrency: 1,
-      settings: { backoffStrategy: deliveryBackoffStrategy({ baseMs: 50, maxMs: 50 }) },
-    },
-  );
-  t.after(async () => {
-    await worker.close();
-    await queue.obliterate({ force: true });
-    await queue.close();
-    const keys = await connection.keys(`${qPrefix}:*`);
-    if (keys.length) await connection.del(...keys);
-  });
+  const { queue } = deliveryQueue(t, qPrefix, new Map([['down', down]]), breakers);
   const uids = [1, 2, 3, 4, 5].map((i) => `2.25.${i}`);
   for (const uid of uids) {
     await queue.add(
@@ -172,32 +179,8 @@ test('a permanent failure is not retried and does not trip the breaker', async (
       throw new PermanentDeliveryError('HTTP 400: bad object', 'picky', 400);
     },
   };
-  const queue = new Queue<DeliveryJob>(QUEUE.delivery, {
-    connection,
-    prefix: qPrefix,
-    defaultJobOptions: { attempts: 10, backoff: { type: DELIVERY_BACKOFF, delay: 50 }, removeOnFail: false },
-  });
   const breakers = new DestinationBreakers(connection, qPrefix, { threshold: 1, cooldownMs: 3_600_000 });
-  const worker = new Worker<DeliveryJob>(
-    QUEUE.delivery,
-    createDeliveryProcessor({
-      destinations: new Map([['picky', refusing]]),
-      index: new StudyIndex(connection, qPrefix),
-      breakers,
-    }),
-    {
-      connection,
-      prefix: qPrefix,
-      settings: { backoffStrategy: deliveryBackoffStrategy({ baseMs: 50, maxMs: 50 }) },
-    },
-  );
-  t.after(async () => {
-    await worker.close();
-    await queue.obliterate({ force: true });
-    await queue.close();
-    const keys = await connection.keys(`${qPrefix}:*`);
-    if (keys.length) await connection.del(...keys);
-  });
+  const { queue } = deliveryQueue(t, qPrefix, new Map([['picky', refusing]]), breakers);
   await queue.add('deliver', {
     studyUid: '2.25.9',
     sopInstanceUid: '2.25.10',

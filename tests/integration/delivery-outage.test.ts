@@ -4,10 +4,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { StudyIndex } from '../../src/ingest/studies.ts';
@@ -19,14 +18,10 @@ import { DestinationBreakers } from '../../src/results/delivery/breaker.ts';
 import type { Destination } from '../../src/results/delivery/destination.ts';
 import { DicomwebDestination } from '../../src/results/delivery/dicomweb.ts';
 import { replayFailedDeliveries } from '../../src/results/delivery/replay.ts';
-import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
-import type { ModelResult } from '../../src/results/findings.ts';
 import { waitFor } from '../helpers/gateway.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
-import { parseDicom } from '../helpers/dicom-tools.ts';
+import { hemorrhageReport } from '../helpers/reports.ts';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const ctDir = path.join(repoRoot, '../shared/dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm');
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-outage-${randomBytes(4).toString('hex')}`;
 const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
@@ -41,41 +36,14 @@ let breakers: DestinationBreakers;
 const destinations = new Map<string, Destination>();
 
 async function writeSr(uid: string): Promise<string> {
-  const header = parseDicom(await readFile(path.join(ctDir, 'I10.dcm')));
-  studyUid = header.StudyInstanceUID as string;
-  const result: ModelResult = {
-    model: { id: 'm', name: 'Test model', version: '1', manufacturer: 'Lab', uid: '2.25.12345' },
-    findings: [
-      {
-        kind: 'classification',
-        label: 'hemorrhage',
-        concept: { value: '50960005', scheme: 'SCT', meaning: 'Hemorrhage' },
-        probability: 0.75,
-        threshold: 0.5,
-        positive: true,
-      },
-    ],
-    sources: [
-      {
-        sopClassUid: header.SOPClassUID as string,
-        sopInstanceUid: header.SOPInstanceUID as string,
-        seriesUid: header.SeriesInstanceUID as string,
-        path: '',
-      },
-    ],
-    provider: 'cpu',
-    inferenceMs: 1,
-  };
+  const report = hemorrhageReport({
+    slices: ['I10.dcm'],
+    sopInstanceUid: uid,
+    seriesInstanceUid: '2.25.5000',
+  });
+  studyUid = report.studyUid;
   const file = path.join(dir, `${uid}.dcm`);
-  await writeFile(
-    file,
-    buildMeasurementReport({
-      result,
-      sourceHeader: header,
-      sopInstanceUid: uid,
-      seriesInstanceUid: '2.25.5000',
-    }),
-  );
+  await writeFile(file, report.sr);
   return file;
 }
 

@@ -5,20 +5,15 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { UnrecoverableError } from 'bullmq';
-import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
 import { DicomwebDestination } from '../../src/results/delivery/dicomweb.ts';
 import { FolderDestination } from '../../src/results/delivery/folder.ts';
 import { PermanentDeliveryError, TransientDeliveryError } from '../../src/results/delivery/destination.ts';
 import { createDestinations, LOCAL_FOLDER_DESTINATION } from '../../src/results/delivery/registry.ts';
 import { configSchema } from '../../src/config/schema.ts';
-import type { ModelResult } from '../../src/results/findings.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
+import { hemorrhageReport } from '../helpers/reports.ts';
 import { freePort, parseDicom } from '../helpers/dicom-tools.ts';
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const ctDir = path.join(repoRoot, '../shared/dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm');
 
 type Ds = Record<string, unknown>;
 
@@ -31,38 +26,12 @@ const meta = () => ({ studyUid, sopInstanceUid: SR_UID });
 
 before(async () => {
   orthanc = await startOrthanc();
-  const headers = await Promise.all(
-    ['I10.dcm', 'I20.dcm'].map(async (f) => parseDicom(await readFile(path.join(ctDir, f)))),
-  );
-  studyUid = headers[0]!.StudyInstanceUID as string;
-  const result: ModelResult = {
-    model: { id: 'm', name: 'Test model', version: '1', manufacturer: 'Lab', uid: '2.25.12345' },
-    findings: [
-      {
-        kind: 'classification',
-        label: 'hemorrhage',
-        concept: { value: '50960005', scheme: 'SCT', meaning: 'Hemorrhage' },
-        probability: 0.75,
-        threshold: 0.5,
-        positive: true,
-      },
-    ],
-    sources: headers.map((h) => ({
-      sopClassUid: h.SOPClassUID as string,
-      sopInstanceUid: h.SOPInstanceUID as string,
-      seriesUid: h.SeriesInstanceUID as string,
-      path: '',
-    })),
-    provider: 'cpu',
-    inferenceMs: 1,
-  };
-  sr = buildMeasurementReport({
-    result,
-    sourceHeader: headers[0]!,
+  ({ sr, studyUid } = hemorrhageReport({
+    slices: ['I10.dcm', 'I20.dcm'],
     sopInstanceUid: SR_UID,
     seriesInstanceUid: SR_SERIES,
     now: new Date(2024, 0, 2, 3, 4, 5),
-  });
+  }));
 });
 
 after(async () => {

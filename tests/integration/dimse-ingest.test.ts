@@ -139,6 +139,21 @@ async function senderKeepsBytes(file: string, ts: string): Promise<boolean> {
 }
 
 /** Sends one file with storescu (or dcmsend where storescu cannot propose its syntax) and checks the result. */
+/** storescu -v as modality XRAY_MOD: the log shows each store response's status. */
+function storeVerbose(file: string) {
+  return dcmtk('storescu', [
+    '-v',
+    '-R',
+    '-aet',
+    'XRAY_MOD',
+    '-aec',
+    AE,
+    '127.0.0.1',
+    String(server.port),
+    file,
+  ]);
+}
+
 async function sendAndVerify(file: string, callingAe: string): Promise<{ byteIdentical: boolean }> {
   const source = await readInstanceHeader(file);
   const ts = source.transferSyntaxUid!;
@@ -271,17 +286,7 @@ test('an onStored failure answers 0xA700 and the server keeps serving', async ()
   const before = recorded.length;
   indexFailure = new Error('study index unavailable');
   try {
-    const failed = await dcmtk('storescu', [
-      '-v',
-      '-R',
-      '-aet',
-      'XRAY_MOD',
-      '-aec',
-      AE,
-      '127.0.0.1',
-      String(server.port),
-      file,
-    ]);
+    const failed = await storeVerbose(file);
     // storescu exits 0 on a refused store; its log shows the status.
     assert.match(failed.out, /Received Store Response \(Refused: OutOfResources\)/, failed.out);
     assert.doesNotMatch(failed.out, /Received Store Response \(Success\)/);
@@ -297,17 +302,7 @@ test('a spool write failure answers 0xA700 and the next store succeeds', async (
   const before = recorded.length;
   // Without its temp directory the spool cannot open a file: the same path as a full or failed disk.
   await rm(spool.tmpDir, { recursive: true });
-  const failed = await dcmtk('storescu', [
-    '-v',
-    '-R',
-    '-aet',
-    'XRAY_MOD',
-    '-aec',
-    AE,
-    '127.0.0.1',
-    String(server.port),
-    file,
-  ]);
+  const failed = await storeVerbose(file);
   assert.match(failed.out, /Received Store Response \(Refused: OutOfResources\)/, failed.out);
   assert.equal(recorded.length, before);
   await spool.init();
