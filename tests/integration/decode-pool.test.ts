@@ -17,11 +17,13 @@ const CT = path.join(SAMPLES, 'ct-series/philips-ingenuity-head-phantom-5mm/I10.
 const MR = path.join(SAMPLES, 'mr/siemens-prisma-t1-sag-series/0010.dcm');
 const ENHANCED_MR = path.join(SAMPLES, 'multiframe/enhanced-mr-10frames-small.dcm');
 const J2K_CHEST = path.join(SAMPLES, 'xray/cr-chest-pa-mono1-philips-wg04-RG1-j2k-lossy.dcm');
+const SAME_CT = path.join(SAMPLES, 'compressed/same-ct-image');
+const JPEG_EXTENDED_CT = path.join(SAME_CT, 'ct_1.2.840.10008.1.2.4.51_jpeg-extended-12bit.dcm');
 
 test('decode threads give the main thread’s samples, reasons and errors', async () => {
   const pool = new DecodePool(2);
   try {
-    for (const file of [CT, J2K_CHEST]) {
+    for (const file of [CT, J2K_CHEST, JPEG_EXTENDED_CT]) {
       const inThread = await pool.prepare(file, m);
       const inline = await instanceInput(file, m);
       assert.ok('sample' in inThread && 'sample' in inline, file);
@@ -34,14 +36,23 @@ test('decode threads give the main thread’s samples, reasons and errors', asyn
       pool.prepare(path.join(SAMPLES, 'malformed/truncated-pixeldata-MR_truncated.dcm'), m),
       (err: unknown) => err instanceof DecodeError && /Pixel Data is truncated/.test(err.message),
     );
-    await assert.rejects(
-      pool.prepare(
-        path.join(SAMPLES, 'compressed/same-ct-image/ct_1.2.840.10008.1.2.4.51_jpeg-extended-12bit.dcm'),
-        m,
-      ),
-      (err: unknown) =>
-        err instanceof DecodeError && /1\.2\.840\.10008\.1\.2\.4\.51 is not supported/.test(err.message),
-    );
+    // JPEG progressive (.4.55), which no decoder here handles, made by dcmtk from a real CT slice.
+    const dir = await mkdtemp(path.join(tmpdir(), 'pool-progressive-'));
+    try {
+      const progressive = path.join(dir, 'progressive.dcm');
+      execFileSync('dcmcjpeg', [
+        '+ep',
+        path.join(SAME_CT, 'ct_1.2.840.10008.1.2.1_explicit-vr-le.dcm'),
+        progressive,
+      ]);
+      await assert.rejects(
+        pool.prepare(progressive, m),
+        (err: unknown) =>
+          err instanceof DecodeError && /1\.2\.840\.10008\.1\.2\.4\.55 is not supported/.test(err.message),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
     // Whole images for volume models: the same pixels, geometry and window as on the main thread.
     for (const [file, options] of [
       [MR, { frames: 'first', modalityLut: true }],

@@ -68,16 +68,20 @@ test('lossy transfer syntaxes decode close to the reference', async () => {
   assert.equal(baseline.frames[0]!.byteLength, 512 * 512);
 });
 
-test('JPEG extended 12-bit (.4.51) is reported as unsupported, with its UID', async () => {
-  await assert.rejects(
-    decodeImage(path.join(sameCt, 'ct_1.2.840.10008.1.2.4.51_jpeg-extended-12bit.dcm')),
-    (err: unknown) => {
+test('a transfer syntax no decoder handles (JPEG progressive) is reported as unsupported, with its UID', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'progressive-'));
+  try {
+    const progressive = path.join(dir, 'progressive.dcm');
+    execFileSync('dcmcjpeg', ['+ep', path.join(sameCt, LOSSLESS[1]!), progressive], { timeout: 60_000 });
+    await assert.rejects(decodeImage(progressive), (err: unknown) => {
       assert.ok(err instanceof UnsupportedTransferSyntaxError);
       assert.ok(err instanceof DecodeError);
-      assert.equal(err.transferSyntaxUid, '1.2.840.10008.1.2.4.51');
+      assert.equal(err.transferSyntaxUid, '1.2.840.10008.1.2.4.55');
       return true;
-    },
-  );
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('decodeImage applies the modality LUT to signed stored values', async () => {
@@ -266,6 +270,12 @@ test('display image (modality LUT, file window, MONOCHROME1, colour) matches dcm
       maxDiff: 1,
     },
     { file: path.join(sameCt, 'ct_1.2.840.10008.1.2.5_rle-lossless.dcm'), tool: 'dcmj2pnm', maxDiff: 1 },
+    // 12-bit JPEG Extended: our own decoder against libijg's.
+    {
+      file: path.join(sameCt, 'ct_1.2.840.10008.1.2.4.51_jpeg-extended-12bit.dcm'),
+      tool: 'dcmj2pnm',
+      maxDiff: 1,
+    },
     {
       file: path.join(sameCt, 'ct_1.2.840.10008.1.2.4.80_jpeg-ls-lossless.dcm'),
       tool: 'dcml2pnm',

@@ -2,11 +2,13 @@ import { readFile, stat } from 'node:fs/promises';
 import dcmjs from 'dcmjs';
 import dcmjsCodecs from 'dcmjs-codecs';
 import { Decoder as JpegLosslessDecoder } from 'jpeg-lossless-decoder-js';
+import { decodeJpegExtended, JpegDataError } from './jpeg-extended.js';
 
 // Part-10 file → pixel frames as numbers. dcmjs parses (and inflates Deflated Explicit VR LE itself);
 // dcmjs-codecs (WebAssembly) decompresses the encapsulated transfer syntaxes and swaps big endian;
 // jpeg-lossless-decoder-js covers JPEG lossless process 14 with any predictor (.4.57), which
-// dcmjs-codecs lacks. JPEG extended 12-bit (.4.51) has no decoder here and is reported as unsupported.
+// dcmjs-codecs lacks; JPEG extended (.4.51, 12-bit) goes through our own greyscale decoder because no
+// package decodes it (jpeg-extended.ts).
 // Everything that sizes an allocation is validated against limits first: the files are hostile input.
 
 const { NativeCodecs, Transcoder } = dcmjsCodecs;
@@ -29,6 +31,8 @@ const NATIVE_LE = new Set<string>([TS.implicitLE, TS.explicitLE, TS.deflatedLE])
 
 /** JPEG Lossless, Non-Hierarchical (Process 14), any selection value. */
 const JPEG_LOSSLESS_P14 = '1.2.840.10008.1.2.4.57';
+/** JPEG Extended (Process 2 & 4): 8 or 12-bit lossy. */
+const JPEG_EXTENDED = '1.2.840.10008.1.2.4.51';
 
 /** Transfer syntaxes dcmjs-codecs 0.0.8 transcodes to Explicit VR LE (measured: ../shared/notes/codecs.md). */
 export const CODEC_TRANSFER_SYNTAXES: ReadonlySet<string> = new Set([
@@ -51,7 +55,7 @@ export class DecodeError extends Error {
   override name = 'DecodeError';
 }
 
-/** The file is sound but no decoder here handles its transfer syntax (e.g. JPEG extended 12-bit). */
+/** The file is sound but no decoder here handles its transfer syntax (e.g. MPEG-4 video). */
 export class UnsupportedTransferSyntaxError extends DecodeError {
   override name = 'UnsupportedTransferSyntaxError';
   constructor(readonly transferSyntaxUid: string) {
@@ -186,6 +190,8 @@ function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits): StoredPi
     pixelData = head.dataset.PixelData;
   } else if (transferSyntaxUid === JPEG_LOSSLESS_P14) {
     pixelData = decodeJpegLossless(head.dataset.PixelData, header);
+  } else if (transferSyntaxUid === JPEG_EXTENDED) {
+    pixelData = decodeJpegExtendedFrames(head.dataset.PixelData, header);
   } else if (CODEC_TRANSFER_SYNTAXES.has(transferSyntaxUid)) {
     let elements: Dataset;
     try {
@@ -266,19 +272,22 @@ export function readHeader(ds: Dataset, transferSyntaxUid: string, limits: Decod
   return header;
 }
 
-/** Each encapsulated frame through the pure-JS lossless decoder, back to little-endian stored bytes. */
-function decodeJpegLossless(value: unknown, header: PixelHeader): Uint8Array[] {
+/** One compressed code stream per frame from dcmjs's encapsulated Pixel Data. */
+function encapsulatedFrames(value: unknown, header: PixelHeader): Uint8Array[] {
   const parts = (Array.isArray(value) ? value : [value]).filter(
     (p): p is ArrayBuffer => p instanceof ArrayBuffer,
   );
   // dcmjs hands one buffer per frame when it can tell frames apart; a single frame may come in fragments.
-  let frames: Uint8Array[];
-  if (parts.length === header.frames) frames = parts.map((p) => new Uint8Array(p));
-  else if (header.frames === 1 && parts.length > 0) frames = [concatFragments(parts)];
-  else throw new DecodeError(`cannot split ${parts.length} JPEG fragments into ${header.frames} frames`);
+  if (parts.length === header.frames) return parts.map((p) => new Uint8Array(p));
+  if (header.frames === 1 && parts.length > 0) return [concatFragments(parts)];
+  throw new DecodeError(`cannot split ${parts.length} JPEG fragments into ${header.frames} frames`);
+}
+
+/** Each encapsulated frame through the pure-JS lossless decoder, back to little-endian stored bytes. */
+function decodeJpegLossless(value: unknown, header: PixelHeader): Uint8Array[] {
   const bytesPerSample = header.bitsAllocated / 8;
   const expected = frameByteLength(header);
-  return frames.map((frame, i) => {
+  return encapsulatedFrames(value, header).map((frame, i) => {
     let decoded: Uint8Array | Uint16Array;
     try {
       const copy = frame.slice().buffer;
@@ -293,13 +302,42 @@ function decodeJpegLossless(value: unknown, header: PixelHeader): Uint8Array[] {
         `JPEG lossless frame ${i + 1} holds ${decoded.byteLength} bytes, the header needs ${expected}`,
       );
     }
-    if (decoded instanceof Uint8Array) return decoded;
-    // The decoder writes in platform byte order; stored pixels are little endian.
-    const out = new Uint8Array(decoded.length * 2);
-    const view = new DataView(out.buffer);
-    for (let j = 0; j < decoded.length; j++) view.setUint16(j * 2, decoded[j]!, true);
-    return out;
+    return decoded instanceof Uint8Array ? decoded : littleEndianWords(decoded);
   });
+}
+
+/** Each encapsulated frame through the JPEG extended decoder, as little-endian stored values. */
+function decodeJpegExtendedFrames(value: unknown, header: PixelHeader): Uint8Array[] {
+  if (header.samplesPerPixel !== 1) {
+    throw new DecodeError('JPEG extended colour images are not supported (greyscale only)');
+  }
+  return encapsulatedFrames(value, header).map((frame, i) => {
+    let samples: Uint16Array;
+    let precision: number;
+    try {
+      ({ samples, precision } = decodeJpegExtended(frame, { rows: header.rows, columns: header.columns }));
+    } catch (err) {
+      if (!(err instanceof JpegDataError)) throw err;
+      throw new DecodeError(`JPEG extended frame ${i + 1} could not be decoded: ${err.message}`);
+    }
+    if (header.bitsAllocated === 8) {
+      if (precision !== 8) {
+        throw new DecodeError(
+          `JPEG extended frame ${i + 1} has ${precision}-bit samples, Bits Allocated is 8`,
+        );
+      }
+      return Uint8Array.from(samples);
+    }
+    return littleEndianWords(samples);
+  });
+}
+
+/** 16-bit samples in platform order → little-endian stored bytes. */
+function littleEndianWords(words: Uint16Array): Uint8Array {
+  const out = new Uint8Array(words.length * 2);
+  const view = new DataView(out.buffer);
+  for (let j = 0; j < words.length; j++) view.setUint16(j * 2, words[j]!, true);
+  return out;
 }
 
 const PIXEL_DATA_TAG = Buffer.from([0xe0, 0x7f, 0x10, 0x00]);
