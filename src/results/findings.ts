@@ -44,13 +44,15 @@ export interface SourceInstanceRef {
   seriesUid: string;
   /** Absolute spool path; the SR builder reads patient/study attributes from the first one. */
   path: string;
+  /** 1-based frame of a multi-frame image used as one slice of a volume; absent for a whole image. */
+  frameNumber?: number;
 }
 
 /** A label map for a DICOM SEG, in the geometry of the source images (one slice per source instance). */
 export interface SegmentationResult {
   rows: number;
   columns: number;
-  /** One label map per entry of ModelResult.sources, same order; values are segment label values. */
+  /** One label map per entry of ModelResult.sources (an image, or a frame of one), same order; values are segment label values. */
   slices: Uint8Array[];
   segments: {
     labelValue: number;

@@ -98,7 +98,15 @@ async function writeSegmentation(
 ): Promise<WrittenObject | undefined> {
   const { studyUid, modelId, modelVersion, run } = input;
   const sopInstanceUid = uidFromName(`seg|${studyUid}|${modelId}@${modelVersion}|${run}`);
-  const sourceHeaders = await Promise.all(result.sources.map((s) => readNaturalizedHeader(s.path)));
+  // Frames of one multi-frame image share its header: read each file once.
+  const headers = new Map<string, ReturnType<typeof readNaturalizedHeader>>();
+  const sourceHeaders = await Promise.all(
+    result.sources.map((s) => {
+      const header = headers.get(s.path) ?? readNaturalizedHeader(s.path);
+      headers.set(s.path, header);
+      return header;
+    }),
+  );
   let seg: Buffer | undefined;
   try {
     seg = buildSegmentation({

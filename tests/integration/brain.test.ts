@@ -1,20 +1,23 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { VolumeManifest } from '../../src/models/manifest.ts';
 import { loadModels } from '../../src/models/registry.ts';
-import type { SourceInstanceRef, VolumeFinding } from '../../src/results/findings.ts';
+import type { ModelResult, SourceInstanceRef, VolumeFinding } from '../../src/results/findings.ts';
+import { buildSegmentation } from '../../src/results/seg/segmentation.ts';
 import { decodeImage } from '../../workers/inference/decode.ts';
 import { readNifti } from '../../workers/inference/nifti.ts';
 import { openModel, runModel, type LoadedModelSession } from '../../workers/inference/run-model.ts';
 import { DecodePool } from '../../workers/runtime/decode-pool.ts';
 import { labelsOnSlices, segmentVolume } from '../../workers/inference/run-volume.ts';
+import { dciodvfy, parseDicom } from '../helpers/dicom-tools.ts';
+import { writeEnhancedFromSlices } from '../helpers/enhanced-mr.ts';
 
 // The brain segmentation model (../shared/models/meshnet-brain-gwm, light model, file order) through the
-// worker's volume path. Each full 256³ run takes about 5-7 s on two CPU cores, so the file runs it twice.
+// worker's volume path. Each full 256³ run takes about 5-7 s on two CPU cores, so the file runs it three times.
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -26,6 +29,8 @@ let dir: string;
 let brain: LoadedModelSession;
 let manifest: VolumeManifest;
 let pool: DecodePool | undefined;
+/** The real series' result, which the enhanced multi-frame copy of it must reproduce. */
+let classic: ModelResult | undefined;
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'brain-'));
@@ -90,6 +95,7 @@ test('real sagittal MR series: volume assembled along the normal, segmented, map
     .map((f) => path.join(MR_SERIES, f));
   const result = await runModel(brain, files.map(sourceRef));
   assert.equal(result.provider, 'cpu');
+  classic = result;
 
   // Sagittal slices, normal = row × column = (0,1,0) × (0,0,-1) = (-1,0,0): ascending projection
   // is descending patient x, i.e. file 0035 (x = +81.6) first.
@@ -153,4 +159,71 @@ test('real sagittal MR series: volume assembled along the normal, segmented, map
   const total = findings.reduce((s, f) => s + f.volumeMl, 0);
   console.log(`MR series: ${findings.map((f) => `${f.label} ${f.volumeMl.toFixed(0)} mL`).join(', ')}`);
   assert.ok(total > 500 && total < 3000, `brain tissue ${total} mL is not head-sized`);
+});
+
+test('the same series as one Enhanced MR multi-frame object: same volumes, a SEG that references frames', async () => {
+  assert.ok(classic?.segmentation, 'runs after the single-frame series test');
+  // Frames in an order that is neither position nor file order: odd-numbered files, then even.
+  const names = (await readdir(MR_SERIES)).filter((f) => f.endsWith('.dcm')).sort();
+  const shuffled = [...names.filter((_, i) => i % 2 === 1), ...names.filter((_, i) => i % 2 === 0)];
+  const file = path.join(dir, 'enhanced-mr.dcm');
+  const header = await writeEnhancedFromSlices(
+    shuffled.map((f) => path.join(MR_SERIES, f)),
+    file,
+    { sopInstanceUid: '2.25.5001', seriesInstanceUid: '2.25.5002' },
+  );
+  const result = await runModel(brain, [
+    {
+      path: file,
+      sopInstanceUid: '2.25.5001',
+      sopClassUid: header.SOPClassUID as string,
+      seriesUid: '2.25.5002',
+    },
+  ]);
+
+  // One slice per frame, in the order the single-frame series was assembled in.
+  const frameOf = new Map(shuffled.map((f, i) => [f, i + 1]));
+  assert.deepEqual(
+    result.sources.map((s) => s.frameNumber),
+    classic.sources.map((s) => frameOf.get(path.basename(s.path))),
+  );
+  assert.ok(result.sources.every((s) => s.sopInstanceUid === '2.25.5001'));
+  // The same volume went into the model: the same voxel counts and the same label map on every slice.
+  assert.deepEqual(
+    (result.findings as VolumeFinding[]).map((f) => f.voxelCount),
+    (classic.findings as VolumeFinding[]).map((f) => f.voxelCount),
+  );
+  assert.deepEqual(result.segmentation!.slices, classic.segmentation.slices);
+
+  // The SEG of it: each frame derived from one frame of the enhanced object, placed where that frame lies.
+  const seg = buildSegmentation({
+    result: { ...result, segmentation: result.segmentation! },
+    sourceHeaders: result.sources.map(() => header),
+    sopInstanceUid: '2.25.5003',
+    seriesInstanceUid: '2.25.5004',
+  });
+  assert.ok(seg);
+  const segFile = path.join(dir, 'enhanced-mr-seg.dcm');
+  await writeFile(segFile, seg);
+  const report = await dciodvfy(segFile);
+  assert.deepEqual(report.errors, [], report.output);
+  const written = parseDicom(seg);
+  const perFrame = header.PerFrameFunctionalGroupsSequence as Record<string, unknown>[];
+  type Item = Record<string, unknown>;
+  const frames = written.PerFrameFunctionalGroupsSequence as Item[];
+  assert.ok(frames.length > 0);
+  for (const f of frames) {
+    const source = ((f.DerivationImageSequence as Item[])[0]!.SourceImageSequence as Item[])[0]!;
+    assert.equal(source.ReferencedSOPInstanceUID, '2.25.5001');
+    const n = source.ReferencedFrameNumber as number;
+    const expected = (perFrame[n - 1]!.PlanePositionSequence as Item[])[0]!.ImagePositionPatient as number[];
+    const actual = (f.PlanePositionSequence as Item[])[0]!.ImagePositionPatient as number[];
+    actual.forEach((v, k) => assert.ok(Math.abs(Number(v) - Number(expected[k])) < 1e-3, `frame ${n}`));
+  }
+  // The enhanced object is listed once among the referenced instances.
+  const series = written.ReferencedSeriesSequence as Item[];
+  assert.deepEqual(
+    series.map((s) => (s.ReferencedInstanceSequence as Item[]).map((r) => r.ReferencedSOPInstanceUID)),
+    [['2.25.5001']],
+  );
 });

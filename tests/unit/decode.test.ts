@@ -123,12 +123,46 @@ test('multi-frame: every frame on request, rescale from the functional groups; R
   const first = await decodeImage(path.join(samples, 'multiframe/enhanced-ct-nema-2frames-CT0012.dcm'));
   assert.equal(first.pixels.length, 1);
   assert.deepEqual(first.pixels[0], ct.pixels[0]);
+  // Each frame's plane from its own functional group (the NEMA file stores them 10 mm apart, in reverse).
+  assert.deepEqual(
+    ct.frameGeometries!.map((g) => g?.position),
+    [
+      [99.5, -301.5, -159],
+      [99.5, -301.5, -149],
+    ],
+  );
+  for (const g of ct.frameGeometries!) {
+    assert.deepEqual(g!.orientation, [-1, 0, 0, 0, 1, 0]);
+    assert.deepEqual(g!.pixelSpacing, [0.388672, 0.388672]);
+  }
 
   const us = await decodeImage(path.join(samples, 'multiframe/us-sonosite-30frames-jpeg-baseline.dcm'));
   assert.equal(us.frames, 30);
   assert.equal(us.samplesPerPixel, 3);
   assert.equal(us.photometric, 'RGB');
   assert.equal(us.pixels[0]!.length, us.rows * us.columns * 3);
+});
+
+test('a classic multi-frame image places only its first frame: later frames have no geometry of their own', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'decode-'));
+  try {
+    const file = path.join(dir, 'classic-multiframe.dcm');
+    const plane = {
+      ImagePositionPatient: [1, 2, 3],
+      ImageOrientationPatient: [1, 0, 0, 0, 1, 0],
+      PixelSpacing: [0.5, 0.5],
+    };
+    await writeSynthetic(file, { Rows: 2, Columns: 2, NumberOfFrames: 3, ...plane }, new Uint16Array(12));
+    const image = await decodeImage(file, { frames: 'all' });
+    assert.equal(image.pixels.length, 3);
+    assert.deepEqual(image.frameGeometries, [
+      { position: [1, 2, 3], orientation: [1, 0, 0, 0, 1, 0], pixelSpacing: [0.5, 0.5] },
+      undefined,
+      undefined,
+    ]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('Bits Stored masks unused high bits and signed values are sign-extended', async () => {

@@ -212,6 +212,33 @@ test('the same input yields byte-identical reports (idempotent retries)', async 
   assert.ok(buildMeasurementReport(input).equals(buildMeasurementReport(input)));
 });
 
+test('frames of one multi-frame source are one image in the library and the evidence', async () => {
+  const { headers, paths } = await loadSources();
+  const result = fakeResult(headers, paths);
+  // A volume model lists every frame of a multi-frame image as its own source.
+  const [a, b] = result.sources;
+  result.sources = [...[1, 2, 3].map((frameNumber) => ({ ...a!, frameNumber })), b!];
+  const sr = parseDicom(
+    buildMeasurementReport({
+      result,
+      sourceHeader: headers[0]!,
+      sopInstanceUid: SR_UID,
+      seriesInstanceUid: SR_SERIES,
+      now: NOW,
+    }),
+  );
+  const library = walk(sr as Item).find((i) => meaning(i) === 'Image Library Group')!;
+  const images = (library.ContentSequence ?? []).map(
+    (i) => (i.ReferencedSOPSequence as Ds[])[0]!.ReferencedSOPInstanceUID,
+  );
+  assert.deepEqual(images, [a!.sopInstanceUid, b!.sopInstanceUid]);
+  const evidence = sr.CurrentRequestedProcedureEvidenceSequence as Ds[];
+  const sops = (evidence[0]!.ReferencedSeriesSequence as Ds[]).flatMap((s) =>
+    (s.ReferencedSOPSequence as Ds[]).map((r) => r.ReferencedSOPInstanceUID),
+  );
+  assert.deepEqual(sops, [a!.sopInstanceUid, b!.sopInstanceUid]);
+});
+
 test('non-ASCII text is written as UTF-8 with Specific Character Set ISO_IR 192', async (t) => {
   const { headers, paths } = await loadSources();
   const buf = buildMeasurementReport({

@@ -2,7 +2,8 @@ import { readFile, stat } from 'node:fs/promises';
 import dcmjs from 'dcmjs';
 import dcmjsCodecs from 'dcmjs-codecs';
 import { Decoder as JpegLosslessDecoder } from 'jpeg-lossless-decoder-js';
-import { decodeJpegExtended, JpegDataError } from './jpeg-extended.js';
+import { frameGeometry, frameGroupValue, type SliceGeometry } from '../../src/dicom/functional-groups.ts';
+import { decodeJpegExtended, JpegDataError } from './jpeg-extended.ts';
 
 // Part-10 file → pixel frames as numbers. dcmjs parses (and inflates Deflated Explicit VR LE itself);
 // dcmjs-codecs (WebAssembly) decompresses the encapsulated transfer syntaxes and swaps big endian;
@@ -117,17 +118,11 @@ export interface DecodedImage extends PixelHeader {
   windowWidth?: number;
   /** Where the first frame lies in the patient (absent when the file does not say). */
   geometry?: SliceGeometry;
+  /** Where each decoded frame lies (enhanced multi-frame: from its functional groups); undefined where unknown. */
+  frameGeometries?: (SliceGeometry | undefined)[];
 }
 
-/** Image Plane attributes (PS3.3 C.7.6.2), in DICOM patient coordinates (LPS, mm). */
-export interface SliceGeometry {
-  /** Image Position (Patient): centre of the first transmitted pixel. */
-  position: [number, number, number];
-  /** Image Orientation (Patient): row direction cosines, then column direction cosines. */
-  orientation: [number, number, number, number, number, number];
-  /** Pixel Spacing: between rows, then between columns. */
-  pixelSpacing: [number, number];
-}
+export type { SliceGeometry };
 
 export interface DecodeOptions {
   /** 'first' (default) decodes frame 1 only into floats; 'all' every frame. */
@@ -399,9 +394,11 @@ function toImage(stored: StoredPixels, opts: DecodeOptions): DecodedImage {
     return h.samplesPerPixel === 3 ? toRgbInterleaved(values, h) : values;
   });
   const voi = windowFor(stored.attributes);
-  const geometry = geometryFor(stored.attributes);
+  const frameGeometries = wanted.map((_, i) => frameGeometry(stored.attributes, i));
+  const geometry = frameGeometries[0];
   return {
     ...(geometry ? { geometry } : {}),
+    frameGeometries,
     ...h,
     photometric,
     planarConfiguration: 0,
@@ -463,42 +460,10 @@ function toRgbInterleaved(values: Float32Array, h: PixelHeader): Float32Array {
   return out;
 }
 
-/** Functional groups of an enhanced multi-frame object: per-frame first, then shared, then the top level. */
-function frameGroupValue(ds: Dataset, frame: number, sequence: string, attribute: string): unknown {
-  for (const groups of [ds.PerFrameFunctionalGroupsSequence, ds.SharedFunctionalGroupsSequence]) {
-    const list = Array.isArray(groups) ? groups : undefined;
-    const group = (groups === ds.PerFrameFunctionalGroupsSequence ? list?.[frame] : list?.[0]) as
-      Dataset | undefined;
-    const item = first(group?.[sequence]) as Dataset | undefined;
-    if (item && item[attribute] !== undefined) return item[attribute];
-  }
-  return ds[attribute];
-}
-
 export function rescaleFor(ds: Dataset, frame: number): { slope: number; intercept: number } {
   return {
     slope: num(frameGroupValue(ds, frame, 'PixelValueTransformationSequence', 'RescaleSlope')) ?? 1,
     intercept: num(frameGroupValue(ds, frame, 'PixelValueTransformationSequence', 'RescaleIntercept')) ?? 0,
-  };
-}
-
-/** Image plane of the first frame, when the file gives all three attributes as finite numbers. */
-function geometryFor(ds: Dataset): SliceGeometry | undefined {
-  const numbers = (value: unknown, n: number): number[] | undefined => {
-    const list = (Array.isArray(value) ? value : [value]).map((v) => num(v));
-    return list.length === n && list.every((v) => v !== undefined) ? (list as number[]) : undefined;
-  };
-  const position = numbers(frameGroupValue(ds, 0, 'PlanePositionSequence', 'ImagePositionPatient'), 3);
-  const orientation = numbers(
-    frameGroupValue(ds, 0, 'PlaneOrientationSequence', 'ImageOrientationPatient'),
-    6,
-  );
-  const spacing = numbers(frameGroupValue(ds, 0, 'PixelMeasuresSequence', 'PixelSpacing'), 2);
-  if (!position || !orientation || !spacing || spacing.some((v) => v <= 0)) return undefined;
-  return {
-    position: position as SliceGeometry['position'],
-    orientation: orientation as SliceGeometry['orientation'],
-    pixelSpacing: spacing as SliceGeometry['pixelSpacing'],
   };
 }
 

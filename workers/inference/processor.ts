@@ -73,6 +73,8 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       }
     }
     await deps.index.inferenceDone(studyUid, destinations.length * objects.length, job.id);
+    // A volume lists each frame of a multi-frame image as a source; count images once.
+    const imageCount = new Set(result.sources.map((s) => s.sopInstanceUid)).size;
     await audit.record({
       type: 'inferred',
       studyUid,
@@ -81,7 +83,7 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       version: modelVersion,
       provider: result.provider,
       srUid,
-      instances: result.sources.length,
+      instances: imageCount,
       inferenceMs: Math.round(result.inferenceMs),
       jobId: String(job.id),
     });
@@ -92,7 +94,7 @@ export function createInferenceProcessor(deps: InferenceDeps) {
         jobId: job.id,
         model: `${modelId}@${modelVersion}`,
         provider: result.provider,
-        instances: result.sources.length,
+        instances: imageCount,
         inferenceMs: Math.round(result.inferenceMs),
         srUid,
       },

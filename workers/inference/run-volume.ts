@@ -9,19 +9,30 @@ import { log } from '../../src/log.ts';
 import type { MicroBatcher } from '../runtime/batcher.ts';
 import type { DecodePool } from '../runtime/decode-pool.ts';
 import { conform, scaleMinMax, transpose } from './conform.ts';
-import { decodeImage, DecodeError, DEFAULT_LIMITS, type DecodedImage } from './decode.ts';
+import { decodeImage, DecodeError, DEFAULT_LIMITS, type DecodedImage, type SliceGeometry } from './decode.ts';
 import { assembleVolume, SeriesGeometryError, type VolumeSlice } from './series-volume.ts';
 import { apply, invert, multiply, voxelCount, voxelSpacing, type Volume } from './volume.ts';
 
 // A 'volume' model end to end: the series' slices → one volume sorted along the slice normal → conformed
 // grid → min–max → the model → argmax label map → per-label volumes (mL) and the label map resampled
-// back onto every source slice (nearest neighbour), for a DICOM SEG in the source geometry.
+// back onto every source slice (nearest neighbour), for a DICOM SEG in the source geometry. A slice is
+// a single-frame image or one frame of an enhanced multi-frame object (its geometry from the
+// functional groups), so a series may be one multi-frame instance, many single frames, or a mix.
 
 /** Largest series (sum of rows × columns over its slices) made into a volume: 1 GiB of float32 (a 1000-slice 512² CT fits). */
 export const MAX_SERIES_VOXELS = 256 * 1024 * 1024;
 
 /** Slices decoded ahead of the one examined. */
 const DECODE_AHEAD = 16;
+
+/** One slice of the series: a single-frame image or one frame of a multi-frame image. */
+interface VolumeFrame {
+  /** With frameNumber when the image has several frames. */
+  source: SourceInstanceRef;
+  image: DecodedImage;
+  pixels: Float32Array;
+  geometry: SliceGeometry;
+}
 
 /** The series cannot be read as one volume; the reasons are in the message. */
 export class UnusableSeriesError extends Error {
@@ -144,8 +155,8 @@ export async function runVolumeModel(
   maxSeriesVoxels = MAX_SERIES_VOXELS,
 ): Promise<Omit<ModelResult, 'model' | 'provider' | 'inferenceMs'>> {
   const skipped: string[] = [];
-  const decoded: { source: SourceInstanceRef; image: DecodedImage }[] = [];
-  const options = { frames: 'first' as const, modalityLut: m.preprocessing.modalityLut };
+  const decoded: VolumeFrame[] = [];
+  const options = { frames: 'all' as const, modalityLut: m.preprocessing.modalityLut };
   const decode = (file: string, maxPixelBytes: number) => {
     const limited = { ...options, limits: { maxPixelBytes } };
     return decodePool ? decodePool.decode(file, limited) : decodeImage(file, limited);
@@ -176,16 +187,21 @@ export async function runVolumeModel(
       skipped.push(`${source.sopInstanceUid}: ${reason}`);
       continue;
     }
-    // Each slice is within the decoder's limits; the series as a whole must be too.
-    voxels += image.rows * image.columns;
+    // Each image is within the decoder's limits; the series as a whole must be too.
+    voxels += image.rows * image.columns * image.pixels.length;
     if (voxels > maxSeriesVoxels) {
       throw new UnusableSeriesError(`${m.id}: the series holds more than ${maxSeriesVoxels} voxels`);
     }
-    decoded.push({ source, image });
+    image.pixels.forEach((pixels, frame) => {
+      const ref = image.pixels.length > 1 ? { ...source, frameNumber: frame + 1 } : source;
+      const geometry = image.frameGeometries?.[frame];
+      if (geometry) decoded.push({ source: ref, image, pixels, geometry });
+      else skipped.push(`${describe(ref)}: no Image Position/Orientation (Patient) or Pixel Spacing`);
+    });
   }
   const stack = largestStack(decoded);
   for (const d of decoded)
-    if (!stack.includes(d)) skipped.push(`${d.source.sopInstanceUid}: not part of the main stack`);
+    if (!stack.includes(d)) skipped.push(`${describe(d.source)}: not part of the main stack`);
   if (skipped.length > 0) {
     log.warn(
       { event: 'images_skipped', model: m.id, count: skipped.length, reasons: skipped.slice(0, 10) },
@@ -195,11 +211,11 @@ export async function runVolumeModel(
 
   let assembled;
   try {
-    const slices: VolumeSlice[] = stack.map(({ image }) => ({
+    const slices: VolumeSlice[] = stack.map(({ image, pixels, geometry }) => ({
       rows: image.rows,
       columns: image.columns,
-      pixels: image.pixels[0]!,
-      ...(image.geometry ? { geometry: image.geometry } : {}),
+      pixels,
+      geometry,
     }));
     assembled = assembleVolume(slices, m.accepts.minSlices);
   } catch (err) {
@@ -236,21 +252,24 @@ function volumeRejectReason(m: VolumeManifest, image: DecodedImage): string | un
   if (image.rows < m.accepts.minRows || image.columns < m.accepts.minColumns) {
     return `${image.rows}×${image.columns} is smaller than ${m.accepts.minRows}×${m.accepts.minColumns}`;
   }
-  if (!image.geometry) return 'no Image Position/Orientation (Patient) or Pixel Spacing';
   return undefined;
 }
 
+function describe(ref: SourceInstanceRef): string {
+  return ref.frameNumber ? `${ref.sopInstanceUid} frame ${ref.frameNumber}` : ref.sopInstanceUid;
+}
+
 /** The largest group of slices with one size and orientation (ties: the first seen). */
-function largestStack<T extends { image: DecodedImage }>(items: T[]): T[] {
-  const groups = new Map<string, T[]>();
+function largestStack(items: VolumeFrame[]): VolumeFrame[] {
+  const groups = new Map<string, VolumeFrame[]>();
   for (const item of items) {
-    const { rows, columns, geometry } = item.image;
-    const key = `${rows}x${columns}|${geometry?.orientation.map((v) => v.toFixed(3)).join(',')}`;
+    const { rows, columns } = item.image;
+    const key = `${rows}x${columns}|${item.geometry.orientation.map((v) => v.toFixed(3)).join(',')}`;
     const group = groups.get(key) ?? [];
     group.push(item);
     groups.set(key, group);
   }
-  let best: T[] = [];
+  let best: VolumeFrame[] = [];
   for (const group of groups.values()) if (group.length > best.length) best = group;
   return best;
 }

@@ -2,6 +2,7 @@
 // frame per segment per source slice where the segment is present, in the source study and frame
 // of reference. Each frame says which source image it was derived from (DerivationImageSequence)
 // and where it lies (PlanePositionSequence), so viewers overlay it on the images without resampling.
+import { frameGeometry, frameGroupValue, type SliceGeometry } from '../../dicom/functional-groups.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
 import type { CodedConcept, ModelResult, SegmentationResult } from '../findings.ts';
 import { codeSequenceItem, formatDecimalString, sanitizeLo, type Dataset } from '../sr/content.ts';
@@ -37,6 +38,8 @@ interface Slice {
   sopClassUid: string;
   sopInstanceUid: string;
   seriesUid: string;
+  /** Frame of a multi-frame source image, 1-based. */
+  frameNumber?: number;
   position: number[];
   /** Position along the slice normal, for the dimension index. */
   depth: number;
@@ -57,8 +60,9 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
   const first = sourceHeaders[0]!;
   const studyUid = requireUid('StudyInstanceUID', first.StudyInstanceUID);
   const frameOfReference = requireUid('FrameOfReferenceUID', first.FrameOfReferenceUID);
-  const orientation = numbers(first.ImageOrientationPatient, 6, 'ImageOrientationPatient');
-  const spacing = numbers(first.PixelSpacing, 2, 'PixelSpacing');
+  const firstGeometry = geometryOf(first, result.sources[0]!.frameNumber, 0);
+  const orientation = firstGeometry.orientation;
+  const spacing = firstGeometry.pixelSpacing;
   const { rows, columns } = seg;
   if (
     !Number.isInteger(rows) ||
@@ -78,19 +82,20 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
       throw new ReportInputError(`source ${i} is in another frame of reference`);
     if (Number(h.Rows) !== rows || Number(h.Columns) !== columns)
       throw new ReportInputError(`source ${i} is ${h.Rows}x${h.Columns}, the label map ${rows}x${columns}`);
-    const o = numbers(h.ImageOrientationPatient, 6, 'ImageOrientationPatient');
-    if (o.some((v, k) => Math.abs(v - orientation[k]!) > 1e-4))
+    const geometry = geometryOf(h, s.frameNumber, i);
+    if (geometry.orientation.some((v, k) => Math.abs(v - orientation[k]!) > 1e-4))
       throw new ReportInputError(`source ${i} has another orientation`);
     if (seg.slices[i]!.length !== rows * columns)
       throw new ReportInputError(
         `label map ${i} has ${seg.slices[i]!.length} values, expected ${rows * columns}`,
       );
-    const position = numbers(h.ImagePositionPatient, 3, 'ImagePositionPatient');
+    const position = geometry.position;
     return {
       index: i,
       sopClassUid: requireUid(`sources[${i}].sopClassUid`, s.sopClassUid),
       sopInstanceUid: requireUid(`sources[${i}].sopInstanceUid`, s.sopInstanceUid),
       seriesUid: requireUid(`sources[${i}].seriesUid`, s.seriesUid),
+      ...(s.frameNumber ? { frameNumber: s.frameNumber } : {}),
       position,
       depth: dot(position, normal),
     };
@@ -179,7 +184,12 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
   ];
   // Multi-frame Functional Groups
   ds.NumberOfFrames = frames.length;
-  const thickness = first.SliceThickness;
+  const thickness = frameGroupValue(
+    first,
+    (result.sources[0]!.frameNumber ?? 1) - 1,
+    'PixelMeasuresSequence',
+    'SliceThickness',
+  );
   ds.SharedFunctionalGroupsSequence = [
     {
       PlaneOrientationSequence: [{ ImageOrientationPatient: orientation.map(formatDecimalString) }],
@@ -199,6 +209,7 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
           {
             ReferencedSOPClassUID: f.slice.sopClassUid,
             ReferencedSOPInstanceUID: f.slice.sopInstanceUid,
+            ...(f.slice.frameNumber ? { ReferencedFrameNumber: f.slice.frameNumber } : {}),
             PurposeOfReferenceCodeSequence: [codeSequenceItem(CODES.sourceImage)],
           },
         ],
@@ -209,9 +220,12 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
     PlanePositionSequence: [{ ImagePositionPatient: f.slice.position.map(formatDecimalString) }],
     SegmentIdentificationSequence: [{ ReferencedSegmentNumber: f.segmentNumber }],
   }));
-  // Common Instance Reference: every source image, by series.
+  // Common Instance Reference: every source image once, by series.
   const bySeries = new Map<string, Dataset[]>();
+  const listed = new Set<string>();
   for (const s of slices) {
+    if (listed.has(s.sopInstanceUid)) continue;
+    listed.add(s.sopInstanceUid);
     const list = bySeries.get(s.seriesUid) ?? [];
     list.push({ ReferencedSOPClassUID: s.sopClassUid, ReferencedSOPInstanceUID: s.sopInstanceUid });
     bySeries.set(s.seriesUid, list);
@@ -251,11 +265,24 @@ function validSegments(seg: SegmentationResult): SegmentationResult['segments'] 
   return seg.segments;
 }
 
-function numbers(v: unknown, count: number, name: string): number[] {
-  const list = (Array.isArray(v) ? v : typeof v === 'string' ? v.split('\\') : [v]).map(Number);
-  if (list.length !== count || list.some((n) => !Number.isFinite(n)))
-    throw new ReportInputError(`source ${name} is missing or invalid; a segmentation needs image geometry`);
-  return list;
+/** Where a source image (or one frame of it) lies; a segmentation cannot be placed without it. */
+function geometryOf(
+  header: Record<string, unknown>,
+  frameNumber: number | undefined,
+  index: number,
+): SliceGeometry {
+  const frames = Number(header.NumberOfFrames ?? 1);
+  if (
+    frameNumber !== undefined &&
+    !(Number.isInteger(frameNumber) && frameNumber >= 1 && frameNumber <= frames)
+  )
+    throw new ReportInputError(`source ${index} frame ${frameNumber} is not one of its ${frames} frames`);
+  const geometry = frameGeometry(header, (frameNumber ?? 1) - 1);
+  if (!geometry)
+    throw new ReportInputError(
+      `source ${index} has no usable Image Position/Orientation (Patient) or Pixel Spacing; a segmentation needs image geometry`,
+    );
+  return geometry;
 }
 
 function cross(a: number[], b: number[]): number[] {

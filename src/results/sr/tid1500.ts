@@ -134,7 +134,7 @@ export function buildMeasurementReport(input: MeasurementReportInput): Buffer {
       container(
         'CONTAINS',
         CODES.imageLibraryGroup,
-        sources.map((s) => imageItem('CONTAINS', s.sopClassUid, s.sopInstanceUid)),
+        distinctInstances(sources).map((s) => imageItem('CONTAINS', s.sopClassUid, s.sopInstanceUid)),
       ),
     ]),
     container(
@@ -243,15 +243,18 @@ function localCodingSchemes(ds: Dataset, model: ModelResult['model']): Dataset[]
 }
 
 /** Hierarchical SOP Instance Reference Macro (PS3.3 Table C.17-3) for one study. */
+/** Each instance once, in first-seen order (a volume lists every frame of a multi-frame image). */
+function distinctInstances<T extends { sopInstanceUid: string }>(refs: readonly T[]): T[] {
+  const seen = new Set<string>();
+  return refs.filter((r) => !seen.has(r.sopInstanceUid) && seen.add(r.sopInstanceUid));
+}
+
 function evidence(
   studyUid: string,
   refs: ReadonlyArray<{ seriesUid: string; sopInstanceUid: string; sopClassUid: string }>,
 ): Dataset {
   const bySeries = new Map<string, Dataset[]>();
-  const seen = new Set<string>();
-  for (const r of refs) {
-    if (seen.has(r.sopInstanceUid)) continue;
-    seen.add(r.sopInstanceUid);
+  for (const r of distinctInstances(refs)) {
     const list = bySeries.get(r.seriesUid) ?? [];
     list.push({ ReferencedSOPClassUID: r.sopClassUid, ReferencedSOPInstanceUID: r.sopInstanceUid });
     bySeries.set(r.seriesUid, list);
