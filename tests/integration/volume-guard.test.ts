@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { manifestSchema, type VolumeManifest } from '../../src/models/manifest.ts';
 import { runVolumeModel, UnusableSeriesError } from '../../workers/inference/run-volume.ts';
@@ -8,22 +9,32 @@ import { MicroBatcher } from '../../workers/runtime/batcher.ts';
 import { DecodePool } from '../../workers/runtime/decode-pool.ts';
 import { mrSlices, sourcesOf } from '../helpers/dicom-tools.ts';
 import { REPO } from '../helpers/gateway.ts';
+import { writeSynthetic } from '../helpers/synthetic-dicom.ts';
 
 // The series-size guard of volume models holds with slices decoded ahead in threads: a series over
 // the budget fails before the model runs, and no slice larger than its share of the budget is decoded.
 
-test('a series over the voxel budget fails before the model runs, slices decoded ahead or not', async () => {
-  const m = manifestSchema.parse(
+async function brainManifest(): Promise<VolumeManifest> {
+  return manifestSchema.parse(
     JSON.parse(await readFile(path.join(REPO, 'models/meshnet-brain-gwm/model.json'), 'utf8')),
   ) as VolumeManifest;
-  let runs = 0;
-  const batcher = new MicroBatcher(
+}
+
+/** A batcher standing in for the model, which must never be reached here. */
+function refusingBatcher(m: VolumeManifest, onRun: () => void): MicroBatcher {
+  return new MicroBatcher(
     async () => {
-      runs++;
+      onRun();
       throw new Error('the model must not run');
     },
     { batchLimit: 1, maxWaitMs: 0, itemSize: m.input.shape.reduce((a, b) => a * b, 1) },
   );
+}
+
+test('a series over the voxel budget fails before the model runs, slices decoded ahead or not', async () => {
+  const m = await brainManifest();
+  let runs = 0;
+  const batcher = refusingBatcher(m, () => runs++);
   const sources = sourcesOf(mrSlices(0, 20)).map((s) => s.ref); // 20 slices of 256 × 256
   const pool = new DecodePool(2);
   try {
@@ -43,5 +54,50 @@ test('a series over the voxel budget fails before the model runs, slices decoded
     assert.equal(runs, 2);
   } finally {
     await pool.close();
+  }
+});
+
+test('frames with no position of their own are dropped, named once, and not counted against the budget', async () => {
+  const m = await brainManifest();
+  const dir = await mkdtemp(path.join(tmpdir(), 'volume-frames-'));
+  try {
+    // A classic multi-frame image: its top-level Image Position places frame 1 only.
+    const file = path.join(dir, 'classic-multiframe.dcm');
+    await writeSynthetic(
+      file,
+      {
+        Modality: 'MR',
+        Rows: 64,
+        Columns: 64,
+        NumberOfFrames: 3,
+        ImagePositionPatient: [0, 0, 0],
+        ImageOrientationPatient: [1, 0, 0, 0, 1, 0],
+        PixelSpacing: [1, 1],
+      },
+      new Uint16Array(3 * 64 * 64),
+    );
+    const source = {
+      path: file,
+      sopInstanceUid: '2.25.61',
+      sopClassUid: '1.2.840.10008.5.1.4.1.1.7',
+      seriesUid: '2.25.62',
+    };
+    // A budget of two frames: the three decoded frames would exceed it, the one kept does not.
+    await assert.rejects(
+      runVolumeModel(
+        m,
+        refusingBatcher(m, () => {}),
+        [source],
+        undefined,
+        2 * 64 * 64,
+      ),
+      (err: unknown) => {
+        assert.ok(err instanceof UnusableSeriesError);
+        assert.match(err.message, /the series has 1 \(skipped: 2\.25\.61 \(frame 2-3\): no Image Position/);
+        return true;
+      },
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

@@ -150,28 +150,46 @@ test('JPEG code streams outside Process 2 & 4, or broken, are refused with a rea
   }
 });
 
+/** One 8×8 block to encode: its DC coefficient and (run of zeros, value) pairs in zig-zag order. */
+interface Block {
+  dc: number;
+  ac: [run: number, value: number][];
+}
+
 /**
- * A 12-bit JPEG Extended stream of flat 8×8 blocks (DC only) with a restart marker every `interval`
- * blocks, built by hand because dcmcjpeg cannot write restart intervals. With every quantiser 8, the
- * islow IDCT turns a DC coefficient c into the sample c + 2048 exactly.
+ * A single-component JPEG Extended (SOF1) stream, encoded here because dcmcjpeg only writes what a sane
+ * encoder would: these streams reach every coefficient size, 16-bit quantisers (IDCT overflow) and
+ * restart intervals. DC symbols 0..15 are 5-bit codes; AC symbols 0..254 are 8-bit codes and 255 is
+ * 9 bits, so any run/size pair can be written.
  */
-function flatBlocksWithRestarts(dc: number[], columns: number, rows: number, interval: number): Uint8Array {
+function encodeJpeg(opts: {
+  precision: 8 | 12;
+  rows: number;
+  columns: number;
+  /** 64 quantisers in zig-zag order. */
+  quant: number[];
+  blocks: Block[];
+  restartInterval?: number;
+}): Uint8Array {
+  const { precision, rows, columns, quant, blocks, restartInterval = 0 } = opts;
   const bytes: number[] = [0xff, 0xd8];
   const segment = (marker: number, body: number[]) =>
     bytes.push(0xff, marker, (body.length + 2) >> 8, (body.length + 2) & 255, ...body);
-  segment(0xdb, [0x00, 8, ...new Array<number>(63).fill(1)]);
-  segment(0xc1, [12, rows >> 8, rows & 255, columns >> 8, columns & 255, 1, 1, 0x11, 0]);
-  // DC: categories 0..13 as 4-bit codes (0000 … 1101), 14 and 15 as 11100 and 11101. AC: only EOB, code 0.
-  const dcCounts = [0, 0, 0, 14, 2, ...new Array<number>(11).fill(0)];
-  segment(0xc4, [0x00, ...dcCounts, ...Array.from({ length: 16 }, (_, i) => i)]);
-  segment(0xc4, [0x10, 1, ...new Array<number>(15).fill(0), 0x00]);
-  segment(0xdd, [interval >> 8, interval & 255]);
+  segment(0xdb, [0x10, ...quant.flatMap((q) => [q >> 8, q & 255])]);
+  segment(0xc1, [precision, rows >> 8, rows & 255, columns >> 8, columns & 255, 1, 1, 0x11, 0]);
+  const counts = (length: number, n: number) =>
+    Array.from({ length: 16 }, (_, i) => (i === length - 1 ? n : 0));
+  segment(0xc4, [0x00, ...counts(5, 16), ...Array.from({ length: 16 }, (_, i) => i)]);
+  const acCounts = counts(8, 255);
+  acCounts[8] = 1;
+  segment(0xc4, [0x10, ...acCounts, ...Array.from({ length: 256 }, (_, i) => i)]);
+  if (restartInterval) segment(0xdd, [restartInterval >> 8, restartInterval & 255]);
   segment(0xda, [1, 1, 0x00, 0, 63, 0]);
   let acc = 0;
   let count = 0;
   const put = (value: number, length: number) => {
     for (let i = length - 1; i >= 0; i--) {
-      acc = (acc << 1) | ((value >> i) & 1);
+      acc = (acc << 1) | ((value >>> i) & 1);
       if (++count === 8) {
         bytes.push(acc);
         if (acc === 0xff) bytes.push(0x00);
@@ -183,30 +201,112 @@ function flatBlocksWithRestarts(dc: number[], columns: number, rows: number, int
   const flush = () => {
     while (count !== 0) put(1, 1);
   };
+  const size = (v: number) => (v === 0 ? 0 : Math.floor(Math.log2(Math.abs(v))) + 1);
+  const magnitude = (v: number) => {
+    const s = size(v);
+    put(v >= 0 ? v : v + (1 << s) - 1, s);
+  };
+  const acSymbol = (symbol: number) => (symbol < 255 ? put(symbol, 8) : put(510, 9));
   let predictor = 0;
-  dc.forEach((value, block) => {
-    if (block > 0 && block % interval === 0) {
+  blocks.forEach((block, b) => {
+    if (restartInterval && b > 0 && b % restartInterval === 0) {
       flush();
-      bytes.push(0xff, 0xd0 + ((block / interval - 1) % 8));
+      bytes.push(0xff, 0xd0 + ((b / restartInterval - 1) % 8));
       predictor = 0;
     }
-    const diff = value - predictor;
-    predictor = value;
-    const size = diff === 0 ? 0 : Math.floor(Math.log2(Math.abs(diff))) + 1;
-    if (size < 14) put(size, 4);
-    else put(0b11100 + size - 14, 5);
-    put(diff >= 0 ? diff : diff + (1 << size) - 1, size);
-    put(0, 1); // EOB
+    const diff = block.dc - predictor;
+    predictor = block.dc;
+    put(size(diff), 5);
+    magnitude(diff);
+    let k = 1;
+    for (const [run, value] of block.ac) {
+      acSymbol((run << 4) | size(value));
+      magnitude(value);
+      k += run + 1;
+    }
+    if (k < 64) acSymbol(0x00); // EOB
   });
   flush();
   bytes.push(0xff, 0xd9);
   return Uint8Array.from(bytes);
 }
 
+test('random coefficients, 16-bit quantisers and restart intervals decode exactly as dcmtk does', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'jpeg-ext-'));
+  try {
+    let seed = 0x2545f491;
+    const random = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    const below = (n: number) => Math.floor(random() * n);
+    const signed = (bits: number) => {
+      if (bits === 0) return 0;
+      const v = (1 << (bits - 1)) + below(1 << (bits - 1));
+      return random() < 0.5 ? -v : v;
+    };
+    for (let t = 0; t < 36; t++) {
+      const precision = t % 2 ? 12 : 8;
+      // Gentle, large and extreme quantisers: the last overflow the IDCT's working range.
+      const mode = t % 3;
+      const quant = Array.from({ length: 64 }, () => 1 + below([40, 2000, 65535][mode]!));
+      const rows = 1 + below(40);
+      const columns = 1 + below(40);
+      const maxBits = precision === 8 && mode !== 2 ? 10 : 14;
+      let dc = 0;
+      const blocks: Block[] = Array.from({ length: Math.ceil(rows / 8) * Math.ceil(columns / 8) }, () => {
+        dc = Math.max(-32000, Math.min(32000, dc + signed(below(precision === 8 ? 11 : 15))));
+        const ac: [number, number][] = [];
+        for (let k = 1, n = below(20); n > 0; n--) {
+          const run = below(4);
+          if (k + run > 63) break;
+          ac.push([run, signed(1 + below(maxBits))]);
+          k += run + 1;
+        }
+        return { dc, ac };
+      });
+      const stream = encodeJpeg({
+        precision,
+        rows,
+        columns,
+        quant,
+        blocks,
+        restartInterval: t % 4 === 0 ? 1 + below(5) : 0,
+      });
+      const file = path.join(dir, `random-${t}.dcm`);
+      const padded = new Uint8Array(stream.length + (stream.length % 2));
+      padded.set(stream);
+      const bits = precision === 12 ? { BitsAllocated: 16, BitsStored: 12, HighBit: 11 } : {};
+      await writeSynthetic(
+        file,
+        {
+          Rows: rows,
+          Columns: columns,
+          PixelRepresentation: 0,
+          BitsAllocated: 8,
+          BitsStored: 8,
+          HighBit: 7,
+          ...bits,
+        },
+        padded,
+        '1.2.840.10008.1.2.4.51',
+      );
+      await assertSameAsDcmdjpeg(file, dir);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('restart intervals: the DC predictor restarts at each RSTn, and a missing marker is an error', () => {
-  // 3 × 2 blocks, 24 × 12 pixels (the last block row is cut to 4 lines), a restart every 2 blocks.
+  // 3 × 2 flat blocks (DC only), 24 × 12 pixels (the last block row cut to 4 lines), a restart every 2
+  // blocks. With every quantiser 8 the islow IDCT turns a DC coefficient c into the sample c + 2048.
   const dc = [-2048, 2047, 5, -700, 0, 1234];
-  const stream = flatBlocksWithRestarts(dc, 24, 12, 2);
+  const stream = encodeJpeg({
+    precision: 12,
+    rows: 12,
+    columns: 24,
+    quant: [8, ...new Array<number>(63).fill(1)],
+    blocks: dc.map((value) => ({ dc: value, ac: [] })),
+    restartInterval: 2,
+  });
   const { samples, precision } = decodeJpegExtended(stream, { rows: 12, columns: 24 });
   assert.equal(precision, 12);
   for (let y = 0; y < 12; y++) {

@@ -96,8 +96,10 @@ class Decoder {
         throw new JpegDataError(`marker 0x${hex(marker)} runs past the data`);
       if (marker === 0xdb) this.readQuantTables(end);
       else if (marker === 0xc4) this.readHuffmanTables(end);
-      else if (marker === 0xdd) this.restartInterval = this.u16();
-      else if (marker === 0xc0 || marker === 0xc1) this.readFrame(end);
+      else if (marker === 0xdd) {
+        if (length !== 4) throw new JpegDataError(`DRI segment length ${length} is not 4`);
+        this.restartInterval = this.u16();
+      } else if (marker === 0xc0 || marker === 0xc1) this.readFrame(end);
       else if (marker === 0xda) {
         this.readScanHeader(end);
         this.pos = end;
@@ -323,6 +325,7 @@ class Decoder {
   private restart(): void {
     this.bitCount = 0;
     const d = this.data;
+    while (d[this.pos] === 0xff && d[this.pos + 1] === 0xff) this.pos++; // fill bytes before the marker
     if (d[this.pos] === 0xff && d[this.pos + 1]! >= 0xd0 && d[this.pos + 1]! <= 0xd7) {
       this.pos += 2;
       return;
@@ -363,7 +366,7 @@ class InverseDct {
     const limit = new Uint16Array(this.rangeMask + 1);
     for (let x = 0; x <= this.rangeMask; x++) {
       if (x < center) limit[x] = x + center;
-      else if (x < 2 * (max + 1) - center) limit[x] = max;
+      else if (x < 2 * (max + 1)) limit[x] = max;
       else if (x < 4 * (max + 1) - center) limit[x] = 0;
       else limit[x] = x - (4 * (max + 1) - center);
     }
@@ -400,7 +403,7 @@ class InverseDct {
         input[48 + c]!,
         input[56 + c]!,
       );
-      for (let i = 0; i < 8; i++) ws[i * 8 + c] = (o[i]! + round1) >> shift1;
+      for (let i = 0; i < 8; i++) ws[i * 8 + c] = descale(o[i]! + round1, shift1);
     }
     // Pass 2: rows, descaled by 2^(CONST_BITS + pass1Bits + 3), then range-limited.
     const limit = this.limit;
@@ -417,7 +420,7 @@ class InverseDct {
         ws[r + 6] === 0 &&
         ws[r + 7] === 0
       ) {
-        const v = limit[((ws[r]! + (1 << (p1 + 2))) >> (p1 + 3)) & mask]!;
+        const v = limit[descale(ws[r]! + (1 << (p1 + 2)), p1 + 3) & mask]!;
         output.fill(v, r, r + 8);
         continue;
       }
@@ -431,16 +434,17 @@ class InverseDct {
         ws[r + 6]!,
         ws[r + 7]!,
       );
-      for (let i = 0; i < 8; i++) output[r + i] = limit[((o[i]! + round2) >> shift2) & mask]!;
+      for (let i = 0; i < 8; i++) output[r + i] = limit[descale(o[i]! + round2, shift2) & mask]!;
     }
   }
 }
 
-const butterflyOut = new Int32Array(8);
+const butterflyOut = new Float64Array(8);
 
 /**
- * One 8-point islow IDCT before descaling (jidctint.c, even and odd parts). 32-bit wrap-around
- * arithmetic (Math.imul, | 0) matches C's INT32 on hostile coefficients.
+ * One 8-point islow IDCT before descaling (jidctint.c, even and odd parts). IJG's INT32 is a C long,
+ * 64 bits on Linux, so nothing wraps here: inputs are 32-bit, products stay below 2^47 and sums below
+ * 2^50, exact in doubles. Only the descaled results are cut to 32 bits (C's (int) casts), in descale().
  */
 function butterfly(
   x0: number,
@@ -451,35 +455,35 @@ function butterfly(
   x5: number,
   x6: number,
   x7: number,
-): Int32Array {
+): Float64Array {
   // Even part.
-  let z1 = Math.imul(x2 + x6, FIX_0_541196100);
-  const t2 = (z1 + Math.imul(x6, -FIX_1_847759065)) | 0;
-  const t3 = (z1 + Math.imul(x2, FIX_0_765366865)) | 0;
-  const e0 = (x0 + x4) << CONST_BITS;
-  const e1 = (x0 - x4) << CONST_BITS;
-  const t10 = (e0 + t3) | 0;
-  const t13 = (e0 - t3) | 0;
-  const t11 = (e1 + t2) | 0;
-  const t12 = (e1 - t2) | 0;
+  let z1 = (x2 + x6) * FIX_0_541196100;
+  const t2 = z1 - x6 * FIX_1_847759065;
+  const t3 = z1 + x2 * FIX_0_765366865;
+  const e0 = (x0 + x4) * (1 << CONST_BITS);
+  const e1 = (x0 - x4) * (1 << CONST_BITS);
+  const t10 = e0 + t3;
+  const t13 = e0 - t3;
+  const t11 = e1 + t2;
+  const t12 = e1 - t2;
   // Odd part.
   z1 = x7 + x1;
   let z2 = x5 + x3;
   let z3 = x7 + x3;
   let z4 = x5 + x1;
-  const z5 = Math.imul(z3 + z4, FIX_1_175875602);
-  let o0 = Math.imul(x7, FIX_0_298631336);
-  let o1 = Math.imul(x5, FIX_2_053119869);
-  let o2 = Math.imul(x3, FIX_3_072711026);
-  let o3 = Math.imul(x1, FIX_1_501321110);
-  z1 = Math.imul(z1, -FIX_0_899976223);
-  z2 = Math.imul(z2, -FIX_2_562915447);
-  z3 = (Math.imul(z3, -FIX_1_961570560) + z5) | 0;
-  z4 = (Math.imul(z4, -FIX_0_390180644) + z5) | 0;
-  o0 = (o0 + z1 + z3) | 0;
-  o1 = (o1 + z2 + z4) | 0;
-  o2 = (o2 + z2 + z3) | 0;
-  o3 = (o3 + z1 + z4) | 0;
+  const z5 = (z3 + z4) * FIX_1_175875602;
+  let o0 = x7 * FIX_0_298631336;
+  let o1 = x5 * FIX_2_053119869;
+  let o2 = x3 * FIX_3_072711026;
+  let o3 = x1 * FIX_1_501321110;
+  z1 *= -FIX_0_899976223;
+  z2 *= -FIX_2_562915447;
+  z3 = z3 * -FIX_1_961570560 + z5;
+  z4 = z4 * -FIX_0_390180644 + z5;
+  o0 += z1 + z3;
+  o1 += z2 + z4;
+  o2 += z2 + z3;
+  o3 += z1 + z4;
   const out = butterflyOut;
   out[0] = t10 + o3;
   out[7] = t10 - o3;
@@ -491,6 +495,14 @@ function butterfly(
   out[4] = t13 - o0;
   return out;
 }
+
+/** IJG's DESCALE's shift on a 64-bit long, then the (int) cast: arithmetic shift, 32-bit wrap. */
+function descale(x: number, n: number): number {
+  return Math.floor(x * INVERSE_POWERS[n]!) | 0;
+}
+
+/** 2^-n, exact, so a multiplication replaces the division. */
+const INVERSE_POWERS = Float64Array.from({ length: 32 }, (_, n) => 2 ** -n);
 
 function hex(n: number): string {
   return n.toString(16).padStart(2, '0');

@@ -100,6 +100,6 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       },
       'report written',
     );
-    return { srUid, provider: result.provider, findings: result.findings, images: result.sources.length };
+    return { srUid, provider: result.provider, findings: result.findings, images: imageCount };
   };
 }

@@ -29,7 +29,8 @@ const DECODE_AHEAD = 16;
 interface VolumeFrame {
   /** With frameNumber when the image has several frames. */
   source: SourceInstanceRef;
-  image: DecodedImage;
+  rows: number;
+  columns: number;
   pixels: Float32Array;
   geometry: SliceGeometry;
 }
@@ -187,17 +188,28 @@ export async function runVolumeModel(
       skipped.push(`${source.sopInstanceUid}: ${reason}`);
       continue;
     }
-    // Each image is within the decoder's limits; the series as a whole must be too.
-    voxels += image.rows * image.columns * image.pixels.length;
-    if (voxels > maxSeriesVoxels) {
-      throw new UnusableSeriesError(`${m.id}: the series holds more than ${maxSeriesVoxels} voxels`);
-    }
+    // Only frames that have a place in the patient are kept (a cine's later frames are dropped here).
+    const unplaced: number[] = [];
     image.pixels.forEach((pixels, frame) => {
       const ref = image.pixels.length > 1 ? { ...source, frameNumber: frame + 1 } : source;
       const geometry = image.frameGeometries?.[frame];
-      if (geometry) decoded.push({ source: ref, image, pixels, geometry });
-      else skipped.push(`${describe(ref)}: no Image Position/Orientation (Patient) or Pixel Spacing`);
+      if (!geometry) {
+        unplaced.push(frame + 1);
+        return;
+      }
+      // Each image is within the decoder's limits; the slices kept for the volume must be too.
+      voxels += image.rows * image.columns;
+      if (voxels > maxSeriesVoxels) {
+        throw new UnusableSeriesError(`${m.id}: the series holds more than ${maxSeriesVoxels} voxels`);
+      }
+      decoded.push({ source: ref, rows: image.rows, columns: image.columns, pixels, geometry });
     });
+    if (unplaced.length > 0) {
+      const which = image.pixels.length === 1 ? '' : ` (frame ${frameList(unplaced)})`;
+      skipped.push(
+        `${source.sopInstanceUid}${which}: no Image Position/Orientation (Patient) or Pixel Spacing`,
+      );
+    }
   }
   const stack = largestStack(decoded);
   for (const d of decoded)
@@ -211,9 +223,9 @@ export async function runVolumeModel(
 
   let assembled;
   try {
-    const slices: VolumeSlice[] = stack.map(({ image, pixels, geometry }) => ({
-      rows: image.rows,
-      columns: image.columns,
+    const slices: VolumeSlice[] = stack.map(({ rows, columns, pixels, geometry }) => ({
+      rows,
+      columns,
       pixels,
       geometry,
     }));
@@ -225,7 +237,7 @@ export async function runVolumeModel(
   }
   const ordered = assembled.order.map((i) => stack[i]!);
   const seg = await segmentVolume(m, batcher, assembled.volume);
-  const first = ordered[0]!.image;
+  const first = ordered[0]!;
   const segmentation: SegmentationResult = {
     rows: first.rows,
     columns: first.columns,
@@ -255,6 +267,18 @@ function volumeRejectReason(m: VolumeManifest, image: DecodedImage): string | un
   return undefined;
 }
 
+/** 1-based frame numbers as ranges: 2-30, or 2, 5-7. */
+function frameList(frames: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < frames.length; i++) {
+    let j = i;
+    while (j + 1 < frames.length && frames[j + 1] === frames[j]! + 1) j++;
+    parts.push(j > i ? `${frames[i]}-${frames[j]}` : `${frames[i]}`);
+    i = j;
+  }
+  return parts.join(', ');
+}
+
 function describe(ref: SourceInstanceRef): string {
   return ref.frameNumber ? `${ref.sopInstanceUid} frame ${ref.frameNumber}` : ref.sopInstanceUid;
 }
@@ -263,7 +287,7 @@ function describe(ref: SourceInstanceRef): string {
 function largestStack(items: VolumeFrame[]): VolumeFrame[] {
   const groups = new Map<string, VolumeFrame[]>();
   for (const item of items) {
-    const { rows, columns } = item.image;
+    const { rows, columns } = item;
     const key = `${rows}x${columns}|${item.geometry.orientation.map((v) => v.toFixed(3)).join(',')}`;
     const group = groups.get(key) ?? [];
     group.push(item);

@@ -242,13 +242,13 @@ function localCodingSchemes(ds: Dataset, model: ModelResult['model']): Dataset[]
     }));
 }
 
-/** Hierarchical SOP Instance Reference Macro (PS3.3 Table C.17-3) for one study. */
 /** Each instance once, in first-seen order (a volume lists every frame of a multi-frame image). */
 function distinctInstances<T extends { sopInstanceUid: string }>(refs: readonly T[]): T[] {
   const seen = new Set<string>();
   return refs.filter((r) => !seen.has(r.sopInstanceUid) && seen.add(r.sopInstanceUid));
 }
 
+/** Hierarchical SOP Instance Reference Macro (PS3.3 Table C.17-3) for one study. */
 function evidence(
   studyUid: string,
   refs: ReadonlyArray<{ seriesUid: string; sopInstanceUid: string; sopClassUid: string }>,
