@@ -24,6 +24,33 @@ export function expandTable(
   }
 }
 
+/** One output row of bilinear taps; T is the stored word (u8 or u16): one specialised copy each. */
+function tapRow<T>(
+  r0: usize,
+  r1: usize,
+  fy: f64,
+  table: usize,
+  xi0: usize,
+  xi1: usize,
+  xf: usize,
+  width: i32,
+  row: usize,
+): void {
+  const size = <usize>sizeof<T>();
+  for (let x: i32 = 0; x < width; x++) {
+    const o0 = <usize>load<i32>(xi0 + ((<usize>x) << 2)) * size;
+    const o1 = <usize>load<i32>(xi1 + ((<usize>x) << 2)) * size;
+    const fx = <f64>load<f32>(xf + ((<usize>x) << 2));
+    const a = <f64>load<u8>(table + <usize>load<T>(r0 + o0));
+    const b = <f64>load<u8>(table + <usize>load<T>(r0 + o1));
+    const d = <f64>load<u8>(table + <usize>load<T>(r1 + o0));
+    const e = <f64>load<u8>(table + <usize>load<T>(r1 + o1));
+    const top = a + (b - a) * fx;
+    const bottom = d + (e - d) * fx;
+    store<f32>(row + ((<usize>x) << 2), <f32>(top + (bottom - top) * fy));
+  }
+}
+
 /**
  * Bilinear taps on table-mapped stored words into `display` (height × width f32), then the
  * per-channel (v * scale - mean[c]) * (1 / std[c]) into `out` (channels × height × width f32).
@@ -56,33 +83,8 @@ export function greySample(
     const r1 = words + ((<usize>(load<i32>(yi1 + ((<usize>y) << 2)) * columns)) << wordShift);
     const fy = <f64>load<f32>(yf + ((<usize>y) << 2));
     const row = display + ((<usize>(y * width)) << 2);
-    if (wide) {
-      for (let x: i32 = 0; x < width; x++) {
-        const o0 = (<usize>load<i32>(xi0 + ((<usize>x) << 2))) << 1;
-        const o1 = (<usize>load<i32>(xi1 + ((<usize>x) << 2))) << 1;
-        const fx = <f64>load<f32>(xf + ((<usize>x) << 2));
-        const a = <f64>load<u8>(table + <usize>load<u16>(r0 + o0));
-        const b = <f64>load<u8>(table + <usize>load<u16>(r0 + o1));
-        const d = <f64>load<u8>(table + <usize>load<u16>(r1 + o0));
-        const e = <f64>load<u8>(table + <usize>load<u16>(r1 + o1));
-        const top = a + (b - a) * fx;
-        const bottom = d + (e - d) * fx;
-        store<f32>(row + ((<usize>x) << 2), <f32>(top + (bottom - top) * fy));
-      }
-    } else {
-      for (let x: i32 = 0; x < width; x++) {
-        const o0 = <usize>load<i32>(xi0 + ((<usize>x) << 2));
-        const o1 = <usize>load<i32>(xi1 + ((<usize>x) << 2));
-        const fx = <f64>load<f32>(xf + ((<usize>x) << 2));
-        const a = <f64>load<u8>(table + <usize>load<u8>(r0 + o0));
-        const b = <f64>load<u8>(table + <usize>load<u8>(r0 + o1));
-        const d = <f64>load<u8>(table + <usize>load<u8>(r1 + o0));
-        const e = <f64>load<u8>(table + <usize>load<u8>(r1 + o1));
-        const top = a + (b - a) * fx;
-        const bottom = d + (e - d) * fx;
-        store<f32>(row + ((<usize>x) << 2), <f32>(top + (bottom - top) * fy));
-      }
-    }
+    if (wide) tapRow<u16>(r0, r1, fy, table, xi0, xi1, xf, width, row);
+    else tapRow<u8>(r0, r1, fy, table, xi0, xi1, xf, width, row);
   }
   const plane = height * width;
   const s = f64x2.splat(scale);
