@@ -43,7 +43,7 @@ test('a series over the voxel budget fails before the model runs, slices decoded
       await assert.rejects(
         runVolumeModel(m, batcher, sources, decodePool, 5 * 256 * 256),
         (err: unknown) =>
-          err instanceof UnusableSeriesError && /over the \d+-byte limit|more than/.test(err.message),
+          err instanceof UnusableSeriesError && /over the \d+-sample limit|more than/.test(err.message),
       );
       // Room for the whole series: it assembles (and reaches the model, which refuses here).
       await assert.rejects(
@@ -57,45 +57,62 @@ test('a series over the voxel budget fails before the model runs, slices decoded
   }
 });
 
-test('frames with no position of their own are dropped, named once, and not counted against the budget', async () => {
+test('frames with no position of their own are dropped and named once; decoding them is capped too', async () => {
   const m = await brainManifest();
   const dir = await mkdtemp(path.join(tmpdir(), 'volume-frames-'));
-  try {
+  const classicMultiFrame = async (name: string, size: number) => {
     // A classic multi-frame image: its top-level Image Position places frame 1 only.
-    const file = path.join(dir, 'classic-multiframe.dcm');
+    const file = path.join(dir, name);
     await writeSynthetic(
       file,
       {
         Modality: 'MR',
-        Rows: 64,
-        Columns: 64,
+        Rows: size,
+        Columns: size,
         NumberOfFrames: 3,
         ImagePositionPatient: [0, 0, 0],
         ImageOrientationPatient: [1, 0, 0, 0, 1, 0],
         PixelSpacing: [1, 1],
       },
-      new Uint16Array(3 * 64 * 64),
+      new Uint16Array(3 * size * size),
     );
-    const source = {
+    return {
       path: file,
-      sopInstanceUid: '2.25.61',
+      sopInstanceUid: `2.25.${name.length}${size}`,
       sopClassUid: '1.2.840.10008.5.1.4.1.1.7',
       seriesUid: '2.25.62',
     };
-    // A budget of two frames: the three decoded frames would exceed it, the one kept does not.
+  };
+  try {
+    const one = await classicMultiFrame('classic.dcm', 64);
     await assert.rejects(
       runVolumeModel(
         m,
         refusingBatcher(m, () => {}),
-        [source],
+        [one],
         undefined,
-        2 * 64 * 64,
+        3 * 64 * 64,
       ),
       (err: unknown) => {
         assert.ok(err instanceof UnusableSeriesError);
-        assert.match(err.message, /the series has 1 \(skipped: 2\.25\.61 \(frame 2-3\): no Image Position/);
+        assert.match(err.message, /the series has 1 \(skipped: 2\.25\.\d+ \(frame 2-3\): no Image Position/);
         return true;
       },
+    );
+    // 70 small files whose frames are decoded and then dropped (too small, no position): with a budget
+    // of 3,072 voxels the decoding stops at four times that, instead of going through every file.
+    const many = [];
+    for (let i = 0; i < 70; i++) many.push(await classicMultiFrame(`small-${i}.dcm`, 8));
+    await assert.rejects(
+      runVolumeModel(
+        m,
+        refusingBatcher(m, () => {}),
+        many,
+        undefined,
+        3072,
+      ),
+      (err: unknown) =>
+        err instanceof UnusableSeriesError && /decodes to more than 12288 samples/.test(err.message),
     );
   } finally {
     await rm(dir, { recursive: true, force: true });

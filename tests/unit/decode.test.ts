@@ -214,6 +214,12 @@ test('sizes are checked against limits before anything is allocated', async () =
   );
   await assert.rejects(
     decodeImage(path.join(samples, 'xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm'), {
+      limits: { maxSamples: 100_000 },
+    }),
+    /440×440×1×1 frames is 193600 samples, over the 100000-sample limit/,
+  );
+  await assert.rejects(
+    decodeImage(path.join(samples, 'xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm'), {
       limits: { maxDimension: 256 },
     }),
     /Rows 440 is outside/,

@@ -70,6 +70,8 @@ export interface DecodeLimits {
   maxFrames: number;
   /** Largest decoded pixel data (all frames, stored bytes) accepted. */
   maxPixelBytes: number;
+  /** Most samples (rows × columns × samples per pixel × frames), each a float32 once decoded. */
+  maxSamples: number;
   maxFileBytes: number;
 }
 
@@ -77,6 +79,7 @@ export const DEFAULT_LIMITS: DecodeLimits = {
   maxDimension: 16384,
   maxFrames: 4096,
   maxPixelBytes: 1024 * 1024 * 1024,
+  maxSamples: Number.POSITIVE_INFINITY,
   maxFileBytes: 2 * 1024 * 1024 * 1024 - 1,
 };
 
@@ -258,6 +261,12 @@ export function readHeader(ds: Dataset, transferSyntaxUid: string, limits: Decod
     pixelRepresentation: optionalInt(ds, 'PixelRepresentation', 0, 1) ?? 0,
     planarConfiguration: optionalInt(ds, 'PlanarConfiguration', 0, 1) ?? 0,
   };
+  const samples = rows * columns * samplesPerPixel * frames;
+  if (samples > limits.maxSamples) {
+    throw new DecodeError(
+      `${rows}×${columns}×${samplesPerPixel}×${frames} frames is ${samples} samples, over the ${limits.maxSamples}-sample limit`,
+    );
+  }
   const total = frameByteLength(header) * frames;
   if (total > limits.maxPixelBytes) {
     throw new DecodeError(

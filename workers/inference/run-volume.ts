@@ -9,7 +9,7 @@ import { log } from '../../src/log.ts';
 import type { MicroBatcher } from '../runtime/batcher.ts';
 import type { DecodePool } from '../runtime/decode-pool.ts';
 import { conform, scaleMinMax, transpose } from './conform.ts';
-import { decodeImage, DecodeError, DEFAULT_LIMITS, type DecodedImage, type SliceGeometry } from './decode.ts';
+import { decodeImage, DecodeError, type DecodedImage, type SliceGeometry } from './decode.ts';
 import { assembleVolume, SeriesGeometryError, type VolumeSlice } from './series-volume.ts';
 import { apply, invert, multiply, voxelCount, voxelSpacing, type Volume } from './volume.ts';
 
@@ -24,6 +24,9 @@ export const MAX_SERIES_VOXELS = 256 * 1024 * 1024;
 
 /** Slices decoded ahead of the one examined. */
 const DECODE_AHEAD = 16;
+
+/** All decoding of one series, kept or not, is capped at this many times the voxel budget. */
+const DECODE_WORK_FACTOR = 4;
 
 /** One slice of the series: a single-frame image or one frame of a multi-frame image. */
 interface VolumeFrame {
@@ -158,21 +161,25 @@ export async function runVolumeModel(
   const skipped: string[] = [];
   const decoded: VolumeFrame[] = [];
   const options = { frames: 'all' as const, modalityLut: m.preprocessing.modalityLut };
-  const decode = (file: string, maxPixelBytes: number) => {
-    const limited = { ...options, limits: { maxPixelBytes } };
+  const decode = (file: string, maxSamples: number) => {
+    const limited = { ...options, limits: { maxSamples } };
     return decodePool ? decodePool.decode(file, limited) : decodeImage(file, limited);
   };
   // Slices decode ahead of the one examined (in the pool's threads when there is one). Each gets an
-  // equal share of what is left of the series budget as its decoder limit, so the slices in flight
-  // together stay within the budget: a hostile series is stopped before it is held in memory.
+  // equal share of what is left of the series budget as its decoder limit (in samples, each a float32
+  // once decoded), so the slices in flight together stay within the budget: a hostile series is
+  // stopped before it is held in memory. Frames decoded but not kept (no position of their own) count
+  // against a looser cap on all decoding, so a series of them cannot make the worker decode forever.
   const ahead: Promise<DecodedImage | Error>[] = [];
   let voxels = 0;
+  let decodedSamples = 0;
+  const maxDecodedSamples = DECODE_WORK_FACTOR * maxSeriesVoxels;
   for (let i = 0; i < sources.length; i++) {
     const window = Math.min(DECODE_AHEAD, sources.length - i);
-    const share = Math.floor((Math.max(0, maxSeriesVoxels - voxels) * 4) / window);
+    const share = Math.floor(Math.max(0, maxSeriesVoxels - voxels) / window);
     for (let k = i; k < i + window; k++) {
-      ahead[k] ??= decode(sources[k]!.path, Math.min(DEFAULT_LIMITS.maxPixelBytes, share)).catch(
-        (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+      ahead[k] ??= decode(sources[k]!.path, share).catch((err: unknown) =>
+        err instanceof Error ? err : new Error(String(err)),
       );
     }
     const source = sources[i]!;
@@ -182,6 +189,12 @@ export async function runVolumeModel(
       if (!(image instanceof DecodeError)) throw image;
       skipped.push(`${source.sopInstanceUid}: ${image.message}`);
       continue;
+    }
+    decodedSamples += image.pixels.reduce((n, p) => n + p.length, 0);
+    if (decodedSamples > maxDecodedSamples) {
+      throw new UnusableSeriesError(
+        `${m.id}: the series decodes to more than ${maxDecodedSamples} samples (${voxels} of them usable)`,
+      );
     }
     const reason = volumeRejectReason(m, image);
     if (reason) {
