@@ -52,7 +52,10 @@ export interface SourceInstanceRef {
 export interface SegmentationResult {
   rows: number;
   columns: number;
-  /** One label map per entry of ModelResult.sources (an image, or a frame of one), same order; values are segment label values. */
+  /**
+   * One label map per entry of ModelResult.sources (an image, or a frame of one), same order; values
+   * are segment label values.
+   */
   slices: Uint8Array[];
   segments: {
     labelValue: number;

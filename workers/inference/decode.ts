@@ -8,8 +8,8 @@ import { decodeJpegExtended, JpegDataError } from './jpeg-extended.ts';
 // Part-10 file → pixel frames as numbers. dcmjs parses (and inflates Deflated Explicit VR LE itself);
 // dcmjs-codecs (WebAssembly) decompresses the encapsulated transfer syntaxes and swaps big endian;
 // jpeg-lossless-decoder-js covers JPEG lossless process 14 with any predictor (.4.57), which
-// dcmjs-codecs lacks; JPEG extended (.4.51, 12-bit) goes through our own greyscale decoder because no
-// package decodes it (jpeg-extended.ts).
+// dcmjs-codecs lacks; JPEG extended (.4.51, 8 or 12-bit greyscale) goes through our own decoder
+// because no package decodes 12-bit JPEG (jpeg-extended.ts).
 // Everything that sizes an allocation is validated against limits first: the files are hostile input.
 
 const { NativeCodecs, Transcoder } = dcmjsCodecs;
@@ -121,7 +121,7 @@ export interface DecodedImage extends PixelHeader {
   windowWidth?: number;
   /** Where the first frame lies in the patient (absent when the file does not say). */
   geometry?: SliceGeometry;
-  /** Where each decoded frame lies (enhanced multi-frame: from its functional groups); undefined where unknown. */
+  /** Where each decoded frame lies (enhanced multi-frame: its functional groups); undefined if unknown. */
   frameGeometries?: (SliceGeometry | undefined)[];
 }
 
