@@ -8,8 +8,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { dciodvfy, dsrdump, runTool, readHeaderSync, studyUidOf } from '../helpers/dicom-tools.ts';
 import { makeModelsDir, SHARED, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
-import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
-import { multipartParts, readReport, type ReportContent } from '../helpers/sr-content.ts';
+import { fetchSeriesInstance, startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
+import { readReport, type ReportContent } from '../helpers/sr-content.ts';
 
 const XRAY = path.join(SHARED, 'dicom-samples/xray');
 const FUJI_CHEST = path.join(XRAY, 'cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm');
@@ -32,28 +32,11 @@ async function fetchReportFromPacs(
   studyUid: string,
   seriesDescription: RegExp,
 ): Promise<{ content: ReportContent; file: string }> {
-  const web = orthanc.dicomwebUrl;
-  const series = await waitFor(`an SR series in study ${studyUid}`, async () => {
-    const res = await orthanc.rest(`/dicom-web/studies/${studyUid}/series?Modality=SR&includefield=0008103E`);
-    if (!res.ok) return undefined;
-    const list = (await res.json()) as Record<string, { Value?: unknown[] }>[];
-    return list.find((s) => seriesDescription.test(String(s['0008103E']?.Value?.[0] ?? '')));
-  });
-  const seriesUid = String(series['0020000E']!.Value![0]);
-  const instances = (await (
-    await orthanc.rest(`/dicom-web/studies/${studyUid}/series/${seriesUid}/instances`)
-  ).json()) as Record<string, { Value?: unknown[] }>[];
-  assert.equal(instances.length, 1, 'one SR per model and study');
-  const sopUid = String(instances[0]!['00080018']!.Value![0]);
-  const res = await fetch(`${web}/studies/${studyUid}/series/${seriesUid}/instances/${sopUid}`, {
-    headers: { ...orthanc.authHeaders, Accept: 'multipart/related; type="application/dicom"' },
-  });
-  assert.equal(res.status, 200);
-  const parts = multipartParts(Buffer.from(await res.arrayBuffer()), res.headers.get('content-type') ?? '');
-  assert.equal(parts.length, 1);
-  const file = path.join(workDir, `${sopUid}.dcm`);
-  writeFileSync(file, parts[0]!);
-  return { content: readReport(parts[0]!), file };
+  const part10 = await fetchSeriesInstance(orthanc, studyUid, 'SR', seriesDescription);
+  const content = readReport(part10);
+  const file = path.join(workDir, `${String(content.dataset.SOPInstanceUID)}.dcm`);
+  writeFileSync(file, part10);
+  return { content, file };
 }
 
 async function assertValidSr(file: string): Promise<void> {

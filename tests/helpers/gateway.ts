@@ -30,10 +30,10 @@ export interface GatewayProcess {
 }
 
 /**
- * A models directory with the repository's manifests. The chest model's weights stay in ../shared: the
- * directory holds a symlink to them, as an admin would place them.
+ * A models directory with the repository's manifests. The chest and brain models' weights stay in
+ * ../shared: the directory holds symlinks to them, as an admin would place them.
  */
-export async function makeModelsDir(models: ('cxr' | 'uniformity')[]): Promise<string> {
+export async function makeModelsDir(models: ('cxr' | 'uniformity' | 'brain')[]): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-models-'));
   if (models.includes('cxr')) {
     const d = path.join(dir, 'squeezenet1_1-cxr-pneumonia');
@@ -45,6 +45,15 @@ export async function makeModelsDir(models: ('cxr' | 'uniformity')[]): Promise<s
     await symlink(
       path.join(SHARED, 'models/squeezenet1_1-cxr-pneumonia/squeezenet1_1_cxr.onnx'),
       path.join(d, 'squeezenet1_1_cxr.onnx'),
+    );
+  }
+  if (models.includes('brain')) {
+    const d = path.join(dir, 'meshnet-brain-gwm');
+    await mkdir(d);
+    await copyFile(path.join(REPO, 'models/meshnet-brain-gwm/model.json'), path.join(d, 'model.json'));
+    await symlink(
+      path.join(SHARED, 'models/meshnet-brain-gwm/gwm_light_fileorder.onnx'),
+      path.join(d, 'gwm_light_fileorder.onnx'),
     );
   }
   if (models.includes('uniformity'))

@@ -6,6 +6,8 @@ import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from './dicom-tools.ts';
+import { waitFor } from './gateway.ts';
+import { multipartParts } from './sr-content.ts';
 
 export const ORTHANC_BINARY = '/usr/sbin/Orthanc';
 export const DICOMWEB_PLUGIN = '/usr/share/orthanc/plugins/libOrthancDicomWeb.so';
@@ -226,4 +228,41 @@ async function logTail(logPath: string, lines = 40): Promise<string> {
   } catch {
     return '(no Orthanc log)';
   }
+}
+
+/**
+ * Waits for a series of `modality` whose description matches in a study held by Orthanc, finds it by
+ * QIDO-RS and downloads its one instance by WADO-RS, as a viewer would.
+ */
+export async function fetchSeriesInstance(
+  orthanc: OrthancInstance,
+  studyUid: string,
+  modality: string,
+  seriesDescription: RegExp,
+): Promise<Buffer> {
+  const series = await waitFor(`a ${modality} series in study ${studyUid}`, async () => {
+    const res = await orthanc.rest(
+      `/dicom-web/studies/${studyUid}/series?Modality=${modality}&includefield=0008103E`,
+    );
+    if (!res.ok) return undefined;
+    const list = (await res.json()) as Record<string, { Value?: unknown[] }>[];
+    return list.find((s) => seriesDescription.test(String(s['0008103E']?.Value?.[0] ?? '')));
+  });
+  const seriesUid = String(series['0020000E']!.Value![0]);
+  const instances = (await (
+    await orthanc.rest(`/dicom-web/studies/${studyUid}/series/${seriesUid}/instances`)
+  ).json()) as Record<string, { Value?: unknown[] }>[];
+  if (instances.length !== 1)
+    throw new Error(`${instances.length} instances in the ${modality} series, not 1`);
+  const sopUid = String(instances[0]!['00080018']!.Value![0]);
+  const res = await fetch(
+    `${orthanc.dicomwebUrl}/studies/${studyUid}/series/${seriesUid}/instances/${sopUid}`,
+    {
+      headers: { ...orthanc.authHeaders, Accept: 'multipart/related; type="application/dicom"' },
+    },
+  );
+  if (res.status !== 200) throw new Error(`WADO-RS ${res.status}`);
+  const parts = multipartParts(Buffer.from(await res.arrayBuffer()), res.headers.get('content-type') ?? '');
+  if (parts.length !== 1) throw new Error(`WADO-RS answered ${parts.length} parts`);
+  return parts[0]!;
 }
