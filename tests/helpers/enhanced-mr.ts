@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import dcmjs from 'dcmjs';
@@ -103,4 +104,33 @@ export async function writeEnhancedFromSlices(
   const bytes = Buffer.from(dict.write());
   await writeFile(out, bytes);
   return parseDicom(bytes);
+}
+
+/**
+ * Checks that every frame of a SEG is derived from one frame of the enhanced source object and lies
+ * where that frame lies; returns the source frame numbers referenced.
+ */
+export function assertSegFramesReferenceSource(
+  seg: Record<string, unknown>,
+  source: Record<string, unknown>,
+): Set<number> {
+  type Item = Record<string, unknown>;
+  const sourceFrames = source.PerFrameFunctionalGroupsSequence as Item[];
+  const frames = seg.PerFrameFunctionalGroupsSequence as Item[];
+  assert.ok(frames.length > 0, 'the SEG has frames');
+  const referenced = new Set<number>();
+  for (const f of frames) {
+    const ref = ((f.DerivationImageSequence as Item[])[0]!.SourceImageSequence as Item[])[0]!;
+    assert.equal(ref.ReferencedSOPInstanceUID, source.SOPInstanceUID);
+    const n = ref.ReferencedFrameNumber as number;
+    assert.ok(Number.isInteger(n) && n >= 1 && n <= sourceFrames.length, `frame number ${n}`);
+    referenced.add(n);
+    const expected = (sourceFrames[n - 1]!.PlanePositionSequence as Item[])[0]!
+      .ImagePositionPatient as number[];
+    const actual = (f.PlanePositionSequence as Item[])[0]!.ImagePositionPatient as number[];
+    actual.forEach((v, k) =>
+      assert.ok(Math.abs(Number(v) - Number(expected[k])) < 1e-3, `frame ${n} position`),
+    );
+  }
+  return referenced;
 }

@@ -14,7 +14,7 @@ import { openModel, runModel, type LoadedModelSession } from '../../workers/infe
 import { DecodePool } from '../../workers/runtime/decode-pool.ts';
 import { labelsOnSlices, segmentVolume } from '../../workers/inference/run-volume.ts';
 import { dciodvfy, parseDicom } from '../helpers/dicom-tools.ts';
-import { writeEnhancedFromSlices } from '../helpers/enhanced-mr.ts';
+import { assertSegFramesReferenceSource, writeEnhancedFromSlices } from '../helpers/enhanced-mr.ts';
 
 // The brain segmentation model (../shared/models/meshnet-brain-gwm, light model, file order) through the
 // worker's volume path. Each full 256³ run takes about 5-7 s on two CPU cores, so the file runs it three times.
@@ -208,22 +208,13 @@ test('the same series as one Enhanced MR multi-frame object: same volumes, a SEG
   const report = await dciodvfy(segFile);
   assert.deepEqual(report.errors, [], report.output);
   const written = parseDicom(seg);
-  const perFrame = header.PerFrameFunctionalGroupsSequence as Record<string, unknown>[];
-  type Item = Record<string, unknown>;
-  const frames = written.PerFrameFunctionalGroupsSequence as Item[];
-  assert.ok(frames.length > 0);
-  for (const f of frames) {
-    const source = ((f.DerivationImageSequence as Item[])[0]!.SourceImageSequence as Item[])[0]!;
-    assert.equal(source.ReferencedSOPInstanceUID, '2.25.5001');
-    const n = source.ReferencedFrameNumber as number;
-    const expected = (perFrame[n - 1]!.PlanePositionSequence as Item[])[0]!.ImagePositionPatient as number[];
-    const actual = (f.PlanePositionSequence as Item[])[0]!.ImagePositionPatient as number[];
-    actual.forEach((v, k) => assert.ok(Math.abs(Number(v) - Number(expected[k])) < 1e-3, `frame ${n}`));
-  }
+  assertSegFramesReferenceSource(written, header);
   // The enhanced object is listed once among the referenced instances.
-  const series = written.ReferencedSeriesSequence as Item[];
+  const series = written.ReferencedSeriesSequence as Record<string, unknown>[];
   assert.deepEqual(
-    series.map((s) => (s.ReferencedInstanceSequence as Item[]).map((r) => r.ReferencedSOPInstanceUID)),
+    series.map((s) =>
+      (s.ReferencedInstanceSequence as Record<string, unknown>[]).map((r) => r.ReferencedSOPInstanceUID),
+    ),
     [['2.25.5001']],
   );
 });
