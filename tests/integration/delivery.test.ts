@@ -13,6 +13,7 @@ import { createDestinations, LOCAL_FOLDER_DESTINATION } from '../../src/results/
 import { configSchema } from '../../src/config/schema.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
 import { hemorrhageReport } from '../helpers/reports.ts';
+import { multipartParts } from '../helpers/sr-content.ts';
 import { freePort, parseDicom } from '../helpers/dicom-tools.ts';
 
 type Ds = Record<string, unknown>;
@@ -44,24 +45,6 @@ async function qidoInstances(): Promise<Ds[]> {
   });
   assert.equal(res.status, 200);
   return (await res.json()) as Ds[];
-}
-
-/** Parts of a multipart/related body (enough for WADO-RS answers). */
-function multipartParts(body: Buffer, contentType: string): Buffer[] {
-  const m = /boundary="?([^";]+)"?/i.exec(contentType);
-  assert.ok(m, `no boundary in ${contentType}`);
-  const delim = Buffer.from(`--${m[1]}`);
-  const parts: Buffer[] = [];
-  let pos = body.indexOf(delim);
-  while (pos >= 0) {
-    const next = body.indexOf(delim, pos + delim.length);
-    if (next < 0) break;
-    const part = body.subarray(pos + delim.length, next);
-    const headerEnd = part.indexOf('\r\n\r\n');
-    if (headerEnd >= 0) parts.push(part.subarray(headerEnd + 4, part.length - 2)); // strip trailing CRLF
-    pos = next;
-  }
-  return parts;
 }
 
 test('STOW-RS delivers the SR to Orthanc; QIDO finds it and WADO returns the same instance', async () => {
