@@ -17,6 +17,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { freePort } from '../../tests/helpers/dicom-tools.ts';
+import { dcmtk, storeResponses } from '../../tests/helpers/ingest.ts';
 import { startOrthanc, type OrthancInstance } from '../../tests/helpers/orthanc.ts';
 import { synthesizeCtSeries } from './synth.ts';
 
@@ -34,17 +35,6 @@ interface Target {
   durability: string;
 }
 
-function run(cmd: string, args: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, TCP_NODELAY: '1' } });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, out }));
-  });
-}
-
 /** Sends `files` with `associations` storescu processes in parallel; instances per second. */
 async function send(target: Target, files: string[], associations: number): Promise<number> {
   const groups: string[][] = Array.from({ length: associations }, () => []);
@@ -52,14 +42,16 @@ async function send(target: Target, files: string[], associations: number): Prom
   const started = process.hrtime.bigint();
   const results = await Promise.all(
     groups.map((g) =>
-      run('storescu', ['-v', '-aet', 'BENCH', '-aec', target.aet, '127.0.0.1', String(target.port), ...g]),
+      // No timeout: the 1 GB study may take longer than a test's minute.
+      dcmtk(
+        'storescu',
+        ['-v', '-aet', 'BENCH', '-aec', target.aet, '127.0.0.1', String(target.port), ...g],
+        0,
+      ),
     ),
   );
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const ok = results.reduce(
-    (n, r) => n + (r.out.match(/Received Store Response \(Success\)/g)?.length ?? 0),
-    0,
-  );
+  const ok = results.reduce((n, r) => n + storeResponses(r.out).filter((s) => s === 'Success').length, 0);
   if (ok !== files.length) {
     throw new Error(
       `${target.name}: ${ok}/${files.length} stored\n${results.map((r) => r.out.slice(-1500)).join('\n')}`,
@@ -72,7 +64,7 @@ async function waitForPort(port: number, aet: string, child: ChildProcess, what:
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
-    const echo = await run('echoscu', ['-aec', aet, '127.0.0.1', String(port)]).catch(() => undefined);
+    const echo = await dcmtk('echoscu', ['-aec', aet, '127.0.0.1', String(port)]).catch(() => undefined);
     if (echo !== undefined && echo.code === 0) return;
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -190,7 +182,6 @@ async function main(): Promise<void> {
           dir: path.join(dir, `series-${runNo++}`),
           instances: INSTANCES,
         });
-        // One warm-up instance outside the clock (first-connection and JIT costs), from another series.
         const rate = await send(target, files, associations);
         rates.set(`${target.name}/${associations}`, rate);
         console.log(`  ${target.name.padEnd(9)} ${associations} assoc: ${rate.toFixed(1)} instances/s`);

@@ -1,5 +1,6 @@
 // The console's REST API: every page's data and every action, as JSON. Described in openapi.ts.
 import express, { type Request, type Response } from 'express';
+import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { audit, AUDIT_TYPES, auditToCsv, type AuditType } from '../audit/trail.ts';
 import { isValidUid } from '../dicom/uid.ts';
@@ -122,13 +123,13 @@ export function createApiRouter(deps: ApiDeps): express.Router {
   api.get(
     '/overview',
     handle(async (_req, res) => {
-      const [queueViews, workers, studies] = await Promise.all([
+      const [queueViews, workers, states] = await Promise.all([
         queueOverview(queues),
         listWorkers(redis, prefix, deps.workerStaleMs),
-        index.list(1000),
+        index.states(1000),
       ]);
       const byState = Object.fromEntries(STUDY_STATES.map((s) => [s, 0])) as Record<StudyState, number>;
-      for (const s of studies) byState[s.state] = (byState[s.state] ?? 0) + 1;
+      for (const state of states) byState[state] = (byState[state] ?? 0) + 1;
       res.json({
         queues: queueViews,
         workersAlive: workers.filter((w) => w.alive).length,
@@ -258,46 +259,38 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     );
   }
 
-  api.post(
-    '/queues/:queue/jobs/:id/retry',
-    handle(async (req, res) => {
-      const name = String(req.params.queue);
-      const id = String(req.params.id);
-      await act(req, res, 'retry-job', `${name}/${id}`, async () => {
-        const job = await queueByName(queues, name)?.getJob(id);
-        if (!job) return { status: 404, body: { error: 'unknown queue or job' } };
-        const studyUid = (job.data as { studyUid?: string }).studyUid;
-        const state = await job.getState();
-        if (state !== 'failed')
-          return {
-            status: 409,
-            body: { error: `job is ${state}; only failed jobs can be retried` },
-            studyUid,
-          };
-        await job.retry('failed');
-        return { body: { state: await job.getState() }, studyUid };
-      });
-    }),
-  );
-
-  api.post(
-    '/queues/:queue/jobs/:id/cancel',
-    handle(async (req, res) => {
-      const name = String(req.params.queue);
-      const id = String(req.params.id);
-      await act(req, res, 'cancel-job', `${name}/${id}`, async () => {
-        const job = await queueByName(queues, name)?.getJob(id);
-        if (!job) return { status: 404, body: { error: 'unknown queue or job' } };
-        const studyUid = (job.data as { studyUid?: string }).studyUid;
-        const state = await job.getState();
-        // A running job cannot be stopped from here (it may run in another process): it is left alone.
-        if (state === 'active')
-          return { status: 409, body: { error: 'job is running; wait for it or pause the queue' }, studyUid };
-        await job.remove();
-        return { body: { removed: true, was: state }, studyUid };
-      });
-    }),
-  );
+  // Retry a failed job; cancel (remove) one that is not running. Same lookup, audit and study link.
+  const jobActions = {
+    retry: async (job: Job, state: string) => {
+      if (state !== 'failed')
+        return { status: 409, body: { error: `job is ${state}; only failed jobs can be retried` } };
+      await job.retry('failed');
+      return { body: { state: await job.getState() } };
+    },
+    cancel: async (job: Job, state: string) => {
+      // A running job cannot be stopped from here (it may run in another process): it is left alone.
+      if (state === 'active')
+        return { status: 409, body: { error: 'job is running; wait for it or pause the queue' } };
+      await job.remove();
+      return { body: { removed: true, was: state } };
+    },
+  };
+  for (const verb of ['retry', 'cancel'] as const) {
+    const action = jobActions[verb];
+    api.post(
+      `/queues/:queue/jobs/:id/${verb}`,
+      handle(async (req, res) => {
+        const name = String(req.params.queue);
+        const id = String(req.params.id);
+        await act(req, res, `${verb}-job`, `${name}/${id}`, async () => {
+          const job = await queueByName(queues, name)?.getJob(id);
+          if (!job) return { status: 404, body: { error: 'unknown queue or job' } };
+          const studyUid = (job.data as { studyUid?: string }).studyUid;
+          return { ...(await action(job, await job.getState())), studyUid };
+        });
+      }),
+    );
+  }
 
   api.get(
     '/workers',

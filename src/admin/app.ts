@@ -10,11 +10,11 @@ import type { GatewayConfig } from '../config/schema.ts';
 import type { StudyIndex } from '../ingest/studies.ts';
 import { log } from '../log.ts';
 import { metrics } from '../metrics.ts';
-import type { Queues } from '../queue/queues.ts';
+import { allQueues, type Queues } from '../queue/queues.ts';
 import { defaultDestinationName, LOCAL_FOLDER_DESTINATION } from '../results/delivery/registry.ts';
 import { createApiRouter } from './api.ts';
 import { principalOf, requireAuth } from './auth.ts';
-import { DEFAULT_MIN_FREE_BYTES, readiness, WORKER_STALE_MS } from './health.ts';
+import { readiness, WORKER_STALE_MS } from './health.ts';
 import { openapiDocument } from './openapi.ts';
 
 export interface AdminDeps {
@@ -63,12 +63,11 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   });
 
   app.get('/readyz', async (_req, res) => {
-    const spool = (config as { spool?: { minFreeBytes?: number } }).spool;
     const result = await readiness({
       redis: deps.redis,
       prefix,
       spoolDir: deps.spoolDir,
-      minFreeBytes: spool?.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES,
+      minFreeBytes: config.spool.minFreeBytes,
       workerStaleMs: WORKER_STALE_MS,
       localWorkerRunning: deps.localWorkerRunning,
     });
@@ -114,9 +113,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   const board = new ExpressAdapter();
   board.setBasePath('/admin/queues');
   createBullBoard({
-    queues: [deps.queues.studyComplete, deps.queues.inference, deps.queues.delivery].map(
-      (q) => new BullMQAdapter(q),
-    ),
+    queues: allQueues(deps.queues).map((q) => new BullMQAdapter(q)),
     // @bull-board/express pins its own copy of @bull-board/api; the two are the same shape at runtime.
     serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
   });

@@ -1,6 +1,6 @@
 // Admin HTTP access: loopback without credentials by default; anything else requires basic users or
 // bearer tokens, each with role 'read' (look) or 'admin' (look and act).
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { sameSecret } from '../util/same-secret.ts';
 import { isIP } from 'node:net';
 import type { NextFunction, Request, Response } from 'express';
 import { ConfigError } from '../config/load.ts';
@@ -34,11 +34,6 @@ export function assertAuthForBinding(http: GatewayConfig['http']): void {
 }
 
 /** Constant-time comparison of secrets of any length (hashing first equalises the lengths). */
-function sameSecret(a: string, b: string): boolean {
-  const ha = createHash('sha256').update(a).digest();
-  const hb = createHash('sha256').update(b).digest();
-  return timingSafeEqual(ha, hb);
-}
 
 function authenticate(auth: AdminAuth, header: string | undefined): Principal | undefined {
   if (!header) return undefined;

@@ -22,8 +22,6 @@ export interface ReadinessDeps {
   localWorkerRunning?: () => boolean;
 }
 
-/** When spool.minFreeBytes is not configured: room for a few large CT studies. */
-export const DEFAULT_MIN_FREE_BYTES = 1024 ** 3;
 export const WORKER_STALE_MS = 30_000;
 
 function gib(bytes: number): string {

@@ -1,6 +1,9 @@
 // OpenAPI 3 description of the admin HTTP API, served at /api/openapi.json. Written by hand, kept honest
 // by tests/integration/admin-api.test.ts, which checks that every route the app serves is listed here.
 
+import { AUDIT_TYPES } from '../audit/trail.ts';
+import { JOB_STATES, QUEUE_NAMES, STUDY_STATES } from './queries.ts';
+
 type Schema = Record<string, unknown>;
 
 const ref = (name: string): Schema => ({ $ref: `#/components/schemas/${name}` });
@@ -29,7 +32,7 @@ const queueParam = {
   name: 'queue',
   in: 'path',
   required: true,
-  schema: { type: 'string', enum: ['study-complete', 'inference', 'delivery'] },
+  schema: { type: 'string', enum: QUEUE_NAMES },
 };
 const jobParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
 const q = (name: string, schema: Schema, description?: string) => ({
@@ -137,7 +140,7 @@ export const openapiDocument = {
           studyUid: { type: 'string' },
           state: {
             type: 'string',
-            enum: ['receiving', 'queued', 'inferring', 'delivering', 'done', 'failed'],
+            enum: STUDY_STATES,
           },
           callingAe: { type: 'string' },
           firstReceivedAt: { type: 'number' },
@@ -182,7 +185,7 @@ export const openapiDocument = {
         type: 'object',
         properties: {
           at: { type: 'string', format: 'date-time' },
-          type: { type: 'string', enum: ['received', 'routed', 'inferred', 'delivered', 'failed', 'action'] },
+          type: { type: 'string', enum: AUDIT_TYPES },
           studyUid: { type: 'string' },
           host: { type: 'string' },
           pid: { type: 'integer' },
@@ -310,7 +313,7 @@ export const openapiDocument = {
         parameters: [
           q('state', {
             type: 'string',
-            enum: ['receiving', 'queued', 'inferring', 'delivering', 'done', 'failed'],
+            enum: STUDY_STATES,
           }),
           q('q', { type: 'string' }, 'search in study UID, calling AE and model'),
           q('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 200 }),
@@ -363,7 +366,7 @@ export const openapiDocument = {
           queueParam,
           q('state', {
             type: 'string',
-            enum: ['waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'],
+            enum: JOB_STATES,
             default: 'failed',
           }),
           q('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 100 }),
@@ -412,7 +415,7 @@ export const openapiDocument = {
           q('studyUid', { type: 'string' }),
           q('type', {
             type: 'string',
-            enum: ['received', 'routed', 'inferred', 'delivered', 'failed', 'action'],
+            enum: AUDIT_TYPES,
           }),
           q('from', { type: 'string' }, 'ISO 8601 date or epoch milliseconds, inclusive'),
           q('to', { type: 'string' }, 'ISO 8601 date or epoch milliseconds, inclusive'),

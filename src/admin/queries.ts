@@ -7,7 +7,7 @@ import { auditSummaryKey } from '../audit/trail.ts';
 import type { StudyIndex, StudyState, StudySummary } from '../ingest/studies.ts';
 import { QUEUE } from '../queue/jobs.ts';
 import { keys, type AssociationRecord, type DestinationStatus, type WorkerHeartbeat } from '../queue/keys.ts';
-import type { Queues } from '../queue/queues.ts';
+import { allQueues, type Queues } from '../queue/queues.ts';
 import { readHeartbeats } from './health.ts';
 
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
@@ -26,14 +26,7 @@ const PENDING: JobState[] = ['waiting', 'prioritized', 'delayed'];
 const JOB_SCAN = 500;
 
 export function queueByName(queues: Queues, name: string): Queue | undefined {
-  if (name === QUEUE.studyComplete) return queues.studyComplete;
-  if (name === QUEUE.inference) return queues.inference;
-  if (name === QUEUE.delivery) return queues.delivery;
-  return undefined;
-}
-
-function allQueues(queues: Queues): Queue[] {
-  return [queues.studyComplete, queues.inference, queues.delivery];
+  return allQueues(queues).find((q) => q.name === name);
 }
 
 export interface ModelOutcome {

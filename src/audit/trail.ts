@@ -117,10 +117,6 @@ export class AuditTrail {
   private readonly received = new Map<string, ReceivedBatch>();
   private pruneTimer: NodeJS.Timeout | undefined;
 
-  get isOpen(): boolean {
-    return this.options !== undefined;
-  }
-
   /** Starts recording. Until then (unit tests, tools) events are dropped. */
   async open(options: AuditOptions): Promise<void> {
     await mkdir(options.dir, { recursive: true });

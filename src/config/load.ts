@@ -81,22 +81,17 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
   // Relative paths in a config file are relative to that file, as admins expect.
   config.dataDir = path.resolve(baseDir, config.dataDir);
   config.modelsDir = path.resolve(baseDir, config.modelsDir);
-  const dimseTls = config.dimse.tls;
-  if (dimseTls) {
+  const resolveTlsFiles = (tls: { caFile?: string; certFile?: string; keyFile?: string } | undefined) => {
     for (const k of ['caFile', 'certFile', 'keyFile'] as const) {
-      const file = dimseTls[k];
-      if (file) dimseTls[k] = path.resolve(baseDir, file);
+      const file = tls?.[k];
+      if (tls && file) tls[k] = path.resolve(baseDir, file);
     }
-  }
+  };
+  resolveTlsFiles(config.dimse.tls);
   for (const dest of Object.values(config.destinations)) {
     if (dest.kind === 'folder') dest.path = path.resolve(baseDir, dest.path);
     if (dest.kind === 'dicomweb' && dest.caFile) dest.caFile = path.resolve(baseDir, dest.caFile);
-    if (dest.kind === 'dimse' && dest.tls) {
-      for (const k of ['caFile', 'certFile', 'keyFile'] as const) {
-        const file = dest.tls[k];
-        if (file) dest.tls[k] = path.resolve(baseDir, file);
-      }
-    }
+    if (dest.kind === 'dimse') resolveTlsFiles(dest.tls);
   }
   if (config.defaultDestination && !config.destinations[config.defaultDestination]) {
     throw new ConfigError(

@@ -5,7 +5,7 @@
 // builder (which must place each frame of its label map where the source frame lies).
 
 /** A naturalized data set (dcmjs keywords → values). */
-type Dataset = Record<string, unknown>;
+export type Dataset = Record<string, unknown>;
 
 /** Image Plane attributes (PS3.3 C.7.6.2), in DICOM patient coordinates (LPS, mm). */
 export interface SliceGeometry {
@@ -68,12 +68,14 @@ function numbers(value: unknown, n: number): number[] | undefined {
   return list.length === n && list.every((v) => v !== undefined) ? (list as number[]) : undefined;
 }
 
-function toNumber(value: unknown): number | undefined {
+/** A value as a finite number (numbers, or numeric strings as dcmjs gives DS/IS), else undefined. */
+export function toNumber(value: unknown): number | undefined {
   if (value === undefined || value === null || value === '') return undefined;
   const n = typeof value === 'number' ? value : Number(String(value).trim());
   return Number.isFinite(n) ? n : undefined;
 }
 
-function first(value: unknown): unknown {
+/** The first value of a multi-valued attribute (dcmjs gives arrays), or the value itself. */
+export function first(value: unknown): unknown {
   return Array.isArray(value) ? value[0] : value;
 }

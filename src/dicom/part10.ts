@@ -9,7 +9,10 @@ export const IMPLEMENTATION_CLASS_UID = uidFromName('dicom-ai-gateway');
 /** Implementation Version Name (SH, at most 16 characters). */
 export const IMPLEMENTATION_VERSION_NAME = 'AIGW_0_1';
 
+export const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2';
+export const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 export const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1.99';
+export const EXPLICIT_VR_BIG_ENDIAN = '1.2.840.10008.1.2.2';
 
 const PREAMBLE_LENGTH = 128;
 const MAGIC = Buffer.from('DICM', 'ascii');
@@ -199,16 +202,20 @@ interface HeaderDict {
 
 async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<HeaderDict> {
   const maxBytes = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  // What the file read starts with: a prefix already in memory that did not hold the header is not
+  // read and parsed again, the read starts where growing it would have gone.
+  let next = (size: number) => Math.min(size, FIRST_READ_BYTES, maxBytes);
   if (opts.prefix !== undefined) {
     const { bytes, fileSize } = opts.prefix;
     const usable = bytes.subarray(0, Math.min(bytes.length, fileSize, maxBytes));
     const parsed = parsePrefix(usable, usable.length >= fileSize, fileSize);
     if (parsed.kind === 'done') return parsed.message;
+    next = (size) => grow(parsed.kind, Math.max(usable.length, 1), size, maxBytes);
   }
   const handle = await open(path, 'r');
   try {
     const { size } = await handle.stat();
-    let want = Math.min(size, FIRST_READ_BYTES, maxBytes);
+    let want = next(size);
     for (;;) {
       const buf = Buffer.alloc(want);
       const { bytesRead } = await handle.read(buf, 0, want, 0);
@@ -219,12 +226,16 @@ async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<He
       if (want >= maxBytes) {
         throw new Part10Error(`DICOM header does not fit in ${maxBytes} bytes (${parsed.reason})`);
       }
-      want =
-        parsed.kind === 'need-whole-file' ? Math.min(size, maxBytes) : Math.min(size, want * 4, maxBytes);
+      want = grow(parsed.kind, want, size, maxBytes);
     }
   } finally {
     await handle.close();
   }
+}
+
+/** The next read size after `read` bytes did not hold the header. */
+function grow(kind: 'need-more' | 'need-whole-file', read: number, size: number, maxBytes: number): number {
+  return kind === 'need-whole-file' ? Math.min(size, maxBytes) : Math.min(size, read * 4, maxBytes);
 }
 
 type ParseResult =
@@ -285,8 +296,6 @@ function firstNumber(el: DcmjsElement | undefined): number | undefined {
 /** Deeper than this is not a real data set (real SR trees stay well below 20 levels). */
 export const MAX_SEQUENCE_DEPTH = 64;
 
-const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2';
-const EXPLICIT_VR_BIG_ENDIAN = '1.2.840.10008.1.2.2';
 const UNDEFINED_LENGTH = 0xffffffff;
 
 export interface DatasetWalk {

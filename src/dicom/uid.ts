@@ -17,9 +17,14 @@ export class InvalidUidError extends Error {
   }
 }
 
+/** A string UID without the trailing NUL/space padding UI values may carry; non-strings as they are. */
+export function trimUid<T>(value: T): T | string {
+  return typeof value === 'string' ? value.replace(/[\0 ]+$/, '') : value;
+}
+
 /** Returns the UID with trailing NUL/space padding removed, or throws InvalidUidError. */
 export function requireUid(field: string, value: unknown): string {
-  const trimmed = typeof value === 'string' ? value.replace(/[\0 ]+$/, '') : value;
+  const trimmed = trimUid(value);
   if (!isValidUid(trimmed)) throw new InvalidUidError(field, value);
   return trimmed;
 }

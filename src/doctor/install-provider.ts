@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import {
   CORE_LIBRARY,
   CUDA_PROVIDER,
-  inspectProvider,
+  providerFiles,
   ortVersionOf,
   PROVIDER_FILES,
   type OrtPackage,
@@ -249,12 +249,12 @@ export async function installOnline(opts: InstallOptions): Promise<void> {
   delete env.npm_config_onnxruntime_node_install;
   const code = await runProgram(process.execPath, [script], { cwd: opts.ort.dir, env, out });
   if (code !== 0) throw new ProviderInstallError(`onnxruntime-node's install script failed (exit ${code})`);
-  const state = await inspectProvider(opts.ort);
-  const missing = state.files.filter((f) => !f.present).map((f) => f.name);
+  const files = await providerFiles(opts.ort);
+  const missing = files.filter((f) => !f.present).map((f) => f.name);
   if (missing.length > 0)
     throw new ProviderInstallError(`still missing after the download: ${missing.join(', ')}`);
   await checkVersions(path.join(opts.ort.binDir, CUDA_PROVIDER), opts);
-  for (const f of state.files) out(`present ${path.join(opts.ort.binDir, f.name)} (${f.bytes} bytes)`);
+  for (const f of files) out(`present ${path.join(opts.ort.binDir, f.name)} (${f.bytes} bytes)`);
 }
 
 /** Removes the provider files: back to a CPU-only onnxruntime-node. */

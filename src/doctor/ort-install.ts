@@ -100,6 +100,16 @@ export interface ProviderState {
 }
 
 /** What the onnxruntime-node folder holds for CUDA: the provider files, their release, their needs. */
+/** Which provider files are in the package's bin folder, and their sizes (no library is read). */
+export function providerFiles(ort: OrtPackage): Promise<ProviderState['files']> {
+  return Promise.all(
+    PROVIDER_FILES.map(async (name) => {
+      const s = await stat(path.join(ort.binDir, name)).catch(() => null);
+      return s?.isFile() ? { name, present: true, bytes: s.size } : { name, present: false };
+    }),
+  );
+}
+
 export async function inspectProvider(ort: OrtPackage): Promise<ProviderState> {
   const errors: string[] = [];
   const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | null> => {
@@ -112,12 +122,7 @@ export async function inspectProvider(ort: OrtPackage): Promise<ProviderState> {
   };
   const core = path.join(ort.binDir, CORE_LIBRARY);
   const coreVersion = existsSync(core) ? await attempt(CORE_LIBRARY, () => ortVersionOf(core)) : null;
-  const files = await Promise.all(
-    PROVIDER_FILES.map(async (name) => {
-      const s = await stat(path.join(ort.binDir, name)).catch(() => null);
-      return s?.isFile() ? { name, present: true, bytes: s.size } : { name, present: false };
-    }),
-  );
+  const files = await providerFiles(ort);
   const cuda = path.join(ort.binDir, CUDA_PROVIDER);
   let providerVersion: string | null = null;
   let dependencies: string[] = [];

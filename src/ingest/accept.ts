@@ -3,10 +3,10 @@
 // into place, and indexed (onStored). Only then may the sender hear Success.
 import { stat } from 'node:fs/promises';
 import { readInstanceHeader, type InstanceHeader } from '../dicom/part10.ts';
-import { isValidUid } from '../dicom/uid.ts';
+import { isValidUid, trimUid } from '../dicom/uid.ts';
 import { bytesReceived, instancesReceived } from '../metrics.ts';
 import type { DiskWatermark } from './disk.ts';
-import type { Spool } from './spool.ts';
+import { InstanceTooLargeError, type Spool } from './spool.ts';
 
 // Failure statuses shared by C-STORE (PS3.4 Table B.2-1) and STOW-RS FailureReason (PS3.18 Table 10.5.3-2).
 export const STATUS_OUT_OF_RESOURCES = 0xa700;
@@ -92,6 +92,17 @@ export class InstanceAcceptor {
   }
 
   /**
+   * The temp file could not be written whole: it is deleted. An instance over the size limit is the
+   * sender's fault (refused); anything else is ours (failed, the sender may retry). Never rejects.
+   */
+  async writeFailed(tempPath: string, error: unknown): Promise<Extract<AcceptOutcome, { ok: false }>> {
+    await this.spool.discard(tempPath).catch(() => undefined);
+    return error instanceof InstanceTooLargeError
+      ? refused(STATUS_OUT_OF_RESOURCES, error.message, {})
+      : failed(STATUS_OUT_OF_RESOURCES, 'cannot write to spool', {}, error);
+  }
+
+  /**
    * Takes ownership of the temp file: it ends up committed or deleted, whatever the outcome. Never rejects.
    */
   async accept(
@@ -146,13 +157,10 @@ export class InstanceAcceptor {
   }
 }
 
-interface CheckedKey {
-  studyUid: string;
-  seriesUid: string;
-  sopInstanceUid: string;
-  sopClassUid: string;
-  transferSyntaxUid: string;
-}
+type CheckedKey = Pick<
+  StoredInstance,
+  'studyUid' | 'seriesUid' | 'sopInstanceUid' | 'sopClassUid' | 'transferSyntaxUid'
+>;
 
 type Checked = { ok: true; key: CheckedKey } | Extract<AcceptOutcome, { ok: false }>;
 
@@ -213,10 +221,6 @@ function failed(
   error: unknown,
 ): Extract<AcceptOutcome, { ok: false }> {
   return { ok: false, kind: 'failed', status, reason, error, ...ids };
-}
-
-function trimUid(value: unknown): string | undefined {
-  return typeof value === 'string' ? value.replace(/[\0 ]+$/, '') : undefined;
 }
 
 export function errorMessage(err: unknown): string {

@@ -43,8 +43,4 @@ export class DiskWatermark {
     if (Date.now() - this.checkedAt > REFRESH_MS) await this.refresh();
     return this.freeBytes < this.minFreeBytes;
   }
-
-  get lastFreeBytes(): number {
-    return this.freeBytes;
-  }
 }

@@ -115,6 +115,25 @@ export class StudyIndex {
     return studies.filter((s): s is StudySummary => s !== undefined);
   }
 
+  /**
+   * The state of each of the `limit` most recently active studies, one pipelined HMGET each: what the
+   * dashboard's summary needs, without the whole summaries (same rules as get()).
+   */
+  async states(limit: number): Promise<StudyState[]> {
+    const uids = await this.redis.zrevrange(this.studiesKey, 0, limit - 1);
+    if (uids.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const uid of uids) pipeline.hmget(this.studyKey(uid), 'studyUid', 'state');
+    const replies = (await pipeline.exec()) ?? [];
+    const states: StudyState[] = [];
+    for (const [err, value] of replies) {
+      if (err) throw err;
+      const [studyUid, state] = value as (string | null)[];
+      if (studyUid) states.push((state as StudyState | null) ?? 'receiving');
+    }
+    return states;
+  }
+
   async setState(studyUid: string, state: StudyState, detail = ''): Promise<void> {
     await this.redis.hset(this.studyKey(studyUid), { state, detail });
   }

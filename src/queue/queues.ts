@@ -40,7 +40,12 @@ export function createQueues(connection: ConnectionOptions, config: GatewayConfi
     inference,
     delivery,
     close: async () => {
-      await Promise.all([studyComplete.close(), inference.close(), delivery.close()]);
+      await Promise.all([studyComplete, inference, delivery].map((q) => q.close()));
     },
   };
+}
+
+/** The three queues, in pipeline order. */
+export function allQueues(queues: Queues): Queue[] {
+  return [queues.studyComplete, queues.inference, queues.delivery];
 }

@@ -56,9 +56,17 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
 
   const sourcePath = result.sources[0]?.path;
   if (!sourcePath) throw new Error('the model result references no source instance');
+  // Each source file's header is read once, for the SR and the SEG alike (frames of one multi-frame
+  // image share a file).
+  const headers = new Map<string, ReturnType<typeof readNaturalizedHeader>>();
+  const headerOf = (file: string) => {
+    const header = headers.get(file) ?? readNaturalizedHeader(file);
+    headers.set(file, header);
+    return header;
+  };
   const sr = buildMeasurementReport({
     result,
-    sourceHeader: await readNaturalizedHeader(sourcePath),
+    sourceHeader: await headerOf(sourcePath),
     sopInstanceUid,
     seriesInstanceUid: seriesUid,
     seriesNumber: SR_SERIES_NUMBER,
@@ -75,7 +83,7 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
   objects.push({ kind: 'sr', sopInstanceUid, path: srPath });
 
   if (result.segmentation) {
-    const seg = await writeSegmentation(input, { ...result, segmentation: result.segmentation });
+    const seg = await writeSegmentation(input, { ...result, segmentation: result.segmentation }, headerOf);
     if (seg) objects.push(seg);
   }
 
@@ -95,18 +103,11 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
 async function writeSegmentation(
   input: WriteResultsInput,
   result: ModelResult & { segmentation: SegmentationResult },
+  headerOf: (file: string) => ReturnType<typeof readNaturalizedHeader>,
 ): Promise<WrittenObject | undefined> {
   const { studyUid, modelId, modelVersion, run } = input;
   const sopInstanceUid = uidFromName(`seg|${studyUid}|${modelId}@${modelVersion}|${run}`);
-  // Frames of one multi-frame image share its header: read each file once.
-  const headers = new Map<string, ReturnType<typeof readNaturalizedHeader>>();
-  const sourceHeaders = await Promise.all(
-    result.sources.map((s) => {
-      const header = headers.get(s.path) ?? readNaturalizedHeader(s.path);
-      headers.set(s.path, header);
-      return header;
-    }),
-  );
+  const sourceHeaders = await Promise.all(result.sources.map((s) => headerOf(s.path)));
   let seg: Buffer | undefined;
   try {
     seg = buildSegmentation({

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { runTool, studyUidOf } from '../helpers/dicom-tools.ts';
+import { studyUidOf } from '../helpers/dicom-tools.ts';
 import { makeModelsDir, SHARED, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 
 const FUJI_CHEST = path.join(SHARED, 'dicom-samples/xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm');
@@ -49,15 +49,7 @@ test('a study appears live, is searched, opened, reprocessed; a queue is paused 
   // The page is open before the study arrives: it must show up without a reload (live updates).
   await page.goto(`${base}/#/studies`);
   await page.waitForSelector('#whoami:has-text("local (admin)")');
-  const sent = await runTool('storescu', [
-    '-aet',
-    'MODALITY1',
-    '-aec',
-    'AIGATEWAY',
-    '127.0.0.1',
-    String(gateway.dimsePort),
-    FUJI_CHEST,
-  ]);
+  const sent = await gateway.store([FUJI_CHEST]);
   assert.equal(sent.code, 0, sent.stderr);
   const row = page.locator(`tr[data-study="${studyUid}"]`);
   await row.locator('.badge.done').waitFor({ timeout: 60_000 });

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { dciodvfy, mrSlices, parseDicom, runTool } from '../helpers/dicom-tools.ts';
+import { dciodvfy, mrSlices, parseDicom } from '../helpers/dicom-tools.ts';
 import { assertSegFramesReferenceSource, writeEnhancedFromSlices } from '../helpers/enhanced-mr.ts';
 import { makeModelsDir, startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 import { fetchSeriesInstance, startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
@@ -45,11 +45,7 @@ test('an Enhanced MR multi-frame brain series comes back as an SR and a SEG that
     seriesInstanceUid: '2.25.700002',
   });
   const studyUid = header.StudyInstanceUID as string;
-  const sent = await runTool(
-    'storescu',
-    ['-aet', 'SCANNER1', '-aec', 'AIGATEWAY', '127.0.0.1', String(gateway.dimsePort), file],
-    { env: { ...process.env, TCP_NODELAY: '1' } },
-  );
+  const sent = await gateway.store([file], { aet: 'SCANNER1' });
   assert.equal(sent.code, 0, `${sent.stdout}${sent.stderr}`);
 
   // The SR: tissue volumes, and the source object listed once.

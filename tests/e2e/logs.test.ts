@@ -6,7 +6,6 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import dcmjs from 'dcmjs';
-import { runTool } from '../helpers/dicom-tools.ts';
 import { makeModelsDir, SHARED, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 
 // A real CR with a patient name, ID and birth date filled in.
@@ -58,16 +57,8 @@ test('logs carry study and job ids, never patient name, ID or birth date', async
   assert.ok(spellings(h.PatientID).length > 0, 'the file has a PatientID');
   assert.ok(spellings(h.PatientBirthDate).length > 0, 'the file has a PatientBirthDate');
 
-  const sent = await runTool('storescu', [
-    '-xw', // the file is JPEG 2000 lossy: propose it as it is
-    '-aet',
-    'MODALITY1',
-    '-aec',
-    'AIGATEWAY',
-    '127.0.0.1',
-    String(gateway.dimsePort),
-    FILE,
-  ]);
+  // The file is JPEG 2000 lossy: propose it as it is.
+  const sent = await gateway.store([FILE], { args: ['-xw'] });
   assert.equal(sent.code, 0, sent.stderr);
   await waitFor(
     'the study to be done',

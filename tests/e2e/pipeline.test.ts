@@ -83,13 +83,7 @@ test('a modality pushes chest X-rays with storescu; SRs with the model findings 
     String(gateway.dimsePort),
   ]);
   assert.equal(echo.code, 0, echo.stderr);
-  const sent = await runTool(
-    'storescu',
-    ['-aet', 'MODALITY1', '-aec', 'AIGATEWAY', '127.0.0.1', String(gateway.dimsePort), ...files],
-    {
-      env: { ...process.env, TCP_NODELAY: '1' },
-    },
-  );
+  const sent = await gateway.store(files);
   assert.equal(sent.code, 0, `${sent.stdout}${sent.stderr}`);
 
   const { content, file } = await fetchReportFromPacs(studyUidOf(FUJI_CHEST), /SqueezeNet/i);

@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { runTool } from '../helpers/dicom-tools.ts';
 import { Redis } from 'ioredis';
 import {
   makeModelsDir,
@@ -23,16 +22,6 @@ after(async () => {
   await gateway?.dispose();
 });
 
-function storescu(port: number, files: string[]) {
-  return runTool(
-    'storescu',
-    ['-aet', 'CT_SCANNER', '-aec', 'AIGATEWAY', '127.0.0.1', String(port), ...files],
-    {
-      env: { ...process.env, TCP_NODELAY: '1' },
-    },
-  );
-}
-
 function filesUnder(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile())
@@ -50,7 +39,7 @@ test('a gateway killed mid-study, with Redis wiped, keeps every acknowledged ins
     config: { study: { quietPeriodMs: 4000 } },
   });
 
-  const first = await storescu(gateway.dimsePort, files.slice(0, 14));
+  const first = await gateway.store(files.slice(0, 14), { aet: 'CT_SCANNER' });
   assert.equal(first.code, 0, first.stderr);
   await gateway.stop('SIGKILL');
   const spool = path.join(gateway.dataDir, 'spool/studies');
@@ -64,7 +53,7 @@ test('a gateway killed mid-study, with Redis wiped, keeps every acknowledged ins
   redis.disconnect();
 
   await gateway.start();
-  const second = await storescu(gateway.dimsePort, files.slice(14));
+  const second = await gateway.store(files.slice(14), { aet: 'CT_SCANNER' });
   assert.equal(second.code, 0, second.stderr);
   assert.equal(filesUnder(spool).length, 28);
 

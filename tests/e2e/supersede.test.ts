@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { jobId, QUEUE } from '../../src/queue/jobs.ts';
-import { dciodvfy, parseDicom, runTool } from '../helpers/dicom-tools.ts';
+import { dciodvfy, parseDicom } from '../helpers/dicom-tools.ts';
 import {
   makeModelsDir,
   REDIS_URL,
@@ -54,15 +54,7 @@ async function delivered(): Promise<Map<string, { ds: Ds; file: string }>> {
 }
 
 async function send(files: string[]): Promise<void> {
-  const r = await runTool('storescu', [
-    '-aet',
-    'MODALITY1',
-    '-aec',
-    'AIGATEWAY',
-    '127.0.0.1',
-    String(gateway.dimsePort),
-    ...files.map((f) => path.join(CT, f)),
-  ]);
+  const r = await gateway.store(files.map((f) => path.join(CT, f)));
   assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
 }
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Redis } from 'ioredis';
-import { freePort } from './dicom-tools.ts';
+import { freePort, runTool, type ToolResult } from './dicom-tools.ts';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
 export const SHARED = path.resolve(REPO, '../shared');
@@ -21,6 +21,11 @@ export interface GatewayProcess {
   prefix: string;
   logPath: string;
   api<T = unknown>(p: string): Promise<T>;
+  /**
+   * dcmtk storescu into this gateway as a modality (AE title MODALITY1 unless given), with TCP_NODELAY
+   * on; `args` go before the address (e.g. '-xw' to propose a file's own transfer syntax).
+   */
+  store(files: string[], opts?: { aet?: string; args?: string[] }): Promise<ToolResult>;
   /** Starts the same configuration again (same ports, data directory and Redis prefix). */
   start(): Promise<void>;
   /** SIGTERM and wait; `kill` sends SIGKILL, as a power cut would. */
@@ -142,6 +147,22 @@ export async function startGateway(opts: {
     logPath,
     start,
     stop,
+    store(files, storeOpts = {}) {
+      return runTool(
+        'storescu',
+        [
+          ...(storeOpts.args ?? []),
+          '-aet',
+          storeOpts.aet ?? 'MODALITY1',
+          '-aec',
+          'AIGATEWAY',
+          '127.0.0.1',
+          String(dimsePort),
+          ...files,
+        ],
+        { env: { ...process.env, TCP_NODELAY: '1' } },
+      );
+    },
     async api<T>(p: string): Promise<T> {
       const res = await fetch(`${base}${p}`);
       if (!res.ok) throw new Error(`GET ${p}: ${res.status}`);

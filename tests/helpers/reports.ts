@@ -1,10 +1,11 @@
 import path from 'node:path';
-import type { ModelResult } from '../../src/results/findings.ts';
+import type { ModelResult, SegmentationResult } from '../../src/results/findings.ts';
 import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
-import { sourcesOf } from './dicom-tools.ts';
+import { mrSlices, sourcesOf } from './dicom-tools.ts';
 
-// A real TID 1500 SR for delivery tests: one positive 'hemorrhage' finding over slices of the real CT
-// series, built with the project's own SR builder.
+// Model results over real sample series for the SR, SEG and delivery tests: a TID 1500 SR with one
+// positive 'hemorrhage' finding over CT slices (built with the project's own SR builder), and a brain
+// volume result with a label map over MR slices.
 
 const CT_SERIES = path.resolve(
   import.meta.dirname,
@@ -44,4 +45,48 @@ export function hemorrhageReport(opts: {
     ...(opts.now ? { now: opts.now } : {}),
   });
   return { sr, studyUid: header.StudyInstanceUID as string };
+}
+
+/**
+ * A volume model's result over the real MR slices `from`..`to` (exclusive): one white-matter volume
+ * finding and, on every slice, a label map with a block of white matter (all background when `empty`),
+ * as the brain model would give it; for SR + SEG writing and delivery tests.
+ */
+export function whiteMatterResult(
+  from: number,
+  to: number,
+  opts: { empty?: boolean } = {},
+): {
+  result: ModelResult & { segmentation: SegmentationResult };
+  headers: Record<string, unknown>[];
+  studyUid: string;
+} {
+  const mr = sourcesOf(mrSlices(from, to));
+  const headers = mr.map((x) => x.header);
+  const rows = headers[0]!.Rows as number;
+  const columns = headers[0]!.Columns as number;
+  const wm = { value: '33999003', scheme: 'SCT', meaning: 'White matter' };
+  return {
+    headers,
+    studyUid: headers[0]!.StudyInstanceUID as string,
+    result: {
+      model: {
+        id: 'meshnet-brain-gwm',
+        name: 'MeshNet',
+        version: '1.0',
+        manufacturer: 'brainchop',
+        uid: '2.25.77',
+      },
+      findings: [{ kind: 'volume', label: 'white matter', concept: wm, volumeMl: 3.25, voxelCount: 800 }],
+      sources: mr.map((x) => x.ref),
+      provider: 'cpu',
+      inferenceMs: 1,
+      segmentation: {
+        rows,
+        columns,
+        slices: headers.map(() => new Uint8Array(rows * columns).fill(opts.empty ? 0 : 1, 5000, 6000)),
+        segments: [{ labelValue: 1, label: 'White Matter', concept: wm }],
+      },
+    },
+  };
 }

@@ -196,6 +196,16 @@ test('studies: list, filter by state, search, detail; invalid input is a 400 wit
   assert.equal((await fetch(`${base}/api/studies?state=bogus`)).status, 400);
   assert.equal((await fetch(`${base}/api/studies?limit=0`)).status, 400);
   assert.equal((await fetch(`${base}/api/nothing-here`)).status, 404);
+
+  // The dashboard summary counts studies by state, as the list shows them.
+  const overview = (await (await fetch(`${base}/api/overview`)).json()) as {
+    studies: Record<string, number>;
+  };
+  const listed = (await (await fetch(`${base}/api/studies`)).json()) as { state: string }[];
+  for (const [state, n] of Object.entries(overview.studies)) {
+    assert.equal(n, listed.filter((s) => s.state === state).length, state);
+  }
+  assert.equal(overview.studies.failed, 1);
 });
 
 test('actions: pause/resume, reprocess, cancel, retry; each audited with who did it', async () => {

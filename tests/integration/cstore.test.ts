@@ -8,9 +8,9 @@ import { TransientDeliveryError, PermanentDeliveryError } from '../../src/result
 import { createDestinations } from '../../src/results/delivery/registry.ts';
 import { buildSegmentation } from '../../src/results/seg/segmentation.ts';
 import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
-import type { ModelResult } from '../../src/results/findings.ts';
-import { freePort, mrSlices, parseDicom, sourcesOf } from '../helpers/dicom-tools.ts';
+import { freePort, parseDicom } from '../helpers/dicom-tools.ts';
 import { startOrthanc, type OrthancInstance } from '../helpers/orthanc.ts';
+import { whiteMatterResult } from '../helpers/reports.ts';
 
 const SR_UID = '2.25.400000000000000000000000000000000001';
 const SEG_UID = '2.25.400000000000000000000000000000000003';
@@ -22,38 +22,8 @@ let studyUid: string;
 
 before(async () => {
   orthanc = await startOrthanc({ aet: 'PACS' });
-  const mr = sourcesOf(mrSlices(0, 3));
-  const headers = mr.map((x) => x.header);
-  studyUid = headers[0]!.StudyInstanceUID as string;
-  const rows = headers[0]!.Rows as number;
-  const columns = headers[0]!.Columns as number;
-  const result: ModelResult = {
-    model: { id: 'm', name: 'Brain model', version: '1', manufacturer: 'Lab', uid: '2.25.7' },
-    findings: [
-      {
-        kind: 'volume',
-        label: 'white matter',
-        concept: { value: '33999003', scheme: 'SCT', meaning: 'White matter' },
-        volumeMl: 1.5,
-        voxelCount: 300,
-      },
-    ],
-    sources: mr.map((x) => x.ref),
-    provider: 'cpu',
-    inferenceMs: 1,
-    segmentation: {
-      rows,
-      columns,
-      slices: headers.map(() => new Uint8Array(rows * columns).fill(1, 1000, 1300)),
-      segments: [
-        {
-          labelValue: 1,
-          label: 'White Matter',
-          concept: { value: '33999003', scheme: 'SCT', meaning: 'White matter' },
-        },
-      ],
-    },
-  };
+  const { result, headers, studyUid: study } = whiteMatterResult(0, 3);
+  studyUid = study;
   sr = buildMeasurementReport({
     result,
     sourceHeader: headers[0]!,
@@ -61,7 +31,7 @@ before(async () => {
     seriesInstanceUid: '2.25.400000000000000000000000000000000002',
   });
   seg = buildSegmentation({
-    result: result as ModelResult & { segmentation: NonNullable<ModelResult['segmentation']> },
+    result,
     sourceHeaders: headers,
     sopInstanceUid: SEG_UID,
     seriesInstanceUid: '2.25.400000000000000000000000000000000004',

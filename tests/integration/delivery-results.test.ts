@@ -8,9 +8,9 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { StudyIndex } from '../../src/ingest/studies.ts';
-import type { ModelResult } from '../../src/results/findings.ts';
 import { srSeriesUid, srUid, writeModelResults } from '../../src/results/write-results.ts';
-import { dciodvfy, mrSlices, parseDicom, sourcesOf } from '../helpers/dicom-tools.ts';
+import { dciodvfy, parseDicom } from '../helpers/dicom-tools.ts';
+import { whiteMatterResult } from '../helpers/reports.ts';
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-results-${randomBytes(4).toString('hex')}`;
@@ -31,41 +31,11 @@ const predecessorOf = (ds: Ds): string | undefined => {
   return first(series.ReferencedSOPSequence as Ds | Ds[]).ReferencedSOPInstanceUID as string;
 };
 
-async function brainResult(filled: boolean): Promise<{ result: ModelResult; studyUid: string }> {
-  const mr = sourcesOf(mrSlices(15, 18));
-  const headers = mr.map((x) => x.header);
-  const rows = headers[0]!.Rows as number;
-  const columns = headers[0]!.Columns as number;
-  const wm = { value: '33999003', scheme: 'SCT', meaning: 'White matter' };
-  return {
-    studyUid: headers[0]!.StudyInstanceUID as string,
-    result: {
-      model: {
-        id: 'meshnet-brain-gwm',
-        name: 'MeshNet',
-        version: '1.0',
-        manufacturer: 'brainchop',
-        uid: '2.25.77',
-      },
-      findings: [{ kind: 'volume', label: 'white matter', concept: wm, volumeMl: 3.25, voxelCount: 800 }],
-      sources: mr.map((x) => x.ref),
-      provider: 'cpu',
-      inferenceMs: 1,
-      segmentation: {
-        rows,
-        columns,
-        slices: headers.map(() => new Uint8Array(rows * columns).fill(filled ? 1 : 0, 5000, 6000)),
-        segments: [{ labelValue: 1, label: 'White Matter', concept: wm }],
-      },
-    },
-  };
-}
-
 test('segmentation run: SR + SEG written; re-runs supersede; retries keep their predecessor', async (t) => {
   const reportsDir = await mkdtemp(path.join(tmpdir(), 'aigw-results-'));
   t.after(() => rm(reportsDir, { recursive: true, force: true }));
   const index = new StudyIndex(connection, prefix);
-  const { result, studyUid } = await brainResult(true);
+  const { result, studyUid } = whiteMatterResult(15, 18);
   const run = (n: number) =>
     writeModelResults({
       result,
@@ -121,7 +91,7 @@ test('an empty label map writes the SR only', async (t) => {
     const keys = await connection.keys(`${prefix}-empty:*`);
     if (keys.length) await connection.del(...keys);
   });
-  const { result, studyUid } = await brainResult(false);
+  const { result, studyUid } = whiteMatterResult(15, 18, { empty: true });
   const objects = await writeModelResults({
     result,
     studyUid,

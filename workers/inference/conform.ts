@@ -1,3 +1,4 @@
+import { minMax } from './preprocess.ts';
 import { apply, invert, multiply, voxelCount, type Affine, type Volume } from './volume.ts';
 
 // "Conform" as FreeSurfer's mri_convert --conform does it: resample into a fixed grid (e.g. 256³ at 1 mm)
@@ -117,13 +118,7 @@ export function resampleTrilinear(
 
 /** Min–max scaling to [0, 1] over the whole volume, in place; a constant volume becomes all zeros. */
 export function scaleMinMax(data: Float32Array): void {
-  let min = Infinity;
-  let max = -Infinity;
-  for (let n = 0; n < data.length; n++) {
-    const v = data[n]!;
-    if (v < min) min = v;
-    if (v > max) max = v;
-  }
+  const { min, max } = minMax(data);
   const range = max - min;
   for (let n = 0; n < data.length; n++) data[n] = range > 0 ? (data[n]! - min) / range : 0;
 }

@@ -2,7 +2,20 @@ import { readFile, stat } from 'node:fs/promises';
 import dcmjs from 'dcmjs';
 import dcmjsCodecs from 'dcmjs-codecs';
 import { Decoder as JpegLosslessDecoder } from 'jpeg-lossless-decoder-js';
-import { frameGeometry, frameGroupValue, type SliceGeometry } from '../../src/dicom/functional-groups.ts';
+import {
+  first,
+  frameGeometry,
+  frameGroupValue,
+  toNumber,
+  type Dataset,
+  type SliceGeometry,
+} from '../../src/dicom/functional-groups.ts';
+import {
+  DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+  EXPLICIT_VR_BIG_ENDIAN,
+  EXPLICIT_VR_LITTLE_ENDIAN,
+  IMPLICIT_VR_LITTLE_ENDIAN,
+} from '../../src/dicom/part10.ts';
 import { decodeJpegExtended, JpegDataError } from './jpeg-extended.ts';
 
 // Part-10 file → pixel frames as numbers. dcmjs parses (and inflates Deflated Explicit VR LE itself);
@@ -21,10 +34,10 @@ dcmjs.log.getLogger('validation.dcmjs').setLevel('silent');
 dcmjsCodecs.log.setLevel('error');
 
 const TS = {
-  implicitLE: '1.2.840.10008.1.2',
-  explicitLE: '1.2.840.10008.1.2.1',
-  deflatedLE: '1.2.840.10008.1.2.1.99',
-  explicitBE: '1.2.840.10008.1.2.2',
+  implicitLE: IMPLICIT_VR_LITTLE_ENDIAN,
+  explicitLE: EXPLICIT_VR_LITTLE_ENDIAN,
+  deflatedLE: DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+  explicitBE: EXPLICIT_VR_BIG_ENDIAN,
 } as const;
 
 /** Read by dcmjs into native little-endian pixel data, nothing to decompress. */
@@ -135,8 +148,7 @@ export interface DecodeOptions {
   limits?: Partial<DecodeLimits>;
 }
 
-/** A naturalized data set (dcmjs keywords → values). */
-export type Dataset = Record<string, unknown>;
+export type { Dataset };
 
 let codecsReady: Promise<void> | undefined;
 function initCodecs(): Promise<void> {
@@ -503,10 +515,6 @@ function concatFragments(value: unknown): Uint8Array {
   return out;
 }
 
-function first(value: unknown): unknown {
-  return Array.isArray(value) ? value[0] : value;
-}
-
 function str(value: unknown): string | undefined {
   const v = first(value);
   if (v === undefined || v === null) return undefined;
@@ -515,10 +523,7 @@ function str(value: unknown): string | undefined {
 }
 
 function num(value: unknown): number | undefined {
-  const v = first(value);
-  if (v === undefined || v === null || v === '') return undefined;
-  const n = typeof v === 'number' ? v : Number(String(v).trim());
-  return Number.isFinite(n) ? n : undefined;
+  return toNumber(first(value));
 }
 
 function optionalInt(ds: Dataset, key: string, min: number, max: number): number | undefined {

@@ -1,4 +1,4 @@
-import type { InstanceManifest } from '../../src/models/manifest.ts';
+import type { InstanceManifest, ModelManifest } from '../../src/models/manifest.ts';
 import { decodeImage, type PixelHeader } from './decode.ts';
 import { withNativeGreyFrame } from './native-frame.ts';
 import { preprocess, preprocessGreyFrame } from './preprocess.ts';
@@ -8,14 +8,19 @@ import { preprocess, preprocessGreyFrame } from './preprocess.ts';
 
 export type InstanceInput = { sample: Float32Array } | { rejected: string };
 
-/** Whether an image is one the manifest says the model can read; the reason when not. */
+/**
+ * Whether an image is one the manifest says the model can read; the reason when not. A volume model
+ * (`singleSample`) also needs grey, one-sample images.
+ */
 export function rejectReason(
-  m: InstanceManifest,
-  image: Pick<PixelHeader, 'photometric' | 'rows' | 'columns'>,
+  m: Pick<ModelManifest, 'accepts'>,
+  image: Pick<PixelHeader, 'photometric' | 'rows' | 'columns' | 'samplesPerPixel'>,
+  singleSample = false,
 ): string | undefined {
   const { accepts } = m;
   if (!(accepts.photometric as string[]).includes(image.photometric))
     return `photometric ${image.photometric} not accepted`;
+  if (singleSample && image.samplesPerPixel !== 1) return 'a volume needs single-sample (grey) images';
   if (image.rows < accepts.minRows || image.columns < accepts.minColumns) {
     return `${image.rows}×${image.columns} is smaller than ${accepts.minRows}×${accepts.minColumns}`;
   }

@@ -1,6 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { endianness } from 'node:os';
 import dicomParser from 'dicom-parser';
+import { EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN } from '../../src/dicom/part10.ts';
 import {
   DEFAULT_LIMITS,
   frameByteLength,
@@ -20,7 +21,7 @@ import {
 // (compressed or big-endian or deflated data, colour, enhanced multi-frame functional groups, 32-bit
 // samples, anything malformed) returns undefined and goes through decode.ts, which also words the errors.
 
-const LE_NATIVE = new Set(['1.2.840.10008.1.2', '1.2.840.10008.1.2.1']);
+const LE_NATIVE = new Set([IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN]);
 const ENHANCED_GROUPS = ['x52009229', 'x52009230']; // Shared / Per-frame Functional Groups Sequence
 /** Largest file read into the reused buffer; bigger ones (long multi-frame objects) take the general path. */
 export const SCRATCH_MAX_BYTES = 64 * 1024 * 1024;

@@ -70,18 +70,35 @@ function resolveWindow(
   pixels: Float32Array,
   window: WindowSetting,
 ): { center: number; width: number } {
+  const chosen = chosenWindow(window, image.windowCenter, image.windowWidth);
+  if (chosen) return chosen;
+  const { min, max } = minMax(pixels);
+  return minMaxWindow(min, max);
+}
+
+/** The manifest's fixed window, or the file's when asked for and present; else none (min–max). */
+function chosenWindow(
+  window: WindowSetting,
+  fileCenter: number | undefined,
+  fileWidth: number | undefined,
+): { center: number; width: number } | undefined {
   if (typeof window === 'object') return window;
-  if (window === 'file' && image.windowCenter !== undefined && image.windowWidth !== undefined) {
-    return { center: image.windowCenter, width: image.windowWidth };
+  if (window === 'file' && fileCenter !== undefined && fileWidth !== undefined) {
+    return { center: fileCenter, width: fileWidth };
   }
+  return undefined;
+}
+
+/** Smallest and largest value (Infinity / -Infinity when empty). */
+export function minMax(values: Float32Array): { min: number; max: number } {
   let min = Infinity;
   let max = -Infinity;
-  for (let i = 0; i < pixels.length; i++) {
-    const v = pixels[i]!;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
     if (v < min) min = v;
     if (v > max) max = v;
   }
-  return minMaxWindow(min, max);
+  return { min, max };
 }
 
 /** A window of width max-min+1 centred so that min maps to 0 and max to 255. */
@@ -169,11 +186,7 @@ export function preprocessGreyFrame(
   const { window, invertMonochrome1 } = spec.preprocessing;
   const invert = invertMonochrome1 && header.photometric === 'MONOCHROME1';
 
-  let voiWindow: { center: number; width: number } | undefined;
-  if (typeof window === 'object') voiWindow = window;
-  else if (window === 'file' && frame.windowCenter !== undefined && frame.windowWidth !== undefined) {
-    voiWindow = { center: frame.windowCenter, width: frame.windowWidth };
-  }
+  const voiWindow = chosenWindow(window, frame.windowCenter, frame.windowWidth);
   // A table from every raw stored word straight to its display byte: the kernel's taps then do one
   // lookup each, with no masking or sign arithmetic.
   const signBit = bits.signed ? bits.signBit : 0;

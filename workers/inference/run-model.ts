@@ -111,18 +111,12 @@ function checkContract(
     throw new ModelMismatchError(
       `${m.id}: the ONNX file has no input '${m.input.name}' (it has ${session.inputNames.join(', ')})`,
     );
-  // The batch axis is free (dynamic or any size); every other axis must match where the file fixes it.
-  const expected = [undefined, ...shapes.input];
   if (input.isTensor) {
     if (input.type !== 'float32')
       throw new ModelMismatchError(`${m.id}: input '${input.name}' is ${input.type}, not float32`);
-    const dims = input.shape;
-    if (
-      dims.length !== expected.length ||
-      expected.some((e, i) => e !== undefined && typeof dims[i] === 'number' && dims[i] !== e)
-    ) {
+    if (!batchedShapeMatches(input.shape, shapes.input)) {
       throw new ModelMismatchError(
-        `${m.id}: input '${input.name}' has shape [${dims.join(', ')}], manifest says [N, ${shapes.input.join(', ')}]`,
+        `${m.id}: input '${input.name}' has shape [${input.shape.join(', ')}], manifest says [N, ${shapes.input.join(', ')}]`,
       );
     }
   }
@@ -135,14 +129,9 @@ function checkContract(
   if (output.type !== 'float32')
     throw new ModelMismatchError(`${m.id}: output '${output.name}' is ${output.type}, not float32`);
   if (m.unit === 'volume') {
-    const dims = output.shape;
-    const want = [undefined, ...shapes.output];
-    if (
-      dims.length !== want.length ||
-      want.some((e, i) => e !== undefined && typeof dims[i] === 'number' && dims[i] !== e)
-    ) {
+    if (!batchedShapeMatches(output.shape, shapes.output)) {
       throw new ModelMismatchError(
-        `${m.id}: output '${output.name}' has shape [${dims.join(', ')}], manifest says [N, ${shapes.output.join(', ')}]`,
+        `${m.id}: output '${output.name}' has shape [${output.shape.join(', ')}], manifest says [N, ${shapes.output.join(', ')}]`,
       );
     }
     return;
@@ -153,6 +142,17 @@ function checkContract(
       `${m.id}: output '${output.name}' has ${last} classes, the manifest lists ${m.outputs.labels.length} labels`,
     );
   }
+}
+
+/**
+ * Whether an ONNX tensor shape is [N, ...sample]: the batch axis is free (dynamic or any size), every
+ * other axis must match where the file fixes it (symbolic axes match anything).
+ */
+function batchedShapeMatches(dims: readonly (number | string)[], sample: readonly number[]): boolean {
+  return (
+    dims.length === sample.length + 1 &&
+    sample.every((e, i) => typeof dims[i + 1] !== 'number' || dims[i + 1] === e)
+  );
 }
 
 export function activate(kind: InstanceManifest['outputs']['activation'], row: Float32Array): number[] {

@@ -10,6 +10,7 @@ import type { MicroBatcher } from '../runtime/batcher.ts';
 import type { DecodePool } from '../runtime/decode-pool.ts';
 import { conform, scaleMinMax, transpose } from './conform.ts';
 import { decodeImage, DecodeError, type DecodedImage, type SliceGeometry } from './decode.ts';
+import { rejectReason } from './instance-input.ts';
 import { assembleVolume, SeriesGeometryError, type VolumeSlice } from './series-volume.ts';
 import { apply, invert, multiply, voxelCount, voxelSpacing, type Volume } from './volume.ts';
 
@@ -196,7 +197,7 @@ export async function runVolumeModel(
         `${m.id}: the series decodes to more than ${maxDecodedSamples} samples (${voxels} of them usable)`,
       );
     }
-    const reason = volumeRejectReason(m, image);
+    const reason = rejectReason(m, image, true);
     if (reason) {
       skipped.push(`${source.sopInstanceUid}: ${reason}`);
       continue;
@@ -268,16 +269,6 @@ export async function runVolumeModel(
     'volume segmented',
   );
   return { findings: volumeFindings(m, seg), sources: ordered.map((d) => d.source), segmentation };
-}
-
-function volumeRejectReason(m: VolumeManifest, image: DecodedImage): string | undefined {
-  if (!(m.accepts.photometric as string[]).includes(image.photometric))
-    return `photometric ${image.photometric} not accepted`;
-  if (image.samplesPerPixel !== 1) return 'a volume needs single-sample (grey) images';
-  if (image.rows < m.accepts.minRows || image.columns < m.accepts.minColumns) {
-    return `${image.rows}×${image.columns} is smaller than ${m.accepts.minRows}×${m.accepts.minColumns}`;
-  }
-  return undefined;
 }
 
 /** 1-based frame numbers as ranges: 2-30, or 2, 5-7. */

@@ -286,119 +286,125 @@ function studyPage(uid) {
           )
         : h('p', { className: 'muted' }, 'No audit events yet.'),
       h('h2', {}, 'Jobs'),
-      table(
-        ['Queue', 'Job', 'What', 'State', 'Attempts', 'Reason', 'Created', 'Actions'],
-        jobRows(s.jobs),
-        'No jobs kept.',
-      ),
+      jobTable(s.jobs, 'No jobs kept.'),
     );
   };
+}
+
+/** A page that is one table of what `url` answers, a row per item. */
+function tablePage({ id, title, url, headers, row, empty }) {
+  const body = h('div', { id });
+  replace(pageEl, h('h2', {}, title), body);
+  return async () => {
+    const items = await getJson(url);
+    replace(body, table(headers, items.map(row), empty));
+  };
+}
+
+/** Jobs as a table, with their actions. */
+function jobTable(jobs, empty) {
+  return table(
+    ['Queue', 'Job', 'What', 'State', 'Attempts', 'Reason', 'Created', 'Actions'],
+    jobRows(jobs),
+    empty,
+  );
 }
 
 function workersPage() {
-  const body = h('div', { id: 'workers' });
-  replace(pageEl, h('h2', {}, 'Inference workers'), body);
-  return async () => {
-    const workers = await getJson('/api/workers');
-    replace(
-      body,
-      table(
-        [
-          'Worker',
-          'Host',
-          'GPU',
-          'Provider per model',
-          'Models',
-          'Concurrency',
-          'Jobs',
-          'Images',
-          'Jobs/min',
-          'Last heartbeat',
-          '',
-        ],
-        workers.map((w) =>
-          h(
-            'tr',
-            {},
-            h('td', { className: 'mono' }, w.workerId),
-            h('td', {}, `${w.host} (pid ${w.pid})`),
-            h('td', {}, w.gpu || 'none'),
-            h(
-              'td',
-              {},
-              Object.entries(w.providers).map(([m, p]) => h('div', {}, `${m}: ${p}`)),
-            ),
-            h('td', {}, w.models.join(', ')),
-            h('td', {}, w.concurrency),
-            h('td', {}, w.jobsProcessed),
-            h('td', {}, w.imagesProcessed),
-            h('td', {}, w.jobsPerMinute),
-            h('td', {}, ago(w.lastHeartbeat)),
-            h('td', {}, badge(w.alive ? 'ok' : 'dead')),
-          ),
+  return tablePage({
+    id: 'workers',
+    title: 'Inference workers',
+    url: '/api/workers',
+    headers: [
+      'Worker',
+      'Host',
+      'GPU',
+      'Provider per model',
+      'Models',
+      'Concurrency',
+      'Jobs',
+      'Images',
+      'Jobs/min',
+      'Last heartbeat',
+      '',
+    ],
+    row: (w) =>
+      h(
+        'tr',
+        {},
+        h('td', { className: 'mono' }, w.workerId),
+        h('td', {}, `${w.host} (pid ${w.pid})`),
+        h('td', {}, w.gpu || 'none'),
+        h(
+          'td',
+          {},
+          Object.entries(w.providers).map(([m, p]) => h('div', {}, `${m}: ${p}`)),
         ),
-        'No worker has sent a heartbeat.',
+        h('td', {}, w.models.join(', ')),
+        h('td', {}, w.concurrency),
+        h('td', {}, w.jobsProcessed),
+        h('td', {}, w.imagesProcessed),
+        h('td', {}, w.jobsPerMinute),
+        h('td', {}, ago(w.lastHeartbeat)),
+        h('td', {}, badge(w.alive ? 'ok' : 'dead')),
       ),
-    );
-  };
+    empty: 'No worker has sent a heartbeat.',
+  });
 }
 
 function destinationsPage() {
-  const body = h('div', { id: 'destinations' });
-  replace(pageEl, h('h2', {}, 'Destinations'), body);
-  return async () => {
-    const dests = await getJson('/api/destinations');
-    replace(
-      body,
-      table(
-        ['Destination', 'Kind', 'Health', 'Breaker', 'Backlog', 'Failed jobs', 'Last success', 'Last error'],
-        dests.map((d) =>
-          h(
-            'tr',
-            {},
-            h('td', {}, d.name, d.isDefault ? h('span', { className: 'muted' }, ' (default)') : null),
-            h('td', {}, d.kind),
-            h('td', {}, badge(d.health)),
-            h('td', {}, d.status?.breaker || '–'),
-            h('td', {}, d.backlog),
-            h('td', {}, d.failedJobs),
-            h('td', {}, ago(d.status?.lastSuccessAt)),
-            h('td', {}, d.status?.lastError ? `${ago(d.status.lastErrorAt)}: ${d.status.lastError}` : '–'),
-          ),
-        ),
-        'No destinations.',
+  return tablePage({
+    id: 'destinations',
+    title: 'Destinations',
+    url: '/api/destinations',
+    headers: [
+      'Destination',
+      'Kind',
+      'Health',
+      'Breaker',
+      'Backlog',
+      'Failed jobs',
+      'Last success',
+      'Last error',
+    ],
+    row: (d) =>
+      h(
+        'tr',
+        {},
+        h('td', {}, d.name, d.isDefault ? h('span', { className: 'muted' }, ' (default)') : null),
+        h('td', {}, d.kind),
+        h('td', {}, badge(d.health)),
+        h('td', {}, d.status?.breaker || '–'),
+        h('td', {}, d.backlog),
+        h('td', {}, d.failedJobs),
+        h('td', {}, ago(d.status?.lastSuccessAt)),
+        h('td', {}, d.status?.lastError ? `${ago(d.status.lastErrorAt)}: ${d.status.lastError}` : '–'),
       ),
-    );
-  };
+    empty: 'No destinations.',
+  });
 }
 
 function associationsPage() {
-  const body = h('div', { id: 'associations' });
-  replace(pageEl, h('h2', {}, 'Recent associations'), body);
-  return async () => {
-    const list = await getJson('/api/associations?limit=100');
-    replace(
-      body,
-      table(
-        ['Started', 'Calling AE', 'Called AE', 'Address', 'Stored', 'Failed', 'Duration', 'Result'],
-        list.map((a) =>
-          h(
-            'tr',
-            {},
-            h('td', {}, time(a.startedAt)),
-            h('td', {}, a.callingAe),
-            h('td', {}, a.calledAe),
-            h('td', {}, a.address),
-            h('td', {}, a.stored),
-            h('td', {}, a.failed),
-            h('td', {}, dur(a.durationMs)),
-            h('td', {}, badge(a.result), a.reason ? h('div', { className: 'muted' }, a.reason) : null),
-          ),
-        ),
-        'No associations recorded yet.',
+  return tablePage({
+    id: 'associations',
+    title: 'Recent associations',
+    url: '/api/associations?limit=100',
+    headers: ['Started', 'Calling AE', 'Called AE', 'Address', 'Stored', 'Failed', 'Duration', 'Result'],
+    row: (a) =>
+      h(
+        'tr',
+        {},
+        h('td', {}, time(a.startedAt)),
+        h('td', {}, a.callingAe),
+        h('td', {}, a.calledAe),
+        h('td', {}, a.address),
+        h('td', {}, a.stored),
+        h('td', {}, a.failed),
+        h('td', {}, dur(a.durationMs)),
+        h('td', {}, badge(a.result), a.reason ? h('div', { className: 'muted' }, a.reason) : null),
       ),
-    );
-  };
+    empty: 'No associations recorded yet.',
+  });
 }
 
 function queuesPage() {
@@ -434,14 +440,7 @@ function queuesPage() {
     const jobs = (
       await Promise.all(queues.map((q) => getJson(`/api/queues/${q.name}/jobs?state=failed&limit=50`)))
     ).flat();
-    replace(
-      failed,
-      table(
-        ['Queue', 'Job', 'What', 'State', 'Attempts', 'Reason', 'Created', 'Actions'],
-        jobRows(jobs),
-        'No failed jobs.',
-      ),
-    );
+    replace(failed, jobTable(jobs, 'No failed jobs.'));
   };
 }
 

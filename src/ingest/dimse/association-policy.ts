@@ -1,7 +1,7 @@
 // Who may open an association with us, and how many at once: called AE title, known peers (AE title and
 // optionally source address), promiscuous mode, user identity (username / username + passcode, PS3.7
 // D.3.3.7), and concurrency limits overall and per peer. Pure bookkeeping: the SCP asks, then releases.
-import { timingSafeEqual } from 'node:crypto';
+import { sameSecret } from '../../util/same-secret.ts';
 import dimse from 'dcmjs-dimse';
 
 const { RejectReason, RejectResult, RejectSource, UserIdentityType } = dimse.constants;
@@ -154,12 +154,6 @@ function reject(
   text: string,
 ): Extract<AssociationDecision, { accept: false }> {
   return { accept: false, result, source: RejectSource.ServiceUser, reason, text };
-}
-
-function sameSecret(expected: string, given: string): boolean {
-  const a = Buffer.from(expected, 'utf8');
-  const b = Buffer.from(given, 'utf8');
-  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /** '::ffff:127.0.0.1' and '127.0.0.1' are the same peer. */

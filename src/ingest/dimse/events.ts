@@ -1,6 +1,7 @@
 // Named log events of the DIMSE front door: one function per event, so every line has the same fields.
 // They carry AE titles, addresses, UIDs and counts only: never patient names, IDs or birth dates.
 import { log } from '../../log.ts';
+import { statusHex } from '../../dicom/status.ts';
 
 const dimseLog = log.child({ component: 'dimse' });
 
@@ -68,7 +69,7 @@ export function instanceRefused(peer: PeerInfo, status: number, reason: string):
       event: 'dimse.store.refused',
       callingAe: peer.callingAe,
       address: peer.address,
-      status: hex(status),
+      status: statusHex(status),
       reason,
     },
     'C-STORE refused',
@@ -81,7 +82,7 @@ export function storeFailed(peer: PeerInfo, status: number, stage: string, err: 
       event: 'dimse.store.failed',
       callingAe: peer.callingAe,
       address: peer.address,
-      status: hex(status),
+      status: statusHex(status),
       stage,
       err: err instanceof Error ? err : new Error(String(err)),
     },
@@ -105,8 +106,4 @@ export function networkError(peer: Partial<PeerInfo>, err: unknown): void {
     { event: 'dimse.network.error', ...peer, err: err instanceof Error ? err.message : String(err) },
     'DIMSE network error',
   );
-}
-
-function hex(status: number): string {
-  return `0x${status.toString(16).toUpperCase().padStart(4, '0')}`;
 }

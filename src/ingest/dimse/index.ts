@@ -1,9 +1,9 @@
-export { startDimseServer, DEFAULT_LIMITS } from './server.ts';
+export { startDimseServer } from './server.ts';
 export type { DimseServer, DimseServerOptions, DimseTlsOptions, StoredInstance } from './types.ts';
 export {
   STATUS_CANNOT_UNDERSTAND,
   STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
   STATUS_OUT_OF_RESOURCES,
-} from './scp.ts';
+} from '../accept.ts';
 export { STORAGE_SOP_CLASSES, STORED_TRANSFER_SYNTAXES, chooseTransferSyntax } from './policy.ts';
 export { AssociationPolicy, type PeerSettings } from './association-policy.ts';

@@ -13,7 +13,7 @@ import {
   errorMessage,
   type InstanceAcceptor,
 } from '../accept.ts';
-import { InstanceTooLargeError, TempFileStream } from '../spool.ts';
+import { TempFileStream } from '../spool.ts';
 import type { AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';
 import { PduGuard, type PduLimits } from './pdu-guard.ts';
@@ -30,15 +30,8 @@ type CStoreRequest = requests.CStoreRequest;
 type CStoreResponse = responses.CStoreResponse;
 type CEchoResponse = responses.CEchoResponse;
 
-export {
-  STATUS_CANNOT_UNDERSTAND,
-  STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-  STATUS_OUT_OF_RESOURCES,
-} from '../accept.ts';
-
 /** What every connection of one server shares. */
 export interface ScpContext {
-  aeTitle: string;
   maxPduLength: number;
   acceptor: InstanceAcceptor;
   policy: AssociationPolicy;
@@ -274,11 +267,10 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
         return this.refuse(request, r.status, r.reason);
       }
       if (writeError !== undefined) {
-        await ctx.acceptor.spool.discard(tempPath).catch(() => undefined);
-        if (writeError instanceof InstanceTooLargeError) {
-          return this.refuse(request, STATUS_OUT_OF_RESOURCES, writeError.message);
-        }
-        return this.fail(request, STATUS_OUT_OF_RESOURCES, 'write', writeError, 'cannot write to spool');
+        const r = await ctx.acceptor.writeFailed(tempPath, writeError);
+        return r.kind === 'refused'
+          ? this.refuse(request, r.status, r.reason)
+          : this.fail(request, r.status, 'write', r.error, r.reason);
       }
       const outcome = await ctx.acceptor.accept(
         tempPath,

@@ -51,7 +51,6 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
   if (opts.maxPduLength > Implementation.getMaxPduLength()) Implementation.setMaxPduLength(opts.maxPduLength);
 
   const ctx: ScpContext = {
-    aeTitle,
     maxPduLength: opts.maxPduLength,
     acceptor: new InstanceAcceptor({ spool: opts.spool, onStored: opts.onStored, disk }),
     policy: new AssociationPolicy({

@@ -1,6 +1,6 @@
 // Who may store by STOW-RS: a configured bearer token or basic user; with none configured, loopback only
 // (the zero-config gateway binds its HTTP to loopback, and nothing else should store without credentials).
-import { timingSafeEqual } from 'node:crypto';
+import { sameSecret } from '../../util/same-secret.ts';
 import type { IncomingMessage } from 'node:http';
 
 export interface StowAuth {
@@ -22,7 +22,7 @@ export function authorize(req: IncomingMessage, auth: StowAuth | undefined): Aut
   const header = req.headers.authorization ?? '';
   const bearer = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
   if (bearer !== undefined) {
-    const index = auth.bearer.findIndex((t) => same(t, bearer));
+    const index = auth.bearer.findIndex((t) => sameSecret(t, bearer));
     if (index >= 0) return { ok: true, user: `token#${index + 1}` };
   }
   const basic = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(header)?.[1];
@@ -32,15 +32,9 @@ export function authorize(req: IncomingMessage, auth: StowAuth | undefined): Aut
     if (colon > 0) {
       const name = decoded.slice(0, colon);
       const user = auth.basic.find((u) => u.username === name);
-      if (user !== undefined && same(user.password, decoded.slice(colon + 1)))
+      if (user !== undefined && sameSecret(user.password, decoded.slice(colon + 1)))
         return { ok: true, user: name };
     }
   }
   return { ok: false, status: 401, message: 'valid credentials required' };
-}
-
-function same(expected: string, given: string): boolean {
-  const a = Buffer.from(expected, 'utf8');
-  const b = Buffer.from(given, 'utf8');
-  return a.length === b.length && timingSafeEqual(a, b);
 }

@@ -1,5 +1,6 @@
 // Named log events of the STOW-RS front door. UIDs, sizes, statuses and reasons only: no patient data.
 import { log } from '../../log.ts';
+import { statusHex } from '../../dicom/status.ts';
 
 const stowLog = log.child({ component: 'stowrs' });
 
@@ -9,7 +10,7 @@ export function requestRejected(address: string, status: number, reason: string)
 
 export function partRefused(address: string, status: number, reason: string, sopInstanceUid?: string): void {
   stowLog.warn(
-    { event: 'stowrs.part.refused', address, status: hex(status), reason, sopInstanceUid },
+    { event: 'stowrs.part.refused', address, status: statusHex(status), reason, sopInstanceUid },
     'STOW-RS instance refused',
   );
 }
@@ -19,7 +20,7 @@ export function partFailed(address: string, status: number, reason: string, err:
     {
       event: 'stowrs.part.failed',
       address,
-      status: hex(status),
+      status: statusHex(status),
       reason,
       err: err instanceof Error ? err : new Error(String(err)),
     },
@@ -38,8 +39,4 @@ export function requestDone(
     { event: 'stowrs.request.done', address, user, httpStatus, ...counts, durationMs },
     'STOW-RS request done',
   );
-}
-
-function hex(status: number): string {
-  return `0x${status.toString(16).toUpperCase().padStart(4, '0')}`;
 }

@@ -11,7 +11,6 @@ import {
   type AcceptOutcome,
   type InstanceAcceptor,
 } from '../accept.ts';
-import { InstanceTooLargeError } from '../spool.ts';
 import { authorize, type StowAuth } from './auth.ts';
 import * as events from './events.ts';
 import { MultipartError, boundaryOf, parameterOf, readMultipart } from './multipart.ts';
@@ -195,13 +194,10 @@ async function storePart(
     throw err;
   }
   if (writeError !== undefined) {
-    await spool.discard(tempPath).catch(() => undefined);
-    if (writeError instanceof InstanceTooLargeError) {
-      events.partRefused(from, STATUS_OUT_OF_RESOURCES, writeError.message);
-      return { ok: false, kind: 'refused', status: STATUS_OUT_OF_RESOURCES, reason: writeError.message };
-    }
-    events.partFailed(from, STATUS_OUT_OF_RESOURCES, 'cannot write to spool', writeError);
-    return { ok: false, kind: 'refused', status: STATUS_OUT_OF_RESOURCES, reason: 'cannot write to spool' };
+    const r = await opts.acceptor.writeFailed(tempPath, writeError);
+    if (r.kind === 'refused') events.partRefused(from, r.status, r.reason);
+    else events.partFailed(from, r.status, r.reason, r.error);
+    return { ok: false, kind: 'refused', status: r.status, reason: r.reason };
   }
   const outcome = await opts.acceptor.accept(
     tempPath,

@@ -25,6 +25,11 @@ export interface Destination {
   deliver(part10: Buffer, meta: DeliveryMeta): Promise<DeliveryReceipt>;
 }
 
+/** HTTP answers worth retrying later: server errors, request timeout, too many requests. */
+export function isTransientHttpStatus(status: number): boolean {
+  return status >= 500 || status === 408 || status === 429;
+}
+
 /** Worth retrying later: network failure, timeout, 5xx, 408, 429, full disk. */
 export class TransientDeliveryError extends Error {
   constructor(

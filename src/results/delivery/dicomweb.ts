@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { log } from '../../log.ts';
 import {
+  isTransientHttpStatus,
   checkDeliveryInput,
   PermanentDeliveryError,
   TransientDeliveryError,
@@ -12,6 +13,7 @@ import {
   type Destination,
 } from './destination.ts';
 import { createHttpAuth, type FetchLike, type HttpAuth, type HttpAuthConfig } from './http-auth.ts';
+import { statusHex } from '../../dicom/status.ts';
 
 const MAX_RESPONSE_BYTES = 1 << 20;
 const TAG = {
@@ -100,7 +102,7 @@ export class DicomwebDestination implements Destination {
     }
 
     const status = res.status;
-    if (status >= 500 || status === 408 || status === 429) {
+    if (isTransientHttpStatus(status)) {
       throw new TransientDeliveryError(
         `STOW-RS to ${this.name}: HTTP ${status}: ${snippet(text)}`,
         this.name,
@@ -159,8 +161,7 @@ export class DicomwebDestination implements Destination {
     }
     const warnings: string[] = [];
     const warning = firstNumber(ref[TAG.warningReason]);
-    if (warning !== undefined)
-      warnings.push(`warning reason 0x${warning.toString(16).toUpperCase().padStart(4, '0')}`);
+    if (warning !== undefined) warnings.push(`warning reason ${statusHex(warning)}`);
     if (status === 202) warnings.push('HTTP 202: stored with warnings');
     if (warnings.length > 0) {
       log.warn({ event: 'delivery.warning', destination: this.name, sopInstanceUid, status, warnings });
@@ -207,7 +208,7 @@ function failureFor(payload: JsonDataset, sopInstanceUid: string): Failure | und
   const failed = findRef(payload, TAG.failedSOPSequence, sopInstanceUid);
   if (failed === undefined) return undefined;
   const code = firstNumber(failed[TAG.failureReason]);
-  const hex = code === undefined ? 'unknown' : `0x${code.toString(16).toUpperCase().padStart(4, '0')}`;
+  const hex = code === undefined ? 'unknown' : statusHex(code);
   // A7xx "Refused: Out of Resources" is the one failure class that can clear up by itself.
   const transient = code !== undefined && code >= 0xa700 && code <= 0xa7ff;
   return { transient, toString: () => `instance ${sopInstanceUid} failed, failure reason ${hex}` };

@@ -13,6 +13,7 @@ import {
   type DeliveryReceipt,
   type Destination,
 } from './destination.ts';
+import { statusHex } from '../../dicom/status.ts';
 
 const { Client, Dataset } = dimse;
 const { CStoreRequest } = dimse.requests;
@@ -43,7 +44,7 @@ export class DimseDestination implements Destination {
     const dataset = toDimseDataset(this.name, part10);
     const securityOptions = this.opts.tls ? await this.tlsOptions() : undefined;
     const { status, comment } = await this.store(dataset, securityOptions);
-    const hex = `0x${status.toString(16).toUpperCase().padStart(4, '0')}`;
+    const hex = statusHex(status);
     const where = `C-STORE to ${this.name} (${this.opts.aeTitle}@${this.opts.host}:${this.opts.port})`;
     const warnings: string[] = [];
     if (status === 0x0000) {

@@ -1,7 +1,7 @@
 // Authorization headers for DICOMweb destinations: none, HTTP basic, a static bearer token, or an
 // OAuth2 client-credentials grant (RFC 6749 §4.4) whose access token is cached until shortly before
 // it expires. Token-endpoint failures are classified like delivery failures.
-import { PermanentDeliveryError, TransientDeliveryError } from './destination.ts';
+import { isTransientHttpStatus, PermanentDeliveryError, TransientDeliveryError } from './destination.ts';
 
 export type HttpAuthConfig =
   | { type: 'none' }
@@ -101,7 +101,7 @@ class ClientCredentials implements HttpAuth {
         { cause: e },
       );
     }
-    if (res.status >= 500 || res.status === 408 || res.status === 429) {
+    if (isTransientHttpStatus(res.status)) {
       throw new TransientDeliveryError(
         `OAuth2 token endpoint of ${this.destination}: HTTP ${res.status}`,
         this.destination,

@@ -5,10 +5,11 @@
 import { frameGeometry, frameGroupValue, type SliceGeometry } from '../../dicom/functional-groups.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
 import type { CodedConcept, ModelResult, SegmentationResult } from '../findings.ts';
-import { codeSequenceItem, formatDecimalString, sanitizeLo, type Dataset } from '../sr/content.ts';
+import { codeSequenceItem, formatDecimalString, loValue, type Dataset } from '../sr/content.ts';
 import {
   derivedObjectHeader,
   dicomDateTime,
+  referencedSeries,
   ReportInputError,
   SR_MANUFACTURER,
   writePart10,
@@ -130,22 +131,22 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
     seriesNumber: input.seriesNumber ?? 9001,
     when: { date, time, offset },
   });
-  ds.SeriesDescription = sanitizeLo(`AI segmentation: ${m.name}`).slice(0, 64);
+  ds.SeriesDescription = loValue(`AI segmentation: ${m.name}`);
   // Frame of Reference: the source's, so the SEG overlays the images.
   ds.FrameOfReferenceUID = frameOfReference;
   ds.PositionReferenceIndicator = first.PositionReferenceIndicator ?? '';
   // General + Enhanced General Equipment
   ds.Manufacturer = SR_MANUFACTURER;
-  ds.ManufacturerModelName = sanitizeLo(m.name || m.id).slice(0, 64);
-  ds.DeviceSerialNumber = sanitizeLo(m.id).slice(0, 64);
-  ds.SoftwareVersions = sanitizeLo(m.version).slice(0, 64);
+  ds.ManufacturerModelName = loValue(m.name || m.id);
+  ds.DeviceSerialNumber = loValue(m.id);
+  ds.SoftwareVersions = loValue(m.version);
   // General Image + Segmentation Image
   ds.InstanceNumber = input.instanceNumber ?? 1;
   ds.ContentDate = date;
   ds.ContentTime = time;
   ds.ImageType = ['DERIVED', 'PRIMARY'];
   ds.ContentLabel = 'AI_SEGMENTATION';
-  ds.ContentDescription = sanitizeLo(`${m.name} ${m.version}`).slice(0, 64);
+  ds.ContentDescription = loValue(`${m.name} ${m.version}`);
   ds.ContentCreatorName = '';
   ds.SamplesPerPixel = 1;
   ds.PhotometricInterpretation = 'MONOCHROME2';
@@ -159,11 +160,11 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
   ds.SegmentationType = 'BINARY';
   ds.SegmentSequence = segments.map((s, k) => ({
     SegmentNumber: k + 1,
-    SegmentLabel: sanitizeLo(s.label).slice(0, 64),
+    SegmentLabel: loValue(s.label),
     SegmentedPropertyCategoryCodeSequence: [codeSequenceItem(s.category ?? CODES.anatomicalStructure)],
     SegmentedPropertyTypeCodeSequence: [codeSequenceItem(s.concept)],
     SegmentAlgorithmType: 'AUTOMATIC',
-    SegmentAlgorithmName: sanitizeLo(m.name || m.id).slice(0, 64),
+    SegmentAlgorithmName: loValue(m.name || m.id),
   }));
   // Multi-frame Dimension: frames are indexed by segment, then by position along the normal.
   const dimensionOrganizationUid = uidFromName(`${sopInstanceUid}/dimension-organization`);
@@ -221,19 +222,7 @@ export function buildSegmentation(input: SegmentationInput): Buffer | undefined 
     SegmentIdentificationSequence: [{ ReferencedSegmentNumber: f.segmentNumber }],
   }));
   // Common Instance Reference: every source image once, by series.
-  const bySeries = new Map<string, Dataset[]>();
-  const listed = new Set<string>();
-  for (const s of slices) {
-    if (listed.has(s.sopInstanceUid)) continue;
-    listed.add(s.sopInstanceUid);
-    const list = bySeries.get(s.seriesUid) ?? [];
-    list.push({ ReferencedSOPClassUID: s.sopClassUid, ReferencedSOPInstanceUID: s.sopInstanceUid });
-    bySeries.set(s.seriesUid, list);
-  }
-  ds.ReferencedSeriesSequence = [...bySeries].map(([uid, refs]) => ({
-    SeriesInstanceUID: uid,
-    ReferencedInstanceSequence: refs,
-  }));
+  ds.ReferencedSeriesSequence = referencedSeries(slices, 'ReferencedInstanceSequence');
   ds.PixelData = [packFrames(frames, rows * columns)];
   ds._vrMap = { PixelData: 'OB' };
   return writePart10(ds);

@@ -70,6 +70,11 @@ export function sanitizeLo(s: string): string {
   return out;
 }
 
+/** A Long String (LO) value: sanitised as above and cut to LO's 64 characters. */
+export function loValue(s: string): string {
+  return sanitizeLo(s).slice(0, 64);
+}
+
 function base(rel: RelationshipType | undefined, valueType: string, name: CodedConcept | undefined): Dataset {
   const item: Dataset = {};
   if (rel !== undefined) item.RelationshipType = rel;

@@ -3,7 +3,11 @@
 // measurement group per finding. Output is a Part-10 file in Explicit VR Little Endian.
 import dcmjs from 'dcmjs';
 import type { ClassificationFinding, Finding, ModelResult, VolumeFinding } from '../findings.ts';
-import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../../dicom/part10.ts';
+import {
+  EXPLICIT_VR_LITTLE_ENDIAN,
+  IMPLEMENTATION_CLASS_UID,
+  IMPLEMENTATION_VERSION_NAME,
+} from '../../dicom/part10.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
 import { CODES, STANDARD_CODING_SCHEMES } from './codes.ts';
 import {
@@ -12,14 +16,13 @@ import {
   container,
   imageItem,
   numItem,
-  sanitizeLo,
+  loValue,
   textItem,
   uidrefItem,
   type Dataset,
 } from './content.ts';
 
 export const COMPREHENSIVE_SR_SOP_CLASS = '1.2.840.10008.5.1.4.1.1.88.33';
-export const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 export const SR_MANUFACTURER = 'dicom-ai-gateway';
 const DCMR_UID = '1.2.840.10008.8.1.1';
 
@@ -95,7 +98,7 @@ export function buildMeasurementReport(input: MeasurementReportInput): Buffer {
     seriesNumber,
     when: { date, time, offset },
   });
-  ds.SeriesDescription = truncate(`AI: ${result.model.name}`, 64);
+  ds.SeriesDescription = loValue(`AI: ${result.model.name}`);
   ds.ReferencedPerformedProcedureStepSequence = [];
   // General Equipment
   ds.Manufacturer = SR_MANUFACTURER;
@@ -237,8 +240,8 @@ function localCodingSchemes(ds: Dataset, model: ModelResult['model']): Dataset[]
     .sort()
     .map((s) => ({
       CodingSchemeDesignator: s,
-      CodingSchemeName: truncate(`Local codes of ${model.name || model.id}`, 64),
-      CodingSchemeResponsibleOrganization: truncate(model.manufacturer || SR_MANUFACTURER, 64),
+      CodingSchemeName: loValue(`Local codes of ${model.name || model.id}`),
+      CodingSchemeResponsibleOrganization: loValue(model.manufacturer || SR_MANUFACTURER),
     }));
 }
 
@@ -248,23 +251,31 @@ function distinctInstances<T extends { sopInstanceUid: string }>(refs: readonly 
   return refs.filter((r) => !seen.has(r.sopInstanceUid) && seen.add(r.sopInstanceUid));
 }
 
-/** Hierarchical SOP Instance Reference Macro (PS3.3 Table C.17-3) for one study. */
-function evidence(
-  studyUid: string,
-  refs: ReadonlyArray<{ seriesUid: string; sopInstanceUid: string; sopClassUid: string }>,
-): Dataset {
+type InstanceRef = { seriesUid: string; sopInstanceUid: string; sopClassUid: string };
+
+/**
+ * Each referenced instance once, grouped by series in first-seen order, as the items of a Referenced
+ * Series Sequence with the instance list under `instancesKey` (the SR's evidence and the SEG's common
+ * instance reference name it differently).
+ */
+export function referencedSeries(
+  refs: readonly InstanceRef[],
+  instancesKey: 'ReferencedSOPSequence' | 'ReferencedInstanceSequence',
+): Dataset[] {
   const bySeries = new Map<string, Dataset[]>();
   for (const r of distinctInstances(refs)) {
     const list = bySeries.get(r.seriesUid) ?? [];
     list.push({ ReferencedSOPClassUID: r.sopClassUid, ReferencedSOPInstanceUID: r.sopInstanceUid });
     bySeries.set(r.seriesUid, list);
   }
+  return [...bySeries].map(([seriesUid, sops]) => ({ SeriesInstanceUID: seriesUid, [instancesKey]: sops }));
+}
+
+/** Hierarchical SOP Instance Reference Macro (PS3.3 Table C.17-3) for one study. */
+function evidence(studyUid: string, refs: readonly InstanceRef[]): Dataset {
   return {
     StudyInstanceUID: studyUid,
-    ReferencedSeriesSequence: [...bySeries].map(([seriesUid, sops]) => ({
-      SeriesInstanceUID: seriesUid,
-      ReferencedSOPSequence: sops,
-    })),
+    ReferencedSeriesSequence: referencedSeries(refs, 'ReferencedSOPSequence'),
   };
 }
 
@@ -334,11 +345,6 @@ function positiveInt(field: string, v: number): number {
   if (!Number.isInteger(v) || v < 0 || v > 2_147_483_647)
     throw new ReportInputError(`${field} must be an integer`);
   return v;
-}
-
-function truncate(s: string, max: number): string {
-  const clean = sanitizeLo(s);
-  return clean.length <= max ? clean : clean.slice(0, max);
 }
 
 /** DA, TM and the +/-HHMM offset of `d` in the process's local time zone. */
