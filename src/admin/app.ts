@@ -11,7 +11,7 @@ import type { StudyIndex } from '../ingest/studies.ts';
 import { log } from '../log.ts';
 import { metrics } from '../metrics.ts';
 import { allQueues, type Queues } from '../queue/queues.ts';
-import { defaultDestinationName, LOCAL_FOLDER_DESTINATION } from '../results/delivery/registry.ts';
+import { destinationSummaries } from '../results/delivery/registry.ts';
 import { createApiRouter } from './api.ts';
 import { principalOf, requireAuth } from './auth.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
@@ -30,22 +30,6 @@ export interface AdminDeps {
 }
 
 export const PUBLIC_DIR = path.join(import.meta.dirname, 'public');
-
-function configuredDestinations(config: GatewayConfig) {
-  const def = defaultDestinationName(config);
-  const list = Object.entries(config.destinations).map(([name, d]) => ({
-    name,
-    kind: d.kind,
-    isDefault: name === def,
-  }));
-  if (!config.destinations[LOCAL_FOLDER_DESTINATION])
-    list.unshift({
-      name: LOCAL_FOLDER_DESTINATION,
-      kind: 'folder',
-      isDefault: def === LOCAL_FOLDER_DESTINATION,
-    });
-  return list;
-}
 
 /**
  * Admin HTTP: health (open), then behind auth: /metrics, the REST API (/api, described at
@@ -102,7 +86,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       prefix,
       index: deps.index,
       queues: deps.queues,
-      destinations: configuredDestinations(config),
+      destinations: destinationSummaries(config),
       workerStaleMs: WORKER_STALE_MS,
     }),
   );

@@ -118,23 +118,25 @@ const dimsePeerSchema = z
 
 const credentialUser = z.object({ username: z.string().min(1), password: z.string().min(1) }).strict();
 
+/** DIMSE association limits (also the DIMSE server's defaults when it is started without a config). */
+export const dimseLimitsSchema = z
+  .object({
+    maxAssociations: z.number().int().min(1).max(10_000).default(64),
+    maxAssociationsPerPeer: z.number().int().min(1).max(10_000).default(16),
+    /** ARTIM: time allowed between TCP connect and the A-ASSOCIATE-RQ. */
+    associationTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
+    /** Idle time allowed between two PDUs of an established association. */
+    idleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+  })
+  .strict();
+
 /** Ingest settings owned by src/ingest (DIMSE association policy, TLS, STOW-RS, spool watermark). */
 const dimseIngestSettings = {
   /** Known peers. Calling AE titles not listed are rejected unless promiscuous is on. */
   peers: z.array(dimsePeerSchema).default([]),
   /** Accept any calling AE title. Unset: on when no peers are configured (zero-config), off otherwise. */
   promiscuous: z.boolean().optional(),
-  limits: z
-    .object({
-      maxAssociations: z.number().int().min(1).max(10_000).default(64),
-      maxAssociationsPerPeer: z.number().int().min(1).max(10_000).default(16),
-      /** ARTIM: time allowed between TCP connect and the A-ASSOCIATE-RQ. */
-      associationTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
-      /** Idle time allowed between two PDUs of an established association. */
-      idleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
-    })
-    .strict()
-    .prefault({}),
+  limits: dimseLimitsSchema.prefault({}),
   /** User identity negotiation (PS3.7 D.3.3.7): accepted username/passcode pairs. */
   userIdentity: z
     .object({

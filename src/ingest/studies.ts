@@ -163,9 +163,12 @@ export class StudyIndex {
   async deliveryDone(studyUid: string, jobKey?: string): Promise<void> {
     const key = this.studyKey(studyUid);
     if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid);
-    const pendingDelivery = await this.redis.hincrby(key, 'pendingDelivery', -1);
-    const pendingInference = Number(await this.redis.hget(key, 'pendingInference'));
-    await this.settle(studyUid, pendingInference, pendingDelivery);
+    const [[, pendingDelivery], [, pendingInference]] = (await this.redis
+      .multi()
+      .hincrby(key, 'pendingDelivery', -1)
+      .hget(key, 'pendingInference')
+      .exec()) as [[null, number], [null, string | null]];
+    await this.settle(studyUid, Number(pendingInference), pendingDelivery);
   }
 
   /** A retried job settles once: the second report of the same job id leaves the counters alone. */
@@ -187,9 +190,12 @@ export class StudyIndex {
     const state = await this.redis.hget(this.studyKey(studyUid), 'state');
     if (state === 'failed' || state === 'receiving') return;
     if (pendingInference <= 0 && pendingDelivery <= 0) {
-      await this.setState(studyUid, 'done');
-      // Spool retention counts from here (src/results/spool-cleanup.ts).
-      await this.redis.hset(this.studyKey(studyUid), 'doneAt', String(Date.now()));
+      // Spool retention counts from doneAt (src/results/spool-cleanup.ts).
+      await this.redis.hset(this.studyKey(studyUid), {
+        state: 'done',
+        detail: '',
+        doneAt: String(Date.now()),
+      });
     } else if (pendingInference <= 0) await this.setState(studyUid, 'delivering');
   }
 

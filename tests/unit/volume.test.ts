@@ -8,6 +8,7 @@ import {
   resampleTrilinear,
   scaleMinMax,
   transpose,
+  untranspose,
 } from '../../workers/inference/conform.ts';
 import { labelsOnSlices } from '../../workers/inference/run-volume.ts';
 import {
@@ -106,6 +107,11 @@ test('min-max scaling and transposition', () => {
   assert.deepEqual(Array.from(data), [0, 0.25, 0.5, 1]);
   // dims [2,1,2]: file order (i fastest) → C order [i][j][k].
   assert.deepEqual(Array.from(transpose(Float32Array.from([1, 2, 3, 4]), [2, 1, 2])), [1, 3, 2, 4]);
+  // And back, for a 'transposed' model's label map (any element type).
+  const labels = Uint8Array.from({ length: 24 }, (_, n) => n);
+  const back = untranspose(Uint8Array.from(transpose(Float32Array.from(labels), [2, 3, 4])), [2, 3, 4]);
+  assert.ok(back instanceof Uint8Array);
+  assert.deepEqual(back, labels);
 });
 
 test('a label map goes back onto the source slices by nearest neighbour', () => {

@@ -120,7 +120,11 @@ export function resampleTrilinear(
 export function scaleMinMax(data: Float32Array): void {
   const { min, max } = minMax(data);
   const range = max - min;
-  for (let n = 0; n < data.length; n++) data[n] = range > 0 ? (data[n]! - min) / range : 0;
+  if (!(range > 0)) {
+    data.fill(0);
+    return;
+  }
+  for (let n = 0; n < data.length; n++) data[n] = (data[n]! - min) / range;
 }
 
 /** From file order (i fastest) to C order [i][j][k] (k fastest), which the 'transposed' models take. */
@@ -130,5 +134,15 @@ export function transpose(data: Float32Array, dims: [number, number, number]): F
   let n = 0;
   for (let k = 0; k < nz; k++)
     for (let j = 0; j < ny; j++) for (let i = 0; i < nx; i++, n++) out[(i * ny + j) * nz + k] = data[n]!;
+  return out;
+}
+
+/** The inverse of transpose: from C order back to file order (i fastest), for any element type. */
+export function untranspose<T extends Float32Array | Uint8Array>(data: T, dims: [number, number, number]): T {
+  const [nx, ny, nz] = dims;
+  const out = new (data.constructor as new (length: number) => T)(data.length);
+  let n = 0;
+  for (let k = 0; k < nz; k++)
+    for (let j = 0; j < ny; j++) for (let i = 0; i < nx; i++, n++) out[n] = data[(i * ny + j) * nz + k]!;
   return out;
 }

@@ -61,13 +61,11 @@ export function parseNifti(bytes: Uint8Array): Volume {
     throw new NiftiError('the voxel data runs past the end of the file');
   }
   let slope = view.getFloat32(112, le);
-  const intercept = view.getFloat32(116, le);
+  const rawIntercept = view.getFloat32(116, le);
+  const intercept = Number.isFinite(rawIntercept) ? rawIntercept : 0;
   if (!Number.isFinite(slope) || slope === 0) slope = 1; // NIfTI-1: scl_slope 0 means no scaling
   const data = new Float32Array(count);
-  for (let n = 0; n < count; n++) {
-    data[n] =
-      type.read(view, offset + n * type.bytes, le) * slope + (Number.isFinite(intercept) ? intercept : 0);
-  }
+  for (let n = 0; n < count; n++) data[n] = type.read(view, offset + n * type.bytes, le) * slope + intercept;
   return { dims, data, affine: headerAffine(view, le) };
 }
 

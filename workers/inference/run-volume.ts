@@ -8,7 +8,7 @@ import type {
 import { log } from '../../src/log.ts';
 import type { MicroBatcher } from '../runtime/batcher.ts';
 import type { DecodePool } from '../runtime/decode-pool.ts';
-import { conform, scaleMinMax, transpose } from './conform.ts';
+import { conform, scaleMinMax, transpose, untranspose } from './conform.ts';
 import { decodeImage, DecodeError, type DecodedImage, type SliceGeometry } from './decode.ts';
 import { rejectReason } from './instance-input.ts';
 import { assembleVolume, SeriesGeometryError, type VolumeSlice } from './series-volume.ts';
@@ -30,12 +30,10 @@ const DECODE_AHEAD = 16;
 const DECODE_WORK_FACTOR = 4;
 
 /** One slice of the series: a single-frame image or one frame of a multi-frame image. */
-interface VolumeFrame {
+interface VolumeFrame extends VolumeSlice {
   /** With frameNumber when the image has several frames. */
   source: SourceInstanceRef;
-  rows: number;
-  columns: number;
-  pixels: Float32Array;
+  /** Always known: frames without a place in the patient are not slices. */
   geometry: SliceGeometry;
 }
 
@@ -99,13 +97,7 @@ function argmax(
     }
     best[v] = label;
   }
-  if (order === 'file') return best;
-  const [nx, ny, nz] = dims;
-  const out = new Uint8Array(n);
-  let v = 0;
-  for (let k = 0; k < nz; k++)
-    for (let j = 0; j < ny; j++) for (let i = 0; i < nx; i++, v++) out[v] = best[(i * ny + j) * nz + k]!;
-  return out;
+  return order === 'file' ? best : untranspose(best, dims);
 }
 
 /** Per-label volume findings for the labels the manifest reports. */
@@ -237,13 +229,7 @@ export async function runVolumeModel(
 
   let assembled;
   try {
-    const slices: VolumeSlice[] = stack.map(({ rows, columns, pixels, geometry }) => ({
-      rows,
-      columns,
-      pixels,
-      geometry,
-    }));
-    assembled = assembleVolume(slices, m.accepts.minSlices);
+    assembled = assembleVolume(stack, m.accepts.minSlices);
   } catch (err) {
     if (!(err instanceof SeriesGeometryError)) throw err;
     const why = skipped.length ? ` (skipped: ${skipped.slice(0, 3).join('; ')})` : '';

@@ -7,6 +7,7 @@ import {
   IMPLEMENTATION_VERSION_NAME,
   normaliseAeTitle,
 } from '../../dicom/part10.ts';
+import { dimseLimitsSchema } from '../../config/schema.ts';
 import { InstanceAcceptor } from '../accept.ts';
 import { DiskWatermark } from '../disk.ts';
 import { AssociationPolicy } from './association-policy.ts';
@@ -17,12 +18,8 @@ import type { DimseLimits, DimseServer, DimseServerOptions } from './types.ts';
 
 const { Server, Implementation } = dimse;
 
-export const DEFAULT_LIMITS: DimseLimits = {
-  maxAssociations: 64,
-  maxAssociationsPerPeer: 16,
-  associationTimeoutMs: 30_000,
-  idleTimeoutMs: 120_000,
-};
+/** The configuration's defaults, for servers started without one (tests, tools). */
+const DEFAULT_LIMITS: DimseLimits = dimseLimitsSchema.parse({});
 
 /** Bare TCP connections beyond the association limit (probes, half-open) are refused by the kernel queue. */
 const EXTRA_CONNECTIONS = 16;

@@ -71,6 +71,28 @@ export function createDestinations(config: GatewayConfig): Map<string, Destinati
   return map;
 }
 
+/**
+ * The destinations createDestinations builds, without building them: the built-in local folder unless
+ * one is configured under its name, then the configured ones (for the console).
+ */
+export function destinationSummaries(
+  config: GatewayConfig,
+): { name: string; kind: DestinationConfig['kind']; isDefault: boolean }[] {
+  const def = defaultDestinationName(config);
+  const list = Object.entries(config.destinations).map(([name, d]) => ({
+    name,
+    kind: d.kind,
+    isDefault: name === def,
+  }));
+  if (!config.destinations[LOCAL_FOLDER_DESTINATION])
+    list.unshift({
+      name: LOCAL_FOLDER_DESTINATION,
+      kind: 'folder',
+      isDefault: def === LOCAL_FOLDER_DESTINATION,
+    });
+  return list;
+}
+
 export function defaultDestinationName(config: GatewayConfig): string {
   return config.defaultDestination ?? LOCAL_FOLDER_DESTINATION;
 }
