@@ -3,7 +3,7 @@
 // measured in this run; then the same at batch 1 to show what batching gains. The paths take turns
 // within each round and the medians are reported, so that a noisy machine's drift hits both alike.
 //
-//   npm run bench:inference [-- --model squeezenet1_1-cxr-pneumonia --images 64 --batch 8 --rounds 7
+//   npm run bench:inference [-- --model squeezenet1_1-cxr-pneumonia --images 64 --batch 8 --rounds 15
 //                               --decode-threads N --intra-op-threads N --provider cpu|cuda]
 //
 // Images: the real CT series in ../shared/dicom-samples (512×512, explicit VR LE), cycled to --images.
@@ -35,7 +35,7 @@ const { values } = parseArgs({
     model: { type: 'string', default: CXR },
     images: { type: 'string', default: '64' },
     batch: { type: 'string', default: '8' },
-    rounds: { type: 'string', default: '7' },
+    rounds: { type: 'string', default: '15' },
     'decode-threads': { type: 'string', default: String(defaultDecodeThreads()) },
     'intra-op-threads': { type: 'string' },
     provider: { type: 'string', default: 'cpu' },
@@ -74,24 +74,54 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - t;
 }
 
-function median(values: number[]): number {
+/** The q-quantile (0…1) of values, interpolated between neighbours. */
+function quantile(values: number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  const at = (sorted.length - 1) * q;
+  const lo = Math.floor(at);
+  return sorted[lo]! + (sorted[Math.min(lo + 1, sorted.length - 1)]! - sorted[lo]!) * (at - lo);
 }
 
-/** A bare loop: the prepared tensors stacked `limit` at a time, one session.run each, nothing else. */
+const median = (values: number[]) => quantile(values, 0.5);
+
+/** A small seeded generator (mulberry32), so that a run's orders can be repeated. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/**
+ * The bare loop: the prepared tensors copied `limit` at a time into one batch buffer, one session.run
+ * each, nothing else. The fastest such loop measured here: runs over batches stacked beforehand are
+ * ~5 % slower (each reads a 4.8 MB input that is no longer in cache), and a fresh buffer per batch
+ * costs page faults.
+ */
 async function bareRun(loaded: LoadedModelSession, tensors: Float32Array[], limit: number): Promise<void> {
   const m = loaded.model.manifest as InstanceManifest;
   const size = tensors[0]!.length;
+  const buffer = new Float32Array(limit * size);
+  const output = [m.outputs.name];
   for (let i = 0; i < tensors.length; i += limit) {
     const n = Math.min(limit, tensors.length - i);
-    const data = new Float32Array(n * size);
+    const data = buffer.subarray(0, n * size);
     for (let k = 0; k < n; k++) data.set(tensors[i + k]!, k * size);
-    const feeds = {
-      [m.input.name]: new ort.Tensor('float32', data, [n, m.input.channels, m.input.height, m.input.width]),
-    };
-    await loaded.session.run(feeds, [m.outputs.name]);
+    const dims = [n, m.input.channels, m.input.height, m.input.width];
+    await loaded.session.run({ [m.input.name]: new ort.Tensor('float32', data, dims) }, output);
   }
 }
 
@@ -126,7 +156,15 @@ async function main(): Promise<void> {
     const prepare = async () => {
       for (const s of sources) await instanceInput(s.path, m);
     };
-    const rows: { limit: number; bare: number; batcher: number; worker: number; overhead: number }[] = [];
+    const random = mulberry32(1);
+    const rows: {
+      limit: number;
+      bare: number;
+      batcher: number;
+      worker: number;
+      overhead: number;
+      spread: [number, number];
+    }[] = [];
     const prepareMs: number[] = [];
     for (const limit of [batch, 1]) {
       const loaded = await openModel(withBatchLimit(model, limit), runtime, pool);
@@ -138,22 +176,27 @@ async function main(): Promise<void> {
         const batcher: number[] = [];
         const worker: number[] = [];
         const ratio: number[] = [];
+        // The same tensors through the micro-batcher from `limit` concurrent lanes: the cost of
+        // batching itself (stacking, splitting, scheduling), without decoding.
+        const throughBatcher = async () => {
+          let next = 0;
+          const lane = async () => {
+            for (let i = next++; i < tensors.length; i = next++) await loaded.batcher.run(tensors[i]!);
+          };
+          await Promise.all(Array.from({ length: limit }, lane));
+        };
+        const paths: { times: number[]; run: () => Promise<unknown> }[] = [
+          { times: bare, run: () => bareRun(loaded, tensors, limit) },
+          { times: batcher, run: throughBatcher },
+          { times: worker, run: () => runModel(loaded, sources) },
+          ...(limit === batch ? [{ times: prepareMs, run: prepare }] : []),
+        ];
         for (let r = 0; r < rounds; r++) {
-          bare.push(await timed(() => bareRun(loaded, tensors, limit)));
-          // The same tensors through the micro-batcher from `limit` concurrent lanes: the cost of
-          // batching itself (stacking, splitting, scheduling), without decoding.
-          batcher.push(
-            await timed(async () => {
-              let next = 0;
-              const lane = async () => {
-                for (let i = next++; i < tensors.length; i = next++) await loaded.batcher.run(tensors[i]!);
-              };
-              await Promise.all(Array.from({ length: limit }, lane));
-            }),
-          );
-          worker.push(await timed(() => runModel(loaded, sources)));
+          // A new order each round: a path measured right after another kind of work runs measurably
+          // slower (cold caches, that work's garbage), so a fixed order, or a rotation (which keeps
+          // each path's predecessor), would hand that cost to the same path every round.
+          for (const path of shuffled(paths, random)) path.times.push(await timed(path.run));
           ratio.push(worker[r]! / bare[r]!);
-          if (limit === batch) prepareMs.push(await timed(prepare));
         }
         rows.push({
           limit,
@@ -161,6 +204,7 @@ async function main(): Promise<void> {
           batcher: median(batcher),
           worker: median(worker),
           overhead: median(ratio) - 1,
+          spread: [quantile(ratio, 0.25) - 1, quantile(ratio, 0.75) - 1],
         });
       } finally {
         await loaded.close();
@@ -170,14 +214,14 @@ async function main(): Promise<void> {
     const ips = (ms: number) => (imageCount / (ms / 1000)).toFixed(1);
     const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
     console.log(
-      `model ${m.id}, ${provider.toUpperCase()}, ${imageCount} images (${files.length}-slice CT series, 512×512), ${decodeThreads} decode threads, ${intraOpThreads ?? 'default'} ONNX Runtime threads, median of ${rounds} interleaved rounds`,
+      `model ${m.id}, ${provider.toUpperCase()}, ${imageCount} images (${files.length}-slice CT series, 512×512), ${decodeThreads} decode threads, ${intraOpThreads ?? 'default'} ONNX Runtime threads, median of ${rounds} rounds in shuffled order`,
     );
     console.log(
-      'batch | bare session.run img/s | batcher img/s (overhead) | worker path img/s (overhead, paired)',
+      'batch | bare session.run img/s | batcher img/s (overhead) | worker path img/s (overhead, paired; quartiles)',
     );
     for (const r of rows) {
       console.log(
-        `${String(r.limit).padStart(5)} | ${ips(r.bare).padStart(22)} | ${`${ips(r.batcher)} (${pct(r.batcher / r.bare - 1)})`.padStart(25)} | ${`${ips(r.worker)} (${pct(r.overhead)})`.padStart(29)}`,
+        `${String(r.limit).padStart(5)} | ${ips(r.bare).padStart(22)} | ${`${ips(r.batcher)} (${pct(r.batcher / r.bare - 1)})`.padStart(25)} | ${ips(r.worker).padStart(17)} (${pct(r.overhead)}; ${pct(r.spread[0])} … ${pct(r.spread[1])})`,
       );
     }
     const [big, one] = rows;
