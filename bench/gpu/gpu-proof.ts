@@ -11,8 +11,8 @@
 // CUDAExecutionProvider, and GPU memory grows. --cpu-only runs the CPU half alone (no nvidia-smi, no
 // CUDA), so the code paths are exercised on machines without a GPU; it proves nothing about the GPU.
 //
-// Only onnxruntime-node and Node built-ins are used, so the script can travel to a bare GPU machine
-// with little more than Node and onnxruntime-node.
+// Only onnxruntime-node, Node built-ins and one dependency-free helper are used, so the script can
+// travel to a bare GPU machine with little more than Node and onnxruntime-node.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import ort from 'onnxruntime-node';
+import { seededRandom } from '../../src/util/seeded-random.ts';
 
 type Provider = 'cpu' | 'cuda';
 
@@ -93,18 +94,6 @@ export interface ProofResult {
 }
 
 // ---------------------------------------------------------------- inputs
-
-/** Deterministic pseudo-random numbers (mulberry32), so both providers and reruns see one input. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A NIfTI-1 .nii.gz of uint8 voxels, min–max scaled to [0, 1], centre-cropped to `shape` (file order). */
 export async function loadVolume(file: string, shape: number[]): Promise<Float32Array> {
@@ -210,7 +199,7 @@ async function chestModel(modelsDir?: string): Promise<ModelUnderTest> {
   const outputs = m.outputs as { name: string; labels: unknown[] };
   const file = findOnnx(CHEST_ID, m.onnx as string, modelsDir);
   const itemShape = await inputShape(file, input.name);
-  const random = seeded(1500);
+  const random = seededRandom(1500);
   // Roughly what ImageNet-normalised pixels look like: values in [-2, 2].
   const item = Float32Array.from({ length: itemShape.reduce((a, b) => a * b, 1) }, () => random() * 4 - 2);
   const classes = outputs.labels.length;
@@ -256,7 +245,7 @@ async function brainModel(
   let item: Float32Array;
   if (samplePath) item = await loadVolume(samplePath, spatial);
   else {
-    const random = seeded(256);
+    const random = seededRandom(256);
     item = Float32Array.from({ length: spatial.reduce((a, b) => a * b, 1) }, random);
   }
   return {

@@ -1,7 +1,7 @@
 // Inference benchmark: images/s through the worker path (decode → preprocess → micro-batch → run, as
 // runModel does it for a job) against a bare `session.run` loop over the very same input tensors, both
-// measured in this run; then the same at batch 1 to show what batching gains. The paths take turns
-// within each round and the medians are reported, so that a noisy machine's drift hits both alike.
+// measured in this run; then the same at batch 1 to show what batching gains. The paths run in a new
+// shuffled order each round and the medians are reported, so that a noisy machine's drift hits all alike.
 //
 //   npm run bench:inference [-- --model squeezenet1_1-cxr-pneumonia --images 64 --batch 8 --rounds 15
 //                               --decode-threads N --intra-op-threads N --provider cpu|cuda]
@@ -19,6 +19,7 @@ import ort from 'onnxruntime-node';
 import { loadModels, type LoadedModel } from '../../src/models/registry.ts';
 import type { InstanceManifest } from '../../src/models/manifest.ts';
 import type { SourceInstanceRef } from '../../src/results/findings.ts';
+import { seededRandom } from '../../src/util/seeded-random.ts';
 import { decodeImage } from '../../workers/inference/decode.ts';
 import { instanceInput } from '../../workers/inference/instance-input.ts';
 import { preprocess } from '../../workers/inference/preprocess.ts';
@@ -84,18 +85,6 @@ function quantile(values: number[], q: number): number {
 
 const median = (values: number[]) => quantile(values, 0.5);
 
-/** A small seeded generator (mulberry32), so that a run's orders can be repeated. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function shuffled<T>(items: readonly T[], random: () => number): T[] {
   const out = [...items];
   for (let i = out.length - 1; i > 0; i--) {
@@ -108,13 +97,15 @@ function shuffled<T>(items: readonly T[], random: () => number): T[] {
 /**
  * The bare loop: the prepared tensors copied `limit` at a time into one batch buffer, one session.run
  * each, nothing else. The fastest such loop measured here: runs over batches stacked beforehand are
- * ~5 % slower (each reads a 4.8 MB input that is no longer in cache), and a fresh buffer per batch
- * costs page faults.
+ * ~5 % slower (each reads a 4.8 MB input that is no longer in cache), and a buffer allocated afresh
+ * for each pass over the images made it 2–5 % slower than the batcher's kept one, so it is kept too.
  */
+const bareBuffers = new Map<number, Float32Array>();
 async function bareRun(loaded: LoadedModelSession, tensors: Float32Array[], limit: number): Promise<void> {
   const m = loaded.model.manifest as InstanceManifest;
   const size = tensors[0]!.length;
-  const buffer = new Float32Array(limit * size);
+  let buffer = bareBuffers.get(limit * size);
+  if (!buffer) bareBuffers.set(limit * size, (buffer = new Float32Array(limit * size)));
   const output = [m.outputs.name];
   for (let i = 0; i < tensors.length; i += limit) {
     const n = Math.min(limit, tensors.length - i);
@@ -153,10 +144,13 @@ async function main(): Promise<void> {
     // The worker path as a worker runs it: decoding in the decode pool (0 threads: on the main thread).
     const pool = decodeThreads > 0 ? new DecodePool(decodeThreads) : undefined;
     // Decode + preprocess alone, on this thread (fast path where it applies).
+    // Into one reused array, as the decode threads write into recycled ones.
+    let spare: Float32Array | undefined;
+    const reuse = (n: number) => (spare?.length === n ? spare : (spare = new Float32Array(n)));
     const prepare = async () => {
-      for (const s of sources) await instanceInput(s.path, m);
+      for (const s of sources) await instanceInput(s.path, m, reuse);
     };
-    const random = mulberry32(1);
+    const random = seededRandom(1);
     const rows: {
       limit: number;
       bare: number;

@@ -73,6 +73,31 @@ test('decode threads give the main thread’s samples, reasons and errors', asyn
   }
 });
 
+test('recycled sample buffers are written over with the next samples, never mixed up', async () => {
+  const pool = new DecodePool(1);
+  const series = path.dirname(CT);
+  const files = ['I10.dcm', 'I20.dcm', 'I30.dcm', 'I40.dcm'].map((f) => path.join(series, f));
+  try {
+    const expected = await Promise.all(files.map((f) => instanceInput(f, m)));
+    assert.notDeepEqual(expected[0], expected[1]); // the slices differ, so a stale buffer would show
+    for (let round = 0; round < 3; round++) {
+      const got = await Promise.all(files.map((f) => pool.prepare(f, m)));
+      got.forEach((g, i) => assert.deepEqual(g, expected[i], `round ${round}, ${files[i]}`));
+      for (const g of got) {
+        if (!('sample' in g)) throw new Error('no sample');
+        pool.recycle(g.sample);
+        assert.equal(g.sample.length, 0); // handed to the thread: detached here
+      }
+    }
+    // A view into a bigger buffer is not the pool's to give away.
+    const view = new Float32Array(16).subarray(4, 8);
+    pool.recycle(view);
+    assert.equal(view.length, 4);
+  } finally {
+    await pool.close();
+  }
+});
+
 test('a decode thread that dies fails only its own images and is replaced', async () => {
   const pool = new DecodePool(1);
   try {

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { seededRandom } from '../../src/util/seeded-random.ts';
 import { part10DatasetOffset, readInstanceHeader } from '../../src/dicom/part10.ts';
 import {
   SAMPLES,
@@ -24,18 +25,6 @@ const ITERATIONS = 300;
 const TIME_BUDGET_MS = 20_000;
 const PARALLEL = 8;
 const FILE = path.join(SAMPLES, 'xray', 'cr-cervical-lat-mono1-agfa-16x16.dcm');
-
-/** mulberry32: small, fast, and the same sequence for the same seed on every machine. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function mutate(bytes: Buffer, random: () => number): Buffer {
   const out = Buffer.from(bytes);
@@ -70,7 +59,7 @@ test('seeded PDU and data set fuzzing never takes the SCP down', { timeout: 120_
     // The unmutated session works: the fuzzing starts from something the server accepts.
     assert.equal(storeStatus(await exchange(t.server.port, [valid], 500)), 0);
 
-    const random = prng(SEED);
+    const random = seededRandom(SEED);
     const started = Date.now();
     const outcomes = { answered: 0, refused: 0, cut: 0 };
     let done = 0;

@@ -78,6 +78,25 @@ test('fast path equals the general path bit for bit on every sample it takes', a
   }
 });
 
+test('fast path: a sample written into a recycled array is the same sample', async () => {
+  const files = [
+    'ct-series/philips-ingenuity-head-phantom-5mm/I10.dcm',
+    'xray/cr-chest-mono1-fuji-gdcm-CR-MONO1-10-chest.dcm',
+  ].map((f) => path.join(SAMPLES, f));
+  const used = new Float32Array(3 * 224 * 224).fill(Number.NaN); // what an earlier sample left behind
+  for (const file of files) {
+    const fresh = await instanceInput(file, base);
+    const reused = await instanceInput(file, base, (n) => (n === used.length ? used : new Float32Array(n)));
+    assert.ok('sample' in fresh && 'sample' in reused);
+    assert.equal(reused.sample, used);
+    assertSame(reused.sample, fresh.sample, path.basename(file));
+  }
+  await assert.rejects(
+    instanceInput(files[0]!, base, () => new Float32Array(10)),
+    /the sample needs 150528 values/,
+  );
+});
+
 test('fast path: masking, sign, MONOCHROME1, 8 bits, implicit VR and tiny images match the general path', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'fast-path-'));
   try {

@@ -1,6 +1,7 @@
 import type { InstanceManifest, ModelManifest } from '../../src/models/manifest.ts';
 import { decodeImage, type PixelHeader } from './decode.ts';
 import { withNativeGreyFrame } from './native-frame.ts';
+import type { SampleAllocator } from './kernels/grey-sample.ts';
 import { preprocess, preprocessGreyFrame } from './preprocess.ts';
 
 // One instance file → one input sample of an instance model (first frame). Native greyscale files take
@@ -27,12 +28,19 @@ export function rejectReason(
   return undefined;
 }
 
-/** Throws DecodeError when the file cannot be decoded. */
-export async function instanceInput(file: string, m: InstanceManifest): Promise<InstanceInput> {
+/**
+ * Throws DecodeError when the file cannot be decoded. `output` gives the array a fast-path sample is
+ * written to (decode threads recycle them).
+ */
+export async function instanceInput(
+  file: string,
+  m: InstanceManifest,
+  output?: SampleAllocator,
+): Promise<InstanceInput> {
   const modalityLut = m.preprocessing.modalityLut;
   const fast = withNativeGreyFrame(file, (frame): InstanceInput => {
     const reason = rejectReason(m, frame.header);
-    return reason ? { rejected: reason } : { sample: preprocessGreyFrame(frame, m, modalityLut) };
+    return reason ? { rejected: reason } : { sample: preprocessGreyFrame(frame, m, modalityLut, output) };
   });
   if (fast) return fast;
   const image = await decodeImage(file, { frames: 'first', modalityLut });

@@ -1,6 +1,11 @@
 import type { InstanceManifest, WindowSetting } from '../../src/models/manifest.ts';
 import type { DecodedImage } from './decode.ts';
-import { expandedTable, greySample, type StoredValueTable } from './kernels/grey-sample.ts';
+import {
+  expandedTable,
+  greySample,
+  type SampleAllocator,
+  type StoredValueTable,
+} from './kernels/grey-sample.ts';
 import type { NativeGreyFrame } from './native-frame.ts';
 
 // Manifest-driven preprocessing: pixels → 8-bit display image (VOI window, MONOCHROME1 inversion) →
@@ -169,12 +174,14 @@ function clamp(v: number, lo: number, hi: number): number {
  * preprocess() for a native greyscale frame without the intermediate images: each stored word becomes
  * a display byte through one lookup table (Bits Stored masking, sign, rescale, window, inversion, with
  * the arithmetic of decode.ts and toDisplay, so the sample is bit-identical to the general path), then
- * the bilinear taps and the per-channel scale, mean and std.
+ * the bilinear taps and the per-channel scale, mean and std. `output` gives the array the sample is
+ * written to.
  */
 export function preprocessGreyFrame(
   frame: NativeGreyFrame,
   spec: PreprocessSpec,
   applyModalityLut: boolean,
+  output?: SampleAllocator,
 ): Float32Array {
   const { header } = frame;
   const bits = storedBits(header);
@@ -236,6 +243,7 @@ export function preprocessGreyFrame(
     scale: spec.preprocessing.scale,
     mean: spec.preprocessing.mean,
     std: spec.preprocessing.std,
+    ...(output ? { output } : {}),
   });
 }
 

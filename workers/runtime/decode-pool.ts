@@ -4,7 +4,7 @@ import type { InstanceManifest } from '../../src/models/manifest.ts';
 import { log } from '../../src/log.ts';
 import { DecodeError, type DecodedImage, type DecodeOptions } from '../inference/decode.ts';
 import type { InstanceInput } from '../inference/instance-input.ts';
-import type { DecodeReply, DecodeRequest } from './decode-thread.ts';
+import type { DecodeReply, DecodeRequest, RecycleMessage } from './decode-thread.ts';
 
 // Decoding and preprocessing off the main thread. onnxruntime-node runs a session synchronously on the
 // JS thread, and a JPEG 2000 radiograph takes ~200 ms to decode: on the main thread the two alternate
@@ -56,6 +56,7 @@ export class DecodePool {
   private readonly slots: Slot[] = [];
   private readonly queue: Task[] = [];
   private nextId = 1;
+  private nextRecycle = 0;
   private closed = false;
   /** Threads that died right after starting, in a row: their replacements wait longer each time. */
   private quickDeaths = 0;
@@ -74,6 +75,23 @@ export class DecodePool {
   /** instanceInput() in a thread: the sample, or why the model cannot use the image; DecodeError when it cannot be decoded. */
   prepare(file: string, manifest: InstanceManifest): Promise<InstanceInput> {
     return this.submit({ id: this.nextId++, kind: 'sample', file, manifest }) as Promise<InstanceInput>;
+  }
+
+  /**
+   * Hands a sample from prepare() back for reuse, once nothing reads it any more (its batch has run):
+   * the array is detached here. Samples that do not own their whole buffer are left alone.
+   */
+  recycle(sample: Float32Array): void {
+    const buffer = sample.buffer;
+    if (this.closed || this.slots.length === 0) return;
+    if (
+      !(buffer instanceof ArrayBuffer) ||
+      sample.byteOffset !== 0 ||
+      sample.byteLength !== buffer.byteLength
+    )
+      return;
+    const slot = this.slots[this.nextRecycle++ % this.slots.length]!;
+    slot.thread.postMessage({ kind: 'recycle', buffer } satisfies RecycleMessage, [buffer]);
   }
 
   /** decodeImage() in a thread. */

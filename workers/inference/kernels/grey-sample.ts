@@ -34,7 +34,12 @@ export interface GreySampleArgs {
   scale: number;
   mean: readonly number[];
   std: readonly number[];
+  /** Where the sample goes (given its length); unset: a new array. */
+  output?: SampleAllocator;
 }
+
+/** A Float32Array of `length` values for a sample, e.g. one recycled from an earlier sample. */
+export type SampleAllocator = (length: number) => Float32Array;
 
 type KernelFn = (...args: number[]) => void;
 
@@ -154,5 +159,10 @@ export function greySample(a: GreySampleArgs): Float32Array {
     stds,
     out,
   );
-  return new Float32Array(memory.buffer, out, a.channels * plane).slice();
+  const sample = new Float32Array(memory.buffer, out, a.channels * plane);
+  if (!a.output) return sample.slice();
+  const into = a.output(sample.length);
+  if (into.length !== sample.length) throw new RangeError(`the sample needs ${sample.length} values`);
+  into.set(sample);
+  return into;
 }
