@@ -3,14 +3,14 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import asc from 'assemblyscript/asc';
 
-// Compiles workers/inference/kernels/assembly/grey-sample.ts (AssemblyScript) into a WebAssembly module
-// and writes it, base64, into workers/inference/kernels/grey-sample.wasm.ts, so the module travels with
+// Compiles src/imaging/kernels/assembly/grey-sample.ts (AssemblyScript) into a WebAssembly module
+// and writes it, base64, into src/imaging/kernels/grey-sample.wasm.ts, so the module travels with
 // the TypeScript (tsx and a tsc build alike) and nothing is compiled at install or start. A test
 // compiles the source again and checks the committed module is what it gives.
 //
 //   npm run build:kernels
 
-const kernels = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../workers/inference/kernels');
+const kernels = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/imaging/kernels');
 export const SOURCE = path.join(kernels, 'assembly/grey-sample.ts');
 export const GENERATED = path.join(kernels, 'grey-sample.wasm.ts');
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.ts';
-import { log } from './log.ts';
-import { RedisUnavailableError } from './queue/redis.ts';
-import { startRoles, type Role } from './roles.ts';
-import { checkModels } from './models/check.ts';
+import { log } from './observability/log.ts';
+import { RedisUnavailableError } from './pipeline/redis.ts';
+import { startRoles, type Role } from './roles/start.ts';
+import { checkModels } from './inference/check-models.ts';
 import { doctorCommand } from './doctor/command.ts';
 
 const USAGE = `Usage: dicom-ai-gateway <command> [--config FILE]

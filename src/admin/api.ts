@@ -2,12 +2,12 @@
 import express, { type Request, type Response } from 'express';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { audit, AUDIT_TYPES, auditToCsv, type AuditType } from '../audit/trail.ts';
+import { audit, AUDIT_TYPES, auditToCsv, type AuditType } from '../pipeline/audit-trail.ts';
 import { isValidUid } from '../dicom/uid.ts';
-import { touchStudy } from '../ingest/completion.ts';
-import type { StudyIndex, StudyState } from '../ingest/studies.ts';
-import { log } from '../log.ts';
-import type { Queues } from '../queue/queues.ts';
+import { rearmStudyComplete } from '../pipeline/completion.ts';
+import type { StudyIndex, StudyState } from '../pipeline/study-index.ts';
+import { log } from '../observability/log.ts';
+import type { Queues } from '../pipeline/queues.ts';
 import { principalOf } from './auth.ts';
 import {
   jobsForStudy,
@@ -176,7 +176,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         if (!study) return { status: 404, body: { error: 'unknown study' } };
         if (study.instanceCount === 0) return { status: 409, body: { error: 'the study has no instances' } };
         // A study-complete job now: the router starts a new run, superseding the previous results.
-        await touchStudy(queues.studyComplete, uid, 0);
+        await rearmStudyComplete(queues.studyComplete, uid, 0);
         return { status: 202, body: { queued: true }, studyUid: uid };
       });
     }),

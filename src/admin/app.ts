@@ -5,13 +5,12 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import express from 'express';
 import type { Redis } from 'ioredis';
-import { audit } from '../audit/trail.ts';
+import { audit } from '../pipeline/audit-trail.ts';
 import type { GatewayConfig } from '../config/schema.ts';
-import type { StudyIndex } from '../ingest/studies.ts';
-import { log } from '../log.ts';
-import { metrics } from '../metrics.ts';
-import { allQueues, type Queues } from '../queue/queues.ts';
-import { destinationSummaries } from '../results/delivery/registry.ts';
+import type { StudyIndex } from '../pipeline/study-index.ts';
+import { log } from '../observability/log.ts';
+import { metrics } from '../observability/metrics.ts';
+import { allQueues, type Queues } from '../pipeline/queues.ts';
 import { createApiRouter } from './api.ts';
 import { principalOf, requireAuth } from './auth.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
@@ -27,6 +26,8 @@ export interface AdminDeps {
   localWorkerRunning?: () => boolean;
   /** Extra routers (for example STOW-RS ingest) mounted on the same listener; they do their own auth. */
   routers?: { path: string; router: express.Router }[];
+  /** The configured destinations (built-in folder included), for the console. */
+  destinations: { name: string; kind: string; isDefault: boolean }[];
 }
 
 export const PUBLIC_DIR = path.join(import.meta.dirname, 'public');
@@ -86,7 +87,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       prefix,
       index: deps.index,
       queues: deps.queues,
-      destinations: destinationSummaries(config),
+      destinations: deps.destinations,
       workerStaleMs: WORKER_STALE_MS,
     }),
   );

@@ -5,8 +5,8 @@ import { isIP } from 'node:net';
 import type { NextFunction, Request, Response } from 'express';
 import { ConfigError } from '../config/load.ts';
 import type { GatewayConfig } from '../config/schema.ts';
-import { audit } from '../audit/trail.ts';
-import { log } from '../log.ts';
+import { audit } from '../pipeline/audit-trail.ts';
+import { log } from '../observability/log.ts';
 
 export type AdminRole = 'read' | 'admin';
 export type AdminAuth = NonNullable<GatewayConfig['http']['auth']>;

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { open, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
-import { keys, type WorkerHeartbeat } from '../queue/keys.ts';
+import { keys, type WorkerHeartbeat } from '../pipeline/keys.ts';
 
 export interface CheckResult {
   ok: boolean;

@@ -1,7 +1,7 @@
 // OpenAPI 3 description of the admin HTTP API, served at /api/openapi.json. Written by hand, kept honest
 // by tests/integration/admin-api.test.ts, which checks that every route the app serves is listed here.
 
-import { AUDIT_TYPES } from '../audit/trail.ts';
+import { AUDIT_TYPES } from '../pipeline/audit-trail.ts';
 import { JOB_STATES, QUEUE_NAMES, STUDY_STATES } from './queries.ts';
 
 type Schema = Record<string, unknown>;

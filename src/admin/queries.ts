@@ -3,11 +3,15 @@
 // processes and versions, so they are parsed defensively: a malformed entry is skipped, never fatal.
 import type { Job, JobState, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { auditSummaryKey } from '../audit/trail.ts';
-import type { StudyIndex, StudyState, StudySummary } from '../ingest/studies.ts';
-import { QUEUE } from '../queue/jobs.ts';
-import { keys, type AssociationRecord, type DestinationStatus, type WorkerHeartbeat } from '../queue/keys.ts';
-import { allQueues, type Queues } from '../queue/queues.ts';
+import type { StudyIndex, StudyState, StudySummary } from '../pipeline/study-index.ts';
+import { QUEUE } from '../pipeline/jobs.ts';
+import {
+  keys,
+  type AssociationRecord,
+  type DestinationStatus,
+  type WorkerHeartbeat,
+} from '../pipeline/keys.ts';
+import { allQueues, type Queues } from '../pipeline/queues.ts';
 import { readHeartbeats } from './health.ts';
 
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
@@ -100,7 +104,7 @@ export async function listStudies(
   const scan = filter.state || filter.q ? Math.max(filter.limit * 5, 500) : filter.limit;
   const studies = await index.list(scan);
   const pipeline = redis.pipeline();
-  for (const s of studies) pipeline.hgetall(auditSummaryKey(prefix, s.studyUid));
+  for (const s of studies) pipeline.hgetall(keys.auditStudy(prefix, s.studyUid));
   const summaries = (await pipeline.exec()) ?? [];
   const q = filter.q?.toLowerCase();
   const rows: StudyRow[] = [];
@@ -127,7 +131,7 @@ export async function studyRow(
 ): Promise<StudyRow | undefined> {
   const s = await index.get(studyUid);
   if (!s) return undefined;
-  return toRow(s, await redis.hgetall(auditSummaryKey(prefix, studyUid)));
+  return toRow(s, await redis.hgetall(keys.auditStudy(prefix, studyUid)));
 }
 
 export interface JobView {

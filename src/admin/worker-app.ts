@@ -1,7 +1,7 @@
 import express from 'express';
 import type { Redis } from 'ioredis';
 import type { GatewayConfig } from '../config/schema.ts';
-import { metrics } from '../metrics.ts';
+import { metrics } from '../observability/metrics.ts';
 import { requireAuth } from './auth.ts';
 import { checkRedis, type CheckResult } from './health.ts';
 

@@ -4,9 +4,10 @@
 import { stat } from 'node:fs/promises';
 import { readInstanceHeader, type InstanceHeader } from '../dicom/part10.ts';
 import { isValidUid, trimUid } from '../dicom/uid.ts';
-import { bytesReceived, instancesReceived } from '../metrics.ts';
-import type { DiskWatermark } from './disk.ts';
-import { InstanceTooLargeError, type Spool } from './spool.ts';
+import { bytesReceived, instancesReceived } from '../observability/metrics.ts';
+import type { DiskWatermark } from '../storage/disk-watermark.ts';
+import { InstanceTooLargeError, type Spool } from '../storage/spool.ts';
+import type { InstanceRecord } from '../pipeline/instance-record.ts';
 
 // Failure statuses shared by C-STORE (PS3.4 Table B.2-1) and STOW-RS FailureReason (PS3.18 Table 10.5.3-2).
 export const STATUS_OUT_OF_RESOURCES = 0xa700;
@@ -20,26 +21,8 @@ export const MAX_PIXEL_BYTES = 4 * 1024 ** 3;
 
 export type IngestPath = 'dimse' | 'stowrs';
 
-/** An instance that is on disk in the spool (fsync'd, renamed into place) and about to be acknowledged. */
-export interface StoredInstance extends InstanceHeader {
-  studyUid: string;
-  seriesUid: string;
-  sopInstanceUid: string;
-  sopClassUid: string;
-  transferSyntaxUid: string;
-  /** Final spool path of the Part-10 file. */
-  path: string;
-  /** File size in bytes, meta header included. */
-  size: number;
-  /** Calling AE title (DIMSE) or '' (STOW-RS). */
-  callingAe: string;
-  callingAddress: string;
-  /** ISO 8601 time at which the instance was acknowledged. */
-  receivedAt: string;
-}
-
 /** Indexes a stored instance (study index, completion timer); if it throws, the sender is told to resend. */
-export type OnStored = (inst: StoredInstance) => Promise<void>;
+export type OnStored = (inst: InstanceRecord) => Promise<void>;
 
 export interface IngestSource {
   path: IngestPath;
@@ -62,7 +45,7 @@ export interface WrittenFile {
 }
 
 export type AcceptOutcome =
-  | { ok: true; instance: StoredInstance }
+  | { ok: true; instance: InstanceRecord }
   | {
       ok: false;
       status: number;
@@ -132,14 +115,14 @@ export class InstanceAcceptor {
       } catch (err) {
         return failed(STATUS_OUT_OF_RESOURCES, 'cannot store instance', checked.key, err);
       }
-      const instance: StoredInstance = {
+      const instance: InstanceRecord = {
         ...header,
         ...checked.key,
         path: finalPath,
         size,
         callingAe: source.callingAe,
         callingAddress: source.address,
-        receivedAt: new Date().toISOString(),
+        receivedAt: Date.now(),
       };
       try {
         await this.onStored(instance);
@@ -158,7 +141,7 @@ export class InstanceAcceptor {
 }
 
 type CheckedKey = Pick<
-  StoredInstance,
+  InstanceRecord,
   'studyUid' | 'seriesUid' | 'sopInstanceUid' | 'sopClassUid' | 'transferSyntaxUid'
 >;
 

@@ -5,12 +5,12 @@ import { readFile } from 'node:fs/promises';
 import type express from 'express';
 import type { Redis } from 'ioredis';
 import type { GatewayConfig } from '../config/schema.ts';
-import { log } from '../log.ts';
-import { keys, type AssociationRecord } from '../queue/keys.ts';
+import { log } from '../observability/log.ts';
+import { keys, type AssociationRecord } from '../pipeline/keys.ts';
 import { InstanceAcceptor, type OnStored } from './accept.ts';
-import { DiskWatermark } from './disk.ts';
+import { DiskWatermark } from '../storage/disk-watermark.ts';
 import { startDimseServer, type DimseServer } from './dimse/index.ts';
-import type { Spool } from './spool.ts';
+import type { Spool } from '../storage/spool.ts';
 import { createStowRouter } from './stowrs/index.ts';
 
 /** The admin console shows the latest associations; older ones are trimmed. */

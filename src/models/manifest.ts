@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { isValidUid } from '../dicom/uid.ts';
-import { isOrientationCode } from '../../workers/inference/conform.ts';
+import { isOrientationCode } from '../imaging/conform.ts';
 
 // The schema of models/<id>/model.json. A model is data: everything the worker needs to feed it and
 // to report its outputs is said here, so the worker holds no model-specific code.

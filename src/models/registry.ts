@@ -1,7 +1,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { uidFromName } from '../dicom/uid.ts';
-import type { ModelIdentity } from '../results/findings.ts';
+import type { ModelIdentity } from '../pipeline/findings.ts';
 import { ManifestError, parseManifest, type ModelManifest } from './manifest.ts';
 
 export const MANIFEST_FILE = 'model.json';

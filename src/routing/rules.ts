@@ -1,5 +1,5 @@
 import type { RoutingRule } from '../config/schema.ts';
-import type { InstanceRecord } from '../ingest/studies.ts';
+import type { InstanceRecord } from '../pipeline/study-index.ts';
 
 /** The part of a model manifest that routing needs. */
 export interface RoutableModel {

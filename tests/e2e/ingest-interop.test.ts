@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { readInstanceHeader } from '../../src/dicom/part10.ts';
-import { keys, type AssociationRecord } from '../../src/queue/keys.ts';
+import { keys, type AssociationRecord } from '../../src/pipeline/keys.ts';
 import { REDIS_URL, makeModelsDir, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/dicom-tools.ts';
 import { SAMPLES, dcmtk, storeResponses } from '../helpers/ingest.ts';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { jobId, QUEUE } from '../../src/queue/jobs.ts';
+import { jobId, QUEUE } from '../../src/pipeline/jobs.ts';
 import { dciodvfy, parseDicom } from '../helpers/dicom-tools.ts';
 import {
   makeModelsDir,

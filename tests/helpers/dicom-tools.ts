@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import dcmjs from 'dcmjs';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import type { SourceInstanceRef } from '../../src/results/findings.ts';
+import type { SourceInstanceRef } from '../../src/pipeline/findings.ts';
 
 const MR_SERIES = path.resolve(
   import.meta.dirname,

@@ -10,9 +10,9 @@ import {
   startDimseServer,
   type DimseServer,
   type DimseServerOptions,
-  type StoredInstance,
+  type InstanceRecord,
 } from '../../src/ingest/dimse/index.ts';
-import { Spool } from '../../src/ingest/spool.ts';
+import { Spool } from '../../src/storage/spool.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const SAMPLES = path.join(path.resolve(repoRoot, '../shared'), 'dicom-samples');
@@ -49,7 +49,7 @@ export interface TestDimse {
   server: DimseServer;
   spool: Spool;
   dataDir: string;
-  stored: StoredInstance[];
+  stored: InstanceRecord[];
   close(): Promise<void>;
 }
 
@@ -58,7 +58,7 @@ export async function startTestDimse(
 ): Promise<TestDimse> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-ingest-'));
   const spool = new Spool(dataDir);
-  const stored: StoredInstance[] = [];
+  const stored: InstanceRecord[] = [];
   const server = await startDimseServer({
     aeTitle: 'AIGW_TEST',
     host: '127.0.0.1',

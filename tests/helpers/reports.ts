@@ -1,6 +1,6 @@
 import path from 'node:path';
-import type { ModelResult, SegmentationResult } from '../../src/results/findings.ts';
-import { buildMeasurementReport } from '../../src/results/sr/tid1500.ts';
+import type { ModelResult, SegmentationResult } from '../../src/pipeline/findings.ts';
+import { buildMeasurementReport } from '../../src/reports/sr/tid1500.ts';
 import { mrSlices, sourcesOf } from './dicom-tools.ts';
 
 // Model results over real sample series for the SR, SEG and delivery tests: a TID 1500 SR with one

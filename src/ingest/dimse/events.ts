@@ -1,6 +1,6 @@
 // Named log events of the DIMSE front door: one function per event, so every line has the same fields.
 // They carry AE titles, addresses, UIDs and counts only: never patient names, IDs or birth dates.
-import { log } from '../../log.ts';
+import { log } from '../../observability/log.ts';
 import { statusHex } from '../../dicom/status.ts';
 
 const dimseLog = log.child({ component: 'dimse' });

@@ -1,5 +1,5 @@
 export { startDimseServer } from './server.ts';
-export type { DimseServer, DimseServerOptions, DimseTlsOptions, StoredInstance } from './types.ts';
+export type { DimseServer, DimseServerOptions, DimseTlsOptions, InstanceRecord } from './types.ts';
 export {
   STATUS_CANNOT_UNDERSTAND,
   STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,

@@ -9,7 +9,7 @@ import {
 } from '../../dicom/part10.ts';
 import { dimseLimitsSchema } from '../../config/schema.ts';
 import { InstanceAcceptor } from '../accept.ts';
-import { DiskWatermark } from '../disk.ts';
+import { DiskWatermark } from '../../storage/disk-watermark.ts';
 import { AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';
 import { DEFAULT_ASSOCIATE_LIMIT, DEFAULT_COMMAND_LIMIT } from './pdu-guard.ts';

@@ -1,9 +1,9 @@
-import type { AssociationRecord } from '../../queue/keys.ts';
+import type { AssociationRecord } from '../../pipeline/keys.ts';
 import type { OnStored } from '../accept.ts';
-import type { Spool } from '../spool.ts';
+import type { Spool } from '../../storage/spool.ts';
 import type { PeerSettings } from './association-policy.ts';
 
-export type { StoredInstance } from '../accept.ts';
+export type { InstanceRecord } from '../../pipeline/instance-record.ts';
 
 export interface DimseTlsOptions {
   /** 0 picks a free port; the bound one is returned as tlsPort. */

@@ -1,5 +1,5 @@
 // Named log events of the STOW-RS front door. UIDs, sizes, statuses and reasons only: no patient data.
-import { log } from '../../log.ts';
+import { log } from '../../observability/log.ts';
 import { statusHex } from '../../dicom/status.ts';
 
 const stowLog = log.child({ component: 'stowrs' });

@@ -1,0 +1,65 @@
+// Folder destination: <path>/<StudyUID>/<SOPInstanceUID>.dcm, written atomically (temp file,
+// fsync, rename, fsync of the directory), so readers never see a partial file and a re-delivery
+// simply replaces the same file.
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  checkDeliveryInput,
+  TransientDeliveryError,
+  type DeliveryMeta,
+  type DeliveryReceipt,
+  type Destination,
+} from '../destination.ts';
+
+export class FolderDestination implements Destination {
+  readonly kind = 'folder';
+  readonly root: string;
+
+  constructor(
+    readonly name: string,
+    root: string,
+  ) {
+    this.root = path.resolve(root);
+  }
+
+  async deliver(part10: Buffer, meta: DeliveryMeta): Promise<DeliveryReceipt> {
+    // UIDs are validated (digits and dots only) before they become path components.
+    const { studyUid, sopInstanceUid } = checkDeliveryInput(this.name, part10, meta);
+    const dir = path.join(this.root, studyUid);
+    const target = path.join(dir, `${sopInstanceUid}.dcm`);
+    const temp = path.join(dir, `.${sopInstanceUid}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      await mkdir(dir, { recursive: true });
+      const fh = await open(temp, 'wx', 0o640);
+      try {
+        await fh.writeFile(part10);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(temp, target);
+      await syncDir(dir);
+    } catch (e) {
+      await rm(temp, { force: true }).catch(() => undefined);
+      // Disk full, I/O errors, permissions an operator can fix: retry later rather than drop.
+      throw new TransientDeliveryError(
+        `folder ${this.name}: writing ${sopInstanceUid} failed: ${(e as Error).message}`,
+        this.name,
+        undefined,
+        undefined,
+        { cause: e },
+      );
+    }
+    return { destination: this.name, kind: this.kind, location: target, warnings: [] };
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,83 @@
+import { readFile } from 'node:fs/promises';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { audit } from '../pipeline/audit-trail.ts';
+import type { StudyIndex } from '../pipeline/study-index.ts';
+import { log } from '../observability/log.ts';
+import { deliveries } from '../observability/metrics.ts';
+import type { DeliveryJob } from '../pipeline/jobs.ts';
+import type { DestinationBreakers } from './breaker.ts';
+import { TransientDeliveryError, type Destination } from './destination.ts';
+
+export interface DeliveryProcessorDeps {
+  destinations: Map<string, Destination>;
+  index: StudyIndex;
+  /** Per-destination circuit breakers; without them every job goes straight to its destination. */
+  breakers?: DestinationBreakers;
+}
+
+/**
+ * Processor of the delivery queue: one object to one destination. The destination classifies failures
+ * (transient: BullMQ retries with backoff; permanent: UnrecoverableError fails the job now); the
+ * breaker of a destination that keeps failing defers its jobs instead of letting them hammer it.
+ */
+export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
+  return async (job: Job<DeliveryJob>, token?: string) => {
+    const { studyUid, sopInstanceUid, destination, path } = job.data;
+    const dest = deps.destinations.get(destination);
+    if (!dest) throw new UnrecoverableError(`destination '${destination}' is not configured`);
+
+    if (deps.breakers) {
+      const gate = await deps.breakers.gate(destination);
+      if (!gate.pass) {
+        // Deferring does not use up an attempt: the job waits for the breaker's next probe.
+        const until = gate.retryAt + Math.floor(Math.random() * 1000);
+        deliveries.inc({ destination, result: 'deferred' });
+        log.debug(
+          { event: 'delivery.deferred', studyUid, sopInstanceUid, destination, until },
+          'destination breaker open; delivery deferred',
+        );
+        await job.moveToDelayed(until, token);
+        throw new DelayedError();
+      }
+    }
+
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch (err) {
+      throw new UnrecoverableError(`report file is missing: ${(err as Error).message}`);
+    }
+    let receipt;
+    try {
+      receipt = await dest.deliver(bytes, { studyUid, sopInstanceUid });
+    } catch (err) {
+      const transient = err instanceof TransientDeliveryError || !(err instanceof UnrecoverableError);
+      deliveries.inc({ destination, result: transient ? 'transient' : 'permanent' });
+      const breaker = await deps.breakers?.record(
+        destination,
+        dest.kind,
+        transient ? 'transient' : 'permanent',
+        (err as Error).message,
+      );
+      if (breaker === 'open')
+        log.warn({ event: 'destination.breaker_open', destination }, 'destination breaker open');
+      throw err;
+    }
+    deliveries.inc({ destination, result: 'success' });
+    await deps.breakers?.record(destination, dest.kind, 'success');
+    await deps.index.deliveryDone(studyUid, job.id);
+    await audit.record({
+      type: 'delivered',
+      studyUid,
+      srUid: sopInstanceUid,
+      destination,
+      jobId: String(job.id),
+      attempt: job.attemptsMade + 1,
+    });
+    log.info(
+      { event: 'delivery.done', studyUid, sopInstanceUid, destination, attempt: job.attemptsMade + 1 },
+      'report delivered',
+    );
+    return receipt;
+  };
+}

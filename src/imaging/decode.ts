@@ -1,0 +1,541 @@
+import { readFile, stat } from 'node:fs/promises';
+import dcmjs from 'dcmjs';
+import dcmjsCodecs from 'dcmjs-codecs';
+import { Decoder as JpegLosslessDecoder } from 'jpeg-lossless-decoder-js';
+import {
+  first,
+  frameGeometry,
+  frameGroupValue,
+  toNumber,
+  type Dataset,
+  type SliceGeometry,
+} from '../dicom/functional-groups.ts';
+import {
+  DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+  EXPLICIT_VR_BIG_ENDIAN,
+  EXPLICIT_VR_LITTLE_ENDIAN,
+  IMPLICIT_VR_LITTLE_ENDIAN,
+} from '../dicom/part10.ts';
+import { decodeJpegExtended, JpegDataError } from './codecs/jpeg-extended.ts';
+
+// Part-10 file → pixel frames as numbers. dcmjs parses (and inflates Deflated Explicit VR LE itself);
+// dcmjs-codecs (WebAssembly) decompresses the encapsulated transfer syntaxes and swaps big endian;
+// jpeg-lossless-decoder-js covers JPEG lossless process 14 with any predictor (.4.57), which
+// dcmjs-codecs lacks; JPEG extended (.4.51, 8 or 12-bit greyscale) goes through our own decoder
+// because no package decodes 12-bit JPEG (jpeg-extended.ts).
+// Everything that sizes an allocation is validated against limits first: the files are hostile input.
+
+const { NativeCodecs, Transcoder } = dcmjsCodecs;
+
+// dcmjs and dcmjs-codecs warn on console for every odd VR; our own errors carry what matters.
+// (dcmjs's validation logger reports those odd VRs at error level, so it is silenced outright.)
+dcmjs.log.setLevel('error');
+dcmjs.log.getLogger('validation.dcmjs').setLevel('silent');
+dcmjsCodecs.log.setLevel('error');
+
+const TS = {
+  implicitLE: IMPLICIT_VR_LITTLE_ENDIAN,
+  explicitLE: EXPLICIT_VR_LITTLE_ENDIAN,
+  deflatedLE: DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+  explicitBE: EXPLICIT_VR_BIG_ENDIAN,
+} as const;
+
+/** Read by dcmjs into native little-endian pixel data, nothing to decompress. */
+const NATIVE_LE = new Set<string>([TS.implicitLE, TS.explicitLE, TS.deflatedLE]);
+
+/** JPEG Lossless, Non-Hierarchical (Process 14), any selection value. */
+const JPEG_LOSSLESS_P14 = '1.2.840.10008.1.2.4.57';
+/** JPEG Extended (Process 2 & 4): 8 or 12-bit lossy. */
+const JPEG_EXTENDED = '1.2.840.10008.1.2.4.51';
+
+/** Transfer syntaxes dcmjs-codecs 0.0.8 transcodes to Explicit VR LE (measured: ../shared/notes/codecs.md). */
+export const CODEC_TRANSFER_SYNTAXES: ReadonlySet<string> = new Set([
+  TS.explicitBE,
+  '1.2.840.10008.1.2.5', // RLE lossless
+  '1.2.840.10008.1.2.4.50', // JPEG baseline
+  '1.2.840.10008.1.2.4.70', // JPEG lossless SV1
+  '1.2.840.10008.1.2.4.80', // JPEG-LS lossless
+  '1.2.840.10008.1.2.4.81', // JPEG-LS near-lossless
+  '1.2.840.10008.1.2.4.90', // JPEG 2000 lossless
+  '1.2.840.10008.1.2.4.91', // JPEG 2000
+  '1.2.840.10008.1.2.4.110', // JPEG XL lossless
+  '1.2.840.10008.1.2.4.112', // JPEG XL
+  '1.2.840.10008.1.2.4.201', // HTJ2K lossless
+  '1.2.840.10008.1.2.4.202', // HTJ2K lossless RPCL
+  '1.2.840.10008.1.2.4.203', // HTJ2K
+]);
+
+export class DecodeError extends Error {
+  override name = 'DecodeError';
+}
+
+/** The file is sound but no decoder here handles its transfer syntax (e.g. MPEG-4 video). */
+export class UnsupportedTransferSyntaxError extends DecodeError {
+  override name = 'UnsupportedTransferSyntaxError';
+  constructor(readonly transferSyntaxUid: string) {
+    super(`transfer syntax ${transferSyntaxUid} is not supported by the pixel decoders available`);
+  }
+}
+
+export interface DecodeLimits {
+  /** Largest Rows or Columns accepted. */
+  maxDimension: number;
+  maxFrames: number;
+  /** Largest decoded pixel data (all frames, stored bytes) accepted. */
+  maxPixelBytes: number;
+  /** Most samples (rows × columns × samples per pixel × frames), each a float32 once decoded. */
+  maxSamples: number;
+  maxFileBytes: number;
+}
+
+export const DEFAULT_LIMITS: DecodeLimits = {
+  maxDimension: 16384,
+  maxFrames: 4096,
+  maxPixelBytes: 1024 * 1024 * 1024,
+  maxSamples: Number.POSITIVE_INFINITY,
+  maxFileBytes: 2 * 1024 * 1024 * 1024 - 1,
+};
+
+export interface PixelHeader {
+  transferSyntaxUid: string;
+  sopClassUid?: string;
+  modality?: string;
+  bodyPart?: string;
+  rows: number;
+  columns: number;
+  frames: number;
+  samplesPerPixel: number;
+  /** After decoding: colour images are always 'RGB'. */
+  photometric: string;
+  bitsAllocated: number;
+  bitsStored: number;
+  highBit: number;
+  pixelRepresentation: number;
+  planarConfiguration: number;
+}
+
+export interface StoredPixels {
+  header: PixelHeader;
+  /** Stored values, little endian, one view per decoded frame. */
+  frames: Uint8Array[];
+  /** The naturalized data set without Pixel Data (rescale, window and functional groups live here). */
+  attributes: Record<string, unknown>;
+}
+
+export interface DecodedImage extends PixelHeader {
+  /** One array per decoded frame, rows × columns × samplesPerPixel (interleaved), modality LUT applied if asked. */
+  pixels: Float32Array[];
+  modalityLutApplied: boolean;
+  /** First frame's Rescale Slope/Intercept (1/0 when absent). */
+  rescaleSlope: number;
+  rescaleIntercept: number;
+  /** First Window Center/Width value for the first frame, if the file has one. */
+  windowCenter?: number;
+  windowWidth?: number;
+  /** Where the first frame lies in the patient (absent when the file does not say). */
+  geometry?: SliceGeometry;
+  /** Where each decoded frame lies (enhanced multi-frame: its functional groups); undefined if unknown. */
+  frameGeometries?: (SliceGeometry | undefined)[];
+}
+
+export type { SliceGeometry };
+
+export interface DecodeOptions {
+  /** 'first' (default) decodes frame 1 only into floats; 'all' every frame. */
+  frames?: 'first' | 'all';
+  /** Apply Rescale Slope/Intercept (default true). */
+  modalityLut?: boolean;
+  limits?: Partial<DecodeLimits>;
+}
+
+export type { Dataset };
+
+let codecsReady: Promise<void> | undefined;
+function initCodecs(): Promise<void> {
+  codecsReady ??= NativeCodecs.initializeAsync();
+  return codecsReady;
+}
+
+export async function decodeImage(file: string, opts: DecodeOptions = {}): Promise<DecodedImage> {
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const info = await stat(file);
+  if (!info.isFile()) throw new DecodeError(`${file} is not a regular file`);
+  if (info.size > limits.maxFileBytes) {
+    throw new DecodeError(`file is ${info.size} bytes, over the ${limits.maxFileBytes}-byte limit`);
+  }
+  const bytes = await readFile(file);
+  await initCodecs();
+  return toImage(readStoredPixelsSync(bytes, limits), opts);
+}
+
+/** Decompressed stored pixel values, for callers (and tests) that need the raw samples. */
+export async function readStoredPixels(
+  bytes: Uint8Array,
+  limits: Partial<DecodeLimits> = {},
+): Promise<StoredPixels> {
+  await initCodecs();
+  return readStoredPixelsSync(bytes, { ...DEFAULT_LIMITS, ...limits });
+}
+
+function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits): StoredPixels {
+  const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  // One parse of the whole file: encapsulated Pixel Data stays compressed (its size is bounded by the
+  // file's), and nothing is decompressed before readHeader has checked the sizes.
+  const head = parse(buffer, {});
+  const transferSyntaxUid = String(first(head.meta.TransferSyntaxUID) ?? '').replace(/[\0 ]+$/, '');
+  if (!transferSyntaxUid) throw new DecodeError('the file meta information has no Transfer Syntax UID');
+  if (!('PixelData' in head.dataset)) {
+    const other = 'FloatPixelData' in head.dataset || 'DoubleFloatPixelData' in head.dataset;
+    throw new DecodeError(
+      other ? 'float pixel data is not supported' : 'the data set has no Pixel Data (7FE0,0010)',
+    );
+  }
+  const header = readHeader(head.dataset, transferSyntaxUid, limits);
+
+  let pixelData: unknown;
+  if (NATIVE_LE.has(transferSyntaxUid)) {
+    if (transferSyntaxUid !== TS.deflatedLE) {
+      checkNotTruncated(bytes, frameByteLength(header) * header.frames, transferSyntaxUid === TS.explicitLE);
+    }
+    pixelData = head.dataset.PixelData;
+  } else if (transferSyntaxUid === JPEG_LOSSLESS_P14) {
+    pixelData = decodeJpegLossless(head.dataset.PixelData, header);
+  } else if (transferSyntaxUid === JPEG_EXTENDED) {
+    pixelData = decodeJpegExtendedFrames(head.dataset.PixelData, header);
+  } else if (CODEC_TRANSFER_SYNTAXES.has(transferSyntaxUid)) {
+    let elements: Dataset;
+    try {
+      const transcoder = new Transcoder(buffer);
+      transcoder.transcode(TS.explicitLE);
+      elements = transcoder.getElements();
+    } catch (err) {
+      const msg = (err as Error).message ?? String(err);
+      if (/not supported/i.test(msg)) throw new UnsupportedTransferSyntaxError(transferSyntaxUid);
+      throw new DecodeError(`could not decode ${transferSyntaxUid} pixel data: ${msg}`);
+    }
+    pixelData = elements.PixelData;
+    // Decoders may change the colour model (JPEG YBR → RGB) and the planar layout.
+    header.photometric = str(elements.PhotometricInterpretation) ?? header.photometric;
+    header.planarConfiguration = num(elements.PlanarConfiguration) ?? header.planarConfiguration;
+  } else {
+    throw new UnsupportedTransferSyntaxError(transferSyntaxUid);
+  }
+
+  const data = concatFragments(pixelData);
+  const frameBytes = frameByteLength(header);
+  if (data.byteLength < frameBytes * header.frames) {
+    throw new DecodeError(
+      `pixel data holds ${data.byteLength} bytes, fewer than Rows×Columns×Samples×Bits×Frames needs (${frameBytes * header.frames})`,
+    );
+  }
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < header.frames; i++) frames.push(data.subarray(i * frameBytes, (i + 1) * frameBytes));
+  const { PixelData: _pixels, ...attributes } = head.dataset;
+  return { header, frames, attributes };
+}
+
+function parse(buffer: ArrayBuffer, options: Record<string, unknown>): { meta: Dataset; dataset: Dataset } {
+  try {
+    const message = dcmjs.data.DicomMessage.readFile(buffer, options);
+    const naturalize = dcmjs.data.DicomMetaDictionary.naturalizeDataset;
+    return { meta: naturalize(message.meta), dataset: naturalize(message.dict) };
+  } catch (err) {
+    throw new DecodeError(`not a readable DICOM Part-10 file: ${(err as Error).message ?? String(err)}`);
+  }
+}
+
+export function readHeader(ds: Dataset, transferSyntaxUid: string, limits: DecodeLimits): PixelHeader {
+  const rows = requireInt(ds, 'Rows', 1, limits.maxDimension);
+  const columns = requireInt(ds, 'Columns', 1, limits.maxDimension);
+  const samplesPerPixel = optionalInt(ds, 'SamplesPerPixel', 1, 3) ?? 1;
+  if (samplesPerPixel !== 1 && samplesPerPixel !== 3)
+    throw new DecodeError(`SamplesPerPixel ${samplesPerPixel} is not 1 or 3`);
+  const bitsAllocated = requireInt(ds, 'BitsAllocated', 1, 32);
+  if (![8, 16, 32].includes(bitsAllocated))
+    throw new DecodeError(`BitsAllocated ${bitsAllocated} is not supported`);
+  const bitsStored = optionalInt(ds, 'BitsStored', 1, bitsAllocated) ?? bitsAllocated;
+  const highBit = optionalInt(ds, 'HighBit', bitsStored - 1, bitsAllocated - 1) ?? bitsStored - 1;
+  const frames = optionalInt(ds, 'NumberOfFrames', 1, limits.maxFrames) ?? 1;
+  const photometric = str(ds.PhotometricInterpretation) ?? (samplesPerPixel === 1 ? 'MONOCHROME2' : 'RGB');
+  const header: PixelHeader = {
+    transferSyntaxUid,
+    sopClassUid: str(ds.SOPClassUID),
+    modality: str(ds.Modality),
+    bodyPart: str(ds.BodyPartExamined),
+    rows,
+    columns,
+    frames,
+    samplesPerPixel,
+    photometric,
+    bitsAllocated,
+    bitsStored,
+    highBit,
+    pixelRepresentation: optionalInt(ds, 'PixelRepresentation', 0, 1) ?? 0,
+    planarConfiguration: optionalInt(ds, 'PlanarConfiguration', 0, 1) ?? 0,
+  };
+  const samples = rows * columns * samplesPerPixel * frames;
+  if (samples > limits.maxSamples) {
+    throw new DecodeError(
+      `${rows}×${columns}×${samplesPerPixel}×${frames} frames is ${samples} samples, over the ${limits.maxSamples}-sample limit`,
+    );
+  }
+  const total = frameByteLength(header) * frames;
+  if (total > limits.maxPixelBytes) {
+    throw new DecodeError(
+      `${rows}×${columns}×${samplesPerPixel}×${frames} frames at ${bitsAllocated} bits is ${total} bytes, over the ${limits.maxPixelBytes}-byte limit`,
+    );
+  }
+  return header;
+}
+
+/** One compressed code stream per frame from dcmjs's encapsulated Pixel Data. */
+function encapsulatedFrames(value: unknown, header: PixelHeader): Uint8Array[] {
+  const parts = (Array.isArray(value) ? value : [value]).filter(
+    (p): p is ArrayBuffer => p instanceof ArrayBuffer,
+  );
+  // dcmjs hands one buffer per frame when it can tell frames apart; a single frame may come in fragments.
+  if (parts.length === header.frames) return parts.map((p) => new Uint8Array(p));
+  if (header.frames === 1 && parts.length > 0) return [concatFragments(parts)];
+  throw new DecodeError(`cannot split ${parts.length} JPEG fragments into ${header.frames} frames`);
+}
+
+/** Each encapsulated frame through the pure-JS lossless decoder, back to little-endian stored bytes. */
+function decodeJpegLossless(value: unknown, header: PixelHeader): Uint8Array[] {
+  const bytesPerSample = header.bitsAllocated / 8;
+  const expected = frameByteLength(header);
+  return encapsulatedFrames(value, header).map((frame, i) => {
+    let decoded: Uint8Array | Uint16Array;
+    try {
+      const copy = frame.slice().buffer;
+      decoded = new JpegLosslessDecoder().decode(copy, 0, copy.byteLength, bytesPerSample);
+    } catch (err) {
+      throw new DecodeError(
+        `JPEG lossless frame ${i + 1} could not be decoded: ${(err as Error).message ?? String(err)}`,
+      );
+    }
+    if (decoded.byteLength !== expected) {
+      throw new DecodeError(
+        `JPEG lossless frame ${i + 1} holds ${decoded.byteLength} bytes, the header needs ${expected}`,
+      );
+    }
+    return decoded instanceof Uint8Array ? decoded : littleEndianWords(decoded);
+  });
+}
+
+/** Each encapsulated frame through the JPEG extended decoder, as little-endian stored values. */
+function decodeJpegExtendedFrames(value: unknown, header: PixelHeader): Uint8Array[] {
+  if (header.samplesPerPixel !== 1) {
+    throw new DecodeError('JPEG extended colour images are not supported (greyscale only)');
+  }
+  return encapsulatedFrames(value, header).map((frame, i) => {
+    let samples: Uint16Array;
+    let precision: number;
+    try {
+      ({ samples, precision } = decodeJpegExtended(frame, { rows: header.rows, columns: header.columns }));
+    } catch (err) {
+      if (!(err instanceof JpegDataError)) throw err;
+      throw new DecodeError(`JPEG extended frame ${i + 1} could not be decoded: ${err.message}`);
+    }
+    if (header.bitsAllocated === 8) {
+      if (precision !== 8) {
+        throw new DecodeError(
+          `JPEG extended frame ${i + 1} has ${precision}-bit samples, Bits Allocated is 8`,
+        );
+      }
+      return Uint8Array.from(samples);
+    }
+    return littleEndianWords(samples);
+  });
+}
+
+/** 16-bit samples in platform order → little-endian stored bytes. */
+function littleEndianWords(words: Uint16Array): Uint8Array {
+  const out = new Uint8Array(words.length * 2);
+  const view = new DataView(out.buffer);
+  for (let j = 0; j < words.length; j++) view.setUint16(j * 2, words[j]!, true);
+  return out;
+}
+
+const PIXEL_DATA_TAG = Buffer.from([0xe0, 0x7f, 0x10, 0x00]);
+
+/**
+ * dcmjs zero-fills a value that runs past the end of the file, which would turn a truncated upload
+ * into a plausible image. For native encodings the value bytes are in the file as they are: some
+ * (7FE0,0010) header must declare at least `expected` bytes that the file really holds.
+ */
+function checkNotTruncated(bytes: Uint8Array, expected: number, explicitVr: boolean): void {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let fits = false;
+  let overflows = false;
+  for (let pos = buf.indexOf(PIXEL_DATA_TAG); pos >= 0 && !fits; pos = buf.indexOf(PIXEL_DATA_TAG, pos + 1)) {
+    let length: number;
+    let headerLength: number;
+    if (explicitVr) {
+      const vr = buf.toString('latin1', pos + 4, pos + 6);
+      if ((vr !== 'OW' && vr !== 'OB') || pos + 12 > buf.length || buf.readUInt16LE(pos + 6) !== 0) continue;
+      length = buf.readUInt32LE(pos + 8);
+      headerLength = 12;
+    } else {
+      if (pos + 8 > buf.length) continue;
+      length = buf.readUInt32LE(pos + 4);
+      headerLength = 8;
+    }
+    if (length === 0xffffffff || length < expected) continue;
+    if (pos + headerLength + length <= buf.length) fits = true;
+    else overflows = true;
+  }
+  if (!fits && overflows) {
+    throw new DecodeError('Pixel Data is truncated: the file ends before the bytes its header declares');
+  }
+}
+
+export function frameByteLength(h: PixelHeader): number {
+  return h.rows * h.columns * h.samplesPerPixel * (h.bitsAllocated / 8);
+}
+
+function toImage(stored: StoredPixels, opts: DecodeOptions): DecodedImage {
+  const h = stored.header;
+  const applyLut = opts.modalityLut ?? true;
+  const wanted = opts.frames === 'all' ? stored.frames : stored.frames.slice(0, 1);
+  const photometric = h.samplesPerPixel === 3 ? 'RGB' : h.photometric;
+  if (h.samplesPerPixel === 1 && h.photometric !== 'MONOCHROME1' && h.photometric !== 'MONOCHROME2') {
+    throw new DecodeError(`photometric interpretation ${h.photometric} with one sample is not supported`);
+  }
+  if (h.samplesPerPixel === 3 && h.photometric !== 'RGB' && h.photometric !== 'YBR_FULL') {
+    throw new DecodeError(`photometric interpretation ${h.photometric} is not supported`);
+  }
+  // Rescale per frame: enhanced multi-frame objects carry it in functional groups.
+  const perFrame = wanted.map((_, i) => rescaleFor(stored.attributes, i));
+  const pixels = wanted.map((bytes, i) => {
+    const values = samples(bytes, h);
+    const { slope, intercept } = perFrame[i]!;
+    if (applyLut && (slope !== 1 || intercept !== 0)) {
+      for (let j = 0; j < values.length; j++) values[j] = values[j]! * slope + intercept;
+    }
+    return h.samplesPerPixel === 3 ? toRgbInterleaved(values, h) : values;
+  });
+  const voi = windowFor(stored.attributes);
+  const frameGeometries = wanted.map((_, i) => frameGeometry(stored.attributes, i));
+  const geometry = frameGeometries[0];
+  return {
+    ...(geometry ? { geometry } : {}),
+    frameGeometries,
+    ...h,
+    photometric,
+    planarConfiguration: 0,
+    pixels,
+    modalityLutApplied: applyLut,
+    rescaleSlope: perFrame[0]?.slope ?? 1,
+    rescaleIntercept: perFrame[0]?.intercept ?? 0,
+    ...voi,
+  };
+}
+
+/** Stored words → numbers: bits outside Bits Stored masked off, two's complement when signed. */
+function samples(bytes: Uint8Array, h: PixelHeader): Float32Array {
+  const n = bytes.byteLength / (h.bitsAllocated / 8);
+  const out = new Float32Array(n);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const shift = h.highBit + 1 - h.bitsStored;
+  const signed = h.pixelRepresentation === 1;
+  if (h.bitsAllocated === 32) {
+    for (let i = 0; i < n; i++) {
+      const word = view.getUint32(i * 4, true);
+      const v = h.bitsStored === 32 ? word : Math.floor(word / 2 ** shift) % 2 ** h.bitsStored;
+      out[i] = signed && v >= 2 ** (h.bitsStored - 1) ? v - 2 ** h.bitsStored : v;
+    }
+    return out;
+  }
+  const mask = (1 << h.bitsStored) - 1;
+  const signBit = 1 << (h.bitsStored - 1);
+  const range = 1 << h.bitsStored;
+  for (let i = 0; i < n; i++) {
+    const word = h.bitsAllocated === 16 ? view.getUint16(i * 2, true) : bytes[i]!;
+    const v = (word >> shift) & mask;
+    out[i] = signed && v & signBit ? v - range : v;
+  }
+  return out;
+}
+
+function toRgbInterleaved(values: Float32Array, h: PixelHeader): Float32Array {
+  const n = h.rows * h.columns;
+  const out = new Float32Array(n * 3);
+  const planar = h.planarConfiguration === 1;
+  const ybr = h.photometric === 'YBR_FULL';
+  const mid = 2 ** (h.bitsStored - 1);
+  for (let p = 0; p < n; p++) {
+    const a = planar ? values[p]! : values[p * 3]!;
+    const b = planar ? values[n + p]! : values[p * 3 + 1]!;
+    const c = planar ? values[2 * n + p]! : values[p * 3 + 2]!;
+    if (ybr) {
+      // PS3.3 C.7.6.3.1.2 YBR_FULL → RGB.
+      out[p * 3] = a + 1.402 * (c - mid);
+      out[p * 3 + 1] = a - 0.344136 * (b - mid) - 0.714136 * (c - mid);
+      out[p * 3 + 2] = a + 1.772 * (b - mid);
+    } else {
+      out[p * 3] = a;
+      out[p * 3 + 1] = b;
+      out[p * 3 + 2] = c;
+    }
+  }
+  return out;
+}
+
+export function rescaleFor(ds: Dataset, frame: number): { slope: number; intercept: number } {
+  return {
+    slope: num(frameGroupValue(ds, frame, 'PixelValueTransformationSequence', 'RescaleSlope')) ?? 1,
+    intercept: num(frameGroupValue(ds, frame, 'PixelValueTransformationSequence', 'RescaleIntercept')) ?? 0,
+  };
+}
+
+/** The first VOI window of the first frame; a width below 1 is no window (PS3.3 C.11.2.1.2). */
+export function windowFor(ds: Dataset): { windowCenter?: number; windowWidth?: number } {
+  const center = num(frameGroupValue(ds, 0, 'FrameVOILUTSequence', 'WindowCenter'));
+  const width = num(frameGroupValue(ds, 0, 'FrameVOILUTSequence', 'WindowWidth'));
+  return center !== undefined && width !== undefined && width >= 1
+    ? { windowCenter: center, windowWidth: width }
+    : {};
+}
+
+function concatFragments(value: unknown): Uint8Array {
+  const parts = (Array.isArray(value) ? value : [value]).filter(
+    (p): p is ArrayBuffer | ArrayBufferView => p instanceof ArrayBuffer || ArrayBuffer.isView(p),
+  );
+  if (parts.length === 0) throw new DecodeError('Pixel Data is empty');
+  const views = parts.map((p) =>
+    p instanceof ArrayBuffer ? new Uint8Array(p) : new Uint8Array(p.buffer, p.byteOffset, p.byteLength),
+  );
+  if (views.length === 1) return views[0]!;
+  const out = new Uint8Array(views.reduce((s, v) => s + v.byteLength, 0));
+  let offset = 0;
+  for (const v of views) {
+    out.set(v, offset);
+    offset += v.byteLength;
+  }
+  return out;
+}
+
+function str(value: unknown): string | undefined {
+  const v = first(value);
+  if (v === undefined || v === null) return undefined;
+  const s = String(v).trim();
+  return s === '' ? undefined : s;
+}
+
+function num(value: unknown): number | undefined {
+  return toNumber(first(value));
+}
+
+function optionalInt(ds: Dataset, key: string, min: number, max: number): number | undefined {
+  if (ds[key] === undefined || ds[key] === null || ds[key] === '') return undefined;
+  return requireInt(ds, key, min, max);
+}
+
+function requireInt(ds: Dataset, key: string, min: number, max: number): number {
+  const v = num(ds[key]);
+  if (v === undefined) throw new DecodeError(`${key} is missing or not a number`);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new DecodeError(`${key} ${v} is outside the accepted range ${min}..${max}`);
+  }
+  return v;
+}

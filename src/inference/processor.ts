@@ -1,0 +1,92 @@
+import { UnrecoverableError, type Job, type Queue } from 'bullmq';
+import { audit } from '../pipeline/audit-trail.ts';
+import type { InstanceRecord, StudyIndex } from '../pipeline/study-index.ts';
+import { jobId, type DeliveryJob, type InferenceJob } from '../pipeline/jobs.ts';
+import type { ResultWriter, SourceInstanceRef } from '../pipeline/findings.ts';
+import { NoUsableImagesError, runModel, type LoadedModelSession } from './run-model.ts';
+import { inferenceEvents } from './events.ts';
+
+export interface InferenceDeps {
+  index: StudyIndex;
+  deliveryQueue: Queue<DeliveryJob>;
+  /** Open sessions keyed by `<id>@<version>`. */
+  sessions: Map<string, LoadedModelSession>;
+  /** The reports stage: writes the SR (and a SEG for segmentation models) and says where they are. */
+  writeResults: ResultWriter;
+}
+
+/** Series first, then instance number, so the report lists images in the order a viewer shows them. */
+function byPosition(a: InstanceRecord, b: InstanceRecord): number {
+  return a.seriesUid.localeCompare(b.seriesUid) || (a.instanceNumber ?? 0) - (b.instanceNumber ?? 0);
+}
+
+/**
+ * Processor of the inference queue: one model over the routed series of one study → a TID 1500 SR in the
+ * source study → one delivery job per destination. UIDs derive from the job, so a retry makes the same SR.
+ */
+export function createInferenceProcessor(deps: InferenceDeps) {
+  return async (job: Job<InferenceJob>) => {
+    const { studyUid, seriesUids, modelId, modelVersion, run, destinations } = job.data;
+    const session = deps.sessions.get(`${modelId}@${modelVersion}`);
+    if (!session) throw new Error(`model ${modelId}@${modelVersion} is not loaded on this worker`);
+    await deps.index.setState(studyUid, 'inferring');
+
+    const instances = (await deps.index.instances(studyUid))
+      .filter((i) => seriesUids.includes(i.seriesUid))
+      .sort(byPosition);
+    if (instances.length === 0) throw new UnrecoverableError('the routed series hold no instances');
+    const sources: SourceInstanceRef[] = instances.map((i) => ({
+      sopClassUid: i.sopClassUid,
+      sopInstanceUid: i.sopInstanceUid,
+      seriesUid: i.seriesUid,
+      path: i.path,
+    }));
+
+    let result;
+    try {
+      result = await runModel(session, sources);
+    } catch (err) {
+      // Images the model cannot read will not become readable on a retry.
+      if (err instanceof NoUsableImagesError) throw new UnrecoverableError(err.message);
+      throw err;
+    }
+
+    // SR (superseding the previous run's) and, for segmentation models, a SEG; same destinations.
+    const objects = await deps.writeResults({ result, studyUid, modelId, modelVersion, run });
+    const srUid = objects[0]!.sopInstanceUid;
+    for (const object of objects) {
+      for (const destination of destinations) {
+        await deps.deliveryQueue.add(
+          'deliver',
+          { studyUid, sopInstanceUid: object.sopInstanceUid, path: object.path, destination },
+          { jobId: jobId.delivery(object.sopInstanceUid, destination) },
+        );
+      }
+    }
+    await deps.index.inferenceDone(studyUid, destinations.length * objects.length, job.id);
+    // A volume lists each frame of a multi-frame image as a source; count images once.
+    const imageCount = new Set(result.sources.map((s) => s.sopInstanceUid)).size;
+    await audit.record({
+      type: 'inferred',
+      studyUid,
+      run,
+      model: modelId,
+      version: modelVersion,
+      provider: result.provider,
+      srUid,
+      instances: imageCount,
+      inferenceMs: Math.round(result.inferenceMs),
+      jobId: String(job.id),
+    });
+    inferenceEvents.done({
+      studyUid,
+      jobId: job.id,
+      model: `${modelId}@${modelVersion}`,
+      provider: result.provider,
+      instances: imageCount,
+      inferenceMs: result.inferenceMs,
+      srUid,
+    });
+    return { srUid, provider: result.provider, findings: result.findings, images: imageCount };
+  };
+}

@@ -1,0 +1,124 @@
+import { execFile } from 'node:child_process';
+import { hostname } from 'node:os';
+import type { Redis } from 'ioredis';
+import { keys, type WorkerHeartbeat } from '../../pipeline/keys.ts';
+import { inferenceEvents } from '../events.ts';
+
+// The worker's heartbeat in Redis: every few seconds HSET <prefix>:workers <workerId> → JSON, so the
+// admin console and /readyz see which workers are alive, which provider each model bound and what they
+// have done. A worker that stops cleanly removes its entry; one that dies leaves an entry whose
+// lastHeartbeat stops moving, which readers treat as stale, and which the live workers delete once it
+// is older than deadWorkerRetentionMs (a hash field cannot expire on its own in Redis 7.0).
+
+export const HEARTBEAT_INTERVAL_MS = 5000;
+/** How long a dead worker stays listed (as dead) before the live ones remove its entry. */
+export const DEAD_WORKER_RETENTION_MS = 60 * 60 * 1000;
+
+// Atomic, so a beat landing between the read and the delete is never lost. An entry that is not a
+// heartbeat at all (unparseable, no timestamp) is removed too.
+const PRUNE_SCRIPT = `
+local now = tonumber(ARGV[1])
+local maxAge = tonumber(ARGV[2])
+local entries = redis.call('HGETALL', KEYS[1])
+local removed = {}
+for i = 1, #entries, 2 do
+  local ok, beat = pcall(cjson.decode, entries[i + 1])
+  if not ok or type(beat) ~= 'table' or type(beat.lastHeartbeat) ~= 'number' or now - beat.lastHeartbeat > maxAge then
+    redis.call('HDEL', KEYS[1], entries[i])
+    removed[#removed + 1] = entries[i]
+  end
+end
+return removed
+`;
+
+export interface HeartbeatOptions {
+  redis: Redis;
+  prefix: string;
+  concurrency: number;
+  /** Execution provider actually bound, per model id. */
+  providers: Record<string, string>;
+  intervalMs?: number;
+  deadWorkerRetentionMs?: number;
+  workerId?: string;
+  /** GPU name; detected with nvidia-smi when not given. */
+  gpu?: string;
+}
+
+/** Name of GPU 0 from nvidia-smi, or '' where there is no nvidia-smi or no GPU. */
+export function detectGpu(timeoutMs = 3000): Promise<string> {
+  return new Promise((resolve) => {
+    execFile(
+      'nvidia-smi',
+      ['--query-gpu=name', '--format=csv,noheader'],
+      { timeout: timeoutMs },
+      (err, stdout) => resolve(err ? '' : (stdout.split('\n')[0]?.trim() ?? '')),
+    );
+  });
+}
+
+export class WorkerHeartbeatPublisher {
+  readonly workerId: string;
+  private readonly startedAt = Date.now();
+  private jobsProcessed = 0;
+  private imagesProcessed = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private gpu = '';
+
+  constructor(private readonly opts: HeartbeatOptions) {
+    this.workerId = opts.workerId ?? `${hostname()}:${process.pid}`;
+  }
+
+  /** Writes the first heartbeat before returning, then one every interval. */
+  async start(): Promise<void> {
+    this.gpu = this.opts.gpu ?? (await detectGpu());
+    await this.beat();
+    this.timer = setInterval(() => {
+      this.beat().catch((err: unknown) => inferenceEvents.heartbeatFailed(err));
+    }, this.opts.intervalMs ?? HEARTBEAT_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  /** Counts a finished job and the images it read (shown on the next beat). */
+  recordJob(images: number): void {
+    this.jobsProcessed++;
+    this.imagesProcessed += images;
+  }
+
+  snapshot(): WorkerHeartbeat {
+    return {
+      workerId: this.workerId,
+      host: hostname(),
+      pid: process.pid,
+      gpu: this.gpu,
+      providers: { ...this.opts.providers },
+      models: Object.keys(this.opts.providers).sort(),
+      concurrency: this.opts.concurrency,
+      jobsProcessed: this.jobsProcessed,
+      imagesProcessed: this.imagesProcessed,
+      startedAt: this.startedAt,
+      lastHeartbeat: Date.now(),
+    };
+  }
+
+  private async beat(): Promise<void> {
+    const key = keys.workers(this.opts.prefix);
+    await this.opts.redis.hset(key, this.workerId, JSON.stringify(this.snapshot()));
+    const removed = (await this.opts.redis.eval(
+      PRUNE_SCRIPT,
+      1,
+      key,
+      Date.now(),
+      this.opts.deadWorkerRetentionMs ?? DEAD_WORKER_RETENTION_MS,
+    )) as string[];
+    if (removed.length > 0) {
+      inferenceEvents.heartbeatPruned(removed);
+    }
+  }
+
+  /** Stops beating and removes this worker's entry. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.opts.redis.hdel(keys.workers(this.opts.prefix), this.workerId);
+  }
+}

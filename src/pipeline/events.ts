@@ -1,0 +1,46 @@
+// Named log events of the pipeline (study index, completion, reconcile, retention, job failures): one
+// function per event, so every line has the same fields. UIDs, counts and reasons only, never patient data.
+import { errorMessage } from '../observability/error-message.ts';
+import { log } from '../observability/log.ts';
+
+const pipelineLog = log.child({ component: 'pipeline' });
+
+export const pipelineEvents = {
+  reconcileUnreadable(studyUid: string, file: string, err: unknown): void {
+    pipelineLog.error(
+      { event: 'pipeline.reconcile.unreadable', studyUid, file, err: errorMessage(err) },
+      'spooled file unreadable',
+    );
+  },
+  reconcileDone(studies: number, reindexed: number, rearmed: number): void {
+    pipelineLog.info(
+      { event: 'pipeline.reconcile.done', studies, reindexed, rearmed },
+      'spool reconciled with the index',
+    );
+  },
+  retentionCleaned(studyUid: string, files: number): void {
+    pipelineLog.info(
+      { event: 'pipeline.retention.cleaned', studyUid, files },
+      'spooled images removed after retention',
+    );
+  },
+  retentionError(studyUid: string, err: unknown): void {
+    pipelineLog.warn(
+      { event: 'pipeline.retention.error', studyUid, err: errorMessage(err) },
+      'a spooled image could not be removed',
+    );
+  },
+  retentionFailed(err: unknown): void {
+    pipelineLog.warn({ event: 'pipeline.retention.failed', err: errorMessage(err) }, 'retention pass failed');
+  },
+  jobFailed(
+    stage: string,
+    job: { jobId?: string; studyUid?: string; attempt: number; final: boolean },
+    err: unknown,
+  ): void {
+    pipelineLog.warn(
+      { event: `${stage}.job.failed`, ...job, reason: errorMessage(err) },
+      `${stage} job failed`,
+    );
+  },
+};

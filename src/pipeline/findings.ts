@@ -1,0 +1,99 @@
+// What inference hands to the report builder: the contract between the inference and reports stages.
+
+/** A coded concept (PS3.3 Code Sequence Macro): value, scheme designator, meaning. */
+export interface CodedConcept {
+  value: string;
+  scheme: string;
+  meaning: string;
+}
+
+export interface ClassificationFinding {
+  kind: 'classification';
+  label: string;
+  concept: CodedConcept;
+  probability: number;
+  threshold: number;
+  /** probability >= threshold */
+  positive: boolean;
+}
+
+export interface VolumeFinding {
+  kind: 'volume';
+  label: string;
+  concept: CodedConcept;
+  /** Millilitres. */
+  volumeMl: number;
+  voxelCount: number;
+}
+
+export type Finding = ClassificationFinding | VolumeFinding;
+
+export interface ModelIdentity {
+  id: string;
+  name: string;
+  version: string;
+  manufacturer: string;
+  /** Device Observer UID: stable per model id + version. */
+  uid: string;
+}
+
+/** One source image the model read. */
+export interface SourceInstanceRef {
+  sopClassUid: string;
+  sopInstanceUid: string;
+  seriesUid: string;
+  /** Absolute spool path; the SR builder reads patient/study attributes from the first one. */
+  path: string;
+  /** 1-based frame of a multi-frame image used as one slice of a volume; absent for a whole image. */
+  frameNumber?: number;
+}
+
+/** A label map for a DICOM SEG, in the geometry of the source images (one slice per source instance). */
+export interface SegmentationResult {
+  rows: number;
+  columns: number;
+  /**
+   * One label map per entry of ModelResult.sources (an image, or a frame of one), same order; values
+   * are segment label values.
+   */
+  slices: Uint8Array[];
+  segments: {
+    labelValue: number;
+    label: string;
+    /** Segmented Property Type (what the segment is). */
+    concept: CodedConcept;
+    /** Segmented Property Category; default SCT 91723000 Anatomical structure. */
+    category?: CodedConcept;
+  }[];
+}
+
+export interface ModelResult {
+  model: ModelIdentity;
+  findings: Finding[];
+  sources: SourceInstanceRef[];
+  /** Execution provider the session actually bound ('cuda' or 'cpu'). */
+  provider: string;
+  inferenceMs: number;
+  /** Present for segmentation models. */
+  segmentation?: SegmentationResult;
+}
+
+/** A derived object (SR or SEG) written for a run, ready for delivery. */
+export interface WrittenObject {
+  kind: 'sr' | 'seg';
+  sopInstanceUid: string;
+  /** Where the Part-10 file is kept until every delivery has landed. */
+  path: string;
+}
+
+/** One model's result for one run of a study, as the reports stage receives it. */
+export interface ResultToReport {
+  result: ModelResult;
+  studyUid: string;
+  modelId: string;
+  modelVersion: string;
+  run: number;
+}
+
+/** The reports stage as the inference stage sees it: results in, written objects (SR first) out. */
+export type ResultWriter = (input: ResultToReport) => Promise<WrittenObject[]>;

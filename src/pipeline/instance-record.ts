@@ -1,0 +1,23 @@
+import type { InstanceHeader } from '../dicom/part10.ts';
+
+/**
+ * One stored instance, as ingest hands it on and the study index keeps it: enough to route and to find
+ * the file, no patient data. The same shape travels from the acceptor (DIMSE, STOW-RS) to Redis and back.
+ */
+export interface InstanceRecord extends InstanceHeader {
+  studyUid: string;
+  seriesUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  transferSyntaxUid: string;
+  /** Spool path of the Part-10 file. */
+  path: string;
+  /** File size in bytes, meta header included (0 when re-indexed from the spool). */
+  size: number;
+  /** Calling AE title (DIMSE) or '' (STOW-RS, or re-indexed from the spool). */
+  callingAe: string;
+  /** Peer address ('' when re-indexed from the spool). */
+  callingAddress: string;
+  /** When the instance was acknowledged (epoch ms). */
+  receivedAt: number;
+}

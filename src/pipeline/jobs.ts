@@ -1,0 +1,43 @@
+// Queue names, job payloads and job-id schemes: the contract between gateway and worker roles.
+
+export const QUEUE = {
+  studyComplete: 'study-complete',
+  inference: 'inference',
+  delivery: 'delivery',
+} as const;
+
+/** The backoff type delivery jobs carry; the delivery worker registers the strategy for it. */
+export const DELIVERY_BACKOFF = 'delivery-capped-exponential';
+
+export interface StudyCompleteJob {
+  studyUid: string;
+}
+
+export interface InferenceJob {
+  studyUid: string;
+  /** Series the model reads; instances are looked up in the study index. */
+  seriesUids: string[];
+  modelId: string;
+  modelVersion: string;
+  /** Destination names the resulting SR goes to. */
+  destinations: string[];
+  priority: number;
+  /** Increments when a study is processed again; part of the job id so a re-run is a new job. */
+  run: number;
+}
+
+export interface DeliveryJob {
+  studyUid: string;
+  sopInstanceUid: string;
+  /** Absolute path of the Part-10 file to deliver. */
+  path: string;
+  destination: string;
+}
+
+// BullMQ forbids ':' in custom ids, so parts are joined with '|'.
+export const jobId = {
+  studyComplete: (studyUid: string) => `complete|${studyUid}`,
+  inference: (j: Pick<InferenceJob, 'studyUid' | 'modelId' | 'modelVersion' | 'run'>) =>
+    `infer|${j.studyUid}|${j.modelId}@${j.modelVersion}|${j.run}`,
+  delivery: (sopInstanceUid: string, destination: string) => `deliver|${sopInstanceUid}|${destination}`,
+};

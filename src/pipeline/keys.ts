@@ -1,0 +1,65 @@
+// Redis keys shared between roles, besides BullMQ's own. Every key starts with the configured prefix, so
+// several gateways can share one Redis. Writers and readers both build keys here.
+
+export const keys = {
+  /** Sorted set: StudyInstanceUID scored by its last received time. Written by the study index. */
+  studies: (prefix: string) => `${prefix}:studies`,
+  /** Hash: one study's summary, state, run counters and last reports. Written by the study index. */
+  study: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}`,
+  /** Hash: SOPInstanceUID → JSON InstanceRecord. Written by the study index. */
+  studyInstances: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:instances`,
+  /** Set: job ids whose settlement was counted, so a retried job settles once. Written by the study index. */
+  studySettled: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:settled`,
+  /** Hash: per-study audit summary (received, routed, inferred, delivered, failure). Written by the audit trail. */
+  auditStudy: (prefix: string, studyUid: string) => `${prefix}:audit:study:${studyUid}`,
+  /** Hash: workerId → JSON WorkerHeartbeat. Written by workers, read by the admin console and /readyz. */
+  workers: (prefix: string) => `${prefix}:workers`,
+  /** List (newest first, trimmed): JSON AssociationRecord. Written by the DIMSE SCP. */
+  associations: (prefix: string) => `${prefix}:associations`,
+  /** Hash: destination name → JSON DestinationStatus. Written by delivery. */
+  destinations: (prefix: string) => `${prefix}:destinations`,
+  /** String with a TTL: held by the one delivery probing a half-open destination. Written by delivery. */
+  breakerProbe: (prefix: string, destination: string) => `${prefix}:destinations:probe:${destination}`,
+};
+
+export interface WorkerHeartbeat {
+  workerId: string;
+  host: string;
+  pid: number;
+  /** e.g. 'NVIDIA H200' or '' when none. */
+  gpu: string;
+  /** Execution provider actually bound, per model id. */
+  providers: Record<string, string>;
+  models: string[];
+  concurrency: number;
+  jobsProcessed: number;
+  imagesProcessed: number;
+  startedAt: number;
+  lastHeartbeat: number;
+}
+
+export interface AssociationRecord {
+  callingAe: string;
+  calledAe: string;
+  address: string;
+  startedAt: number;
+  durationMs: number;
+  stored: number;
+  failed: number;
+  /** 'accepted' | 'rejected' | 'aborted' and why when rejected. */
+  result: string;
+  reason?: string;
+}
+
+export interface DestinationStatus {
+  name: string;
+  kind: string;
+  /** Circuit breaker state. */
+  breaker: 'closed' | 'open' | 'half-open';
+  lastSuccessAt?: number;
+  lastErrorAt?: number;
+  lastError?: string;
+  consecutiveFailures: number;
+  /** When the breaker last opened; it lets a probe through after the configured cool-down. */
+  openedAt?: number;
+}

@@ -1,0 +1,359 @@
+// Builds a DICOM Comprehensive SR (PS3.3 A.35.3) carrying a TID 1500 Imaging Measurement Report
+// for one model run: device observer, image library of every source instance, one TID 1501
+// measurement group per finding. Output is a Part-10 file in Explicit VR Little Endian.
+import dcmjs from 'dcmjs';
+import type { ClassificationFinding, Finding, ModelResult, VolumeFinding } from '../../pipeline/findings.ts';
+import {
+  EXPLICIT_VR_LITTLE_ENDIAN,
+  IMPLEMENTATION_CLASS_UID,
+  IMPLEMENTATION_VERSION_NAME,
+} from '../../dicom/part10.ts';
+import { requireUid, uidFromName } from '../../dicom/uid.ts';
+import { CODES, STANDARD_CODING_SCHEMES } from './codes.ts';
+import {
+  codeItem,
+  codeSequenceItem,
+  container,
+  imageItem,
+  numItem,
+  loValue,
+  textItem,
+  uidrefItem,
+  type Dataset,
+} from './content.ts';
+
+export const COMPREHENSIVE_SR_SOP_CLASS = '1.2.840.10008.5.1.4.1.1.88.33';
+export const SR_MANUFACTURER = 'dicom-ai-gateway';
+const DCMR_UID = '1.2.840.10008.8.1.1';
+
+/** Patient and study attributes copied from the source; all Type 2 in their modules. */
+const COPIED_TYPE2 = [
+  'PatientName',
+  'PatientID',
+  'PatientBirthDate',
+  'PatientSex',
+  'StudyDate',
+  'StudyTime',
+  'ReferringPhysicianName',
+  'StudyID',
+  'AccessionNumber',
+] as const;
+/** Copied when present so the SR files under the same study description in the PACS. */
+const COPIED_OPTIONAL = ['StudyDescription'] as const;
+
+export interface PredecessorRef {
+  studyUid: string;
+  seriesUid: string;
+  sopInstanceUid: string;
+  sopClassUid?: string;
+}
+
+export interface MeasurementReportInput {
+  result: ModelResult;
+  /** Naturalized (dcmjs) dataset of the first source instance. */
+  sourceHeader: Record<string, unknown>;
+  sopInstanceUid: string;
+  seriesInstanceUid: string;
+  seriesNumber?: number;
+  instanceNumber?: number;
+  /** An earlier report this one supersedes (Predecessor Documents Sequence). */
+  predecessor?: PredecessorRef;
+  now?: Date;
+}
+
+export class ReportInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ReportInputError';
+  }
+}
+
+export function buildMeasurementReport(input: MeasurementReportInput): Buffer {
+  const { result, sourceHeader } = input;
+  const sopInstanceUid = requireUid('sopInstanceUid', input.sopInstanceUid);
+  const seriesInstanceUid = requireUid('seriesInstanceUid', input.seriesInstanceUid);
+  const studyUid = requireUid('StudyInstanceUID', sourceHeader.StudyInstanceUID);
+  if (result.sources.length === 0) throw new ReportInputError('a report needs at least one source instance');
+  // TID 1500 needs at least one measurement group; a negative result is still a finding (Absent).
+  if (result.findings.length === 0) throw new ReportInputError('a report needs at least one finding');
+  const seriesNumber = positiveInt('seriesNumber', input.seriesNumber ?? 9000);
+  const instanceNumber = positiveInt('instanceNumber', input.instanceNumber ?? 1);
+  const now = input.now ?? new Date();
+  const { date, time, offset } = dicomDateTime(now);
+
+  const sources = result.sources.map((s, i) => ({
+    sopClassUid: requireUid(`sources[${i}].sopClassUid`, s.sopClassUid),
+    sopInstanceUid: requireUid(`sources[${i}].sopInstanceUid`, s.sopInstanceUid),
+    seriesUid: requireUid(`sources[${i}].seriesUid`, s.seriesUid),
+  }));
+
+  // SOP Common, Patient + General Study (copied, so the SR lands in the source study), SR Document Series
+  const ds: Dataset = derivedObjectHeader({
+    sopClassUid: COMPREHENSIVE_SR_SOP_CLASS,
+    sopInstanceUid,
+    source: sourceHeader,
+    studyUid,
+    modality: 'SR',
+    seriesInstanceUid,
+    seriesNumber,
+    when: { date, time, offset },
+  });
+  ds.SeriesDescription = loValue(`AI: ${result.model.name}`);
+  ds.ReferencedPerformedProcedureStepSequence = [];
+  // General Equipment
+  ds.Manufacturer = SR_MANUFACTURER;
+  // SR Document General
+  ds.InstanceNumber = instanceNumber;
+  ds.CompletionFlag = 'COMPLETE';
+  ds.VerificationFlag = 'UNVERIFIED';
+  ds.ContentDate = date;
+  ds.ContentTime = time;
+  ds.PerformedProcedureCodeSequence = [];
+  ds.CurrentRequestedProcedureEvidenceSequence = [evidence(studyUid, sources)];
+  if (input.predecessor) {
+    const p = input.predecessor;
+    ds.PredecessorDocumentsSequence = [
+      evidence(requireUid('predecessor.studyUid', p.studyUid), [
+        {
+          seriesUid: requireUid('predecessor.seriesUid', p.seriesUid),
+          sopInstanceUid: requireUid('predecessor.sopInstanceUid', p.sopInstanceUid),
+          sopClassUid: requireUid('predecessor.sopClassUid', p.sopClassUid ?? COMPREHENSIVE_SR_SOP_CLASS),
+        },
+      ]),
+    ];
+  }
+  // SR Document Content: the TID 1500 root container
+  ds.ValueType = 'CONTAINER';
+  ds.ConceptNameCodeSequence = [codeSequenceItem(CODES.imagingMeasurementReport)];
+  ds.ContinuityOfContent = 'SEPARATE';
+  ds.ContentTemplateSequence = [
+    { MappingResource: 'DCMR', MappingResourceUID: DCMR_UID, TemplateIdentifier: '1500' },
+  ];
+  ds.ContentSequence = [
+    codeItem('HAS CONCEPT MOD', CODES.languageOfContent, CODES.english),
+    ...deviceObserver(result),
+    codeItem('HAS CONCEPT MOD', CODES.procedureReported, procedureReported(sourceHeader.Modality)),
+    container('CONTAINS', CODES.imageLibrary, [
+      container(
+        'CONTAINS',
+        CODES.imageLibraryGroup,
+        distinctInstances(sources).map((s) => imageItem('CONTAINS', s.sopClassUid, s.sopInstanceUid)),
+      ),
+    ]),
+    container(
+      'CONTAINS',
+      CODES.imagingMeasurements,
+      result.findings.map((f, i) => measurementGroup(f, i, result, sopInstanceUid)),
+    ),
+  ];
+  const local = localCodingSchemes(ds, result.model);
+  if (local.length > 0) ds.CodingSchemeIdentificationSequence = local;
+  // dcmjs writes every string as UTF-8; declare it whenever anything is outside ASCII.
+  if (!isAscii(JSON.stringify(ds))) ds.SpecificCharacterSet = 'ISO_IR 192';
+
+  return writePart10(ds);
+}
+
+function deviceObserver(result: ModelResult): Dataset[] {
+  const m = result.model;
+  const items = [
+    codeItem('HAS OBS CONTEXT', CODES.observerType, CODES.device),
+    uidrefItem('HAS OBS CONTEXT', CODES.deviceObserverUid, m.uid),
+  ];
+  if (m.name) items.push(textItem('HAS OBS CONTEXT', CODES.deviceObserverName, m.name));
+  if (m.manufacturer)
+    items.push(textItem('HAS OBS CONTEXT', CODES.deviceObserverManufacturer, m.manufacturer));
+  if (m.id) items.push(textItem('HAS OBS CONTEXT', CODES.deviceObserverModelName, m.id));
+  return items;
+}
+
+/** TID 1501: one group per finding, in TID row order. */
+function measurementGroup(f: Finding, index: number, result: ModelResult, srUid: string): Dataset {
+  const label = f.label.trim();
+  if (label.length === 0) throw new ReportInputError(`finding ${index} has an empty label`);
+  const items: Dataset[] = [
+    textItem('HAS OBS CONTEXT', CODES.trackingIdentifier, label),
+    // Stable per report + finding, so a re-built identical report carries identical tracking UIDs.
+    uidrefItem('HAS OBS CONTEXT', CODES.trackingUid, uidFromName(`${srUid}/finding/${index}/${label}`)),
+    codeItem('CONTAINS', CODES.finding, f.concept),
+    ...algorithmIdentification(result, f),
+  ];
+  if (f.kind === 'classification') items.push(...classificationItems(f));
+  else if (f.kind === 'volume') items.push(...volumeItems(f));
+  else throw new ReportInputError(`finding ${index} has an unknown kind`);
+  return container('CONTAINS', CODES.measurementGroup, items);
+}
+
+function algorithmIdentification(result: ModelResult, f: Finding): Dataset[] {
+  const items = [
+    textItem('HAS CONCEPT MOD', CODES.algorithmName, result.model.name || result.model.id),
+    textItem('HAS CONCEPT MOD', CODES.algorithmVersion, result.model.version),
+  ];
+  if (f.kind === 'classification') {
+    items.push(textItem('HAS CONCEPT MOD', CODES.algorithmParameters, `threshold=${f.threshold}`));
+  }
+  return items;
+}
+
+function classificationItems(f: ClassificationFinding): Dataset[] {
+  if (!Number.isFinite(f.probability) || f.probability < 0 || f.probability > 1) {
+    throw new ReportInputError(`finding ${f.label}: probability ${f.probability} is outside [0, 1]`);
+  }
+  if (!Number.isFinite(f.threshold) || f.threshold < 0 || f.threshold > 1) {
+    throw new ReportInputError(`finding ${f.label}: threshold ${f.threshold} is outside [0, 1]`);
+  }
+  return [
+    numItem('CONTAINS', CODES.certaintyOfFinding, f.probability * 100, CODES.percent),
+    // TID 1501 qualitative evaluation: the finding concept, valued Present/Absent by the threshold.
+    codeItem('CONTAINS', f.concept, f.positive ? CODES.present : CODES.absent),
+  ];
+}
+
+function volumeItems(f: VolumeFinding): Dataset[] {
+  if (!Number.isFinite(f.volumeMl) || f.volumeMl < 0) {
+    throw new ReportInputError(`finding ${f.label}: volume ${f.volumeMl} is not a non-negative number`);
+  }
+  return [numItem('CONTAINS', CODES.volume, f.volumeMl, CODES.milliliter)];
+}
+
+function procedureReported(modality: unknown) {
+  if (modality === 'CT') return CODES.ctUnspecified;
+  if (modality === 'MR') return CODES.mrUnspecified;
+  return CODES.imagingProcedure;
+}
+
+/** CodingSchemeIdentificationSequence items for every non-standard scheme the document uses. */
+function localCodingSchemes(ds: Dataset, model: ModelResult['model']): Dataset[] {
+  const schemes = new Set<string>();
+  const visit = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(visit);
+    else if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'CodingSchemeDesignator' && typeof x === 'string') schemes.add(x);
+        else visit(x);
+      }
+    }
+  };
+  visit(ds);
+  return [...schemes]
+    .filter((s) => !STANDARD_CODING_SCHEMES.has(s))
+    .sort()
+    .map((s) => ({
+      CodingSchemeDesignator: s,
+      CodingSchemeName: loValue(`Local codes of ${model.name || model.id}`),
+      CodingSchemeResponsibleOrganization: loValue(model.manufacturer || SR_MANUFACTURER),
+    }));
+}
+
+/** Each instance once, in first-seen order (a volume lists every frame of a multi-frame image). */
+function distinctInstances<T extends { sopInstanceUid: string }>(refs: readonly T[]): T[] {
+  const seen = new Set<string>();
+  return refs.filter((r) => !seen.has(r.sopInstanceUid) && seen.add(r.sopInstanceUid));
+}
+
+type InstanceRef = { seriesUid: string; sopInstanceUid: string; sopClassUid: string };
+
+/**
+ * Each referenced instance once, grouped by series in first-seen order, as the items of a Referenced
+ * Series Sequence with the instance list under `instancesKey` (the SR's evidence and the SEG's common
+ * instance reference name it differently).
+ */
+export function referencedSeries(
+  refs: readonly InstanceRef[],
+  instancesKey: 'ReferencedSOPSequence' | 'ReferencedInstanceSequence',
+): Dataset[] {
+  const bySeries = new Map<string, Dataset[]>();
+  for (const r of distinctInstances(refs)) {
+    const list = bySeries.get(r.seriesUid) ?? [];
+    list.push({ ReferencedSOPClassUID: r.sopClassUid, ReferencedSOPInstanceUID: r.sopInstanceUid });
+    bySeries.set(r.seriesUid, list);
+  }
+  return [...bySeries].map(([seriesUid, sops]) => ({ SeriesInstanceUID: seriesUid, [instancesKey]: sops }));
+}
+
+/** Hierarchical SOP Instance Reference Macro (PS3.3 Table C.17-3) for one study. */
+function evidence(studyUid: string, refs: readonly InstanceRef[]): Dataset {
+  return {
+    StudyInstanceUID: studyUid,
+    ReferencedSeriesSequence: referencedSeries(refs, 'ReferencedSOPSequence'),
+  };
+}
+
+/** A naturalized dataset as a Part-10 file in Explicit VR Little Endian. */
+export function writePart10(ds: Dataset): Buffer {
+  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
+  const meta = {
+    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
+    MediaStorageSOPClassUID: ds.SOPClassUID,
+    MediaStorageSOPInstanceUID: ds.SOPInstanceUID,
+    TransferSyntaxUID: EXPLICIT_VR_LITTLE_ENDIAN,
+    ImplementationClassUID: IMPLEMENTATION_CLASS_UID,
+    ImplementationVersionName: IMPLEMENTATION_VERSION_NAME,
+  };
+  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
+  dict.dict = DicomMetaDictionary.denaturalizeDataset(ds);
+  const out: ArrayBuffer = dict.write();
+  return Buffer.from(out);
+}
+
+/**
+ * SOP Common, Patient, General Study and General Series attributes of an object we derive from a
+ * source image (SR, SEG): in the source's study, in a series of its own, created `when`.
+ */
+export function derivedObjectHeader(o: {
+  sopClassUid: string;
+  sopInstanceUid: string;
+  source: Record<string, unknown>;
+  studyUid: string;
+  modality: string;
+  seriesInstanceUid: string;
+  seriesNumber: number;
+  when: { date: string; time: string; offset: string };
+}): Record<string, unknown> {
+  const ds: Record<string, unknown> = {
+    SOPClassUID: o.sopClassUid,
+    SOPInstanceUID: o.sopInstanceUid,
+    InstanceCreationDate: o.when.date,
+    InstanceCreationTime: o.when.time,
+    TimezoneOffsetFromUTC: o.when.offset,
+  };
+  copyPatientAndStudy(o.source, ds);
+  ds.StudyInstanceUID = o.studyUid;
+  ds.Modality = o.modality;
+  ds.SeriesInstanceUID = o.seriesInstanceUid;
+  ds.SeriesNumber = o.seriesNumber;
+  ds.SeriesDate = o.when.date;
+  ds.SeriesTime = o.when.time;
+  return ds;
+}
+
+/** Copies the Patient and General Study attributes a derived object (SR, SEG) shares with its source. */
+function copyPatientAndStudy(source: Record<string, unknown>, ds: Record<string, unknown>): void {
+  for (const key of COPIED_TYPE2) ds[key] = source[key] ?? '';
+  for (const key of COPIED_OPTIONAL) {
+    const v = source[key];
+    if (typeof v === 'string' && v.length > 0) ds[key] = v;
+  }
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+function positiveInt(field: string, v: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > 2_147_483_647)
+    throw new ReportInputError(`${field} must be an integer`);
+  return v;
+}
+
+/** DA, TM and the +/-HHMM offset of `d` in the process's local time zone. */
+export function dicomDateTime(d: Date): { date: string; time: string; offset: string } {
+  const p = (n: number, w = 2) => String(n).padStart(w, '0');
+  const date = `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}`;
+  const time = `${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+  const off = -d.getTimezoneOffset();
+  const sign = off >= 0 ? '+' : '-';
+  const abs = Math.abs(off);
+  return { date, time, offset: `${sign}${p(Math.floor(abs / 60))}${p(abs % 60)}` };
+}

@@ -1,0 +1,129 @@
+// Turns one model run into the DICOM objects a viewer shows: always a TID 1500 SR, plus a SEG for
+// segmentation models. UIDs derive from study + model + version + run, so a retried job rewrites the
+// same objects; a new run (late instances, reprocess) gets new UIDs and its SR names the previous
+// run's SR in PredecessorDocumentsSequence.
+import path from 'node:path';
+import { readNaturalizedHeader } from '../dicom/part10.ts';
+import { uidFromName } from '../dicom/uid.ts';
+import type { ReportRecord, StudyIndex } from '../pipeline/study-index.ts';
+import { log } from '../observability/log.ts';
+import { writeFileDurable } from '../storage/durable-write.ts';
+import type { ModelResult, ResultToReport, SegmentationResult, WrittenObject } from '../pipeline/findings.ts';
+import { buildSegmentation } from './seg/segmentation.ts';
+import { buildMeasurementReport, COMPREHENSIVE_SR_SOP_CLASS, ReportInputError } from './sr/tid1500.ts';
+
+export const SR_SERIES_NUMBER = 9000;
+export const SEG_SERIES_NUMBER = 9001;
+
+export interface WriteResultsInput extends ResultToReport {
+  index: StudyIndex;
+  /** Objects are kept here, per study, until every delivery has landed. */
+  outboxDir: string;
+}
+
+/** Stable per study + model (not version), so every run's SR lands in the same series. */
+export const srSeriesUid = (studyUid: string, modelId: string) =>
+  uidFromName(`sr-series|${studyUid}|${modelId}`);
+export const srUid = (studyUid: string, modelId: string, version: string, run: number) =>
+  uidFromName(`sr|${studyUid}|${modelId}@${version}|${run}`);
+
+export async function writeModelResults(input: WriteResultsInput): Promise<WrittenObject[]> {
+  const { result, studyUid, modelId, modelVersion, run, index } = input;
+  const objects: WrittenObject[] = [];
+  const sopInstanceUid = srUid(studyUid, modelId, modelVersion, run);
+  const seriesUid = srSeriesUid(studyUid, modelId);
+
+  // Which report this one supersedes: the last one written, unless that is this run's own (a retry),
+  // in which case the retry references what the first attempt referenced.
+  const last = await index.lastReport(studyUid, modelId);
+  let predecessor: Omit<ReportRecord, 'predecessor'> | undefined;
+  if (last && last.sopInstanceUid === sopInstanceUid) predecessor = last.predecessor;
+  else if (last && last.run < run) {
+    const { seriesUid: s, sopClassUid, sopInstanceUid: uid, run: r } = last;
+    predecessor = { seriesUid: s, sopClassUid, sopInstanceUid: uid, run: r };
+  }
+
+  const sourcePath = result.sources[0]?.path;
+  if (!sourcePath) throw new Error('the model result references no source instance');
+  // Each source file's header is read once, for the SR and the SEG alike (frames of one multi-frame
+  // image share a file).
+  const headers = new Map<string, ReturnType<typeof readNaturalizedHeader>>();
+  const headerOf = (file: string) => {
+    const header = headers.get(file) ?? readNaturalizedHeader(file);
+    headers.set(file, header);
+    return header;
+  };
+  const sr = buildMeasurementReport({
+    result,
+    sourceHeader: await headerOf(sourcePath),
+    sopInstanceUid,
+    seriesInstanceUid: seriesUid,
+    seriesNumber: SR_SERIES_NUMBER,
+    instanceNumber: run,
+    predecessor: predecessor && {
+      studyUid,
+      seriesUid: predecessor.seriesUid,
+      sopInstanceUid: predecessor.sopInstanceUid,
+      sopClassUid: predecessor.sopClassUid,
+    },
+  });
+  const srPath = path.join(input.outboxDir, studyUid, `${sopInstanceUid}.dcm`);
+  await writeFileDurable(srPath, sr);
+  objects.push({ kind: 'sr', sopInstanceUid, path: srPath });
+
+  if (result.segmentation) {
+    const seg = await writeSegmentation(input, { ...result, segmentation: result.segmentation }, headerOf);
+    if (seg) objects.push(seg);
+  }
+
+  // Recorded last: a crash before this point retries with the same predecessor. A late retry of an
+  // older run must not make the newer report look superseded.
+  if (!last || last.run <= run)
+    await index.setLastReport(studyUid, modelId, {
+      sopInstanceUid,
+      seriesUid,
+      sopClassUid: COMPREHENSIVE_SR_SOP_CLASS,
+      run,
+      predecessor,
+    });
+  return objects;
+}
+
+async function writeSegmentation(
+  input: WriteResultsInput,
+  result: ModelResult & { segmentation: SegmentationResult },
+  headerOf: (file: string) => ReturnType<typeof readNaturalizedHeader>,
+): Promise<WrittenObject | undefined> {
+  const { studyUid, modelId, modelVersion, run } = input;
+  const sopInstanceUid = uidFromName(`seg|${studyUid}|${modelId}@${modelVersion}|${run}`);
+  const sourceHeaders = await Promise.all(result.sources.map((s) => headerOf(s.path)));
+  let seg: Buffer | undefined;
+  try {
+    seg = buildSegmentation({
+      result,
+      sourceHeaders,
+      sopInstanceUid,
+      seriesInstanceUid: uidFromName(`seg-series|${studyUid}|${modelId}`),
+      seriesNumber: SEG_SERIES_NUMBER,
+      instanceNumber: run,
+    });
+  } catch (err) {
+    // Images without usable geometry will not gain it on a retry; the SR still goes out.
+    if (!(err instanceof ReportInputError)) throw err;
+    log.warn(
+      { event: 'seg.skipped', studyUid, model: `${modelId}@${modelVersion}`, reason: err.message },
+      'no SEG for this result',
+    );
+    return undefined;
+  }
+  if (!seg) {
+    log.info(
+      { event: 'seg.empty', studyUid, model: `${modelId}@${modelVersion}` },
+      'no segment present; no SEG',
+    );
+    return undefined;
+  }
+  const segPath = path.join(input.outboxDir, studyUid, `${sopInstanceUid}.dcm`);
+  await writeFileDurable(segPath, seg);
+  return { kind: 'seg', sopInstanceUid, path: segPath };
+}

@@ -1,0 +1,20 @@
+import type { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { GatewayConfig } from '../config/schema.ts';
+import type { Queues } from '../pipeline/queues.ts';
+import type { StudyIndex } from '../pipeline/study-index.ts';
+
+/** What every role of one process shares: settings, the Redis connection, the study index, the queues. */
+export interface RoleContext {
+  config: GatewayConfig;
+  redis: Redis;
+  index: StudyIndex;
+  queues: Queues;
+  /** The in-process inference worker, which /readyz counts as alive while it runs. */
+  localInference?: Worker;
+  /** How many models the in-process worker loaded. */
+  loadedModels?: number;
+}
+
+/** Closes one thing a role started; called in order at shutdown. */
+export type Closer = () => Promise<void>;

@@ -1,0 +1,105 @@
+// Composition root of the gateway role: ingest, routing, delivery, retention and the admin HTTP, wired
+// over the shared context. No business logic here: each piece lives in its stage or in pipeline/.
+import { Worker } from 'bullmq';
+import { createAdminApp, listen } from '../admin/app.ts';
+import { startIngest } from '../ingest/front-door.ts';
+import { createDeliveryProcessor } from '../delivery/processor.ts';
+import { createDestinations, defaultDestinationName, destinationSummaries } from '../delivery/registry.ts';
+import { deliveryBackoffStrategy } from '../delivery/backoff.ts';
+import { DestinationBreakers } from '../delivery/breaker.ts';
+import { loadModels } from '../models/registry.ts';
+import { observeStageTimings } from '../observability/metrics.ts';
+import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
+import { QUEUE } from '../pipeline/jobs.ts';
+import { reconcileSpool } from '../pipeline/reconcile.ts';
+import { createInstanceRecorder } from '../pipeline/record-instance.ts';
+import { scheduleSpoolRetention } from '../pipeline/retention.ts';
+import { createRoutingProcessor } from '../routing/processor.ts';
+import { Spool } from '../storage/spool.ts';
+import type { Closer, RoleContext } from './context.ts';
+
+export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
+  const { config, index, queues } = ctx;
+  const connection = ctx.redis;
+  const prefix = config.redis.prefix;
+  const spool = new Spool(config.dataDir);
+  await spool.init();
+  await spool.cleanupTemp();
+  await reconcileSpool(spool, index, queues.studyComplete, config.study.quietPeriodMs);
+
+  const destinations = createDestinations(config);
+  const catalogue = await loadModels(config.modelsDir);
+  const routing = new Worker(
+    QUEUE.studyComplete,
+    createRoutingProcessor({
+      index,
+      inferenceQueue: queues.inference,
+      models: async () => catalogue.models.map((m) => m.manifest),
+      rules: config.routing.rules,
+      defaultDestination: defaultDestinationName(config),
+    }),
+    { connection, prefix, concurrency: 4 },
+  );
+  markStudiesFailedOnFinalFailure(routing, index, 'routing');
+  observeStageTimings(routing, 'routing');
+  const breakers = new DestinationBreakers(ctx.redis, prefix, {
+    threshold: config.delivery.breakerThreshold,
+    cooldownMs: config.delivery.breakerCooldownMs,
+  });
+  const delivery = new Worker(QUEUE.delivery, createDeliveryProcessor({ destinations, index, breakers }), {
+    connection,
+    prefix,
+    concurrency: 4,
+    settings: {
+      backoffStrategy: deliveryBackoffStrategy({
+        baseMs: config.delivery.backoffMs,
+        maxMs: config.delivery.maxBackoffMs,
+      }),
+    },
+  });
+  markStudiesFailedOnFinalFailure(delivery, index, 'delivery');
+  observeStageTimings(delivery, 'delivery');
+  const hours = config.delivery.spoolRetentionHours;
+  const stopRetention =
+    hours === undefined
+      ? () => undefined
+      : scheduleSpoolRetention({
+          index,
+          spool,
+          deliveryQueue: queues.delivery,
+          retentionMs: hours * 3_600_000,
+        });
+
+  // DIMSE (plain + TLS) and STOW-RS share one path: spool commit, then the recorder.
+  const ingest = await startIngest(
+    config,
+    spool,
+    createInstanceRecorder({
+      index,
+      studyCompleteQueue: queues.studyComplete,
+      quietPeriodMs: config.study.quietPeriodMs,
+    }),
+    ctx.redis,
+  );
+
+  // HTTP last: /readyz answering means every listener is up.
+  const localWorker = ctx.localInference;
+  const app = createAdminApp({
+    config,
+    redis: ctx.redis,
+    index,
+    queues,
+    spoolDir: spool.root,
+    localWorkerRunning: localWorker ? () => localWorker.isRunning() : undefined,
+    routers: ingest.routers,
+    destinations: destinationSummaries(config),
+  });
+  const http = await listen(app, config.http.host, config.http.port);
+  return [
+    () => new Promise<void>((resolve) => http.close(() => resolve())),
+    () => ingest.close(),
+    () => routing.close(),
+    () => delivery.close(),
+    async () => stopRetention(),
+  ];
+}

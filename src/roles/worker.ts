@@ -1,0 +1,92 @@
+// Composition root of the worker role: models, decode threads, the inference processor (with the reports
+// stage injected as its result writer), the heartbeat, and the worker's own probe HTTP when asked for.
+import path from 'node:path';
+import { Worker } from 'bullmq';
+import { listen } from '../admin/app.ts';
+import { createWorkerApp } from '../admin/worker-app.ts';
+import { inferenceEvents } from '../inference/events.ts';
+import { createInferenceProcessor } from '../inference/processor.ts';
+import { openModel, type LoadedModelSession } from '../inference/run-model.ts';
+import { DecodePool, defaultDecodeThreads } from '../inference/runtime/decode-pool.ts';
+import { WorkerHeartbeatPublisher } from '../inference/runtime/heartbeat.ts';
+import { loadModels } from '../models/registry.ts';
+import { observeStageTimings } from '../observability/metrics.ts';
+import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
+import { QUEUE } from '../pipeline/jobs.ts';
+import { writeModelResults } from '../reports/write-results.ts';
+import type { Closer, RoleContext } from './context.ts';
+
+/** Where SRs and SEGs wait, per study, until every delivery of them has landed. */
+export const OUTBOX_DIR = 'outbox';
+
+export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
+  const { config, index, queues } = ctx;
+  const catalogue = await loadModels(config.modelsDir);
+  for (const problem of catalogue.problems) inferenceEvents.modelSkipped(problem);
+  const sessions = new Map<string, LoadedModelSession>();
+  // No model, nothing to decode: threads cost memory (codec WebAssembly), so none are started then.
+  const decodeThreads =
+    catalogue.models.length > 0 ? (config.worker.decodeThreads ?? defaultDecodeThreads()) : 0;
+  const decodePool = decodeThreads > 0 ? new DecodePool(decodeThreads) : undefined;
+  inferenceEvents.decodeThreads(decodeThreads);
+  for (const model of catalogue.models) {
+    const opened = await openModel(
+      model,
+      {
+        executionProviders: config.worker.executionProviders,
+        deviceId: config.worker.deviceId,
+        strict: config.worker.strict,
+        ...(config.worker.intraOpThreads ? { intraOpThreads: config.worker.intraOpThreads } : {}),
+      },
+      decodePool,
+    );
+    sessions.set(`${model.manifest.id}@${model.manifest.version}`, opened);
+    inferenceEvents.modelLoaded(model.manifest.id, model.manifest.version, opened.provider);
+  }
+  if (sessions.size === 0) inferenceEvents.noModels(config.modelsDir);
+  ctx.loadedModels = sessions.size;
+  const outboxDir = path.join(config.dataDir, OUTBOX_DIR);
+  const worker = new Worker(
+    QUEUE.inference,
+    createInferenceProcessor({
+      index,
+      deliveryQueue: queues.delivery,
+      sessions,
+      writeResults: (r) => writeModelResults({ ...r, index, outboxDir: outboxDir }),
+    }),
+    { connection: ctx.redis, prefix: config.redis.prefix, concurrency: config.worker.concurrency },
+  );
+  markStudiesFailedOnFinalFailure(worker, index, 'inference');
+  observeStageTimings(worker, 'inference');
+  ctx.localInference = worker;
+  const heartbeat = new WorkerHeartbeatPublisher({
+    redis: ctx.redis,
+    prefix: config.redis.prefix,
+    concurrency: config.worker.concurrency,
+    providers: Object.fromEntries([...sessions.values()].map((m) => [m.model.manifest.id, m.provider])),
+  });
+  await heartbeat.start();
+  worker.on('completed', (_job, result: { images?: number } | undefined) =>
+    heartbeat.recordJob(result?.images ?? 0),
+  );
+  return [
+    () => heartbeat.stop(),
+    () => worker.close(),
+    async () => {
+      for (const session of sessions.values()) await session.close();
+      await decodePool?.close();
+    },
+  ];
+}
+
+/** A worker on its own answers probes and serves its metrics (the gateway's HTTP does in role `all`). */
+export async function startWorkerHttp(ctx: RoleContext, port: number): Promise<Closer> {
+  const app = createWorkerApp({
+    config: ctx.config,
+    redis: ctx.redis,
+    workerRunning: () => ctx.localInference?.isRunning() ?? false,
+    models: () => ctx.loadedModels,
+  });
+  const http = await listen(app, ctx.config.http.host, port);
+  return () => new Promise<void>((resolve) => http.close(() => resolve()));
+}

@@ -1,0 +1,77 @@
+import type { Job, Queue } from 'bullmq';
+import type { RoutingRule } from '../config/schema.ts';
+import { audit } from '../pipeline/audit-trail.ts';
+import type { StudyIndex } from '../pipeline/study-index.ts';
+import { log } from '../observability/log.ts';
+import { jobId, type InferenceJob, type StudyCompleteJob } from '../pipeline/jobs.ts';
+import { routeStudy, type RoutableModel } from './rules.ts';
+
+export interface RoutingDeps {
+  index: StudyIndex;
+  inferenceQueue: Queue<InferenceJob>;
+  models: () => Promise<RoutableModel[]>;
+  rules: RoutingRule[];
+  defaultDestination: string;
+}
+
+/** Processor of the study-complete queue: rules × study → inference jobs with idempotent ids. */
+export function createRoutingProcessor(deps: RoutingDeps) {
+  return async (job: Job<StudyCompleteJob>): Promise<{ run: number; jobs: string[] }> => {
+    const { studyUid } = job.data;
+    const instances = await deps.index.instances(studyUid);
+    const work = routeStudy(instances, await deps.models(), deps.rules, deps.defaultDestination);
+    // A retried routing job reuses its run number, so its inference job ids, and so its SRs, stay the same.
+    const run =
+      typeof job.progress === 'number' && job.progress > 0
+        ? job.progress
+        : await deps.index.nextRun(studyUid);
+    await job.updateProgress(run);
+    await audit.flushReceived(studyUid);
+    if (work.length === 0) {
+      await deps.index.setState(studyUid, 'done', 'no model accepts this study');
+      await audit.record({
+        type: 'routed',
+        studyUid,
+        run,
+        instances: instances.length,
+        jobs: [],
+        detail: 'no model accepts this study',
+      });
+      log.info({ event: 'study.routed', studyUid, run, jobs: 0 }, 'no model accepts this study');
+      return { run, jobs: [] };
+    }
+    await deps.index.startRun(studyUid, work.length);
+    const ids: string[] = [];
+    for (const w of work) {
+      const data: InferenceJob = {
+        studyUid,
+        seriesUids: w.seriesUids,
+        modelId: w.modelId,
+        modelVersion: w.modelVersion,
+        destinations: w.destinations,
+        priority: w.priority,
+        run,
+      };
+      const id = jobId.inference(data);
+      await deps.inferenceQueue.add('infer', data, { jobId: id, priority: w.priority });
+      ids.push(id);
+    }
+    await audit.record({
+      type: 'routed',
+      studyUid,
+      run,
+      instances: instances.length,
+      jobs: work.map((w, i) => ({
+        model: w.modelId,
+        version: w.modelVersion,
+        destinations: w.destinations,
+        jobId: ids[i]!,
+      })),
+    });
+    log.info(
+      { event: 'study.routed', studyUid, run, jobs: ids.length, instances: instances.length },
+      'study routed',
+    );
+    return { run, jobs: ids };
+  };
+}

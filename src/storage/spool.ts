@@ -1,0 +1,342 @@
+// The durable instance store. Every received instance is written to a temp file, fsync'd, and renamed into
+// <dataDir>/spool/studies/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm; the directory is fsync'd after the
+// rename, so an instance that was answered Success survives a crash or power loss.
+import { randomUUID } from 'node:crypto';
+import { close, fdatasync, openSync, write } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { isValidUid, requireUid } from '../dicom/uid.ts';
+
+export interface InstanceKey {
+  studyUid: string;
+  seriesUid: string;
+  sopInstanceUid: string;
+}
+
+export interface SeriesFiles {
+  seriesUid: string;
+  /** Absolute paths of the series' instance files, sorted by name. */
+  paths: string[];
+}
+
+export interface CommitOptions {
+  /** The caller already fsync'd the temp file (e.g. a write stream opened with `flush: true`). */
+  alreadySynced?: boolean;
+}
+
+const FILE_MODE = 0o640;
+const TEMP_SUFFIX = '.part';
+const INSTANCE_SUFFIX = '.dcm';
+
+export class Spool {
+  private readonly dirSyncs = new DirectorySyncs();
+  readonly root: string;
+  readonly studiesDir: string;
+  readonly tmpDir: string;
+
+  constructor(dataDir: string) {
+    this.root = path.resolve(dataDir, 'spool');
+    this.studiesDir = path.join(this.root, 'studies');
+    this.tmpDir = path.join(this.root, 'tmp');
+  }
+
+  /** Creates the spool directories; idempotent. Call once before the synchronous temp-stream API. */
+  async init(): Promise<void> {
+    await mkdir(this.studiesDir, { recursive: true });
+    await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  /** A fresh, unused temp file path (the file itself is not created). */
+  newTempPath(): string {
+    return path.join(this.tmpDir, `${Date.now()}-${randomUUID()}${TEMP_SUFFIX}`);
+  }
+
+  /** Opens a new temp file for writing; the caller writes, closes, then commits or discards it. */
+  async createTempFile(): Promise<{ path: string; handle: FileHandle }> {
+    await this.init();
+    const tempPath = this.newTempPath();
+    const handle = await open(tempPath, 'wx', FILE_MODE);
+    return { path: tempPath, handle };
+  }
+
+  /**
+   * A write stream on a new temp file, created synchronously (for stream factories that cannot await).
+   * It fsyncs before closing, so commit it with `{ alreadySynced: true }`. Writing more than `maxBytes`
+   * fails the stream with InstanceTooLargeError instead of filling the disk. Requires init().
+   */
+  createTempWriteStream(
+    maxBytes = Number.MAX_SAFE_INTEGER,
+    flow?: FlowControl,
+  ): { path: string; stream: TempFileStream } {
+    const tempPath = this.newTempPath();
+    return { path: tempPath, stream: new TempFileStream(tempPath, maxBytes, flow) };
+  }
+
+  /** Removes a temp file that will not be committed; a missing file is not an error. */
+  async discard(tempPath: string): Promise<void> {
+    this.assertInside(this.tmpDir, tempPath);
+    await unlink(tempPath).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+  }
+
+  /**
+   * Moves a finished temp file into place and returns its final path. UIDs are validated before any path
+   * is built (InvalidUidError). A resent instance replaces the earlier file atomically.
+   */
+  async commit(tempPath: string, key: InstanceKey, opts: CommitOptions = {}): Promise<string> {
+    const studyUid = requireUid('StudyInstanceUID', key.studyUid);
+    const seriesUid = requireUid('SeriesInstanceUID', key.seriesUid);
+    const sopInstanceUid = requireUid('SOPInstanceUID', key.sopInstanceUid);
+    this.assertInside(this.tmpDir, tempPath);
+
+    if (!opts.alreadySynced) await fsyncPath(tempPath, 'r+');
+
+    const seriesDir = path.join(this.studiesDir, studyUid, seriesUid);
+    const finalPath = path.join(seriesDir, `${sopInstanceUid}${INSTANCE_SUFFIX}`);
+    let newSeries = false;
+    // Most instances land in a series directory that exists already: try the rename first.
+    try {
+      await rename(tempPath, finalPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      newSeries = true;
+      await mkdir(seriesDir, { recursive: true });
+      await rename(tempPath, finalPath);
+    }
+
+    // Make the rename durable; for a series directory that was missing (made by us or by a concurrent
+    // commit that may not have synced yet), the entries of the study directory and studies/ too.
+    await this.dirSyncs.sync(seriesDir);
+    if (newSeries) {
+      await this.dirSyncs.sync(path.dirname(seriesDir));
+      await this.dirSyncs.sync(this.studiesDir);
+    }
+    return finalPath;
+  }
+
+  instancePath(key: InstanceKey): string {
+    const studyUid = requireUid('StudyInstanceUID', key.studyUid);
+    const seriesUid = requireUid('SeriesInstanceUID', key.seriesUid);
+    const sopInstanceUid = requireUid('SOPInstanceUID', key.sopInstanceUid);
+    return path.join(this.studiesDir, studyUid, seriesUid, `${sopInstanceUid}${INSTANCE_SUFFIX}`);
+  }
+
+  studyPath(studyUid: string): string {
+    return path.join(this.studiesDir, requireUid('StudyInstanceUID', studyUid));
+  }
+
+  /** Study UIDs present in the spool (directories whose names are valid UIDs), sorted. */
+  async listStudies(): Promise<string[]> {
+    const entries = await readDirOrEmpty(this.studiesDir);
+    return entries
+      .filter((e) => e.isDirectory() && isValidUid(e.name))
+      .map((e) => e.name)
+      .sort();
+  }
+
+  /** The study's instance files grouped by series, for restart reconciliation; [] for an unknown study. */
+  async listInstances(studyUid: string): Promise<SeriesFiles[]> {
+    const studyDir = this.studyPath(studyUid);
+    const result: SeriesFiles[] = [];
+    for (const series of await readDirOrEmpty(studyDir)) {
+      if (!series.isDirectory() || !isValidUid(series.name)) continue;
+      const seriesDir = path.join(studyDir, series.name);
+      const paths = (await readDirOrEmpty(seriesDir))
+        .filter((f) => f.isFile() && f.name.endsWith(INSTANCE_SUFFIX))
+        .filter((f) => isValidUid(f.name.slice(0, -INSTANCE_SUFFIX.length)))
+        .map((f) => path.join(seriesDir, f.name))
+        .sort();
+      if (paths.length > 0) result.push({ seriesUid: series.name, paths });
+    }
+    return result.sort((a, b) => (a.seriesUid < b.seriesUid ? -1 : a.seriesUid > b.seriesUid ? 1 : 0));
+  }
+
+  /** Removes one spooled instance (UIDs checked like every other path); false when it was already gone. */
+  async removeInstance(key: InstanceKey): Promise<boolean> {
+    try {
+      await unlink(this.instancePath(key));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  async removeStudy(studyUid: string): Promise<void> {
+    await rm(this.studyPath(studyUid), { recursive: true, force: true });
+  }
+
+  /**
+   * Deletes temp files left by an earlier run (a transfer cut off by a crash or an abort). Only files older
+   * than `olderThanMs` go, so a second process sharing the spool keeps its in-flight files. Returns the count.
+   */
+  async cleanupTemp(olderThanMs = 0): Promise<number> {
+    await this.init();
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    for (const entry of await readDirOrEmpty(this.tmpDir)) {
+      if (!entry.isFile()) continue;
+      const file = path.join(this.tmpDir, entry.name);
+      const info = await stat(file).catch(() => undefined);
+      if (info === undefined || info.mtimeMs > cutoff) continue;
+      await unlink(file).catch(() => undefined);
+      removed++;
+    }
+    return removed;
+  }
+
+  /** Defence in depth: a path handed back to us must stay inside the directory it claims to be in. */
+  private assertInside(dir: string, candidate: string): void {
+    const rel = path.relative(dir, path.resolve(candidate));
+    if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel) || rel.includes(path.sep)) {
+      throw new Error(`path is not a file in ${dir}`);
+    }
+  }
+}
+
+export class InstanceTooLargeError extends Error {
+  constructor(readonly maxBytes: number) {
+    super(`instance larger than ${maxBytes} bytes`);
+    this.name = 'InstanceTooLargeError';
+  }
+}
+
+/** The source feeding a stream, paused while the disk is behind (for writers that ignore write()'s result). */
+export interface FlowControl {
+  pause(): void;
+  resume(): void;
+}
+
+/** Enough for the attributes before Pixel Data of nearly every image. */
+const HEAD_BYTES = 64 * 1024;
+
+type WriteCallback = (error: Error | null | undefined) => void;
+
+/**
+ * Writes straight to a file descriptor, counts the bytes, and fsyncs before 'finish', so a stream that
+ * finished without error is durable. Chunks arrive PDU- or part-sized, so one write call each is cheap.
+ * With `flow`, the source is paused whenever more than highWaterMark bytes wait for the disk: dcmjs-dimse
+ * writes every PDV without waiting, so this is what keeps memory flat when the network outruns the disk.
+ */
+export class TempFileStream extends Writable {
+  private fd: number | undefined;
+  bytesWritten = 0;
+
+  /** The file's first bytes (up to HEAD_BYTES), so the header can be parsed without reading the file back. */
+  private headChunks: Buffer[] = [];
+  private headLength = 0;
+
+  constructor(
+    readonly path: string,
+    private readonly maxBytes: number,
+    private readonly flow?: FlowControl,
+  ) {
+    super({ highWaterMark: 4 * 1024 * 1024 });
+    try {
+      this.fd = openSync(path, 'wx', FILE_MODE);
+    } catch (err) {
+      process.nextTick(() => this.destroy(err as Error));
+    }
+    if (flow !== undefined) {
+      this.on('drain', () => flow.resume());
+      this.on('close', () => flow.resume());
+    }
+  }
+
+  override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
+    const ok = typeof encoding === 'string' ? super.write(chunk, encoding, cb) : super.write(chunk, encoding);
+    if (!ok) this.flow?.pause();
+    return ok;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    const { fd } = this;
+    if (fd === undefined) return done(new Error('temp file is not open'));
+    if (this.bytesWritten + chunk.length > this.maxBytes)
+      return done(new InstanceTooLargeError(this.maxBytes));
+    this.bytesWritten += chunk.length;
+    if (this.headLength < HEAD_BYTES) {
+      const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
+      this.headChunks.push(Buffer.from(part));
+      this.headLength += part.length;
+    }
+    const writeFrom = (offset: number): void => {
+      write(fd, chunk, offset, chunk.length - offset, null, (err, n) => {
+        if (err) return done(err);
+        if (offset + n < chunk.length) return writeFrom(offset + n);
+        done();
+      });
+    };
+    writeFrom(0);
+  }
+
+  /** The first bytes written (at most HEAD_BYTES). */
+  get head(): Buffer {
+    if (this.headChunks.length > 1) this.headChunks = [Buffer.concat(this.headChunks)];
+    return this.headChunks[0] ?? Buffer.alloc(0);
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    if (this.fd === undefined) return done(new Error('temp file is not open'));
+    // fdatasync: the data and the size, which is all a later read needs, without the timestamps' extra write.
+    fdatasync(this.fd, (err) => done(err));
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    const { fd } = this;
+    this.fd = undefined;
+    if (fd === undefined) return done(err);
+    close(fd, (closeErr) => done(err ?? closeErr));
+  }
+}
+
+/**
+ * Group commit for directory fsyncs: instances of one series land in one directory, often several at once
+ * (parallel associations). A caller arriving while a sync of that directory runs waits for the next one,
+ * which covers its rename; everyone arriving meanwhile shares that next sync.
+ */
+class DirectorySyncs {
+  private readonly state = new Map<string, { running: Promise<void>; next?: Promise<void> }>();
+
+  sync(dir: string): Promise<void> {
+    const current = this.state.get(dir);
+    if (current === undefined) return this.start(dir);
+    current.next ??= current.running.catch(() => undefined).then(() => this.start(dir));
+    return current.next;
+  }
+
+  private start(dir: string): Promise<void> {
+    const running = fsyncPath(dir, 'r').finally(() => {
+      const s = this.state.get(dir);
+      if (s?.running !== running) return;
+      if (s.next === undefined) this.state.delete(dir);
+    });
+    const entry = this.state.get(dir);
+    if (entry === undefined) this.state.set(dir, { running });
+    else {
+      entry.running = running;
+      entry.next = undefined;
+    }
+    return running;
+  }
+}
+
+async function fsyncPath(p: string, flags: 'r' | 'r+'): Promise<void> {
+  const handle = await open(p, flags);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readDirOrEmpty(dir: string) {
+  try {
+    return await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}

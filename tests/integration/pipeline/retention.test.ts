@@ -1,0 +1,113 @@
+// Spool retention: images of a study go only after every delivery succeeded, the retention period has
+// passed, and no delivery of the study is failed or still open in the queue.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { access, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { Queue, UnrecoverableError, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { StudyIndex } from '../../../src/pipeline/study-index.ts';
+import { QUEUE, type DeliveryJob } from '../../../src/pipeline/jobs.ts';
+import { cleanupDeliveredStudies } from '../../../src/pipeline/retention.ts';
+import { Spool } from '../../../src/storage/spool.ts';
+import { waitFor } from '../../helpers/gateway.ts';
+
+const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `aigw-test-spoolclean-${randomBytes(4).toString('hex')}`;
+const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+const HOUR = 3_600_000;
+
+after(async () => {
+  const keys = await connection.keys(`${prefix}:*`);
+  if (keys.length) await connection.del(...keys);
+  connection.disconnect();
+});
+
+const exists = (p: string) =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
+
+test('only delivered studies past retention lose their spooled images; failed or open deliveries keep them', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-spoolclean-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const index = new StudyIndex(connection, prefix);
+  const spool = new Spool(dir);
+  await spool.init();
+  const queue = new Queue<DeliveryJob>(QUEUE.delivery, {
+    connection,
+    prefix,
+    defaultJobOptions: { removeOnFail: false },
+  });
+  t.after(async () => {
+    await queue.obliterate({ force: true });
+    await queue.close();
+  });
+
+  const files: Record<string, string> = {};
+  async function study(uid: string, outcome: 'delivered' | 'failed' | 'delivering'): Promise<void> {
+    const file = spool.instancePath({ studyUid: uid, seriesUid: '1.2.3', sopInstanceUid: `${uid}.9` });
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(file, 'x');
+    files[uid] = file;
+    await index.recordInstance({
+      studyUid: uid,
+      seriesUid: '1.2.3',
+      sopInstanceUid: `${uid}.9`,
+      sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
+      transferSyntaxUid: '1.2.840.10008.1.2.1',
+      path: file,
+      size: 1,
+      callingAe: 'MOD',
+      callingAddress: '127.0.0.1',
+      receivedAt: Date.now() - 1000,
+    });
+    await index.startRun(uid, 1);
+    await index.inferenceDone(uid, 1);
+    if (outcome === 'delivered') await index.deliveryDone(uid);
+    if (outcome === 'failed') await index.setState(uid, 'failed', 'delivery: HTTP 401');
+  }
+  await study('2.25.1001', 'delivered');
+  await study('2.25.1002', 'delivered');
+  await study('2.25.1003', 'failed');
+  await study('2.25.1004', 'delivering');
+  assert.equal((await index.get('2.25.1001'))?.state, 'done');
+
+  // Study 1002 reached 'done', yet a delivery of it sits failed in the queue (e.g. a second destination
+  // whose counter was already settled): an admin has not given it up, so its images stay.
+  const worker = new Worker<DeliveryJob>(
+    QUEUE.delivery,
+    async () => {
+      throw new UnrecoverableError('HTTP 400');
+    },
+    { connection, prefix },
+  );
+  t.after(() => worker.close());
+  await queue.add('deliver', {
+    studyUid: '2.25.1002',
+    sopInstanceUid: '2.25.77',
+    path: '/x',
+    destination: 'pacs',
+  });
+  await waitFor('the job to fail', async () => ((await queue.getFailedCount()) === 1 ? true : undefined));
+
+  // Within the retention period nothing goes.
+  const early = await cleanupDeliveredStudies({ index, spool, deliveryQueue: queue, retentionMs: HOUR });
+  assert.deepEqual(early, { studies: [], files: 0 });
+  for (const f of Object.values(files)) assert.ok(await exists(f));
+
+  const later = await cleanupDeliveredStudies({
+    index,
+    spool,
+    deliveryQueue: queue,
+    retentionMs: HOUR,
+    now: () => Date.now() + 2 * HOUR,
+  });
+  assert.deepEqual(later, { studies: ['2.25.1001'], files: 1 });
+  assert.equal(await exists(files['2.25.1001']!), false);
+  assert.deepEqual(await index.instances('2.25.1001'), [], 'the index follows the spool');
+  for (const uid of ['2.25.1002', '2.25.1003', '2.25.1004']) assert.ok(await exists(files[uid]!), uid);
+});

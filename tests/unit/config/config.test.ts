@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig } from '../../../src/config/load.ts';
+
+function yamlFile(text: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'aigw-config-'));
+  const file = path.join(dir, 'gateway.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+test('zero configuration gives the documented defaults', () => {
+  const c = loadConfig({ env: {} });
+  assert.equal(c.dimse.aeTitle, 'AIGATEWAY');
+  assert.equal(c.dimse.port, 11112);
+  assert.equal(c.http.host, '127.0.0.1');
+  assert.equal(c.http.port, 8080);
+  assert.equal(c.redis.url, 'redis://127.0.0.1:6379');
+  assert.equal(c.study.quietPeriodMs, 10_000);
+  assert.equal(c.dataDir, path.resolve('data'));
+  assert.deepEqual(c.worker.executionProviders, ['cuda', 'cpu']);
+  assert.equal(c.defaultDestination, undefined);
+});
+
+test('environment variables override the file, and relative paths resolve against the file', () => {
+  const file = yamlFile('dimse:\n  aeTitle: FILEAE\n  port: 104\ndataDir: spool-here\n');
+  const c = loadConfig({
+    configPath: file,
+    env: {
+      GATEWAY_DIMSE_PORT: '4242',
+      GATEWAY_HTTP_PORT: '9090',
+      GATEWAY_REDIS_URL: 'redis://10.0.0.5:6380',
+      GATEWAY_MODELS_DIR: '/opt/models',
+      GATEWAY_QUIET_PERIOD_MS: '1000',
+      GATEWAY_DICOMWEB_URL: 'http://pacs.example:8042/dicom-web',
+    },
+  });
+  assert.equal(c.dimse.aeTitle, 'FILEAE');
+  assert.equal(c.dimse.port, 4242);
+  assert.equal(c.http.port, 9090);
+  assert.equal(c.redis.url, 'redis://10.0.0.5:6380');
+  assert.equal(c.modelsDir, '/opt/models');
+  assert.equal(c.study.quietPeriodMs, 1000);
+  assert.equal(c.dataDir, path.join(path.dirname(file), 'spool-here'));
+  assert.deepEqual(c.destinations.pacs, {
+    kind: 'dicomweb',
+    url: 'http://pacs.example:8042/dicom-web',
+    timeoutMs: 30_000,
+    headers: {},
+  });
+  assert.equal(c.defaultDestination, 'pacs');
+});
+
+test('GATEWAY_CONFIG chooses the file', () => {
+  const file = yamlFile('http:\n  port: 8181\n');
+  assert.equal(loadConfig({ env: { GATEWAY_CONFIG: file } }).http.port, 8181);
+});
+
+test('a wrong setting is named in the error', () => {
+  assert.throws(
+    () => loadConfig({ env: { GATEWAY_DIMSE_PORT: '70000' } }),
+    (e: Error) => e instanceof ConfigError && /dimse\.port/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ configPath: yamlFile('dimse:\n  aeTitle: THIS_AE_TITLE_IS_TOO_LONG\n'), env: {} }),
+    (e: Error) => e instanceof ConfigError && /dimse\.aeTitle/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ configPath: yamlFile('dimse:\n  aetitle: X\n'), env: {} }),
+    (e: Error) => e instanceof ConfigError && /aetitle/.test(e.message),
+    'unknown keys are refused, so typos do not pass silently',
+  );
+  assert.throws(
+    () =>
+      loadConfig({
+        configPath: yamlFile(
+          'routing:\n  rules:\n    - name: r\n      models: [m]\n      destinations: [nowhere]\n',
+        ),
+        env: {},
+      }),
+    (e: Error) => e instanceof ConfigError && /nowhere/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ configPath: '/nonexistent/gateway.yaml', env: {} }),
+    /cannot read config file/,
+  );
+  assert.throws(() => loadConfig({ configPath: yamlFile('a: [1,\n'), env: {} }), /not valid YAML/);
+});
+
+test('worker threads: decode and ONNX Runtime thread counts from the environment, validated', () => {
+  const c = loadConfig({
+    env: { GATEWAY_WORKER_DECODE_THREADS: '0', GATEWAY_WORKER_INTRA_OP_THREADS: '3' },
+  });
+  assert.equal(c.worker.decodeThreads, 0);
+  assert.equal(c.worker.intraOpThreads, 3);
+  assert.equal(loadConfig({ env: {} }).worker.decodeThreads, undefined, 'unset: cores − 1 at start');
+  assert.throws(
+    () => loadConfig({ env: { GATEWAY_WORKER_INTRA_OP_THREADS: '0' } }),
+    (err: unknown) => err instanceof ConfigError && /intraOpThreads/.test(err.message),
+  );
+});

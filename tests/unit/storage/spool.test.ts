@@ -1,0 +1,196 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { InvalidUidError } from '../../../src/dicom/uid.ts';
+import { InstanceTooLargeError, Spool } from '../../../src/storage/spool.ts';
+
+async function withSpool(fn: (spool: Spool, dataDir: string) => Promise<void>): Promise<void> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-spool-'));
+  try {
+    const spool = new Spool(dataDir);
+    await spool.init();
+    await fn(spool, dataDir);
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function tempWith(spool: Spool, content: string): Promise<string> {
+  const { path: p, handle } = await spool.createTempFile();
+  await handle.writeFile(content);
+  await handle.close();
+  return p;
+}
+
+/** Every file under dir, relative to it. */
+async function allFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+    .sort();
+}
+
+const KEY = { studyUid: '1.2.3', seriesUid: '1.2.3.4', sopInstanceUid: '1.2.3.4.5' };
+
+test('commit moves the temp file to studies/<study>/<series>/<sop>.dcm', () =>
+  withSpool(async (spool, dataDir) => {
+    const tmp = await tempWith(spool, 'instance-1');
+    assert.equal(path.dirname(tmp), path.join(dataDir, 'spool', 'tmp'));
+    const final = await spool.commit(tmp, KEY);
+    assert.equal(final, path.join(dataDir, 'spool', 'studies', '1.2.3', '1.2.3.4', '1.2.3.4.5.dcm'));
+    assert.equal(final, spool.instancePath(KEY));
+    assert.equal(await readFile(final, 'utf8'), 'instance-1');
+    await assert.rejects(stat(tmp), { code: 'ENOENT' });
+    assert.deepEqual(await readdir(spool.tmpDir), []);
+  }));
+
+test('commit strips UID padding from the path', () =>
+  withSpool(async (spool) => {
+    const tmp = await tempWith(spool, 'x');
+    const final = await spool.commit(tmp, {
+      studyUid: '1.2.3\0',
+      seriesUid: '1.2.3.4 ',
+      sopInstanceUid: '1.2.3.4.5',
+    });
+    assert.equal(final, spool.instancePath(KEY));
+  }));
+
+test('invalid UIDs are refused before any path exists, and nothing escapes the spool', () =>
+  withSpool(async (spool, dataDir) => {
+    const hostile = [
+      '../../etc',
+      '..',
+      '1.2/../../x',
+      '/etc/passwd',
+      '1.2.3\\..\\x',
+      '',
+      '1..2',
+      `1.${'2'.repeat(63)}`,
+    ];
+    for (const bad of hostile) {
+      for (const field of ['studyUid', 'seriesUid', 'sopInstanceUid'] as const) {
+        const tmp = await tempWith(spool, 'hostile');
+        await assert.rejects(spool.commit(tmp, { ...KEY, [field]: bad }), InvalidUidError);
+        // The temp file is untouched (the caller discards it) and no directory was created.
+        assert.equal(await readFile(tmp, 'utf8'), 'hostile');
+        await spool.discard(tmp);
+      }
+      assert.throws(() => spool.instancePath({ ...KEY, studyUid: bad }), InvalidUidError);
+    }
+    assert.deepEqual(await readdir(spool.studiesDir), []);
+    // Nothing at all was written next to or above the spool.
+    assert.deepEqual((await readdir(dataDir)).sort(), ['spool']);
+    assert.deepEqual(await allFiles(dataDir), []);
+  }));
+
+test('commit refuses a temp path outside the spool tmp directory', () =>
+  withSpool(async (spool, dataDir) => {
+    const outside = path.join(dataDir, 'elsewhere.part');
+    await writeFile(outside, 'x');
+    await assert.rejects(spool.commit(outside, KEY), /not a file in/);
+    await assert.rejects(
+      spool.commit(path.join(spool.tmpDir, '..', '..', 'elsewhere.part'), KEY),
+      /not a file in/,
+    );
+    assert.equal(await readFile(outside, 'utf8'), 'x');
+  }));
+
+test('a resent instance replaces the earlier file', () =>
+  withSpool(async (spool) => {
+    const first = await spool.commit(await tempWith(spool, 'first version'), KEY);
+    const second = await spool.commit(await tempWith(spool, 'second'), KEY);
+    assert.equal(second, first);
+    assert.equal(await readFile(second, 'utf8'), 'second');
+    assert.deepEqual(await spool.listInstances(KEY.studyUid), [{ seriesUid: KEY.seriesUid, paths: [first] }]);
+  }));
+
+test('listStudies and listInstances group by study and series, ignoring foreign names', () =>
+  withSpool(async (spool) => {
+    const keys = [
+      { studyUid: '1.2.3', seriesUid: '1.2.3.2', sopInstanceUid: '1.2.3.2.1' },
+      { studyUid: '1.2.3', seriesUid: '1.2.3.1', sopInstanceUid: '1.2.3.1.2' },
+      { studyUid: '1.2.3', seriesUid: '1.2.3.1', sopInstanceUid: '1.2.3.1.1' },
+      { studyUid: '9.8', seriesUid: '9.8.1', sopInstanceUid: '9.8.1.1' },
+    ];
+    for (const k of keys) await spool.commit(await tempWith(spool, k.sopInstanceUid), k);
+    // Junk that reconciliation must not mistake for instances.
+    await writeFile(path.join(spool.studiesDir, 'notes.txt'), 'x');
+    await writeFile(path.join(spool.studiesDir, '1.2.3', '1.2.3.1', 'stray.tmp'), 'x');
+    await writeFile(path.join(spool.studiesDir, '1.2.3', '1.2.3.1', 'bad..uid.dcm'), 'x');
+
+    assert.deepEqual(await spool.listStudies(), ['1.2.3', '9.8']);
+    assert.deepEqual(await spool.listInstances('1.2.3'), [
+      { seriesUid: '1.2.3.1', paths: [spool.instancePath(keys[2]!), spool.instancePath(keys[1]!)] },
+      { seriesUid: '1.2.3.2', paths: [spool.instancePath(keys[0]!)] },
+    ]);
+    assert.deepEqual(await spool.listInstances('7.7'), []);
+    await assert.rejects(spool.listInstances('../1.2.3'), InvalidUidError);
+
+    await spool.removeStudy('1.2.3');
+    assert.deepEqual(await spool.listStudies(), ['9.8']);
+    await assert.rejects(spool.removeStudy('..'), InvalidUidError);
+    assert.deepEqual(await spool.listStudies(), ['9.8']);
+  }));
+
+test('cleanupTemp removes stale temp files only', () =>
+  withSpool(async (spool) => {
+    const stale = await tempWith(spool, 'old');
+    const old = new Date(Date.now() - 3_600_000);
+    await utimes(stale, old, old);
+    const fresh = await tempWith(spool, 'new');
+    const committed = await spool.commit(await tempWith(spool, 'kept'), KEY);
+
+    assert.equal(await spool.cleanupTemp(60_000), 1);
+    await assert.rejects(stat(stale), { code: 'ENOENT' });
+    assert.equal(await readFile(fresh, 'utf8'), 'new');
+
+    assert.equal(await spool.cleanupTemp(), 1);
+    assert.deepEqual(await readdir(spool.tmpDir), []);
+    assert.equal(await readFile(committed, 'utf8'), 'kept');
+  }));
+
+test('the synchronous temp write stream fsyncs and commits', () =>
+  withSpool(async (spool) => {
+    const { path: tmp, stream } = spool.createTempWriteStream();
+    const closed = new Promise((resolve, reject) => {
+      stream.once('close', () => resolve(undefined));
+      stream.once('error', reject);
+    });
+    stream.write('streamed ');
+    stream.end('data');
+    await closed;
+    const final = await spool.commit(tmp, KEY, { alreadySynced: true });
+    assert.equal(await readFile(final, 'utf8'), 'streamed data');
+  }));
+
+test('discard ignores missing files but refuses paths outside tmp', () =>
+  withSpool(async (spool, dataDir) => {
+    await spool.discard(spool.newTempPath());
+    await assert.rejects(spool.discard(path.join(dataDir, 'x')), /not a file in/);
+  }));
+
+test('the temp write stream stops at maxBytes, and pauses its source while the disk is behind', () =>
+  withSpool(async (spool) => {
+    const { stream } = spool.createTempWriteStream(10);
+    const failed = new Promise<Error>((resolve) => stream.once('error', resolve));
+    stream.write(Buffer.alloc(6));
+    stream.write(Buffer.alloc(6));
+    const err = await failed;
+    assert.ok(err instanceof InstanceTooLargeError, String(err));
+
+    const flow = { paused: 0, resumed: 0 };
+    const { stream: paced } = spool.createTempWriteStream(Number.MAX_SAFE_INTEGER, {
+      pause: () => flow.paused++,
+      resume: () => flow.resumed++,
+    });
+    const big = Buffer.alloc(5 * 1024 * 1024);
+    assert.equal(paced.write(big), false, 'over the high-water mark at once');
+    assert.equal(flow.paused, 1);
+    await new Promise((resolve) => paced.once('drain', resolve));
+    assert.ok(flow.resumed >= 1);
+    await new Promise((resolve) => paced.end(resolve));
+    assert.equal(paced.bytesWritten, big.length);
+  }));
