@@ -2,17 +2,17 @@
 // and read the header attributes of a stored file without loading its pixel data.
 import { open } from 'node:fs/promises';
 import dcmjs from 'dcmjs';
+import {
+  DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+  EXPLICIT_VR_BIG_ENDIAN,
+  IMPLICIT_VR_LITTLE_ENDIAN,
+} from './transfer-syntax.ts';
 import { requireUid, uidFromName } from './uid.ts';
 
 /** Our Implementation Class UID (PS3.7 D.3.3.2): stable, derived from the product name under 2.25. */
 export const IMPLEMENTATION_CLASS_UID = uidFromName('dicom-ai-gateway');
 /** Implementation Version Name (SH, at most 16 characters). */
 export const IMPLEMENTATION_VERSION_NAME = 'AIGW_0_1';
-
-export const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2';
-export const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
-export const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1.99';
-export const EXPLICIT_VR_BIG_ENDIAN = '1.2.840.10008.1.2.2';
 
 const PREAMBLE_LENGTH = 128;
 const MAGIC = Buffer.from('DICM', 'ascii');

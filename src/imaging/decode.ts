@@ -12,10 +12,9 @@ import {
 } from '../dicom/functional-groups.ts';
 import {
   DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-  EXPLICIT_VR_BIG_ENDIAN,
   EXPLICIT_VR_LITTLE_ENDIAN,
-  IMPLICIT_VR_LITTLE_ENDIAN,
-} from '../dicom/part10.ts';
+  pixelDecoderFor,
+} from '../dicom/transfer-syntax.ts';
 import { decodeJpegExtended, JpegDataError } from './codecs/jpeg-extended.ts';
 
 // Part-10 file → pixel frames as numbers. dcmjs parses (and inflates Deflated Explicit VR LE itself);
@@ -32,38 +31,6 @@ const { NativeCodecs, Transcoder } = dcmjsCodecs;
 dcmjs.log.setLevel('error');
 dcmjs.log.getLogger('validation.dcmjs').setLevel('silent');
 dcmjsCodecs.log.setLevel('error');
-
-const TS = {
-  implicitLE: IMPLICIT_VR_LITTLE_ENDIAN,
-  explicitLE: EXPLICIT_VR_LITTLE_ENDIAN,
-  deflatedLE: DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-  explicitBE: EXPLICIT_VR_BIG_ENDIAN,
-} as const;
-
-/** Read by dcmjs into native little-endian pixel data, nothing to decompress. */
-const NATIVE_LE = new Set<string>([TS.implicitLE, TS.explicitLE, TS.deflatedLE]);
-
-/** JPEG Lossless, Non-Hierarchical (Process 14), any selection value. */
-const JPEG_LOSSLESS_P14 = '1.2.840.10008.1.2.4.57';
-/** JPEG Extended (Process 2 & 4): 8 or 12-bit lossy. */
-const JPEG_EXTENDED = '1.2.840.10008.1.2.4.51';
-
-/** Transfer syntaxes dcmjs-codecs 0.0.8 transcodes to Explicit VR LE (measured: ../shared/notes/codecs.md). */
-export const CODEC_TRANSFER_SYNTAXES: ReadonlySet<string> = new Set([
-  TS.explicitBE,
-  '1.2.840.10008.1.2.5', // RLE lossless
-  '1.2.840.10008.1.2.4.50', // JPEG baseline
-  '1.2.840.10008.1.2.4.70', // JPEG lossless SV1
-  '1.2.840.10008.1.2.4.80', // JPEG-LS lossless
-  '1.2.840.10008.1.2.4.81', // JPEG-LS near-lossless
-  '1.2.840.10008.1.2.4.90', // JPEG 2000 lossless
-  '1.2.840.10008.1.2.4.91', // JPEG 2000
-  '1.2.840.10008.1.2.4.110', // JPEG XL lossless
-  '1.2.840.10008.1.2.4.112', // JPEG XL
-  '1.2.840.10008.1.2.4.201', // HTJ2K lossless
-  '1.2.840.10008.1.2.4.202', // HTJ2K lossless RPCL
-  '1.2.840.10008.1.2.4.203', // HTJ2K
-]);
 
 export class DecodeError extends Error {
   override name = 'DecodeError';
@@ -193,20 +160,25 @@ function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits): StoredPi
   const header = readHeader(head.dataset, transferSyntaxUid, limits);
 
   let pixelData: unknown;
-  if (NATIVE_LE.has(transferSyntaxUid)) {
-    if (transferSyntaxUid !== TS.deflatedLE) {
-      checkNotTruncated(bytes, frameByteLength(header) * header.frames, transferSyntaxUid === TS.explicitLE);
+  const decoder = pixelDecoderFor(transferSyntaxUid);
+  if (decoder === 'native') {
+    if (transferSyntaxUid !== DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) {
+      checkNotTruncated(
+        bytes,
+        frameByteLength(header) * header.frames,
+        transferSyntaxUid === EXPLICIT_VR_LITTLE_ENDIAN,
+      );
     }
     pixelData = head.dataset.PixelData;
-  } else if (transferSyntaxUid === JPEG_LOSSLESS_P14) {
+  } else if (decoder === 'jpeg-lossless') {
     pixelData = decodeJpegLossless(head.dataset.PixelData, header);
-  } else if (transferSyntaxUid === JPEG_EXTENDED) {
+  } else if (decoder === 'jpeg-extended') {
     pixelData = decodeJpegExtendedFrames(head.dataset.PixelData, header);
-  } else if (CODEC_TRANSFER_SYNTAXES.has(transferSyntaxUid)) {
+  } else if (decoder === 'codec') {
     let elements: Dataset;
     try {
       const transcoder = new Transcoder(buffer);
-      transcoder.transcode(TS.explicitLE);
+      transcoder.transcode(EXPLICIT_VR_LITTLE_ENDIAN);
       elements = transcoder.getElements();
     } catch (err) {
       const msg = (err as Error).message ?? String(err);

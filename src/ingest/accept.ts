@@ -3,6 +3,7 @@
 // into place, and indexed (onStored). Only then may the sender hear Success.
 import { stat } from 'node:fs/promises';
 import { readInstanceHeader, type InstanceHeader } from '../dicom/part10.ts';
+import { INGEST_TRANSFER_SYNTAXES } from '../dicom/transfer-syntax.ts';
 import { isValidUid, trimUid } from '../dicom/uid.ts';
 import { bytesReceived, instancesReceived } from '../observability/metrics.ts';
 import type { DiskWatermark } from '../storage/disk-watermark.ts';
@@ -13,6 +14,8 @@ import type { InstanceRecord } from '../pipeline/instance-record.ts';
 export const STATUS_OUT_OF_RESOURCES = 0xa700;
 export const STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xa900;
 export const STATUS_CANNOT_UNDERSTAND = 0xc000;
+/** STOW-RS: Referenced Transfer Syntax not supported (PS3.18 Table 10.5.3-2). */
+export const STATUS_TRANSFER_SYNTAX_NOT_SUPPORTED = 0xc122;
 /** STOW-RS only: the instance belongs to another study than the one in the URL (PS3.18 10.5.3). */
 export const STATUS_STUDY_UID_MISMATCH = 0xa900;
 
@@ -161,6 +164,9 @@ export function checkHeader(header: InstanceHeader, expected: Expected): Checked
     return refuse(STATUS_CANNOT_UNDERSTAND, 'invalid or missing SOPInstanceUID');
   if (!isValidUid(sopClassUid)) return refuse(STATUS_CANNOT_UNDERSTAND, 'invalid or missing SOPClassUID');
   if (!isValidUid(transferSyntaxUid)) return refuse(STATUS_CANNOT_UNDERSTAND, 'invalid transfer syntax');
+  // DIMSE negotiation already limits the syntax; STOW-RS parts carry their own (PS3.18 Table 10.5.3-2).
+  if (!INGEST_TRANSFER_SYNTAXES.has(transferSyntaxUid))
+    return refuse(STATUS_TRANSFER_SYNTAX_NOT_SUPPORTED, `transfer syntax ${transferSyntaxUid} not accepted`);
   if (expected.sopInstanceUid !== undefined && sopInstanceUid !== trimUid(expected.sopInstanceUid)) {
     return refuse(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS, 'SOPInstanceUID differs from the command');
   }

@@ -2,27 +2,14 @@
 // Instances are stored exactly as received, so we accept the sender's own choice among the syntaxes the
 // worker can decode later, and never ask the sender to transcode.
 import dimse from 'dcmjs-dimse';
+import { INGEST_TRANSFER_SYNTAXES } from '../../dicom/transfer-syntax.ts';
 
 const { SopClass, StorageClass } = dimse.constants;
 
 export const VERIFICATION_SOP_CLASS = SopClass.Verification;
 
-/** Transfer syntaxes stored as received: uncompressed, deflated, JPEG, JPEG-LS, JPEG 2000, RLE. */
-export const STORED_TRANSFER_SYNTAXES: ReadonlySet<string> = new Set([
-  '1.2.840.10008.1.2', // implicit VR little endian
-  '1.2.840.10008.1.2.1', // explicit VR little endian
-  '1.2.840.10008.1.2.2', // explicit VR big endian (retired, still sent by old modalities)
-  '1.2.840.10008.1.2.1.99', // deflated explicit VR little endian
-  '1.2.840.10008.1.2.4.50', // JPEG baseline
-  '1.2.840.10008.1.2.4.51', // JPEG extended
-  '1.2.840.10008.1.2.4.57', // JPEG lossless
-  '1.2.840.10008.1.2.4.70', // JPEG lossless SV1
-  '1.2.840.10008.1.2.4.80', // JPEG-LS lossless
-  '1.2.840.10008.1.2.4.81', // JPEG-LS near-lossless
-  '1.2.840.10008.1.2.4.90', // JPEG 2000 lossless
-  '1.2.840.10008.1.2.4.91', // JPEG 2000
-  '1.2.840.10008.1.2.5', // RLE lossless
-]);
+/** Transfer syntaxes stored as received (the ingest column of src/dicom/transfer-syntax.ts). */
+export const STORED_TRANSFER_SYNTAXES = INGEST_TRANSFER_SYNTAXES;
 
 // Storage classes dcmjs-dimse does not list but that reach an AI gateway in practice.
 const EXTRA_STORAGE_CLASSES = [

@@ -3,11 +3,8 @@
 // measurement group per finding. Output is a Part-10 file in Explicit VR Little Endian.
 import dcmjs from 'dcmjs';
 import type { ClassificationFinding, Finding, ModelResult, VolumeFinding } from '../../pipeline/findings.ts';
-import {
-  EXPLICIT_VR_LITTLE_ENDIAN,
-  IMPLEMENTATION_CLASS_UID,
-  IMPLEMENTATION_VERSION_NAME,
-} from '../../dicom/part10.ts';
+import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../../dicom/part10.ts';
+import { EXPLICIT_VR_LITTLE_ENDIAN } from '../../dicom/transfer-syntax.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
 import { CODES, STANDARD_CODING_SCHEMES } from './codes.ts';
 import {
