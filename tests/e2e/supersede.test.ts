@@ -109,7 +109,7 @@ test('a late instance re-runs the model; the new SR supersedes the first; a retr
     // The retried run wrote the same report again, still superseding run 1 (not itself).
     const rewritten = parseDicom(
       await readFile(
-        path.join(gateway.dataDir, 'reports', studyUid, `${two.ds.SOPInstanceUID as string}.dcm`),
+        path.join(gateway.dataDir, 'outbox', studyUid, `${two.ds.SOPInstanceUID as string}.dcm`),
       ),
     );
     const again = first(
