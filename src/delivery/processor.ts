@@ -65,7 +65,9 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
     }
     deliveries.inc({ destination, result: 'success' });
     await deps.breakers?.record(destination, dest.kind, 'success');
-    await deps.index.deliveryDone(studyUid, job.id);
+    // Jobs queued by an older version carry no run: they belong to the current one.
+    const run = job.data.run ?? (await deps.index.currentRun(studyUid));
+    await deps.index.deliveryDone(studyUid, run, job.id);
     await audit.record({
       type: 'delivered',
       studyUid,

@@ -58,12 +58,12 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       for (const destination of destinations) {
         await deps.deliveryQueue.add(
           'deliver',
-          { studyUid, sopInstanceUid: object.sopInstanceUid, path: object.path, destination },
+          { studyUid, run, sopInstanceUid: object.sopInstanceUid, path: object.path, destination },
           { jobId: jobId.delivery(object.sopInstanceUid, destination) },
         );
       }
     }
-    await deps.index.inferenceDone(studyUid, destinations.length * objects.length, job.id);
+    await deps.index.inferenceDone(studyUid, run, destinations.length * objects.length, job.id);
     // A volume lists each frame of a multi-frame image as a source; count images once.
     const imageCount = new Set(result.sources.map((s) => s.sopInstanceUid)).size;
     await audit.record({

@@ -28,6 +28,8 @@ export interface InferenceJob {
 
 export interface DeliveryJob {
   studyUid: string;
+  /** The processing run whose object this is (absent in jobs queued by older versions). */
+  run?: number;
   sopInstanceUid: string;
   /** Absolute path of the Part-10 file to deliver. */
   path: string;

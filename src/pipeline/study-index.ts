@@ -122,37 +122,53 @@ export class StudyIndex {
     await this.redis.hset(this.studyKey(studyUid), { state, detail });
   }
 
-  /** Marks the run as queued with this many inference jobs outstanding. */
-  async startRun(studyUid: string, inferenceJobs: number): Promise<void> {
-    await this.redis.hset(this.studyKey(studyUid), {
+  /**
+   * Marks `run` as the study's current run, queued with this many inference jobs outstanding. Counters are
+   * kept per run, so a job of an earlier run that finishes late (a reprocess, or a late instance that
+   * re-opened the study) can neither count against this run nor mark the study done.
+   */
+  async startRun(studyUid: string, run: number, inferenceJobs: number): Promise<void> {
+    const key = this.studyKey(studyUid);
+    const stale = (await this.redis.hkeys(key)).filter((f) => /^pending(Inference|Delivery):/.test(f));
+    const multi = this.redis.multi();
+    if (stale.length > 0) multi.hdel(key, ...stale);
+    multi.hset(key, {
       state: 'queued',
       detail: '',
-      pendingInference: inferenceJobs,
-      pendingDelivery: 0,
+      currentRun: run,
+      [pendingField('Inference', run)]: inferenceJobs,
+      [pendingField('Delivery', run)]: 0,
     });
+    await multi.exec();
   }
 
-  /** One inference job of the run finished and queued this many deliveries. */
-  async inferenceDone(studyUid: string, deliveries: number, jobKey?: string): Promise<void> {
+  /** One inference job of `run` finished and queued this many deliveries. */
+  async inferenceDone(studyUid: string, run: number, deliveries: number, jobKey?: string): Promise<void> {
     const key = this.studyKey(studyUid);
-    if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid);
+    if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid, run);
     const [[, pendingInference], [, pendingDelivery]] = (await this.redis
       .multi()
-      .hincrby(key, 'pendingInference', -1)
-      .hincrby(key, 'pendingDelivery', deliveries)
+      .hincrby(key, pendingField('Inference', run), -1)
+      .hincrby(key, pendingField('Delivery', run), deliveries)
       .exec()) as [[null, number], [null, number]];
-    await this.settle(studyUid, pendingInference, pendingDelivery);
+    await this.settle(studyUid, run, pendingInference, pendingDelivery);
   }
 
-  async deliveryDone(studyUid: string, jobKey?: string): Promise<void> {
+  /** One delivery of `run` landed. */
+  async deliveryDone(studyUid: string, run: number, jobKey?: string): Promise<void> {
     const key = this.studyKey(studyUid);
-    if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid);
+    if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid, run);
     const [[, pendingDelivery], [, pendingInference]] = (await this.redis
       .multi()
-      .hincrby(key, 'pendingDelivery', -1)
-      .hget(key, 'pendingInference')
+      .hincrby(key, pendingField('Delivery', run), -1)
+      .hget(key, pendingField('Inference', run))
       .exec()) as [[null, number], [null, string | null]];
-    await this.settle(studyUid, Number(pendingInference), pendingDelivery);
+    await this.settle(studyUid, run, Number(pendingInference), pendingDelivery);
+  }
+
+  /** The study's current run (the one whose counters decide its state), 0 before the first. */
+  async currentRun(studyUid: string): Promise<number> {
+    return Number((await this.redis.hget(this.studyKey(studyUid), 'currentRun')) ?? 0);
   }
 
   /** A retried job settles once: the second report of the same job id leaves the counters alone. */
@@ -160,19 +176,26 @@ export class StudyIndex {
     return (await this.redis.sadd(keys.studySettled(this.prefix, studyUid), jobKey)) === 1;
   }
 
-  /** Re-derives the state from the counters (a retried job may have moved it). */
-  private async resettle(studyUid: string): Promise<void> {
+  /** Re-derives the state from the run's counters (a retried job may have moved it). */
+  private async resettle(studyUid: string, run: number): Promise<void> {
     const [inference, delivery] = await this.redis.hmget(
       this.studyKey(studyUid),
-      'pendingInference',
-      'pendingDelivery',
+      pendingField('Inference', run),
+      pendingField('Delivery', run),
     );
-    await this.settle(studyUid, Number(inference ?? 0), Number(delivery ?? 0));
+    await this.settle(studyUid, run, Number(inference ?? 0), Number(delivery ?? 0));
   }
 
-  private async settle(studyUid: string, pendingInference: number, pendingDelivery: number): Promise<void> {
-    const state = await this.redis.hget(this.studyKey(studyUid), 'state');
+  private async settle(
+    studyUid: string,
+    run: number,
+    pendingInference: number,
+    pendingDelivery: number,
+  ): Promise<void> {
+    const [state, currentRun] = await this.redis.hmget(this.studyKey(studyUid), 'state', 'currentRun');
     if (state === 'failed' || state === 'receiving') return;
+    // A job of an earlier run settles its own counters and nothing else.
+    if (Number(currentRun ?? 0) !== run) return;
     if (pendingInference <= 0 && pendingDelivery <= 0) {
       // Spool retention counts from doneAt (src/pipeline/retention.ts).
       await this.redis.hset(this.studyKey(studyUid), {
@@ -208,4 +231,9 @@ export class StudyIndex {
   async nextRun(studyUid: string): Promise<number> {
     return this.redis.hincrby(this.studyKey(studyUid), 'run', 1);
   }
+}
+
+/** Hash field of a run's outstanding inference or delivery jobs. */
+function pendingField(kind: 'Inference' | 'Delivery', run: number): string {
+  return `pending${kind}:${run}`;
 }

@@ -40,7 +40,7 @@ export function createRoutingProcessor(deps: RoutingDeps) {
       log.info({ event: 'study.routed', studyUid, run, jobs: 0 }, 'no model accepts this study');
       return { run, jobs: [] };
     }
-    await deps.index.startRun(studyUid, work.length);
+    await deps.index.startRun(studyUid, run, work.length);
     const ids: string[] = [];
     for (const w of work) {
       const data: InferenceJob = {

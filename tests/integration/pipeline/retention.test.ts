@@ -65,9 +65,9 @@ test('only delivered studies past retention lose their spooled images; failed or
       callingAddress: '127.0.0.1',
       receivedAt: Date.now() - 1000,
     });
-    await index.startRun(uid, 1);
-    await index.inferenceDone(uid, 1);
-    if (outcome === 'delivered') await index.deliveryDone(uid);
+    await index.startRun(uid, 1, 1);
+    await index.inferenceDone(uid, 1, 1);
+    if (outcome === 'delivered') await index.deliveryDone(uid, 1);
     if (outcome === 'failed') await index.setState(uid, 'failed', 'delivery: HTTP 401');
   }
   await study('2.25.1001', 'delivered');
