@@ -1,6 +1,6 @@
 // GPU proof: the chest model (and the brain model, when its manifest is in models/) run with the CUDA
 // execution provider really bound, compared with the CPU provider on the same inputs, and timed at
-// several batch sizes against the CPU in the same run. Prints a markdown table for the README.
+// several batch sizes against the CPU in the same run. Prints a markdown table for docs/benchmarks.md.
 //
 //   npx tsx bench/gpu/gpu-proof.ts [--device 0] [--batches 1,8,32] [--brain-batches 1,8,32]
 //       [--cpu-brain-batches 1] [--min-seconds 3] [--models DIR] [--brain-sample FILE] [--json FILE]
