@@ -2,9 +2,11 @@
 // images go only when all of these hold: the study is 'done' (every delivery of its last run succeeded;
 // a permanent failure leaves it 'failed' until an admin acts), it has been done for the retention
 // period, and the delivery queue holds no unfinished or failed job for it (a replay in progress, or a
-// job an admin has not given up on). Only the instances the index knew at the check are removed, so an
-// instance arriving meanwhile stays, and re-opens the study as usual.
+// job an admin has not given up on). Only the instances the index knew at the check are removed, and of
+// those only the copy on disk that the record describes (Spool.retireInstance, a compare-and-delete of the
+// record): an instance re-sent meanwhile stays, with its record, and re-opens the study as usual.
 import type { Queue } from 'bullmq';
+import type { InstanceRecord } from './instance-record.ts';
 import type { StudyIndex } from './study-index.ts';
 import { pipelineEvents } from './events.ts';
 import type { Spool } from '../storage/spool.ts';
@@ -16,6 +18,8 @@ export interface SpoolCleanupDeps {
   deliveryQueue: Queue<DeliveryJob>;
   retentionMs: number;
   now?: () => number;
+  /** Test seam: runs after the last re-check and before any removal, where a re-send races retention. */
+  afterRecheck?: (studyUid: string) => Promise<void>;
   /** Studies examined per pass (most recently active first are skipped: they are the least likely due). */
   maxStudies?: number;
 }
@@ -42,16 +46,17 @@ export async function cleanupDeliveredStudies(deps: SpoolCleanupDeps): Promise<S
     // Re-check right before deleting: an instance that arrived since the listing re-opened the study.
     const current = await deps.index.get(study.studyUid);
     if (current?.state !== 'done' || current.lastReceivedAt !== study.lastReceivedAt) continue;
-    const removed: string[] = [];
+    await deps.afterRecheck?.(study.studyUid);
+    const removed: InstanceRecord[] = [];
     for (const inst of instances) {
       if (inst.receivedAt > doneAt) continue;
       try {
-        await deps.spool.removeInstance(inst);
+        // Only the copy the record describes goes: one re-sent since is kept, with its new record.
+        const outcome = await deps.spool.retireInstance(inst, inst.receivedAt);
+        if (outcome !== 'kept') removed.push(inst);
       } catch (e) {
         pipelineEvents.retentionError(study.studyUid, e);
-        continue;
       }
-      removed.push(inst.sopInstanceUid);
     }
     await deps.index.forgetInstances(study.studyUid, removed);
     result.studies.push(study.studyUid);
@@ -76,7 +81,9 @@ async function studiesWithOpenDeliveries(queue: Queue<DeliveryJob>): Promise<Set
 }
 
 /** Spool retention (off unless delivery.spoolRetentionHours is set): a pass now and every few minutes. */
-export function scheduleSpoolRetention(deps: Omit<SpoolCleanupDeps, 'now' | 'maxStudies'>): () => void {
+export function scheduleSpoolRetention(
+  deps: Omit<SpoolCleanupDeps, 'now' | 'maxStudies' | 'afterRecheck'>,
+): () => void {
   const pass = () =>
     void cleanupDeliveredStudies(deps).catch((err: unknown) => pipelineEvents.retentionFailed(err));
   pass();

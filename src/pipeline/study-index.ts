@@ -212,9 +212,28 @@ export class StudyIndex {
     return v ? Number(v) : undefined;
   }
 
-  /** Drops instance records whose spool files were removed, so the index matches the spool. */
-  async forgetInstances(studyUid: string, sopInstanceUids: string[]): Promise<void> {
-    if (sopInstanceUids.length > 0) await this.redis.hdel(this.instancesKey(studyUid), ...sopInstanceUids);
+  /**
+   * Drops the records of instances whose spool files retention removed, each only if it is still the record
+   * that was read (compare-and-delete): an instance re-sent meanwhile keeps its new record.
+   */
+  async forgetInstances(studyUid: string, records: InstanceRecord[]): Promise<number> {
+    if (records.length === 0) return 0;
+    const pipeline = this.redis.pipeline();
+    for (const rec of records)
+      pipeline.eval(
+        FORGET_IF_UNCHANGED,
+        1,
+        this.instancesKey(studyUid),
+        rec.sopInstanceUid,
+        JSON.stringify(rec),
+      );
+    const replies = (await pipeline.exec()) ?? [];
+    let forgotten = 0;
+    for (const [err, value] of replies) {
+      if (err) throw err;
+      forgotten += Number(value);
+    }
+    return forgotten;
   }
 
   /** The latest report a model wrote for this study (a re-run's report supersedes it). */
@@ -232,6 +251,10 @@ export class StudyIndex {
     return this.redis.hincrby(this.studyKey(studyUid), 'run', 1);
   }
 }
+
+const FORGET_IF_UNCHANGED = `
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0`;
 
 /** Hash field of a run's outstanding inference or delivery jobs. */
 function pendingField(kind: 'Inference' | 'Delivery', run: number): string {

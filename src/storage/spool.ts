@@ -3,7 +3,7 @@
 // rename, so an instance that was answered Success survives a crash or power loss.
 import { randomUUID } from 'node:crypto';
 import { close, fdatasync, openSync, write } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { isValidUid, requireUid } from '../dicom/uid.ts';
@@ -28,6 +28,8 @@ export interface CommitOptions {
 const FILE_MODE = 0o640;
 const TEMP_SUFFIX = '.part';
 const INSTANCE_SUFFIX = '.dcm';
+/** Instances taken aside by retention, for the moment between rename and unlink. */
+const RETIRED_SUFFIX = '.retired';
 
 export class Spool {
   private readonly dirSyncs = new DirectorySyncs();
@@ -153,14 +155,31 @@ export class Spool {
     return result.sort((a, b) => (a.seriesUid < b.seriesUid ? -1 : a.seriesUid > b.seriesUid ? 1 : 0));
   }
 
-  /** Removes one spooled instance (UIDs checked like every other path); false when it was already gone. */
-  async removeInstance(key: InstanceKey): Promise<boolean> {
+  /**
+   * Removes one spooled instance if the file is the copy written no later than `writtenBy` (epoch ms; the
+   * index record's receivedAt, which is taken after the file was written), never a copy re-sent meanwhile: the file is first renamed aside (atomic), and if the copy taken
+   * aside turns out to be newer than the cut-off it is put back, unless a still newer copy has already
+   * taken its place. No lock is shared with ingest, so commits never wait for retention.
+   */
+  async retireInstance(key: InstanceKey, writtenBy: number): Promise<'removed' | 'kept' | 'absent'> {
+    const target = this.instancePath(key);
+    await this.init();
+    const aside = path.join(this.tmpDir, `${Date.now()}-${randomUUID()}${RETIRED_SUFFIX}`);
     try {
-      await unlink(this.instancePath(key));
-      return true;
+      await rename(target, aside);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
       throw err;
+    }
+    try {
+      if ((await stat(aside)).mtimeMs <= writtenBy) return 'removed';
+      // A re-sent copy: back into place, unless an even newer commit already holds the name.
+      await link(aside, target).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+      return 'kept';
+    } finally {
+      await unlink(aside).catch(() => undefined);
     }
   }
 
