@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.ts';
-import { log } from './observability/log.ts';
 import { RedisUnavailableError } from './pipeline/redis.ts';
+import { processEvents } from './roles/events.ts';
 import { startRoles, type Role } from './roles/start.ts';
 import { checkModels } from './inference/check-models.ts';
 import { doctorCommand } from './doctor/command.ts';
@@ -61,7 +61,7 @@ async function main(): Promise<number> {
     const stop = async (signal: string) => {
       if (stopping) return;
       stopping = true;
-      log.info({ event: 'shutdown', signal }, 'shutting down');
+      processEvents.shutdown(signal);
       await running.close();
       process.exit(0);
     };
@@ -81,7 +81,7 @@ main().then(
     if (err instanceof ConfigError || err instanceof RedisUnavailableError) {
       console.error(`dicom-ai-gateway: ${err.message}`);
     } else {
-      log.fatal({ event: 'startup.failed', err }, 'failed to start');
+      processEvents.startupFailed(err);
     }
     process.exit(1);
   },

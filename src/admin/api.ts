@@ -6,9 +6,10 @@ import { audit, AUDIT_TYPES, auditToCsv, type AuditType } from '../pipeline/audi
 import { isValidUid } from '../dicom/uid.ts';
 import { rearmStudyComplete } from '../pipeline/completion.ts';
 import type { StudyIndex, StudyState } from '../pipeline/study-index.ts';
-import { log } from '../observability/log.ts';
+import { errorMessage } from '../observability/error-message.ts';
 import type { Queues } from '../pipeline/queues.ts';
 import { principalOf } from './auth.ts';
+import { adminEvents } from './events.ts';
 import {
   jobsForStudy,
   listAssociations,
@@ -66,8 +67,8 @@ function handle(fn: (req: Request, res: Response) => Promise<void>) {
         res.status(400).json({ error: err.message });
         return;
       }
-      log.error({ event: 'http.error', method: req.method, path: req.path, err }, 'admin API error');
-      if (!res.headersSent) res.status(500).json({ error: (err as Error).message });
+      adminEvents.httpError(req.method, req.path, err);
+      if (!res.headersSent) res.status(500).json({ error: errorMessage(err) });
     }
   };
 }
@@ -90,7 +91,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       outcome = await run();
     } catch (err) {
       if (err instanceof BadRequest) throw err;
-      outcome = { status: 500, body: { error: (err as Error).message } };
+      outcome = { status: 500, body: { error: errorMessage(err) } };
     }
     const status = outcome.status ?? 200;
     const result = status < 300 ? 'ok' : status < 500 ? 'refused' : 'error';
@@ -105,10 +106,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       result,
       detail,
     });
-    log.info(
-      { event: 'admin.action', actor: who.name, action, target, studyUid: outcome.studyUid, result, detail },
-      `admin action ${action}`,
-    );
+    adminEvents.action({ actor: who.name, action, target, studyUid: outcome.studyUid, result, detail });
     res.status(status).json({ action, target, actor: who.name, result, ...outcome.body });
   }
 

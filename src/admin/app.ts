@@ -8,11 +8,11 @@ import type { Redis } from 'ioredis';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
-import { log } from '../observability/log.ts';
 import { metrics } from '../observability/metrics.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
 import { createApiRouter } from './api.ts';
 import { principalOf, requireAuth } from './auth.ts';
+import { adminEvents } from './events.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
 import { openapiDocument } from './openapi.ts';
 
@@ -60,7 +60,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       const failing = Object.entries(result.checks)
         .filter(([, c]) => !c.ok)
         .map(([name, c]) => `${name}: ${c.reason}`);
-      log.debug({ event: 'readyz.not_ready', failing }, 'not ready');
+      adminEvents.notReady(failing);
     }
     res
       .status(result.ready ? 200 : 503)
@@ -129,10 +129,7 @@ export function listen(app: express.Express, host: string, port: number): Promis
   return new Promise((resolve, reject) => {
     const server = app.listen(port, host, (err?: Error) => {
       if (err) return reject(err);
-      log.info(
-        { event: 'http.listening', host, port: (server.address() as { port: number }).port },
-        'admin HTTP listening',
-      );
+      adminEvents.listening(host, (server.address() as { port: number }).port);
       resolve(server);
     });
   });

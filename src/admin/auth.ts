@@ -6,7 +6,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { ConfigError } from '../config/load.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import { audit } from '../pipeline/audit-trail.ts';
-import { log } from '../observability/log.ts';
+import { adminEvents } from './events.ts';
 
 export type AdminRole = 'read' | 'admin';
 export type AdminAuth = NonNullable<GatewayConfig['http']['auth']>;
@@ -100,15 +100,7 @@ export function requireAuth(auth: AdminAuth | undefined) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const refusal = browserAttack(req, auth !== undefined);
     if (refusal) {
-      log.warn(
-        {
-          event: 'http.cross_origin_refused',
-          method: req.method,
-          path: req.path,
-          origin: req.headers.origin,
-        },
-        refusal,
-      );
+      adminEvents.crossOriginRefused(req.method, req.path, req.headers.origin, refusal);
       res.status(403).json({ error: refusal });
       return;
     }
@@ -116,20 +108,14 @@ export function requireAuth(auth: AdminAuth | undefined) {
       ? authenticate(auth, req.headers.authorization)
       : { name: 'local', role: 'admin', via: 'loopback' };
     if (!principal) {
-      log.warn(
-        { event: 'http.unauthorized', method: req.method, path: req.path, address: req.socket.remoteAddress },
-        'admin HTTP request without valid credentials',
-      );
+      adminEvents.unauthorized(req.method, req.path, req.socket.remoteAddress);
       res.setHeader('WWW-Authenticate', 'Basic realm="dicom-ai-gateway", charset="UTF-8"');
       res.status(401).json({ error: 'authentication required (basic or bearer)' });
       return;
     }
     res.locals.principal = principal;
     if (!SAFE_METHODS.has(req.method) && principal.role !== 'admin') {
-      log.warn(
-        { event: 'http.forbidden', method: req.method, path: req.path, actor: principal.name },
-        'read-only user attempted an action',
-      );
+      adminEvents.forbidden(req.method, req.path, principal.name);
       void audit.record({
         type: 'action',
         actor: principal.name,

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { open, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
+import { errorMessage } from '../observability/error-message.ts';
 import { keys, type WorkerHeartbeat } from '../pipeline/keys.ts';
 
 export interface CheckResult {
@@ -39,7 +40,7 @@ export async function checkRedis(redis: Redis): Promise<CheckResult> {
       ? { ok: true, reason: `PONG in ${Date.now() - started} ms` }
       : { ok: false, reason: `unexpected answer to PING: ${String(pong)}` };
   } catch (err) {
-    return { ok: false, reason: `Redis does not answer: ${(err as Error).message}` };
+    return { ok: false, reason: `Redis does not answer: ${errorMessage(err)}` };
   }
 }
 
@@ -58,7 +59,7 @@ async function checkSpoolWritable(spoolDir: string): Promise<CheckResult> {
     return { ok: true, reason: `wrote, fsynced and deleted a probe file in ${spoolDir}` };
   } catch (err) {
     await unlink(probe).catch(() => undefined);
-    return { ok: false, reason: `spool ${spoolDir} is not writable: ${(err as Error).message}` };
+    return { ok: false, reason: `spool ${spoolDir} is not writable: ${errorMessage(err)}` };
   }
 }
 
@@ -73,7 +74,7 @@ async function checkDisk(spoolDir: string, minFreeBytes: number): Promise<CheckR
           reason: `only ${gib(free)} free on the spool disk, below the watermark of ${gib(minFreeBytes)}`,
         };
   } catch (err) {
-    return { ok: false, reason: `cannot stat the spool disk: ${(err as Error).message}` };
+    return { ok: false, reason: `cannot stat the spool disk: ${errorMessage(err)}` };
   }
 }
 
@@ -113,7 +114,7 @@ async function checkWorkers(deps: ReadinessDeps): Promise<CheckResult> {
       reason: `no inference worker alive: the newest heartbeat is ${Math.round((now - newest) / 1000)} s old (limit ${staleMs / 1000} s)`,
     };
   } catch (err) {
-    return { ok: false, reason: `cannot read worker heartbeats: ${(err as Error).message}` };
+    return { ok: false, reason: `cannot read worker heartbeats: ${errorMessage(err)}` };
   }
 }
 

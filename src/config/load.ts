@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { errorMessage } from '../util/error-message.ts';
 import { configSchema, type GatewayConfig } from './schema.ts';
 
 export class ConfigError extends Error {
@@ -48,12 +49,12 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     try {
       text = readFileSync(configPath, 'utf8');
     } catch (err) {
-      throw new ConfigError(`cannot read config file ${configPath}: ${(err as Error).message}`);
+      throw new ConfigError(`cannot read config file ${configPath}: ${errorMessage(err)}`);
     }
     try {
       raw = (parseYaml(text) as Record<string, unknown> | null) ?? {};
     } catch (err) {
-      throw new ConfigError(`config file ${configPath} is not valid YAML: ${(err as Error).message}`);
+      throw new ConfigError(`config file ${configPath} is not valid YAML: ${errorMessage(err)}`);
     }
     if (typeof raw !== 'object' || Array.isArray(raw))
       throw new ConfigError(`config file ${configPath} must hold a mapping`);

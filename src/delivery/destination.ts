@@ -2,6 +2,7 @@
 // delivery queue: transient (BullMQ retries with backoff) and permanent (BullMQ fails the job now).
 import { UnrecoverableError } from 'bullmq';
 import { requireUid } from '../dicom/uid.ts';
+import { errorMessage } from '../observability/error-message.ts';
 
 export interface DeliveryMeta {
   studyUid: string;
@@ -73,13 +74,8 @@ export function checkDeliveryInput(
     }
     return { studyUid, sopInstanceUid };
   } catch (e) {
-    throw new PermanentDeliveryError(
-      `invalid delivery input: ${(e as Error).message}`,
-      destination,
-      undefined,
-      {
-        cause: e,
-      },
-    );
+    throw new PermanentDeliveryError(`invalid delivery input: ${errorMessage(e)}`, destination, undefined, {
+      cause: e,
+    });
   }
 }

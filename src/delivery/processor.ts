@@ -2,11 +2,12 @@ import { readFile } from 'node:fs/promises';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
-import { log } from '../observability/log.ts';
+import { errorMessage } from '../observability/error-message.ts';
 import { deliveries } from '../observability/metrics.ts';
 import type { DeliveryJob } from '../pipeline/jobs.ts';
 import type { DestinationBreakers } from './breaker.ts';
 import { TransientDeliveryError, type Destination } from './destination.ts';
+import { deliveryEvents } from './events.ts';
 
 export interface DeliveryProcessorDeps {
   destinations: Map<string, Destination>;
@@ -22,7 +23,7 @@ export interface DeliveryProcessorDeps {
  */
 export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
   return async (job: Job<DeliveryJob>, token?: string) => {
-    const { studyUid, sopInstanceUid, destination, path } = job.data;
+    const { studyUid, sopInstanceUid, destination, path, kind } = job.data;
     const dest = deps.destinations.get(destination);
     if (!dest) throw new UnrecoverableError(`destination '${destination}' is not configured`);
 
@@ -32,10 +33,7 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
         // Deferring does not use up an attempt: the job waits for the breaker's next probe.
         const until = gate.retryAt + Math.floor(Math.random() * 1000);
         deliveries.inc({ destination, result: 'deferred' });
-        log.debug(
-          { event: 'delivery.deferred', studyUid, sopInstanceUid, destination, until },
-          'destination breaker open; delivery deferred',
-        );
+        deliveryEvents.deferred(studyUid, sopInstanceUid, destination, until);
         await job.moveToDelayed(until, token);
         throw new DelayedError();
       }
@@ -45,7 +43,7 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
     try {
       bytes = await readFile(path);
     } catch (err) {
-      throw new UnrecoverableError(`report file is missing: ${(err as Error).message}`);
+      throw new UnrecoverableError(`file to deliver is missing: ${errorMessage(err)}`);
     }
     let receipt;
     try {
@@ -57,10 +55,9 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
         destination,
         dest.kind,
         transient ? 'transient' : 'permanent',
-        (err as Error).message,
+        errorMessage(err),
       );
-      if (breaker === 'open')
-        log.warn({ event: 'destination.breaker_open', destination }, 'destination breaker open');
+      if (breaker === 'open') deliveryEvents.breakerOpen(destination);
       throw err;
     }
     deliveries.inc({ destination, result: 'success' });
@@ -76,10 +73,7 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
       jobId: String(job.id),
       attempt: job.attemptsMade + 1,
     });
-    log.info(
-      { event: 'delivery.done', studyUid, sopInstanceUid, destination, attempt: job.attemptsMade + 1 },
-      'report delivered',
-    );
+    deliveryEvents.done({ studyUid, sopInstanceUid, kind, destination, attempt: job.attemptsMade + 1 });
     return receipt;
   };
 }

@@ -2,6 +2,7 @@
 // and go back to the queue with their attempt counter reset, so a fixed destination gets the full
 // retry window again.
 import type { Queue } from 'bullmq';
+import { errorMessage } from '../observability/error-message.ts';
 import type { DeliveryJob } from '../pipeline/jobs.ts';
 
 export interface ReplayFilter {
@@ -44,7 +45,7 @@ export async function replayFailedDeliveries(
         result.replayed.push(job.id);
         movedOnPage++;
       } catch (e) {
-        result.skipped.push({ id: job.id, reason: (e as Error).message });
+        result.skipped.push({ id: job.id, reason: errorMessage(e) });
       }
     }
     // Unmatched and skipped jobs stay in the failed set: page past them.

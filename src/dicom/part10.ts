@@ -7,6 +7,7 @@ import {
   EXPLICIT_VR_BIG_ENDIAN,
   IMPLICIT_VR_LITTLE_ENDIAN,
 } from './transfer-syntax.ts';
+import { errorMessage } from '../util/error-message.ts';
 import { requireUid, uidFromName } from './uid.ts';
 
 /** Our Implementation Class UID (PS3.7 D.3.3.2): stable, derived from the product name under 2.25. */
@@ -263,7 +264,7 @@ function parsePrefix(buf: Buffer, complete: boolean, fileSize: number): ParseRes
       ignoreErrors: true,
     });
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = errorMessage(err);
     if (complete) throw new Part10Error(`unparseable DICOM header: ${reason}`);
     return { kind: 'need-more', reason };
   }

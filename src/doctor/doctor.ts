@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { errorMessage } from '../observability/error-message.ts';
 import { inspectDriver, MIN_DRIVER_FOR_CUDA, versionAtLeast, type DriverState } from './driver.ts';
 import type { GpuArchitectures } from './elf.ts';
 import type { Host } from './host.ts';
@@ -236,7 +237,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
       id: 'onnxruntime',
       status: 'missing',
       title: 'onnxruntime-node: not usable',
-      detail: [(err as Error).message],
+      detail: [errorMessage(err)],
       fix: 'ONNXRUNTIME_NODE_INSTALL=skip npm ci',
     });
   }

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { errorMessage } from '../observability/error-message.ts';
 import { findStrings, readGpuArchitectures, readNeeded, type GpuArchitectures } from './elf.ts';
 
 // Where onnxruntime-node keeps its native libraries, and what is (or is not) next to them. The CUDA
@@ -52,7 +53,7 @@ export async function locateOrt(
   try {
     pkg = JSON.parse(await readFile(path.join(pkgDir, 'package.json'), 'utf8')) as typeof pkg;
   } catch (err) {
-    throw new OrtNotFoundError(`${pkgDir} is not an onnxruntime-node package: ${(err as Error).message}`);
+    throw new OrtNotFoundError(`${pkgDir} is not an onnxruntime-node package: ${errorMessage(err)}`);
   }
   const { name, version } = pkg;
   if (name !== 'onnxruntime-node' || typeof version !== 'string') {
@@ -116,7 +117,7 @@ export async function inspectProvider(ort: OrtPackage): Promise<ProviderState> {
     try {
       return await fn();
     } catch (err) {
-      errors.push(`${what}: ${(err as Error).message}`);
+      errors.push(`${what}: ${errorMessage(err)}`);
       return null;
     }
   };

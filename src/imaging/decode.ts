@@ -2,6 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import dcmjs from 'dcmjs';
 import dcmjsCodecs from 'dcmjs-codecs';
 import { Decoder as JpegLosslessDecoder } from 'jpeg-lossless-decoder-js';
+import { errorMessage } from '../observability/error-message.ts';
 import {
   first,
   frameGeometry,
@@ -181,7 +182,7 @@ function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits): StoredPi
       transcoder.transcode(EXPLICIT_VR_LITTLE_ENDIAN);
       elements = transcoder.getElements();
     } catch (err) {
-      const msg = (err as Error).message ?? String(err);
+      const msg = errorMessage(err);
       if (/not supported/i.test(msg)) throw new UnsupportedTransferSyntaxError(transferSyntaxUid);
       throw new DecodeError(`could not decode ${transferSyntaxUid} pixel data: ${msg}`);
     }
@@ -212,7 +213,7 @@ function parse(buffer: ArrayBuffer, options: Record<string, unknown>): { meta: D
     const naturalize = dcmjs.data.DicomMetaDictionary.naturalizeDataset;
     return { meta: naturalize(message.meta), dataset: naturalize(message.dict) };
   } catch (err) {
-    throw new DecodeError(`not a readable DICOM Part-10 file: ${(err as Error).message ?? String(err)}`);
+    throw new DecodeError(`not a readable DICOM Part-10 file: ${errorMessage(err)}`);
   }
 }
 
@@ -281,9 +282,7 @@ function decodeJpegLossless(value: unknown, header: PixelHeader): Uint8Array[] {
       const copy = frame.slice().buffer;
       decoded = new JpegLosslessDecoder().decode(copy, 0, copy.byteLength, bytesPerSample);
     } catch (err) {
-      throw new DecodeError(
-        `JPEG lossless frame ${i + 1} could not be decoded: ${(err as Error).message ?? String(err)}`,
-      );
+      throw new DecodeError(`JPEG lossless frame ${i + 1} could not be decoded: ${errorMessage(err)}`);
     }
     if (decoded.byteLength !== expected) {
       throw new DecodeError(

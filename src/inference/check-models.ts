@@ -1,5 +1,6 @@
 import { openModel } from './run-model.ts';
 import { loadModels } from '../models/registry.ts';
+import { errorMessage } from '../observability/error-message.ts';
 
 /**
  * `models check`: validates every manifest, then opens each ONNX file on the CPU and compares its real
@@ -13,7 +14,7 @@ export async function checkModels(
   try {
     catalogue = await loadModels(modelsDir);
   } catch (err) {
-    out(`FAIL ${(err as Error).message}`);
+    out(`FAIL ${errorMessage(err)}`);
     return false;
   }
   let ok = catalogue.problems.length === 0;
@@ -32,7 +33,7 @@ export async function checkModels(
       out(`OK   ${id}@${version} (${model.onnxPath})`);
     } catch (err) {
       ok = false;
-      out(`FAIL ${id}@${version}: ${(err as Error).message}`);
+      out(`FAIL ${id}@${version}: ${errorMessage(err)}`);
     }
   }
   if (catalogue.models.length === 0 && catalogue.problems.length === 0) {

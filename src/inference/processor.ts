@@ -58,7 +58,14 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       for (const destination of destinations) {
         await deps.deliveryQueue.add(
           'deliver',
-          { studyUid, run, sopInstanceUid: object.sopInstanceUid, path: object.path, destination },
+          {
+            studyUid,
+            run,
+            sopInstanceUid: object.sopInstanceUid,
+            path: object.path,
+            destination,
+            kind: object.kind,
+          },
           { jobId: jobId.delivery(object.sopInstanceUid, destination) },
         );
       }

@@ -5,6 +5,7 @@ import { stat } from 'node:fs/promises';
 import { readInstanceHeader, type InstanceHeader } from '../dicom/part10.ts';
 import { INGEST_TRANSFER_SYNTAXES } from '../dicom/transfer-syntax.ts';
 import { isValidUid, trimUid } from '../dicom/uid.ts';
+import { errorMessage } from '../observability/error-message.ts';
 import { bytesReceived, instancesReceived } from '../observability/metrics.ts';
 import type { DiskWatermark } from '../storage/disk-watermark.ts';
 import { InstanceTooLargeError, type Spool } from '../storage/spool.ts';
@@ -210,8 +211,4 @@ function failed(
   error: unknown,
 ): Extract<AcceptOutcome, { ok: false }> {
   return { ok: false, kind: 'failed', status, reason, error, ...ids };
-}
-
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -5,11 +5,11 @@ import { readFile } from 'node:fs/promises';
 import type express from 'express';
 import type { Redis } from 'ioredis';
 import type { GatewayConfig } from '../config/schema.ts';
-import { log } from '../observability/log.ts';
 import { keys, type AssociationRecord } from '../pipeline/keys.ts';
 import { InstanceAcceptor, type OnStored } from './accept.ts';
 import { DiskWatermark } from '../storage/disk-watermark.ts';
 import { startDimseServer, type DimseServer } from './dimse/index.ts';
+import { associationRecordFailed } from './dimse/events.ts';
 import type { Spool } from '../storage/spool.ts';
 import { createStowRouter } from './stowrs/index.ts';
 
@@ -83,8 +83,6 @@ export function recordAssociation(redis: Redis, prefix: string): (record: Associ
       .lpush(key, JSON.stringify(record))
       .ltrim(key, 0, ASSOCIATION_HISTORY - 1)
       .exec()
-      .catch((err: unknown) =>
-        log.warn({ event: 'dimse.association.record_failed', err: String(err) }, 'association not recorded'),
-      );
+      .catch((err: unknown) => associationRecordFailed(err));
   };
 }

@@ -1,6 +1,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { uidFromName } from '../dicom/uid.ts';
+import { errorMessage } from '../util/error-message.ts';
 import type { ModelIdentity } from '../pipeline/findings.ts';
 import { ManifestError, parseManifest, type ModelManifest } from './manifest.ts';
 
@@ -74,7 +75,7 @@ export async function loadModels(modelsDir: string): Promise<ModelCatalogue> {
     try {
       raw = JSON.parse(text);
     } catch (err) {
-      throw new ManifestError(manifestPath, `not valid JSON: ${(err as Error).message}`);
+      throw new ManifestError(manifestPath, `not valid JSON: ${errorMessage(err)}`);
     }
     const manifest = parseManifest(manifestPath, raw);
     const previous = byId.get(manifest.id);

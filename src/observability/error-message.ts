@@ -1,5 +1,3 @@
-/** The one way an error becomes a log field or a stored reason: its message, or its string form. */
-export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return typeof err === 'string' ? err : String(err);
-}
+// The error-message helper lives in util/ so that libraries below observability (config, dicom, models)
+// use the same one; logging code imports it from here.
+export { errorMessage } from '../util/error-message.ts';

@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { mkdir, open, readdir, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
-import { log } from '../observability/log.ts';
+import { pipelineEvents } from './events.ts';
 import { keys } from './keys.ts';
 
 export type AuditEvent =
@@ -220,7 +220,7 @@ export class AuditTrail {
           await fh.close();
         }
       } catch (err) {
-        log.error({ event: 'audit.write_failed', segment: name, err }, 'audit trail write failed');
+        pipelineEvents.auditWriteFailed(name, err);
       }
     }
   }
@@ -256,7 +256,7 @@ export class AuditTrail {
         .pexpire(key, (this.options?.retentionDays ?? 30) * DAY_MS)
         .exec();
     } catch (err) {
-      log.warn({ event: 'audit.summary_failed', studyUid: event.studyUid, err }, 'audit summary not kept');
+      pipelineEvents.auditSummaryFailed(event.studyUid, err);
     }
   }
 
@@ -305,7 +305,7 @@ export class AuditTrail {
       await unlink(path.join(opts.dir, name)).catch(() => undefined);
       removed.push(name);
     }
-    if (removed.length) log.info({ event: 'audit.pruned', segments: removed }, 'old audit segments deleted');
+    if (removed.length) pipelineEvents.auditPruned(removed);
     return removed;
   }
 }

@@ -1,4 +1,5 @@
-// Named log events of the pipeline (study index, completion, reconcile, retention, job failures): one
+// Named log events of the pipeline (study index, completion, reconcile, retention, audit trail, private
+// Redis, job failures): one
 // function per event, so every line has the same fields. UIDs, counts and reasons only, never patient data.
 import { errorMessage } from '../observability/error-message.ts';
 import { log } from '../observability/log.ts';
@@ -32,6 +33,24 @@ export const pipelineEvents = {
   },
   retentionFailed(err: unknown): void {
     pipelineLog.warn({ event: 'pipeline.retention.failed', err: errorMessage(err) }, 'retention pass failed');
+  },
+  redisStarted(port: string, dir: string): void {
+    pipelineLog.info({ event: 'pipeline.redis.started', port, dir }, 'started a private redis-server');
+  },
+  auditWriteFailed(segment: string, err: unknown): void {
+    pipelineLog.error(
+      { event: 'pipeline.audit.write_failed', segment, err: errorMessage(err) },
+      'audit trail write failed',
+    );
+  },
+  auditSummaryFailed(studyUid: string, err: unknown): void {
+    pipelineLog.warn(
+      { event: 'pipeline.audit.summary_failed', studyUid, err: errorMessage(err) },
+      'audit summary not kept',
+    );
+  },
+  auditPruned(segments: string[]): void {
+    pipelineLog.info({ event: 'pipeline.audit.pruned', segments }, 'old audit segments deleted');
   },
   jobFailed(
     stage: string,

@@ -34,6 +34,8 @@ export interface DeliveryJob {
   /** Absolute path of the Part-10 file to deliver. */
   path: string;
   destination: string;
+  /** What the object is, for the log; jobs queued before this field existed lack it. */
+  kind?: 'sr' | 'seg';
 }
 
 // BullMQ forbids ':' in custom ids, so parts are joined with '|'.

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { GatewayConfig } from '../config/schema.ts';
-import { log } from '../observability/log.ts';
+import { pipelineEvents } from './events.ts';
 
 export class RedisUnavailableError extends Error {
   override name = 'RedisUnavailableError';
@@ -81,7 +81,7 @@ export async function ensureRedis(config: GatewayConfig): Promise<RedisHandle> {
     ],
     { stdio: 'ignore' },
   );
-  log.info({ event: 'redis.started', port, dir }, 'started a private redis-server');
+  pipelineEvents.redisStarted(port, dir);
   for (let i = 0; i < 50; i++) {
     if (await answers(url)) {
       return {

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { readNaturalizedHeader } from '../dicom/part10.ts';
 import { uidFromName } from '../dicom/uid.ts';
 import type { ReportRecord, StudyIndex } from '../pipeline/study-index.ts';
-import { log } from '../observability/log.ts';
 import { writeFileDurable } from '../storage/durable-write.ts';
 import type { ModelResult, ResultToReport, SegmentationResult, WrittenObject } from '../pipeline/findings.ts';
+import { reportsEvents } from './events.ts';
 import { buildSegmentation } from './seg/segmentation.ts';
 import { buildMeasurementReport, COMPREHENSIVE_SR_SOP_CLASS, ReportInputError } from './sr/tid1500.ts';
 
@@ -110,17 +110,11 @@ async function writeSegmentation(
   } catch (err) {
     // Images without usable geometry will not gain it on a retry; the SR still goes out.
     if (!(err instanceof ReportInputError)) throw err;
-    log.warn(
-      { event: 'seg.skipped', studyUid, model: `${modelId}@${modelVersion}`, reason: err.message },
-      'no SEG for this result',
-    );
+    reportsEvents.segSkipped(studyUid, `${modelId}@${modelVersion}`, err);
     return undefined;
   }
   if (!seg) {
-    log.info(
-      { event: 'seg.empty', studyUid, model: `${modelId}@${modelVersion}` },
-      'no segment present; no SEG',
-    );
+    reportsEvents.segEmpty(studyUid, `${modelId}@${modelVersion}`);
     return undefined;
   }
   const segPath = path.join(input.outboxDir, studyUid, `${sopInstanceUid}.dcm`);

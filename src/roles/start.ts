@@ -2,14 +2,13 @@
 import path from 'node:path';
 import { assertAuthForBinding } from '../admin/auth.ts';
 import { audit } from '../pipeline/audit-trail.ts';
-import { errorMessage } from '../observability/error-message.ts';
-import { log } from '../observability/log.ts';
 import { collectQueueDepths } from '../observability/metrics.ts';
 import { createQueues } from '../pipeline/queues.ts';
 import { createRedis, ensureRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { Closer, RoleContext } from './context.ts';
+import { processEvents } from './events.ts';
 import { startGateway } from './gateway.ts';
 import { startWorker, startWorkerHttp } from './worker.ts';
 
@@ -39,22 +38,15 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
   // Workers first: a gateway that accepts studies should find models ready.
   if (role === 'worker' || role === 'all') closers.push(...(await startWorker(ctx)));
   if (role === 'gateway' || role === 'all') closers.push(...(await startGateway(ctx)));
-  log.info(
-    {
-      event: 'started',
-      role,
-      aeTitle: config.dimse.aeTitle,
-      dimsePort: config.dimse.port,
-      httpPort: config.http.port,
-    },
-    'dicom-ai-gateway started',
-  );
+  processEvents.started({
+    role,
+    aeTitle: config.dimse.aeTitle,
+    dimsePort: config.dimse.port,
+    httpPort: config.http.port,
+  });
   return {
     async close() {
-      for (const close of closers)
-        await close().catch((err: unknown) =>
-          log.error({ event: 'shutdown.error', err: errorMessage(err) }, 'error while closing'),
-        );
+      for (const close of closers) await close().catch((err: unknown) => processEvents.shutdownError(err));
       await audit.close();
       await ctx.queues.close();
       redis.disconnect();

@@ -2,8 +2,8 @@ import type { Job, Queue } from 'bullmq';
 import type { RoutingRule } from '../config/schema.ts';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
-import { log } from '../observability/log.ts';
 import { jobId, type InferenceJob, type StudyCompleteJob } from '../pipeline/jobs.ts';
+import { routingEvents } from './events.ts';
 import { routeStudy, type RoutableModel } from './rules.ts';
 
 export interface RoutingDeps {
@@ -37,7 +37,7 @@ export function createRoutingProcessor(deps: RoutingDeps) {
         jobs: [],
         detail: 'no model accepts this study',
       });
-      log.info({ event: 'study.routed', studyUid, run, jobs: 0 }, 'no model accepts this study');
+      routingEvents.studyRouted(studyUid, run, 0, instances.length);
       return { run, jobs: [] };
     }
     await deps.index.startRun(studyUid, run, work.length);
@@ -68,10 +68,7 @@ export function createRoutingProcessor(deps: RoutingDeps) {
         jobId: ids[i]!,
       })),
     });
-    log.info(
-      { event: 'study.routed', studyUid, run, jobs: ids.length, instances: instances.length },
-      'study routed',
-    );
+    routingEvents.studyRouted(studyUid, run, ids.length, instances.length);
     return { run, jobs: ids };
   };
 }

@@ -84,8 +84,12 @@ test('logs carry study and job ids, never patient name, ID or birth date', async
   assert.ok(lines.length > 5, `${lines.length} JSON log lines`);
   const forStudy = lines.filter((l) => l.studyUid === studyUid);
   const events = new Set(forStudy.map((l) => String(l.event)));
-  for (const e of ['study.routed', 'inference.done', 'delivery.done'])
+  for (const e of ['routing.study.routed', 'inference.done', 'delivery.done'])
     assert.ok(events.has(e), `log event ${e}`);
+  // The delivered object is named for what it is (this model writes an SR only).
+  const delivered = forStudy.find((l) => l.event === 'delivery.done')!;
+  assert.equal(delivered.kind, 'sr');
+  assert.equal(delivered.msg, 'SR delivered');
   const inference = forStudy.find((l) => l.event === 'inference.done')!;
   assert.match(String(inference.jobId), new RegExp(`^infer\\|${studyUid.replace(/\./g, '\\.')}\\|`));
 });

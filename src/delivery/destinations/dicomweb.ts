@@ -2,7 +2,6 @@
 // is untrusted input: it is size-limited, parsed defensively, and must acknowledge our SOP UID.
 import { randomBytes } from 'node:crypto';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { log } from '../../observability/log.ts';
 import {
   isTransientHttpStatus,
   checkDeliveryInput,
@@ -14,6 +13,7 @@ import {
 } from '../destination.ts';
 import { createHttpAuth, type FetchLike, type HttpAuth, type HttpAuthConfig } from './http-auth.ts';
 import { statusHex } from '../../dicom/status.ts';
+import { deliveryEvents } from '../events.ts';
 
 const MAX_RESPONSE_BYTES = 1 << 20;
 const TAG = {
@@ -164,7 +164,7 @@ export class DicomwebDestination implements Destination {
     if (warning !== undefined) warnings.push(`warning reason ${statusHex(warning)}`);
     if (status === 202) warnings.push('HTTP 202: stored with warnings');
     if (warnings.length > 0) {
-      log.warn({ event: 'delivery.warning', destination: this.name, sopInstanceUid, status, warnings });
+      deliveryEvents.warning(this.name, sopInstanceUid, status, warnings);
     }
     return { destination: this.name, kind: this.kind, location: this.endpoint, status, warnings };
   }

@@ -14,6 +14,7 @@ import {
   type Destination,
 } from '../destination.ts';
 import { statusHex } from '../../dicom/status.ts';
+import { errorMessage } from '../../observability/error-message.ts';
 
 const { Client, Dataset } = dimse;
 const { CStoreRequest } = dimse.requests;
@@ -83,7 +84,7 @@ export class DimseDestination implements Destination {
     return this.security.catch((e: unknown) => {
       this.security = undefined;
       throw new TransientDeliveryError(
-        `C-STORE to ${this.name}: cannot read TLS files: ${(e as Error).message}`,
+        `C-STORE to ${this.name}: cannot read TLS files: ${errorMessage(e)}`,
         this.name,
       );
     });
@@ -128,7 +129,7 @@ export class DimseDestination implements Destination {
           ...(securityOptions ? { securityOptions } : {}),
         });
       } catch (e) {
-        reject(new TransientDeliveryError(`${where}: ${(e as Error).message}`, this.name));
+        reject(new TransientDeliveryError(`${where}: ${errorMessage(e)}`, this.name));
       }
     });
   }
@@ -145,7 +146,7 @@ function toDimseDataset(destination: string, part10: Buffer): InstanceType<typeo
     return new Dataset(elements, metaTs.replace(/\0/g, '').trim());
   } catch (e) {
     throw new PermanentDeliveryError(
-      `C-STORE to ${destination}: object cannot be parsed: ${(e as Error).message}`,
+      `C-STORE to ${destination}: object cannot be parsed: ${errorMessage(e)}`,
       destination,
     );
   }

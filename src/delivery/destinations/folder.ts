@@ -11,6 +11,7 @@ import {
   type DeliveryReceipt,
   type Destination,
 } from '../destination.ts';
+import { errorMessage } from '../../observability/error-message.ts';
 
 export class FolderDestination implements Destination {
   readonly kind = 'folder';
@@ -44,7 +45,7 @@ export class FolderDestination implements Destination {
       await rm(temp, { force: true }).catch(() => undefined);
       // Disk full, I/O errors, permissions an operator can fix: retry later rather than drop.
       throw new TransientDeliveryError(
-        `folder ${this.name}: writing ${sopInstanceUid} failed: ${(e as Error).message}`,
+        `folder ${this.name}: writing ${sopInstanceUid} failed: ${errorMessage(e)}`,
         this.name,
         undefined,
         undefined,

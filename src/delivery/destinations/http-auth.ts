@@ -2,6 +2,7 @@
 // OAuth2 client-credentials grant (RFC 6749 §4.4) whose access token is cached until shortly before
 // it expires. Token-endpoint failures are classified like delivery failures.
 import { isTransientHttpStatus, PermanentDeliveryError, TransientDeliveryError } from '../destination.ts';
+import { errorMessage } from '../../observability/error-message.ts';
 
 export type HttpAuthConfig =
   | { type: 'none' }
@@ -94,7 +95,7 @@ class ClientCredentials implements HttpAuth {
       text = (await res.text()).slice(0, MAX_TOKEN_RESPONSE);
     } catch (e) {
       throw new TransientDeliveryError(
-        `OAuth2 token request for ${this.destination} failed: ${(e as Error).message}`,
+        `OAuth2 token request for ${this.destination} failed: ${errorMessage(e)}`,
         this.destination,
         undefined,
         undefined,

@@ -1,4 +1,5 @@
 import { parentPort } from 'node:worker_threads';
+import { errorMessage } from '../../observability/error-message.ts';
 import type { InstanceManifest } from '../../models/manifest.ts';
 import { decodeImage, DecodeError, type DecodedImage, type DecodeOptions } from '../../imaging/decode.ts';
 import { instanceInput, type InstanceInput } from '../instance-input.ts';
@@ -73,7 +74,7 @@ if (port) {
       handle(request).then(
         ({ reply, transfer }) => port.postMessage(reply, transfer),
         (err: unknown) => {
-          const message = err instanceof Error ? err.message : String(err);
+          const message = errorMessage(err);
           port.postMessage({
             id: request.id,
             message,

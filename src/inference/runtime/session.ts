@@ -1,4 +1,5 @@
 import ort from 'onnxruntime-node';
+import { errorMessage } from '../../observability/error-message.ts';
 import { inferenceEvents } from '../events.ts';
 
 // Execution-provider selection. onnxruntime-node 1.30 THROWS when the CUDA EP libraries are missing
@@ -61,7 +62,7 @@ export async function createSession(modelPath: string, opts: RuntimeOptions): Pr
       inferenceEvents.providerBound(modelPath, provider, opts.deviceId, fallbacks);
       return { session, provider, fallbacks };
     } catch (err) {
-      const error = (err as Error).message ?? String(err);
+      const error = errorMessage(err);
       if (opts.strict && index === 0) {
         throw new ExecutionProviderError(
           `strict mode: execution provider '${provider}' (device ${opts.deviceId}) failed to bind for ${modelPath}: ${error}`,

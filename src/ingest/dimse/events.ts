@@ -1,5 +1,6 @@
 // Named log events of the DIMSE front door: one function per event, so every line has the same fields.
 // They carry AE titles, addresses, UIDs and counts only: never patient names, IDs or birth dates.
+import { errorMessage } from '../../observability/error-message.ts';
 import { log } from '../../observability/log.ts';
 import { statusHex } from '../../dicom/status.ts';
 
@@ -102,8 +103,13 @@ export function listeningTls(host: string, port: number, requireClientCert: bool
 }
 
 export function networkError(peer: Partial<PeerInfo>, err: unknown): void {
+  dimseLog.warn({ event: 'dimse.network.error', ...peer, err: errorMessage(err) }, 'DIMSE network error');
+}
+
+/** The association history in Redis missed one record; the association itself went on. */
+export function associationRecordFailed(err: unknown): void {
   dimseLog.warn(
-    { event: 'dimse.network.error', ...peer, err: err instanceof Error ? err.message : String(err) },
-    'DIMSE network error',
+    { event: 'dimse.association.record_failed', err: errorMessage(err) },
+    'association not recorded',
   );
 }

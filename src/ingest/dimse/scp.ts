@@ -5,14 +5,10 @@ import { Writable } from 'node:stream';
 import dimse from 'dcmjs-dimse';
 import type { association, requests, responses } from 'dcmjs-dimse';
 import { encodeFileMetaHeader, normaliseAeTitle } from '../../dicom/part10.ts';
+import { errorMessage } from '../../observability/error-message.ts';
 import { associations as associationsMetric } from '../../observability/metrics.ts';
 import type { AssociationRecord } from '../../pipeline/keys.ts';
-import {
-  STATUS_CANNOT_UNDERSTAND,
-  STATUS_OUT_OF_RESOURCES,
-  errorMessage,
-  type InstanceAcceptor,
-} from '../accept.ts';
+import { STATUS_CANNOT_UNDERSTAND, STATUS_OUT_OF_RESOURCES, type InstanceAcceptor } from '../accept.ts';
 import { TempFileStream } from '../../storage/spool.ts';
 import type { AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';

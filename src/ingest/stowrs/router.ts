@@ -4,10 +4,10 @@
 import type { IncomingMessage } from 'node:http';
 import express from 'express';
 import { isValidUid } from '../../dicom/uid.ts';
+import { errorMessage } from '../../observability/error-message.ts';
 import {
   STATUS_CANNOT_UNDERSTAND,
   STATUS_OUT_OF_RESOURCES,
-  errorMessage,
   type AcceptOutcome,
   type InstanceAcceptor,
 } from '../accept.ts';

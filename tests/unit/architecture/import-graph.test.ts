@@ -115,6 +115,17 @@ test('no stage imports another stage, and libraries import no stage', () => {
   assert.deepEqual(crossings, []);
 });
 
+test("a stage's events.ts imports only libraries (observability, dicom, …), never a stage or a root", () => {
+  const crossings: string[] = [];
+  for (const [file, targets] of graph) {
+    if (path.basename(file) !== 'events.ts') continue;
+    for (const t of targets)
+      if (graph.has(t) && !(areaOf(t) in LIBRARIES))
+        crossings.push(`${path.relative(REPO, file)} → ${path.relative(REPO, t)}`);
+  }
+  assert.deepEqual(crossings, []);
+});
+
 test('Redis keys are built in one module', () => {
   const builders: string[] = [];
   for (const file of graph.keys()) {
