@@ -2,14 +2,18 @@
 // passed, and no delivery of the study is failed or still open in the queue.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
-import { QUEUE, type DeliveryJob } from '../../../src/pipeline/jobs.ts';
+import { QUEUE, type DeliveryJob, type StudyCompleteJob } from '../../../src/pipeline/jobs.ts';
+import type { InstanceRecord } from '../../../src/pipeline/instance-record.ts';
+import { createInstanceRecorder } from '../../../src/pipeline/record-instance.ts';
+import { InstanceAcceptor } from '../../../src/ingest/accept.ts';
+import { DiskWatermark } from '../../../src/storage/disk-watermark.ts';
 import { cleanupDeliveredStudies } from '../../../src/pipeline/retention.ts';
 import { Spool } from '../../../src/storage/spool.ts';
 import { waitFor } from '../../helpers/gateway.ts';
@@ -18,9 +22,13 @@ const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-spoolclean-${randomBytes(4).toString('hex')}`;
 const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
 const HOUR = 3_600_000;
+const CT_SLICE = path.resolve(
+  import.meta.dirname,
+  '../../../../shared/dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm/I10.dcm',
+);
 
 after(async () => {
-  const keys = await connection.keys(`${prefix}:*`);
+  const keys = await connection.keys(`${prefix}*`);
   if (keys.length) await connection.del(...keys);
   connection.disconnect();
 });
@@ -63,7 +71,7 @@ test('only delivered studies past retention lose their spooled images; failed or
       size: 1,
       callingAe: 'MOD',
       callingAddress: '127.0.0.1',
-      receivedAt: Date.now() - 1000,
+      receivedAt: Date.now(),
     });
     await index.startRun(uid, 1, 1);
     await index.inferenceDone(uid, 1, 1);
@@ -110,4 +118,64 @@ test('only delivered studies past retention lose their spooled images; failed or
   assert.equal(await exists(files['2.25.1001']!), false);
   assert.deepEqual(await index.instances('2.25.1001'), [], 'the index follows the spool');
   for (const uid of ['2.25.1002', '2.25.1003', '2.25.1004']) assert.ok(await exists(files[uid]!), uid);
+});
+
+test('a PACS re-sending an instance while retention removes its study keeps the instance and its record', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-spoolrace-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const racePrefix = `${prefix}-race`;
+  const index = new StudyIndex(connection, racePrefix);
+  const spool = new Spool(dir);
+  await spool.init();
+  const disk = new DiskWatermark(spool.root, 0);
+  await disk.refresh();
+  const studyComplete = new Queue<StudyCompleteJob>(QUEUE.studyComplete, { connection, prefix: racePrefix });
+  const deliveryQueue = new Queue<DeliveryJob>(QUEUE.delivery, { connection, prefix: racePrefix });
+  t.after(async () => {
+    await studyComplete.obliterate({ force: true });
+    await Promise.all([studyComplete.close(), deliveryQueue.close()]);
+  });
+  // The real ingest path: acceptor → spool commit → the recorder every front door uses.
+  const acceptor = new InstanceAcceptor({
+    spool,
+    disk,
+    onStored: createInstanceRecorder({ index, studyCompleteQueue: studyComplete, quietPeriodMs: HOUR }),
+  });
+  const bytes = await readFile(CT_SLICE);
+  const send = async () => {
+    const { path: temp, handle } = await spool.createTempFile();
+    await handle.writeFile(bytes);
+    await handle.sync();
+    await handle.close();
+    const outcome = await acceptor.accept(temp, { path: 'dimse', callingAe: 'PACS', address: '127.0.0.1' });
+    assert.ok(outcome.ok, 'stored');
+    return outcome.instance;
+  };
+  const first = await send();
+  await index.startRun(first.studyUid, 1, 1);
+  await index.inferenceDone(first.studyUid, 1, 0);
+  assert.equal((await index.get(first.studyUid))?.state, 'done');
+
+  let resent: InstanceRecord | undefined;
+  const result = await cleanupDeliveredStudies({
+    index,
+    spool,
+    deliveryQueue,
+    retentionMs: HOUR,
+    now: () => Date.now() + 2 * HOUR,
+    // The window the issue names: retention has re-checked the study and is about to remove its files.
+    afterRecheck: async () => {
+      await new Promise((r) => setTimeout(r, 5));
+      resent = await send();
+    },
+  });
+  assert.ok(resent, 'the re-send was acknowledged during the pass');
+  assert.ok(await exists(first.path), 'the acknowledged copy is still in the spool');
+  assert.deepEqual(
+    (await index.instances(first.studyUid)).map((i) => i.receivedAt),
+    [resent.receivedAt],
+    'and its record is the new one',
+  );
+  assert.equal((await index.get(first.studyUid))?.state, 'receiving', 'the re-send re-opened the study');
+  assert.equal(result.files, 0);
 });
