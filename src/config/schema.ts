@@ -276,7 +276,7 @@ export const configSchema = z
         breakerThreshold: z.number().int().min(1).default(5),
         /** ...and lets one probe through after this cool-down. */
         breakerCooldownMs: z.number().int().min(10).default(60_000),
-        /** Delete a study's spooled images this long after all its deliveries succeeded; unset: keep. */
+        /** Deprecated: retention.spoolHours. When set, it overrides it. */
         spoolRetentionHours: z.number().min(0).optional(),
       })
       .strict()
@@ -284,6 +284,32 @@ export const configSchema = z
     routing: z
       .object({
         rules: z.array(routingRuleSchema).default([]),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * What the gateway keeps, and for how long (src/pipeline/retention.ts, run by the gateway role). On by
+     * default so that disk and Redis stay flat under steady traffic; every study is covered, oldest first.
+     */
+    retention: z
+      .object({
+        /** A study's spooled images go this long after it was done (every delivery of its last run landed). */
+        spoolHours: z.number().min(0).default(24),
+        /** SRs and SEGs in <dataDir>/outbox go this long after their study was done. */
+        outboxHours: z.number().min(0).default(24),
+        /**
+         * A study that failed, or never completed, is kept this long after its last instance arrived (for an
+         * admin to look and replay), then its images, outbox objects and records go.
+         */
+        failedDays: z.number().min(0).default(14),
+        /** Failed queue jobs (kept for replay from the console) go after this many days. */
+        failedJobDays: z.number().min(0).default(14),
+        /** Files of the built-in folder destination (<dataDir>/results) go this many days after they were written. */
+        resultsDays: z.number().min(0).default(30),
+        /** A study's Redis records (summary, instance list, audit summary) go this long after its last instance, once its images are gone. */
+        studyRecordDays: z.number().min(0).default(30),
+        /** How often a retention pass runs. */
+        intervalMinutes: z.number().min(0.01).max(1_440).default(5),
       })
       .strict()
       .prefault({}),

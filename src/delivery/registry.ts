@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { DestinationConfig, GatewayConfig } from '../config/schema.ts';
+import { RESULTS_DIR } from '../storage/layout.ts';
 import type { Destination } from './destination.ts';
 import { DicomwebDestination } from './destinations/dicomweb.ts';
 import { DimseDestination } from './destinations/dimse.ts';
@@ -62,7 +63,7 @@ export function createDestinations(config: GatewayConfig): Map<string, Destinati
   const map = new Map<string, Destination>();
   map.set(
     LOCAL_FOLDER_DESTINATION,
-    new FolderDestination(LOCAL_FOLDER_DESTINATION, path.join(ctx.dataDir, 'results')),
+    new FolderDestination(LOCAL_FOLDER_DESTINATION, path.join(ctx.dataDir, RESULTS_DIR)),
   );
   // A configured destination of the same name replaces the built-in one.
   for (const [name, dc] of Object.entries(config.destinations)) map.set(name, build(name, dc, ctx));

@@ -31,6 +31,13 @@ export const pipelineEvents = {
       'a spooled image could not be removed',
     );
   },
+  retentionPass(files: number, studiesForgotten: number, resultFiles: number, failedJobs: number): void {
+    if (files + studiesForgotten + resultFiles + failedJobs === 0) return;
+    pipelineLog.info(
+      { event: 'pipeline.retention.pass', files, studiesForgotten, resultFiles, failedJobs },
+      'retention pass removed what had aged out',
+    );
+  },
   retentionFailed(err: unknown): void {
     pipelineLog.warn({ event: 'pipeline.retention.failed', err: errorMessage(err) }, 'retention pass failed');
   },

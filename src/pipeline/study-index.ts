@@ -206,6 +206,33 @@ export class StudyIndex {
     } else if (pendingInference <= 0) await this.setState(studyUid, 'delivering');
   }
 
+  /**
+   * Up to `count` studies whose last instance arrived at or before `cutoff` (epoch ms), oldest first,
+   * skipping the first `offset`: retention walks every study this way, not only the newest.
+   */
+  async lastActiveBefore(cutoff: number, offset: number, count: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.studiesKey, '-inf', cutoff, 'LIMIT', offset, count);
+  }
+
+  /**
+   * Forgets a study entirely (summary, instance list, settlement set, audit summary, its place in the
+   * list), but only if no instance arrived since `lastReceivedAt` was read: a study that came back stays.
+   */
+  async forgetStudy(studyUid: string, lastReceivedAt: number): Promise<boolean> {
+    const removed = await this.redis.eval(
+      FORGET_STUDY_IF_IDLE,
+      5,
+      this.studyKey(studyUid),
+      this.instancesKey(studyUid),
+      keys.studySettled(this.prefix, studyUid),
+      keys.auditStudy(this.prefix, studyUid),
+      this.studiesKey,
+      String(lastReceivedAt),
+      studyUid,
+    );
+    return Number(removed) === 1;
+  }
+
   /** When the study last reached 'done' (every delivery succeeded), if it has. */
   async doneAt(studyUid: string): Promise<number | undefined> {
     const v = await this.redis.hget(this.studyKey(studyUid), 'doneAt');
@@ -251,6 +278,13 @@ export class StudyIndex {
     return this.redis.hincrby(this.studyKey(studyUid), 'run', 1);
   }
 }
+
+const FORGET_STUDY_IF_IDLE = `
+local last = redis.call('HGET', KEYS[1], 'lastReceivedAt')
+if last and last ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[2])
+return 1`;
 
 const FORGET_IF_UNCHANGED = `
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end

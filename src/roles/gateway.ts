@@ -1,5 +1,6 @@
 // Composition root of the gateway role: ingest, routing, delivery, retention and the admin HTTP, wired
 // over the shared context. No business logic here: each piece lives in its stage or in pipeline/.
+import path from 'node:path';
 import { Worker } from 'bullmq';
 import { createAdminApp, listen } from '../admin/app.ts';
 import { startIngest } from '../ingest/front-door.ts';
@@ -13,7 +14,9 @@ import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
 import { reconcileSpool } from '../pipeline/reconcile.ts';
 import { createInstanceRecorder } from '../pipeline/record-instance.ts';
-import { scheduleSpoolRetention } from '../pipeline/retention.ts';
+import { retentionPolicy, scheduleRetention } from '../pipeline/retention.ts';
+import { allQueues } from '../pipeline/queues.ts';
+import { OUTBOX_DIR, RESULTS_DIR } from '../storage/layout.ts';
 import { createRoutingProcessor } from '../routing/processor.ts';
 import { Spool } from '../storage/spool.ts';
 import type { Closer, RoleContext } from './context.ts';
@@ -59,16 +62,18 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   });
   markStudiesFailedOnFinalFailure(delivery, index, 'delivery');
   observeStageTimings(delivery, 'delivery');
-  const hours = config.delivery.spoolRetentionHours;
-  const stopRetention =
-    hours === undefined
-      ? () => undefined
-      : scheduleSpoolRetention({
-          index,
-          spool,
-          deliveryQueue: queues.delivery,
-          retentionMs: hours * 3_600_000,
-        });
+  const stopRetention = scheduleRetention(
+    {
+      index,
+      spool,
+      deliveryQueue: queues.delivery,
+      queues: allQueues(queues),
+      outboxDir: path.join(config.dataDir, OUTBOX_DIR),
+      resultsDir: path.join(config.dataDir, RESULTS_DIR),
+      policy: retentionPolicy(config),
+    },
+    config.retention.intervalMinutes * 60_000,
+  );
 
   // DIMSE (plain + TLS) and STOW-RS share one path: spool commit, then the recorder.
   const ingest = await startIngest(

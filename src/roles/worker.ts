@@ -14,10 +14,8 @@ import { observeStageTimings } from '../observability/metrics.ts';
 import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
 import { writeModelResults } from '../reports/write-results.ts';
+import { OUTBOX_DIR } from '../storage/layout.ts';
 import type { Closer, RoleContext } from './context.ts';
-
-/** Where SRs and SEGs wait, per study, until every delivery of them has landed. */
-export const OUTBOX_DIR = 'outbox';
 
 export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   const { config, index, queues } = ctx;

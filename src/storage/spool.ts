@@ -3,7 +3,18 @@
 // rename, so an instance that was answered Success survives a crash or power loss.
 import { randomUUID } from 'node:crypto';
 import { close, fdatasync, openSync, write } from 'node:fs';
-import { link, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import {
+  link,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { isValidUid, requireUid } from '../dicom/uid.ts';
@@ -181,6 +192,15 @@ export class Spool {
     } finally {
       await unlink(aside).catch(() => undefined);
     }
+  }
+
+  /** Removes a study's series and study directories once they are empty (a new file keeps them). */
+  async pruneStudyDirs(studyUid: string): Promise<void> {
+    const studyDir = this.studyPath(studyUid);
+    for (const entry of await readDirOrEmpty(studyDir)) {
+      if (entry.isDirectory()) await rmdir(path.join(studyDir, entry.name)).catch(() => undefined);
+    }
+    await rmdir(studyDir).catch(() => undefined);
   }
 
   async removeStudy(studyUid: string): Promise<void> {

@@ -14,7 +14,7 @@ import type { InstanceRecord } from '../../../src/pipeline/instance-record.ts';
 import { createInstanceRecorder } from '../../../src/pipeline/record-instance.ts';
 import { InstanceAcceptor } from '../../../src/ingest/accept.ts';
 import { DiskWatermark } from '../../../src/storage/disk-watermark.ts';
-import { cleanupDeliveredStudies } from '../../../src/pipeline/retention.ts';
+import { runRetention, type RetentionDeps, type RetentionPolicy } from '../../../src/pipeline/retention.ts';
 import { Spool } from '../../../src/storage/spool.ts';
 import { waitFor } from '../../helpers/gateway.ts';
 
@@ -22,6 +22,20 @@ const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-spoolclean-${randomBytes(4).toString('hex')}`;
 const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
 const HOUR = 3_600_000;
+const YEAR = 365 * 24 * HOUR;
+/** Only spool retention at one hour; everything else kept (the soak test covers the rest). */
+const SPOOL_ONLY: RetentionPolicy = {
+  spoolMs: HOUR,
+  outboxMs: YEAR,
+  failedMs: YEAR,
+  failedJobMs: YEAR,
+  resultsMs: YEAR,
+  studyRecordMs: YEAR,
+};
+const folders = (dir: string): Pick<RetentionDeps, 'outboxDir' | 'resultsDir'> => ({
+  outboxDir: path.join(dir, 'outbox'),
+  resultsDir: path.join(dir, 'results'),
+});
 const CT_SLICE = path.resolve(
   import.meta.dirname,
   '../../../../shared/dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm/I10.dcm',
@@ -103,18 +117,27 @@ test('only delivered studies past retention lose their spooled images; failed or
   await waitFor('the job to fail', async () => ((await queue.getFailedCount()) === 1 ? true : undefined));
 
   // Within the retention period nothing goes.
-  const early = await cleanupDeliveredStudies({ index, spool, deliveryQueue: queue, retentionMs: HOUR });
-  assert.deepEqual(early, { studies: [], files: 0 });
-  for (const f of Object.values(files)) assert.ok(await exists(f));
-
-  const later = await cleanupDeliveredStudies({
+  const early = await runRetention({
     index,
     spool,
     deliveryQueue: queue,
-    retentionMs: HOUR,
+    queues: [],
+    ...folders(dir),
+    policy: SPOOL_ONLY,
+  });
+  assert.deepEqual([early.studies, early.files], [[], 0]);
+  for (const f of Object.values(files)) assert.ok(await exists(f));
+
+  const later = await runRetention({
+    index,
+    spool,
+    deliveryQueue: queue,
+    queues: [],
+    ...folders(dir),
+    policy: SPOOL_ONLY,
     now: () => Date.now() + 2 * HOUR,
   });
-  assert.deepEqual(later, { studies: ['2.25.1001'], files: 1 });
+  assert.deepEqual([later.studies, later.files], [['2.25.1001'], 1]);
   assert.equal(await exists(files['2.25.1001']!), false);
   assert.deepEqual(await index.instances('2.25.1001'), [], 'the index follows the spool');
   for (const uid of ['2.25.1002', '2.25.1003', '2.25.1004']) assert.ok(await exists(files[uid]!), uid);
@@ -157,11 +180,13 @@ test('a PACS re-sending an instance while retention removes its study keeps the 
   assert.equal((await index.get(first.studyUid))?.state, 'done');
 
   let resent: InstanceRecord | undefined;
-  const result = await cleanupDeliveredStudies({
+  const result = await runRetention({
     index,
     spool,
     deliveryQueue,
-    retentionMs: HOUR,
+    queues: [],
+    ...folders(dir),
+    policy: SPOOL_ONLY,
     now: () => Date.now() + 2 * HOUR,
     // The window the issue names: retention has re-checked the study and is about to remove its files.
     afterRecheck: async () => {
