@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_ANATOMY_KEYWORDS } from './anatomy-keywords.ts';
 
 const aeTitle = z
   .string()
@@ -23,9 +24,26 @@ export const routingRuleSchema = z
         callingAE: matchValue.optional(),
         SeriesDescription: matchValue.optional(),
         StudyDescription: matchValue.optional(),
+        ProtocolName: matchValue.optional(),
       })
       .strict()
       .default({}),
+    /**
+     * Attributes this rule asserts for the images it matches, used only where the images say nothing
+     * themselves: `bodyPart` applies when neither Body Part Examined, the Anatomic Region Sequence nor a
+     * description keyword gives one (e.g. "CR from ER_CR with no body part is a chest"). The model
+     * manifest still decides modality, size and SOP class.
+     */
+    assume: z
+      .object({
+        bodyPart: z
+          .string()
+          .min(1)
+          .max(64)
+          .refine((s) => s.trim().length > 0, 'bodyPart must not be blank'),
+      })
+      .strict()
+      .optional(),
     models: z.array(z.string().min(1)).min(1),
     /** Destination names; empty means the default destination. */
     destinations: z.array(z.string().min(1)).default([]),
@@ -200,6 +218,24 @@ const spoolSchema = z
   .strict()
   .prefault({});
 
+/**
+ * Region (a Body Part Examined term such as CHEST) → words that name it in Series Description, Protocol
+ * Name or Study Description. Regions given here replace that region's default list; the others keep
+ * theirs; an empty list switches a region off.
+ */
+const anatomyKeywordsSchema = z
+  .record(
+    z.string().regex(/^[A-Za-z0-9_ ]{1,16}$/, 'a Body Part Examined term such as CHEST'),
+    z.array(z.string().min(1).max(64)).max(500),
+  )
+  .default({})
+  .transform((given) => {
+    const merged: Record<string, string[]> = {};
+    for (const [region, words] of Object.entries(DEFAULT_ANATOMY_KEYWORDS)) merged[region] = [...words];
+    for (const [region, words] of Object.entries(given)) merged[region.trim().toUpperCase()] = words;
+    return merged;
+  });
+
 export const configSchema = z
   .object({
     dimse: z
@@ -284,6 +320,7 @@ export const configSchema = z
     routing: z
       .object({
         rules: z.array(routingRuleSchema).default([]),
+        anatomyKeywords: anatomyKeywordsSchema,
       })
       .strict()
       .prefault({}),
@@ -325,4 +362,6 @@ export const configSchema = z
 
 export type GatewayConfig = z.infer<typeof configSchema>;
 export type RoutingRule = z.infer<typeof routingRuleSchema>;
+/** Region → keywords, defaults merged in (see anatomyKeywordsSchema). */
+export type AnatomyKeywords = Record<string, string[]>;
 export type DestinationConfig = z.infer<typeof destinationSchema>;

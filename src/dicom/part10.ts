@@ -121,12 +121,26 @@ export interface InstanceHeader {
   bodyPartExamined?: string;
   seriesDescription?: string;
   studyDescription?: string;
+  /** Protocol Name (0018,1030). */
+  protocolName?: string;
+  /** First item of the Anatomic Region Sequence (0008,2218), or of the shared Frame Anatomy's. */
+  anatomicRegion?: CodedEntry;
   instanceNumber?: number;
   rows?: number;
   columns?: number;
   numberOfFrames?: number;
   samplesPerPixel?: number;
   bitsAllocated?: number;
+}
+
+/** A Code Sequence Macro item (PS3.3 §8.8), each field cut to its VR's length. */
+export interface CodedEntry {
+  /** Code Value (SH), or Long Code Value (UC, cut to 64) when only that is present. */
+  value?: string;
+  /** Coding Scheme Designator (SH), e.g. SCT or SRT. */
+  scheme?: string;
+  /** Code Meaning (LO). */
+  meaning?: string;
 }
 
 export interface ReadHeaderOptions {
@@ -173,6 +187,8 @@ export async function readInstanceHeader(
     bodyPartExamined: firstString(d['00180015']),
     seriesDescription: firstString(d['0008103E']),
     studyDescription: firstString(d['00081030']),
+    protocolName: firstString(d['00181030']),
+    anatomicRegion: anatomicRegion(d),
     instanceNumber: firstNumber(d['00200013']),
     rows: firstNumber(d['00280010']),
     columns: firstNumber(d['00280011']),
@@ -286,6 +302,32 @@ function firstString(el: DcmjsElement | undefined): string | undefined {
   if (typeof v !== 'string') return undefined;
   const trimmed = v.replace(/[\0 ]+$/, '').trim();
   return trimmed.length > 0 ? trimmed.slice(0, MAX_STRING_LENGTH) : undefined;
+}
+
+/** The first item of a sequence, when it is one (anything else a hostile file may put there is ignored). */
+function firstItem(el: DcmjsElement | undefined): DcmjsDict | undefined {
+  const item = Array.isArray(el?.Value) ? el.Value[0] : undefined;
+  return typeof item === 'object' && item !== null && !Array.isArray(item) ? (item as DcmjsDict) : undefined;
+}
+
+function codedEntry(item: DcmjsDict | undefined): CodedEntry | undefined {
+  if (item === undefined) return undefined;
+  const value = firstString(item['00080100'])?.slice(0, 16) ?? firstString(item['00080119'])?.slice(0, 64);
+  const scheme = firstString(item['00080102'])?.slice(0, 16);
+  const meaning = firstString(item['00080104'])?.slice(0, 64);
+  if (value === undefined && meaning === undefined) return undefined;
+  return { value, scheme, meaning };
+}
+
+/**
+ * Anatomic Region Sequence (0008,2218) at the top level, or else in the Shared Functional Groups' Frame
+ * Anatomy (5200,9229 › 0020,9071), where enhanced multi-frame objects keep it. First items only.
+ */
+function anatomicRegion(d: DcmjsDict): CodedEntry | undefined {
+  const top = codedEntry(firstItem(d['00082218']));
+  if (top !== undefined) return top;
+  const frameAnatomy = firstItem(firstItem(d['52009229'])?.['00209071']);
+  return codedEntry(firstItem(frameAnatomy?.['00082218']));
 }
 
 function firstNumber(el: DcmjsElement | undefined): number | undefined {

@@ -29,6 +29,24 @@ export interface StudySummary {
 }
 
 /**
+ * The body part routing used for one series and where it came from, kept for the console and the API.
+ * Written by the router on each run (the latest run's view replaces the previous one).
+ */
+export interface SeriesAnatomyRecord {
+  seriesUid: string;
+  /** A DICOM defined term such as CHEST; absent when nothing said. */
+  bodyPart?: string;
+  /** 'bodyPartExamined' | 'anatomicRegion' | 'keyword:<word>' | 'rule-assumed' | 'none'. */
+  source: string;
+  /** For a keyword: the attribute it was found in. */
+  attribute?: string;
+  /** For 'rule-assumed': the rule. */
+  rule?: string;
+  /** Body Part Examined as received. */
+  bodyPartExamined?: string;
+}
+
+/**
  * The study index in Redis. The spool is the source of truth for instances; this index is rebuilt from
  * it on start-up (see reconcile.ts), so losing Redis loses no study.
  */
@@ -271,6 +289,20 @@ export class StudyIndex {
 
   async setLastReport(studyUid: string, modelId: string, report: ReportRecord): Promise<void> {
     await this.redis.hset(this.studyKey(studyUid), `lastSr:${modelId}`, JSON.stringify(report));
+  }
+
+  /** Replaces the study's per-series anatomy records with these. */
+  async setSeriesAnatomy(studyUid: string, records: SeriesAnatomyRecord[]): Promise<void> {
+    const key = keys.studySeries(this.prefix, studyUid);
+    const tx = this.redis.multi().del(key);
+    if (records.length > 0)
+      tx.hset(key, Object.fromEntries(records.map((r) => [r.seriesUid, JSON.stringify(r)])));
+    await tx.exec();
+  }
+
+  async seriesAnatomy(studyUid: string): Promise<SeriesAnatomyRecord[]> {
+    const values = await this.redis.hvals(keys.studySeries(this.prefix, studyUid));
+    return values.map((v) => JSON.parse(v) as SeriesAnatomyRecord);
   }
 
   /** Starts a new processing run and returns its number (1 for the first). */

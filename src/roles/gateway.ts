@@ -39,6 +39,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       inferenceQueue: queues.inference,
       models: async () => catalogue.models.map((m) => m.manifest),
       rules: config.routing.rules,
+      anatomyKeywords: config.routing.anatomyKeywords,
       defaultDestination: defaultDestinationName(config),
     }),
     { connection, prefix, concurrency: 4 },

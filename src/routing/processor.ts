@@ -1,10 +1,10 @@
 import type { Job, Queue } from 'bullmq';
-import type { RoutingRule } from '../config/schema.ts';
+import type { AnatomyKeywords, RoutingRule } from '../config/schema.ts';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
 import { jobId, type InferenceJob, type StudyCompleteJob } from '../pipeline/jobs.ts';
 import { routingEvents } from './events.ts';
-import { routeStudy, type RoutableModel } from './rules.ts';
+import { planStudy, type RoutableModel } from './rules.ts';
 
 export interface RoutingDeps {
   index: StudyIndex;
@@ -12,6 +12,8 @@ export interface RoutingDeps {
   models: () => Promise<RoutableModel[]>;
   rules: RoutingRule[];
   defaultDestination: string;
+  /** Description keywords for the anatomy fallback (config routing.anatomyKeywords); defaults when unset. */
+  anatomyKeywords?: AnatomyKeywords;
 }
 
 /** Processor of the study-complete queue: rules × study → inference jobs with idempotent ids. */
@@ -19,7 +21,21 @@ export function createRoutingProcessor(deps: RoutingDeps) {
   return async (job: Job<StudyCompleteJob>): Promise<{ run: number; jobs: string[] }> => {
     const { studyUid } = job.data;
     const instances = await deps.index.instances(studyUid);
-    const work = routeStudy(instances, await deps.models(), deps.rules, deps.defaultDestination);
+    const plan = planStudy(instances, await deps.models(), deps.rules, deps.defaultDestination, {
+      anatomyKeywords: deps.anatomyKeywords,
+    });
+    const work = plan.work;
+    await deps.index.setSeriesAnatomy(
+      studyUid,
+      plan.series.map((s) => ({
+        seriesUid: s.seriesUid,
+        bodyPart: s.anatomy.bodyPart,
+        source: s.anatomy.source,
+        attribute: s.anatomy.attribute,
+        rule: s.anatomy.rule,
+        bodyPartExamined: s.bodyPartExamined,
+      })),
+    );
     // A retried routing job reuses its run number, so its inference job ids, and so its SRs, stay the same.
     const run =
       typeof job.progress === 'number' && job.progress > 0
