@@ -292,6 +292,18 @@ export const configSchema = z
         strict: z.boolean().default(false),
         /** Threads that decode and preprocess images; 0 decodes on the main thread. Unset: cores − 1, at most 4. */
         decodeThreads: z.number().int().min(0).max(64).optional(),
+        /**
+         * Largest image a worker decodes: Rows × Columns × Samples per Pixel × Bits Allocated/8 × Number of
+         * Frames, as the header declares it, checked before any allocation or codec call (a small RLE or
+         * JPEG 2000 file can declare gigabytes). Also the codec WebAssembly memory is reset after a decode
+         * that grew it past a quarter of this. Default 512 MiB.
+         */
+        maxDecodedImageBytes: z
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .max(4 * 1024 * 1024 * 1024)
+          .default(512 * 1024 * 1024),
         /** ONNX Runtime intra-op threads per session; unset: one per physical core. Split the cores when several workers share a host. */
         intraOpThreads: z.number().int().min(1).max(256).optional(),
         /** Role `worker` only: serve /healthz, /readyz and /metrics on http.host at this port. Unset: no listener. */

@@ -13,16 +13,27 @@ import {
 } from '../dicom/functional-groups.ts';
 import {
   DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+  EXPLICIT_VR_BIG_ENDIAN,
   EXPLICIT_VR_LITTLE_ENDIAN,
   pixelDecoderFor,
 } from '../dicom/transfer-syntax.ts';
 import { decodeJpegExtended, JpegDataError } from './codecs/jpeg-extended.ts';
+import { DecodeError, UnsupportedTransferSyntaxError } from './decode-error.ts';
+import {
+  codestreamKind,
+  readEncapsulatedItems,
+  readUint64s,
+  splitFrames,
+  type FrameTables,
+} from './encapsulation.ts';
 
 // Part-10 file → pixel frames as numbers. dcmjs parses (and inflates Deflated Explicit VR LE itself);
 // dcmjs-codecs (WebAssembly) decompresses the encapsulated transfer syntaxes and swaps big endian;
 // jpeg-lossless-decoder-js covers JPEG lossless process 14 with any predictor (.4.57), which
 // dcmjs-codecs lacks; JPEG extended (.4.51, 8 or 12-bit greyscale) goes through our own decoder
 // because no package decodes 12-bit JPEG (jpeg-extended.ts).
+// Encapsulated pixel data is split into frames by one splitter (encapsulation.ts: offset tables, else
+// code stream markers) and each decoder is handed one code stream per frame.
 // Everything that sizes an allocation is validated against limits first: the files are hostile input.
 
 const { NativeCodecs, Transcoder } = dcmjsCodecs;
@@ -33,17 +44,7 @@ dcmjs.log.setLevel('error');
 dcmjs.log.getLogger('validation.dcmjs').setLevel('silent');
 dcmjsCodecs.log.setLevel('error');
 
-export class DecodeError extends Error {
-  override name = 'DecodeError';
-}
-
-/** The file is sound but no decoder here handles its transfer syntax (e.g. MPEG-4 video). */
-export class UnsupportedTransferSyntaxError extends DecodeError {
-  override name = 'UnsupportedTransferSyntaxError';
-  constructor(readonly transferSyntaxUid: string) {
-    super(`transfer syntax ${transferSyntaxUid} is not supported by the pixel decoders available`);
-  }
-}
+export { DecodeError, UnsupportedTransferSyntaxError };
 
 export interface DecodeLimits {
   /** Largest Rows or Columns accepted. */
@@ -54,15 +55,42 @@ export interface DecodeLimits {
   /** Most samples (rows × columns × samples per pixel × frames), each a float32 once decoded. */
   maxSamples: number;
   maxFileBytes: number;
+  /**
+   * The codec WebAssembly memory grows to hold the largest frame it has decoded and never shrinks (nor
+   * gives back pages it touched): after a codec decode with a frame larger than this, or that grew the
+   * memory by more than this, the codec module is dropped and a fresh one made on next use.
+   */
+  codecMemoryResetBytes: number;
 }
 
-export const DEFAULT_LIMITS: DecodeLimits = {
+export const DEFAULT_LIMITS: Readonly<DecodeLimits> = Object.freeze({
   maxDimension: 16384,
   maxFrames: 4096,
-  maxPixelBytes: 1024 * 1024 * 1024,
+  /** config worker.maxDecodedImageBytes sets it for the worker (same default). */
+  maxPixelBytes: 512 * 1024 * 1024,
   maxSamples: Number.POSITIVE_INFINITY,
   maxFileBytes: 2 * 1024 * 1024 * 1024 - 1,
-};
+  codecMemoryResetBytes: 64 * 1024 * 1024,
+});
+
+let configuredLimits: DecodeLimits = { ...DEFAULT_LIMITS };
+
+/** Limits used when a call names none (per thread: decode threads are set up by the pool). */
+export function setDecodeLimits(limits: Partial<DecodeLimits>): void {
+  configuredLimits = { ...DEFAULT_LIMITS, ...limits };
+}
+
+export function decodeLimits(): DecodeLimits {
+  return configuredLimits;
+}
+
+/** The limits that config worker.maxDecodedImageBytes stands for. */
+export function limitsForMaxImageBytes(maxDecodedImageBytes: number): Partial<DecodeLimits> {
+  return {
+    maxPixelBytes: maxDecodedImageBytes,
+    codecMemoryResetBytes: Math.min(DEFAULT_LIMITS.codecMemoryResetBytes, maxDecodedImageBytes),
+  };
+}
 
 export interface PixelHeader {
   transferSyntaxUid: string;
@@ -119,13 +147,48 @@ export interface DecodeOptions {
 export type { Dataset };
 
 let codecsReady: Promise<void> | undefined;
-function initCodecs(): Promise<void> {
-  codecsReady ??= NativeCodecs.initializeAsync();
-  return codecsReady;
+/** The memory a fresh codec module starts with (its initial pages: 256 MiB reserved, mostly untouched). */
+let codecBaselineBytes = 0;
+/** Resolves once the codec module is up; callers then decode synchronously (nothing can release it between). */
+async function initCodecs(): Promise<void> {
+  while (!NativeCodecs.isInitialized()) {
+    codecsReady ??= NativeCodecs.initializeAsync().then(() => {
+      codecBaselineBytes = codecMemoryBytes();
+    });
+    await codecsReady;
+  }
+}
+
+interface CodecMemory {
+  wasmApi?: { wasmMemory?: WebAssembly.Memory };
+}
+
+/** Bytes of WebAssembly memory the codec module holds now (0 when it is not loaded). */
+export function codecMemoryBytes(): number {
+  return (NativeCodecs as unknown as CodecMemory).wasmApi?.wasmMemory?.buffer.byteLength ?? 0;
+}
+
+let codecResets = 0;
+/** How many times this thread's codec module was dropped for having grown past the limit. */
+export function codecResetCount(): number {
+  return codecResets;
+}
+
+/**
+ * Drops the codec module after an outsized decode (a frame over the limit, or memory grown by more than
+ * it); the next decode loads a fresh one, and the old memory goes with its instance.
+ */
+function resetCodecsIfOutsized(header: PixelHeader, limits: DecodeLimits): void {
+  const grown = codecMemoryBytes() - codecBaselineBytes;
+  if (frameByteLength(header) <= limits.codecMemoryResetBytes && grown <= limits.codecMemoryResetBytes)
+    return;
+  NativeCodecs.release();
+  codecsReady = undefined;
+  codecResets++;
 }
 
 export async function decodeImage(file: string, opts: DecodeOptions = {}): Promise<DecodedImage> {
-  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const limits = { ...configuredLimits, ...opts.limits };
   const info = await stat(file);
   if (!info.isFile()) throw new DecodeError(`${file} is not a regular file`);
   if (info.size > limits.maxFileBytes) {
@@ -133,7 +196,7 @@ export async function decodeImage(file: string, opts: DecodeOptions = {}): Promi
   }
   const bytes = await readFile(file);
   await initCodecs();
-  return toImage(readStoredPixelsSync(bytes, limits), opts);
+  return toImage(readStoredPixelsSync(bytes, limits, opts.frames === 'all' ? 'all' : 'first'), opts);
 }
 
 /** Decompressed stored pixel values, for callers (and tests) that need the raw samples. */
@@ -142,69 +205,183 @@ export async function readStoredPixels(
   limits: Partial<DecodeLimits> = {},
 ): Promise<StoredPixels> {
   await initCodecs();
-  return readStoredPixelsSync(bytes, { ...DEFAULT_LIMITS, ...limits });
+  return readStoredPixelsSync(bytes, { ...configuredLimits, ...limits }, 'all');
 }
 
-function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits): StoredPixels {
+function readStoredPixelsSync(bytes: Uint8Array, limits: DecodeLimits, which: 'first' | 'all'): StoredPixels {
   const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  // One parse of the whole file: encapsulated Pixel Data stays compressed (its size is bounded by the
-  // file's), and nothing is decompressed before readHeader has checked the sizes.
-  const head = parse(buffer, {});
-  const transferSyntaxUid = String(first(head.meta.TransferSyntaxUID) ?? '').replace(/[\0 ]+$/, '');
-  if (!transferSyntaxUid) throw new DecodeError('the file meta information has no Transfer Syntax UID');
-  if (!('PixelData' in head.dataset)) {
+  // Encapsulated Pixel Data is not read by dcmjs at all (it would trust the Basic Offset Table): the
+  // data set is parsed up to it, the header checked, and only then are its items read, bounds-checked.
+  const head = parseHead(buffer);
+  const { transferSyntaxUid } = head;
+  if (!head.hasPixelData) {
     const other = 'FloatPixelData' in head.dataset || 'DoubleFloatPixelData' in head.dataset;
     throw new DecodeError(
       other ? 'float pixel data is not supported' : 'the data set has no Pixel Data (7FE0,0010)',
     );
   }
   const header = readHeader(head.dataset, transferSyntaxUid, limits);
+  const frameCount = which === 'first' ? 1 : header.frames;
 
   let pixelData: unknown;
   const decoder = pixelDecoderFor(transferSyntaxUid);
-  if (decoder === 'native') {
-    if (transferSyntaxUid !== DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) {
-      checkNotTruncated(
-        bytes,
-        frameByteLength(header) * header.frames,
-        transferSyntaxUid === EXPLICIT_VR_LITTLE_ENDIAN,
-      );
+  if (decoder === undefined) throw new UnsupportedTransferSyntaxError(transferSyntaxUid);
+  if (head.pixelDataItemsAt === undefined) {
+    if (decoder === 'native') {
+      if (transferSyntaxUid !== DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) {
+        checkNotTruncated(
+          bytes,
+          frameByteLength(header) * header.frames,
+          transferSyntaxUid === EXPLICIT_VR_LITTLE_ENDIAN,
+        );
+      }
+      pixelData = head.dataset.PixelData;
+    } else {
+      // Big endian: dcmjs-codecs swaps the words (native, one buffer).
+      pixelData = transcode(new Transcoder(buffer), transferSyntaxUid, header, limits);
     }
-    pixelData = head.dataset.PixelData;
-  } else if (decoder === 'jpeg-lossless') {
-    pixelData = decodeJpegLossless(head.dataset.PixelData, header);
-  } else if (decoder === 'jpeg-extended') {
-    pixelData = decodeJpegExtendedFrames(head.dataset.PixelData, header);
-  } else if (decoder === 'codec') {
-    let elements: Dataset;
-    try {
-      const transcoder = new Transcoder(buffer);
-      transcoder.transcode(EXPLICIT_VR_LITTLE_ENDIAN);
-      elements = transcoder.getElements();
-    } catch (err) {
-      const msg = errorMessage(err);
-      if (/not supported/i.test(msg)) throw new UnsupportedTransferSyntaxError(transferSyntaxUid);
-      throw new DecodeError(`could not decode ${transferSyntaxUid} pixel data: ${msg}`);
-    }
-    pixelData = elements.PixelData;
-    // Decoders may change the colour model (JPEG YBR → RGB) and the planar layout.
-    header.photometric = str(elements.PhotometricInterpretation) ?? header.photometric;
-    header.planarConfiguration = num(elements.PlanarConfiguration) ?? header.planarConfiguration;
   } else {
-    throw new UnsupportedTransferSyntaxError(transferSyntaxUid);
+    const codestreams = encapsulatedFrames(new Uint8Array(buffer), head, header).slice(0, frameCount);
+    if (decoder === 'jpeg-lossless') pixelData = decodeJpegLossless(codestreams, header);
+    else if (decoder === 'jpeg-extended') pixelData = decodeJpegExtendedFrames(codestreams, header);
+    else if (decoder === 'codec') {
+      // One code stream per frame, each its own fragment: what dcmjs-codecs can take (it cannot
+      // split frames spanning fragments itself).
+      const elements = {
+        ...head.dataset,
+        NumberOfFrames: codestreams.length,
+        PixelData: codestreams.map((c) => c.slice().buffer),
+      };
+      pixelData = transcode(new Transcoder(elements, transferSyntaxUid), transferSyntaxUid, header, limits);
+    } else throw new UnsupportedTransferSyntaxError(transferSyntaxUid);
   }
 
   const data = concatFragments(pixelData);
   const frameBytes = frameByteLength(header);
-  if (data.byteLength < frameBytes * header.frames) {
+  if (data.byteLength < frameBytes * frameCount) {
     throw new DecodeError(
-      `pixel data holds ${data.byteLength} bytes, fewer than Rows×Columns×Samples×Bits×Frames needs (${frameBytes * header.frames})`,
+      `pixel data holds ${data.byteLength} bytes, fewer than Rows×Columns×Samples×Bits×Frames needs (${frameBytes * frameCount})`,
     );
   }
   const frames: Uint8Array[] = [];
-  for (let i = 0; i < header.frames; i++) frames.push(data.subarray(i * frameBytes, (i + 1) * frameBytes));
+  for (let i = 0; i < frameCount; i++) frames.push(data.subarray(i * frameBytes, (i + 1) * frameBytes));
   const { PixelData: _pixels, ...attributes } = head.dataset;
   return { header, frames, attributes };
+}
+
+type TranscoderInstance = InstanceType<typeof Transcoder>;
+
+/** dcmjs-codecs to explicit VR little endian; its memory is given back afterwards if it grew too much. */
+function transcode(
+  transcoder: TranscoderInstance,
+  transferSyntaxUid: string,
+  header: PixelHeader,
+  limits: DecodeLimits,
+): unknown {
+  let elements: Dataset;
+  try {
+    transcoder.transcode(EXPLICIT_VR_LITTLE_ENDIAN);
+    elements = transcoder.getElements();
+  } catch (err) {
+    const msg = errorMessage(err);
+    if (/not supported/i.test(msg)) throw new UnsupportedTransferSyntaxError(transferSyntaxUid);
+    throw new DecodeError(`could not decode ${transferSyntaxUid} pixel data: ${msg}`);
+  } finally {
+    resetCodecsIfOutsized(header, limits);
+  }
+  // Decoders may change the colour model (JPEG YBR → RGB) and the planar layout.
+  header.photometric = str(elements.PhotometricInterpretation) ?? header.photometric;
+  header.planarConfiguration = num(elements.PlanarConfiguration) ?? header.planarConfiguration;
+  return elements.PixelData;
+}
+
+interface ParsedHead {
+  transferSyntaxUid: string;
+  meta: Dataset;
+  /** Naturalized; for encapsulated syntaxes without Pixel Data (nor anything after it). */
+  dataset: Dataset;
+  hasPixelData: boolean;
+  /** Encapsulated syntaxes: where the Basic Offset Table item starts in the file. */
+  pixelDataItemsAt?: number;
+}
+
+const EXPLICIT_LE = EXPLICIT_VR_LITTLE_ENDIAN;
+const PIXEL_DATA = '7FE00010';
+
+/** Whether a syntax's Pixel Data is encapsulated (every decoder but 'native' and big endian's swap). */
+function isEncapsulated(transferSyntaxUid: string): boolean {
+  const decoder = pixelDecoderFor(transferSyntaxUid);
+  return decoder !== undefined && decoder !== 'native' && transferSyntaxUid !== EXPLICIT_VR_BIG_ENDIAN;
+}
+
+function parseHead(buffer: ArrayBuffer): ParsedHead {
+  const { DicomMessage, DicomMetaDictionary, ReadBufferStream } = dcmjs.data;
+  const naturalize = DicomMetaDictionary.naturalizeDataset;
+  try {
+    // The meta group as dcmjs's readFile reads it (explicit VR LE, told by its group length).
+    const stream = new ReadBufferStream(buffer);
+    stream.reset();
+    stream.increment(128);
+    if (stream.readAsciiString(4) !== 'DICM')
+      throw new Error('Invalid DICOM file, expected header is missing');
+    const groupLength = DicomMessage._readTag(stream, EXPLICIT_LE);
+    if (groupLength.tag.toCleanString() !== '00020000') {
+      throw new Error('Invalid DICOM file, meta length tag is malformed or not present.');
+    }
+    const meta = naturalize(DicomMessage._read(stream.more(groupLength.values[0]), EXPLICIT_LE, {}));
+    const transferSyntaxUid = String(first(meta.TransferSyntaxUID) ?? '').replace(/[\0 ]+$/, '');
+    if (!transferSyntaxUid) throw new DecodeError('the file meta information has no Transfer Syntax UID');
+    if (!isEncapsulated(transferSyntaxUid)) {
+      const whole = parse(buffer, {});
+      return { transferSyntaxUid, meta, dataset: whole.dataset, hasPixelData: 'PixelData' in whole.dataset };
+    }
+    // Encapsulated syntaxes are explicit VR little endian. Stop right after the top-level Pixel Data
+    // tag (items of nested sequences are read without this option, so an icon's Pixel Data is not it).
+    const dict = DicomMessage._read(stream, EXPLICIT_LE, {
+      untilTag: PIXEL_DATA,
+      includeUntilTagValue: false,
+    });
+    const hasPixelData = PIXEL_DATA in dict;
+    delete dict[PIXEL_DATA];
+    const dataset = naturalize(dict);
+    if (!hasPixelData) return { transferSyntaxUid, meta, dataset, hasPixelData };
+    const at = stream.offset as number;
+    const bytes = new Uint8Array(buffer);
+    if (at + 8 > bytes.byteLength)
+      throw new DecodeError('the file ends inside the Pixel Data element header');
+    const vr = String.fromCharCode(bytes[at]!, bytes[at + 1]!);
+    const length = new DataView(buffer).getUint32(at + 4, true);
+    if ((vr !== 'OB' && vr !== 'OW') || length !== 0xffffffff) {
+      throw new DecodeError(
+        `Pixel Data is not encapsulated (VR ${vr}, length ${length}) though transfer syntax ${transferSyntaxUid} requires it`,
+      );
+    }
+    return { transferSyntaxUid, meta, dataset, hasPixelData, pixelDataItemsAt: at + 8 };
+  } catch (err) {
+    if (err instanceof DecodeError) throw err;
+    throw new DecodeError(`not a readable DICOM Part-10 file: ${errorMessage(err)}`);
+  }
+}
+
+/** One code stream per frame, from the file's encapsulated items and offset tables (encapsulation.ts). */
+function encapsulatedFrames(bytes: Uint8Array, head: ParsedHead, header: PixelHeader): Uint8Array[] {
+  const items = readEncapsulatedItems(bytes, head.pixelDataItemsAt!);
+  const tables: FrameTables = {};
+  const eot = binaryValue(head.dataset.ExtendedOffsetTable);
+  const eotLengths = binaryValue(head.dataset.ExtendedOffsetTableLengths);
+  if (eot) tables.extendedOffsets = readUint64s(eot, 'the Extended Offset Table');
+  if (eotLengths) tables.extendedLengths = readUint64s(eotLengths, 'the Extended Offset Table Lengths');
+  return splitFrames(items, header.frames, codestreamKind(header.transferSyntaxUid), tables);
+}
+
+/** A binary element's bytes as dcmjs naturalizes them (an ArrayBuffer, or a list of them). */
+function binaryValue(value: unknown): Uint8Array | undefined {
+  if (value === undefined || value === null) return undefined;
+  const parts = (Array.isArray(value) ? value : [value]).filter(
+    (p): p is ArrayBuffer | ArrayBufferView => p instanceof ArrayBuffer || ArrayBuffer.isView(p),
+  );
+  if (parts.length === 0) return undefined;
+  return concatFragments(parts);
 }
 
 function parse(buffer: ArrayBuffer, options: Record<string, unknown>): { meta: Dataset; dataset: Dataset } {
@@ -261,22 +438,11 @@ export function readHeader(ds: Dataset, transferSyntaxUid: string, limits: Decod
   return header;
 }
 
-/** One compressed code stream per frame from dcmjs's encapsulated Pixel Data. */
-function encapsulatedFrames(value: unknown, header: PixelHeader): Uint8Array[] {
-  const parts = (Array.isArray(value) ? value : [value]).filter(
-    (p): p is ArrayBuffer => p instanceof ArrayBuffer,
-  );
-  // dcmjs hands one buffer per frame when it can tell frames apart; a single frame may come in fragments.
-  if (parts.length === header.frames) return parts.map((p) => new Uint8Array(p));
-  if (header.frames === 1 && parts.length > 0) return [concatFragments(parts)];
-  throw new DecodeError(`cannot split ${parts.length} JPEG fragments into ${header.frames} frames`);
-}
-
 /** Each encapsulated frame through the pure-JS lossless decoder, back to little-endian stored bytes. */
-function decodeJpegLossless(value: unknown, header: PixelHeader): Uint8Array[] {
+function decodeJpegLossless(codestreams: Uint8Array[], header: PixelHeader): Uint8Array[] {
   const bytesPerSample = header.bitsAllocated / 8;
   const expected = frameByteLength(header);
-  return encapsulatedFrames(value, header).map((frame, i) => {
+  return codestreams.map((frame, i) => {
     let decoded: Uint8Array | Uint16Array;
     try {
       const copy = frame.slice().buffer;
@@ -294,11 +460,11 @@ function decodeJpegLossless(value: unknown, header: PixelHeader): Uint8Array[] {
 }
 
 /** Each encapsulated frame through the JPEG extended decoder, as little-endian stored values. */
-function decodeJpegExtendedFrames(value: unknown, header: PixelHeader): Uint8Array[] {
+function decodeJpegExtendedFrames(codestreams: Uint8Array[], header: PixelHeader): Uint8Array[] {
   if (header.samplesPerPixel !== 1) {
     throw new DecodeError('JPEG extended colour images are not supported (greyscale only)');
   }
-  return encapsulatedFrames(value, header).map((frame, i) => {
+  return codestreams.map((frame, i) => {
     let samples: Uint16Array;
     let precision: number;
     try {

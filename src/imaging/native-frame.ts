@@ -3,7 +3,7 @@ import { endianness } from 'node:os';
 import dicomParser from 'dicom-parser';
 import { EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN } from '../dicom/transfer-syntax.ts';
 import {
-  DEFAULT_LIMITS,
+  decodeLimits,
   frameByteLength,
   readHeader,
   rescaleFor,
@@ -47,7 +47,7 @@ let scratch = Buffer.alloc(0);
 export function withNativeGreyFrame<T>(
   file: string,
   use: (frame: NativeGreyFrame) => T,
-  limits: DecodeLimits = DEFAULT_LIMITS,
+  limits: DecodeLimits = decodeLimits(),
 ): T | undefined {
   if (endianness() !== 'LE') return undefined;
   const bytes = readIntoScratch(file, limits);

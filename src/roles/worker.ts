@@ -8,6 +8,7 @@ import { inferenceEvents } from '../inference/events.ts';
 import { createInferenceProcessor } from '../inference/processor.ts';
 import { openModel, type LoadedModelSession } from '../inference/run-model.ts';
 import { DecodePool, defaultDecodeThreads } from '../inference/runtime/decode-pool.ts';
+import { limitsForMaxImageBytes, setDecodeLimits } from '../imaging/decode.ts';
 import { WorkerHeartbeatPublisher } from '../inference/runtime/heartbeat.ts';
 import { loadModels } from '../models/registry.ts';
 import { observeStageTimings } from '../observability/metrics.ts';
@@ -25,7 +26,10 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   // No model, nothing to decode: threads cost memory (codec WebAssembly), so none are started then.
   const decodeThreads =
     catalogue.models.length > 0 ? (config.worker.decodeThreads ?? defaultDecodeThreads()) : 0;
-  const decodePool = decodeThreads > 0 ? new DecodePool(decodeThreads) : undefined;
+  // The image size cap holds on this thread (decodes without a pool) and in every decode thread.
+  const decodeLimits = limitsForMaxImageBytes(config.worker.maxDecodedImageBytes);
+  setDecodeLimits(decodeLimits);
+  const decodePool = decodeThreads > 0 ? new DecodePool(decodeThreads, decodeLimits) : undefined;
   inferenceEvents.decodeThreads(decodeThreads);
   for (const model of catalogue.models) {
     const opened = await openModel(

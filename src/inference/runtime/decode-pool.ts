@@ -1,7 +1,12 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { InstanceManifest } from '../../models/manifest.ts';
-import { DecodeError, type DecodedImage, type DecodeOptions } from '../../imaging/decode.ts';
+import {
+  DecodeError,
+  type DecodedImage,
+  type DecodeLimits,
+  type DecodeOptions,
+} from '../../imaging/decode.ts';
 import type { InstanceInput } from '../instance-input.ts';
 import type { DecodeReply, DecodeRequest, RecycleMessage } from './decode-thread.ts';
 import { inferenceEvents } from '../events.ts';
@@ -67,7 +72,11 @@ export class DecodePool {
   ).href;
   private readonly tsx = this.entry.endsWith('.ts') ? import.meta.resolve('tsx/esm/api') : undefined;
 
-  constructor(readonly size: number) {
+  /** `limits`: each thread's decode limits where a call names none (config worker.maxDecodedImageBytes). */
+  constructor(
+    readonly size: number,
+    private readonly limits: Partial<DecodeLimits> = {},
+  ) {
     if (!Number.isInteger(size) || size < 1) throw new RangeError('a decode pool needs at least one thread');
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }
@@ -123,7 +132,7 @@ export class DecodePool {
   private spawn(): Slot {
     const thread = new Worker(BOOTSTRAP, {
       eval: true,
-      workerData: { entry: this.entry, tsx: this.tsx },
+      workerData: { entry: this.entry, tsx: this.tsx, decodeLimits: this.limits },
       execArgv: [],
     });
     const slot: Slot = { thread, tasks: new Map(), startedAt: Date.now() };

@@ -1,7 +1,14 @@
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { errorMessage } from '../../observability/error-message.ts';
 import type { InstanceManifest } from '../../models/manifest.ts';
-import { decodeImage, DecodeError, type DecodedImage, type DecodeOptions } from '../../imaging/decode.ts';
+import {
+  decodeImage,
+  DecodeError,
+  setDecodeLimits,
+  type DecodedImage,
+  type DecodeLimits,
+  type DecodeOptions,
+} from '../../imaging/decode.ts';
 import { instanceInput, type InstanceInput } from '../instance-input.ts';
 
 // One decode thread of DecodePool. 'sample': file + manifest in, the instance model's input sample out
@@ -63,6 +70,8 @@ async function handle(request: DecodeRequest): Promise<{ reply: DecodeReply; tra
 
 const port = parentPort;
 if (port) {
+  const limits = (workerData as { decodeLimits?: Partial<DecodeLimits> } | null)?.decodeLimits;
+  if (limits) setDecodeLimits(limits);
   // One image at a time: a thread holds one file in memory, and answers in the order it was asked.
   let previous = Promise.resolve();
   port.on('message', (request: DecodeRequest | RecycleMessage) => {
