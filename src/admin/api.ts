@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis';
 import { audit, AUDIT_TYPES, auditToCsv, type AuditType } from '../pipeline/audit-trail.ts';
 import { isValidUid } from '../dicom/uid.ts';
 import { rearmStudyComplete } from '../pipeline/completion.ts';
-import type { StudyIndex, StudyState } from '../pipeline/study-index.ts';
+import { STUDY_STATES, type StudyIndex, type StudyState } from '../pipeline/study-index.ts';
 import { errorMessage } from '../observability/error-message.ts';
 import type { Queues } from '../pipeline/queues.ts';
 import { principalOf } from './auth.ts';
@@ -22,7 +22,6 @@ import {
   queueOverview,
   studyRow,
   JOB_STATES,
-  STUDY_STATES,
 } from './queries.ts';
 
 export interface ApiDeps {
@@ -160,8 +159,13 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         res.status(404).json({ error: 'unknown study' });
         return;
       }
-      const [jobs, events] = await Promise.all([jobsForStudy(queues, uid), audit.query({ studyUid: uid })]);
-      res.json({ ...row, jobs, events });
+      const [jobs, events, series, models] = await Promise.all([
+        jobsForStudy(queues, uid),
+        audit.query({ studyUid: uid }),
+        index.seriesRouting(uid),
+        index.modelOutcomes(uid),
+      ]);
+      res.json({ ...row, series, models, jobs, events });
     }),
   );
 

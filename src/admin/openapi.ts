@@ -2,7 +2,8 @@
 // by tests/integration/admin-api.test.ts, which checks that every route the app serves is listed here.
 
 import { AUDIT_TYPES } from '../pipeline/audit-trail.ts';
-import { JOB_STATES, QUEUE_NAMES, STUDY_STATES } from './queries.ts';
+import { STUDY_STATES } from '../pipeline/study-index.ts';
+import { JOB_STATES, QUEUE_NAMES } from './queries.ts';
 
 type Schema = Record<string, unknown>;
 

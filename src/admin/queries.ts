@@ -16,14 +16,6 @@ import { readHeartbeats } from './health.ts';
 
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
 export const QUEUE_NAMES = Object.values(QUEUE) as QueueName[];
-export const STUDY_STATES: StudyState[] = [
-  'receiving',
-  'queued',
-  'inferring',
-  'delivering',
-  'done',
-  'failed',
-];
 export const JOB_STATES: JobState[] = ['waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'];
 const PENDING: JobState[] = ['waiting', 'prioritized', 'delayed'];
 /** How many of each queue's most recent jobs per state a study lookup scans. */

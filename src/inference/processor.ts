@@ -47,7 +47,15 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       result = await runModel(session, sources);
     } catch (err) {
       // Images the model cannot read will not become readable on a retry.
-      if (err instanceof NoUsableImagesError) throw new UnrecoverableError(err.message);
+      if (err instanceof NoUsableImagesError) {
+        await deps.index.setModelOutcome(studyUid, `${modelId}@${modelVersion}`, {
+          run,
+          images: 0,
+          skipped: sources.length,
+          reasons: [err.message],
+        });
+        throw new UnrecoverableError(err.message);
+      }
       throw err;
     }
 
@@ -70,6 +78,14 @@ export function createInferenceProcessor(deps: InferenceDeps) {
         );
       }
     }
+    // Images the model could not use are shown per model, with why, not only logged.
+    const skipped = result.skipped ?? [];
+    await deps.index.setModelOutcome(studyUid, `${modelId}@${modelVersion}`, {
+      run,
+      images: new Set(result.sources.map((s) => s.sopInstanceUid)).size,
+      skipped: skipped.length,
+      reasons: skipped.slice(0, 10),
+    });
     await deps.index.inferenceDone(studyUid, run, destinations.length * objects.length, job.id);
     // A volume lists each frame of a multi-frame image as a source; count images once.
     const imageCount = new Set(result.sources.map((s) => s.sopInstanceUid)).size;

@@ -276,5 +276,5 @@ async function runInstances(
       positive: probability >= label.threshold,
     });
   });
-  return { findings, sources: used };
+  return { findings, sources: used, skipped };
 }

@@ -242,7 +242,12 @@ export async function runVolumeModel(
     segments: m.outputs.labels.map((l) => ({ labelValue: l.classIndex, label: l.name, concept: l.concept })),
   };
   inferenceEvents.volumeAssembled(m.id, ordered.length, assembled.sliceSpacingMm, seg.counts);
-  return { findings: volumeFindings(m, seg), sources: ordered.map((d) => d.source), segmentation };
+  return {
+    findings: volumeFindings(m, seg),
+    sources: ordered.map((d) => d.source),
+    segmentation,
+    skipped,
+  };
 }
 
 /** 1-based frame numbers as ranges: 2-30, or 2, 5-7. */

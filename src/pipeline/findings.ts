@@ -76,6 +76,8 @@ export interface ModelResult {
   inferenceMs: number;
   /** Present for segmentation models. */
   segmentation?: SegmentationResult;
+  /** Images the model could not use, each as `<SOPInstanceUID>: <why>`. */
+  skipped?: string[];
 }
 
 /** A derived object (SR or SEG) written for a run, ready for delivery. */

@@ -8,8 +8,10 @@ export const keys = {
   study: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}`,
   /** Hash: SOPInstanceUID → JSON InstanceRecord. Written by the study index. */
   studyInstances: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:instances`,
-  /** Hash: SeriesInstanceUID → JSON SeriesAnatomyRecord (body part routing used, and why). Written by the study index. */
+  /** Hash: SeriesInstanceUID → JSON SeriesRoutingRecord (body part used, each model's decision and why). Written by the study index. */
   studySeries: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:series`,
+  /** Hash: `<model>@<version>` → JSON ModelOutcome (images used and skipped, with why). Written by inference. */
+  studyModels: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:models`,
   /** Set: job ids whose settlement was counted, so a retried job settles once. Written by the study index. */
   studySettled: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:settled`,
   /** Hash: per-study audit summary (received, routed, inferred, delivered, failure). Written by the audit trail. */

@@ -104,7 +104,8 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
     for (const uid of uids) {
       const study = await deps.index.get(uid);
       if (!study) continue;
-      const done = study.state === 'done';
+      // A study no model took is as finished as a done one: its images serve no one.
+      const done = study.state === 'done' || study.state === 'no-model';
       if (!done && study.state !== 'failed') continue;
       const since = done ? ((await deps.index.doneAt(uid)) ?? study.lastReceivedAt) : study.lastReceivedAt;
       const imagesDue = now - since >= (done ? p.spoolMs : p.failedMs);

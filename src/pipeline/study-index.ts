@@ -14,7 +14,19 @@ export interface ReportRecord {
   predecessor?: Omit<ReportRecord, 'predecessor'>;
 }
 
-export type StudyState = 'receiving' | 'queued' | 'inferring' | 'delivering' | 'done' | 'failed';
+/** 'no-model': routing found no model for any series; the study's routing records say why. */
+export type StudyState = 'receiving' | 'queued' | 'inferring' | 'delivering' | 'done' | 'no-model' | 'failed';
+
+/** Every state, in pipeline order (the API validates filters and the console lists them from this). */
+export const STUDY_STATES: StudyState[] = [
+  'receiving',
+  'queued',
+  'inferring',
+  'delivering',
+  'done',
+  'no-model',
+  'failed',
+];
 
 export interface StudySummary {
   studyUid: string;
@@ -28,12 +40,36 @@ export interface StudySummary {
   detail?: string;
 }
 
+/** What one model made of one run of a study, for the console and the API. */
+export interface ModelOutcome {
+  run: number;
+  /** Images the model used. */
+  images: number;
+  /** How many it skipped, and why (the first few). */
+  skipped: number;
+  reasons: string[];
+}
+
+/** Whether one model took one series, and if not, each criterion that failed with the value seen. */
+export interface ModelDecision {
+  accepted: boolean;
+  /** The rules under which the model took the series. */
+  rules: string[];
+  /** e.g. `bodyPart: "" not in [CHEST]` (rule name first when rules are configured). */
+  reasons: string[];
+}
+
 /**
- * The body part routing used for one series and where it came from, kept for the console and the API.
- * Written by the router on each run (the latest run's view replaces the previous one).
+ * How routing saw one series on the latest run: the body part it used and where that came from, and for
+ * every model whether it took the series and why not. Kept for the console, the API and the dry run.
  */
-export interface SeriesAnatomyRecord {
+export interface SeriesRoutingRecord {
   seriesUid: string;
+  /** The run this decision belongs to. */
+  run?: number;
+  modality?: string;
+  /** Per model, keyed `<id>@<version>`. */
+  models?: Record<string, ModelDecision>;
   /** A DICOM defined term such as CHEST; absent when nothing said. */
   bodyPart?: string;
   /** 'bodyPartExamined' | 'anatomicRegion' | 'keyword:<word>' | 'rule-assumed' | 'none'. */
@@ -211,7 +247,7 @@ export class StudyIndex {
     pendingDelivery: number,
   ): Promise<void> {
     const [state, currentRun] = await this.redis.hmget(this.studyKey(studyUid), 'state', 'currentRun');
-    if (state === 'failed' || state === 'receiving') return;
+    if (state === 'failed' || state === 'receiving' || state === 'no-model') return;
     // A job of an earlier run settles its own counters and nothing else.
     if (Number(currentRun ?? 0) !== run) return;
     if (pendingInference <= 0 && pendingDelivery <= 0) {
@@ -239,11 +275,13 @@ export class StudyIndex {
   async forgetStudy(studyUid: string, lastReceivedAt: number): Promise<boolean> {
     const removed = await this.redis.eval(
       FORGET_STUDY_IF_IDLE,
-      5,
+      7,
       this.studyKey(studyUid),
       this.instancesKey(studyUid),
       keys.studySettled(this.prefix, studyUid),
       keys.auditStudy(this.prefix, studyUid),
+      keys.studySeries(this.prefix, studyUid),
+      keys.studyModels(this.prefix, studyUid),
       this.studiesKey,
       String(lastReceivedAt),
       studyUid,
@@ -291,8 +329,8 @@ export class StudyIndex {
     await this.redis.hset(this.studyKey(studyUid), `lastSr:${modelId}`, JSON.stringify(report));
   }
 
-  /** Replaces the study's per-series anatomy records with these. */
-  async setSeriesAnatomy(studyUid: string, records: SeriesAnatomyRecord[]): Promise<void> {
+  /** Replaces the study's per-series routing records with these (the latest run's view). */
+  async setSeriesRouting(studyUid: string, records: SeriesRoutingRecord[]): Promise<void> {
     const key = keys.studySeries(this.prefix, studyUid);
     const tx = this.redis.multi().del(key);
     if (records.length > 0)
@@ -300,9 +338,19 @@ export class StudyIndex {
     await tx.exec();
   }
 
-  async seriesAnatomy(studyUid: string): Promise<SeriesAnatomyRecord[]> {
+  async seriesRouting(studyUid: string): Promise<SeriesRoutingRecord[]> {
     const values = await this.redis.hvals(keys.studySeries(this.prefix, studyUid));
-    return values.map((v) => JSON.parse(v) as SeriesAnatomyRecord);
+    return values.map((v) => JSON.parse(v) as SeriesRoutingRecord);
+  }
+
+  /** What a model made of a run: the images it used and those it skipped, with why. */
+  async setModelOutcome(studyUid: string, model: string, outcome: ModelOutcome): Promise<void> {
+    await this.redis.hset(keys.studyModels(this.prefix, studyUid), model, JSON.stringify(outcome));
+  }
+
+  async modelOutcomes(studyUid: string): Promise<Record<string, ModelOutcome>> {
+    const raw = await this.redis.hgetall(keys.studyModels(this.prefix, studyUid));
+    return Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, JSON.parse(v) as ModelOutcome]));
   }
 
   /** Starts a new processing run and returns its number (1 for the first). */
@@ -314,8 +362,8 @@ export class StudyIndex {
 const FORGET_STUDY_IF_IDLE = `
 local last = redis.call('HGET', KEYS[1], 'lastReceivedAt')
 if last and last ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-redis.call('ZREM', KEYS[5], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('ZREM', KEYS[7], ARGV[2])
 return 1`;
 
 const FORGET_IF_UNCHANGED = `

@@ -4,6 +4,7 @@ import { audit } from '../pipeline/audit-trail.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
 import { jobId, type InferenceJob, type StudyCompleteJob } from '../pipeline/jobs.ts';
 import { routingEvents } from './events.ts';
+import { noModelDetail, routingRecords } from './decisions.ts';
 import { planStudy, type RoutableModel } from './rules.ts';
 
 export interface RoutingDeps {
@@ -21,37 +22,32 @@ export function createRoutingProcessor(deps: RoutingDeps) {
   return async (job: Job<StudyCompleteJob>): Promise<{ run: number; jobs: string[] }> => {
     const { studyUid } = job.data;
     const instances = await deps.index.instances(studyUid);
-    const plan = planStudy(instances, await deps.models(), deps.rules, deps.defaultDestination, {
+    const models = await deps.models();
+    const plan = planStudy(instances, models, deps.rules, deps.defaultDestination, {
       anatomyKeywords: deps.anatomyKeywords,
     });
     const work = plan.work;
-    await deps.index.setSeriesAnatomy(
-      studyUid,
-      plan.series.map((s) => ({
-        seriesUid: s.seriesUid,
-        bodyPart: s.anatomy.bodyPart,
-        source: s.anatomy.source,
-        attribute: s.anatomy.attribute,
-        rule: s.anatomy.rule,
-        bodyPartExamined: s.bodyPartExamined,
-      })),
-    );
     // A retried routing job reuses its run number, so its inference job ids, and so its SRs, stay the same.
     const run =
       typeof job.progress === 'number' && job.progress > 0
         ? job.progress
         : await deps.index.nextRun(studyUid);
     await job.updateProgress(run);
+    const modalities = new Map(instances.map((i) => [i.seriesUid, i.modality]));
+    const records = routingRecords(plan, run, deps.rules.length > 0, modalities);
+    await deps.index.setSeriesRouting(studyUid, records);
     await audit.flushReceived(studyUid);
     if (work.length === 0) {
-      await deps.index.setState(studyUid, 'done', 'no model accepts this study');
+      // Its own state, with the reasons: an admin sees why no model ran, per series and model.
+      const detail = noModelDetail(records, models.length);
+      await deps.index.setState(studyUid, 'no-model', detail);
       await audit.record({
         type: 'routed',
         studyUid,
         run,
         instances: instances.length,
         jobs: [],
-        detail: 'no model accepts this study',
+        detail,
       });
       routingEvents.studyRouted(studyUid, run, 0, instances.length);
       return { run, jobs: [] };

@@ -116,7 +116,7 @@ function studiesPage() {
     'select',
     { id: 'state-filter', onchange: () => void tick() },
     h('option', { value: '' }, 'all states'),
-    ['receiving', 'queued', 'inferring', 'delivering', 'done', 'failed'].map((s) =>
+    ['receiving', 'queued', 'inferring', 'delivering', 'done', 'no-model', 'failed'].map((s) =>
       h('option', { value: s }, s),
     ),
   );
@@ -269,6 +269,11 @@ function studyPage(uid) {
           h('span', {}, `${k}: ${dur(s.stages[k])}`),
         ),
       ),
+      s.detail ? h('p', { id: 'study-detail' }, s.detail) : [],
+      h('h2', {}, 'Routing'),
+      routingTable(s.series ?? []),
+      h('h2', {}, 'Models'),
+      modelTable(s.models ?? {}),
       h('h2', {}, 'Timeline'),
       s.events.length
         ? h(
@@ -289,6 +294,49 @@ function studyPage(uid) {
       jobTable(s.jobs, 'No jobs kept.'),
     );
   };
+}
+
+/** Per series and model: ran or not, and why not (the routing records of the latest run). */
+function routingTable(series) {
+  const rows = [];
+  for (const r of series) {
+    const anatomy = r.bodyPart ? `${r.bodyPart} (${r.source})` : `none (${r.source})`;
+    for (const [model, d] of Object.entries(r.models ?? {})) {
+      rows.push(
+        h(
+          'tr',
+          { dataset: { series: r.seriesUid, model } },
+          h('td', { className: 'uid' }, r.seriesUid),
+          h('td', {}, r.modality ?? ''),
+          h('td', {}, anatomy),
+          h('td', {}, model),
+          h('td', {}, d.accepted ? badge('routed') : badge('not routed', 'not-routed')),
+          h('td', { className: 'reasons' }, d.accepted ? (d.rules ?? []).join(', ') : d.reasons.join('; ')),
+        ),
+      );
+    }
+  }
+  return table(
+    ['Series', 'Modality', 'Body part (from)', 'Model', 'Decision', 'Why'],
+    rows,
+    'No routing decision yet.',
+  );
+}
+
+/** Per model: images used and skipped, with why. */
+function modelTable(models) {
+  const rows = Object.entries(models).map(([model, o]) =>
+    h(
+      'tr',
+      { dataset: { model } },
+      h('td', {}, model),
+      h('td', {}, String(o.run)),
+      h('td', {}, String(o.images)),
+      h('td', {}, String(o.skipped)),
+      h('td', { className: 'reasons' }, o.reasons.join('; ')),
+    ),
+  );
+  return table(['Model', 'Run', 'Images used', 'Skipped', 'Why skipped'], rows, 'No model has run.');
 }
 
 /** A page that is one table of what `url` answers, a row per item. */

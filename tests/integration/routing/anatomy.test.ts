@@ -130,7 +130,7 @@ interface Routed {
   seriesUid: string;
   models: string[];
   series: InferenceJob['seriesUids'];
-  anatomy: Awaited<ReturnType<StudyIndex['seriesAnatomy']>>;
+  anatomy: Awaited<ReturnType<StudyIndex['seriesRouting']>>;
 }
 
 /** Indexes the file as received from `callingAe` and routes its study as the gateway would. */
@@ -159,7 +159,7 @@ async function route(file: string, callingAe: string): Promise<Routed> {
     seriesUid: rec.seriesUid,
     models: jobs.map((j) => j!.data.modelId).sort(),
     series: cxrJob?.data.seriesUids ?? [],
-    anatomy: await index.seriesAnatomy(rec.studyUid),
+    anatomy: await index.seriesRouting(rec.studyUid),
   };
 }
 
