@@ -97,3 +97,12 @@ export interface ResultToReport {
 
 /** The reports stage as the inference stage sees it: results in, written objects (SR first) out. */
 export type ResultWriter = (input: ResultToReport) => Promise<WrittenObject[]>;
+
+/**
+ * The reports stage cannot build its object from this result and these sources, and never will: the
+ * build is a function of its input, so every try fails the same way. The inference stage fails the job
+ * once, with this reason, instead of retrying it.
+ */
+export class UnbuildableReportError extends Error {
+  override name = 'UnbuildableReportError';
+}

@@ -6,6 +6,8 @@ import type { ClassificationFinding, Finding, ModelResult, VolumeFinding } from 
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../../dicom/part10.ts';
 import { EXPLICIT_VR_LITTLE_ENDIAN } from '../../dicom/transfer-syntax.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
+import { normaliseValue, type NormaliseResult } from '../../dicom/value-normalise.ts';
+import { reportsEvents } from '../events.ts';
 import { CODES, STANDARD_CODING_SCHEMES } from './codes.ts';
 import {
   codeItem,
@@ -23,20 +25,30 @@ export const COMPREHENSIVE_SR_SOP_CLASS = '1.2.840.10008.5.1.4.1.1.88.33';
 export const SR_MANUFACTURER = 'dicom-ai-gateway';
 const DCMR_UID = '1.2.840.10008.8.1.1';
 
-/** Patient and study attributes copied from the source; all Type 2 in their modules. */
-const COPIED_TYPE2 = [
-  'PatientName',
-  'PatientID',
-  'PatientBirthDate',
-  'PatientSex',
-  'StudyDate',
-  'StudyTime',
-  'ReferringPhysicianName',
-  'StudyID',
-  'AccessionNumber',
-] as const;
-/** Copied when present so the SR files under the same study description in the PACS. */
-const COPIED_OPTIONAL = ['StudyDescription'] as const;
+/**
+ * Patient and General Study attributes copied from the source into every derived object (SR, SEG), with
+ * their tag, VR and type: Type 2 ones are always written (empty when the source has no valid value),
+ * Type 3 ones only with a value.
+ */
+const COPIED: readonly {
+  keyword: string;
+  tag: string;
+  vr: string;
+  type: 2 | 3;
+  enumerated?: readonly string[];
+}[] = [
+  { keyword: 'PatientName', tag: '(0010,0010)', vr: 'PN', type: 2 },
+  { keyword: 'PatientID', tag: '(0010,0020)', vr: 'LO', type: 2 },
+  { keyword: 'PatientBirthDate', tag: '(0010,0030)', vr: 'DA', type: 2 },
+  { keyword: 'PatientSex', tag: '(0010,0040)', vr: 'CS', type: 2, enumerated: ['M', 'F', 'O'] },
+  { keyword: 'StudyDate', tag: '(0008,0020)', vr: 'DA', type: 2 },
+  { keyword: 'StudyTime', tag: '(0008,0030)', vr: 'TM', type: 2 },
+  { keyword: 'ReferringPhysicianName', tag: '(0008,0090)', vr: 'PN', type: 2 },
+  { keyword: 'StudyID', tag: '(0020,0010)', vr: 'SH', type: 2 },
+  { keyword: 'AccessionNumber', tag: '(0008,0050)', vr: 'SH', type: 2 },
+  // Copied when present so the SR files under the same study description in the PACS.
+  { keyword: 'StudyDescription', tag: '(0008,1030)', vr: 'LO', type: 3 },
+];
 
 export interface PredecessorRef {
   studyUid: string;
@@ -314,7 +326,7 @@ export function derivedObjectHeader(o: {
     InstanceCreationTime: o.when.time,
     TimezoneOffsetFromUTC: o.when.offset,
   };
-  copyPatientAndStudy(o.source, ds);
+  copyPatientAndStudy(o.source, ds, { object: o.modality, studyUid: o.studyUid });
   ds.StudyInstanceUID = o.studyUid;
   ds.Modality = o.modality;
   ds.SeriesInstanceUID = o.seriesInstanceUid;
@@ -324,13 +336,55 @@ export function derivedObjectHeader(o: {
   return ds;
 }
 
-/** Copies the Patient and General Study attributes a derived object (SR, SEG) shares with its source. */
-function copyPatientAndStudy(source: Record<string, unknown>, ds: Record<string, unknown>): void {
-  for (const key of COPIED_TYPE2) ds[key] = source[key] ?? '';
-  for (const key of COPIED_OPTIONAL) {
-    const v = source[key];
-    if (typeof v === 'string' && v.length > 0) ds[key] = v;
+/**
+ * Copies the Patient and General Study attributes a derived object (SR, SEG) shares with its source,
+ * each made valid for its VR: a legacy value (a dotted date, a description longer than LO allows) is
+ * normalised, one with no valid form is left out (Type 2: written empty) and named in the log, never
+ * quoted. A source value can thus never make the object unwritable.
+ */
+function copyPatientAndStudy(
+  source: Record<string, unknown>,
+  ds: Record<string, unknown>,
+  context: { object: string; studyUid: string },
+): void {
+  const codeExtensions = usesCodeExtensions(source.SpecificCharacterSet);
+  for (const attr of COPIED) {
+    const raw = source[attr.keyword];
+    let r = normaliseValue(attr.vr, raw, { codeExtensions });
+    if (r.kind !== 'omitted' && attr.enumerated) r = enumerated(r.value, attr.enumerated);
+    if (r.kind === 'omitted') {
+      reportsEvents.attributeOmitted({
+        ...context,
+        keyword: attr.keyword,
+        tag: attr.tag,
+        vr: attr.vr,
+        reason: r.reason,
+      });
+    }
+    const value = r.kind === 'omitted' || r.value === undefined || r.value === null ? '' : r.value;
+    if (attr.type === 2) ds[attr.keyword] = value;
+    else if (!isEmpty(value)) ds[attr.keyword] = value;
   }
+}
+
+/** Defined terms of a CS (e.g. Patient's Sex M/F/O), with the spelled-out forms older systems write. */
+function enumerated(value: unknown, terms: readonly string[]): NormaliseResult {
+  if (value === '' || value === undefined) return { kind: 'kept', value };
+  if (typeof value !== 'string') return { kind: 'omitted', reason: 'not one of the defined terms' };
+  if (terms.includes(value)) return { kind: 'kept', value };
+  const first = { MALE: 'M', FEMALE: 'F', OTHER: 'O' }[value];
+  if (first && terms.includes(first)) return { kind: 'normalised', value: first };
+  return { kind: 'omitted', reason: `not one of the defined terms ${terms.join('/')}` };
+}
+
+function isEmpty(v: unknown): boolean {
+  return v === '' || (Array.isArray(v) && v.length === 0);
+}
+
+/** Whether a Specific Character Set value uses ISO 2022 code extensions (escape sequences in text). */
+function usesCodeExtensions(charset: unknown): boolean {
+  const values = Array.isArray(charset) ? charset : [charset];
+  return values.some((v) => typeof v === 'string' && v.startsWith('ISO 2022'));
 }
 
 function isAscii(s: string): boolean {
