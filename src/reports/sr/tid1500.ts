@@ -2,7 +2,13 @@
 // for one model run: device observer, image library of every source instance, one TID 1501
 // measurement group per finding. Output is a Part-10 file in Explicit VR Little Endian.
 import dcmjs from 'dcmjs';
-import type { ClassificationFinding, Finding, ModelResult, VolumeFinding } from '../../pipeline/findings.ts';
+import type {
+  ClassificationFinding,
+  ExclusiveClassificationFinding,
+  Finding,
+  ModelResult,
+  VolumeFinding,
+} from '../../pipeline/findings.ts';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../../dicom/part10.ts';
 import { EXPLICIT_VR_LITTLE_ENDIAN } from '../../dicom/transfer-syntax.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
@@ -188,6 +194,7 @@ function measurementGroup(f: Finding, index: number, result: ModelResult, srUid:
     ...algorithmIdentification(result, f),
   ];
   if (f.kind === 'classification') items.push(...classificationItems(f));
+  else if (f.kind === 'exclusive-classification') items.push(...exclusiveClassificationItems(f));
   else if (f.kind === 'volume') items.push(...volumeItems(f));
   else throw new ReportInputError(`finding ${index} has an unknown kind`);
   return container('CONTAINS', CODES.measurementGroup, items);
@@ -200,6 +207,10 @@ function algorithmIdentification(result: ModelResult, f: Finding): Dataset[] {
   ];
   if (f.kind === 'classification') {
     items.push(textItem('HAS CONCEPT MOD', CODES.algorithmParameters, `threshold=${f.threshold}`));
+  } else if (f.kind === 'exclusive-classification') {
+    items.push(
+      textItem('HAS CONCEPT MOD', CODES.algorithmParameters, 'exclusive classes; most probable class'),
+    );
   }
   return items;
 }
@@ -215,6 +226,32 @@ function classificationItems(f: ClassificationFinding): Dataset[] {
     numItem('CONTAINS', CODES.certaintyOfFinding, f.probability * 100, CODES.percent),
     // TID 1501 qualitative evaluation: the finding concept, valued Present/Absent by the threshold.
     codeItem('CONTAINS', f.concept, f.positive ? CODES.present : CODES.absent),
+  ];
+}
+
+function checkProbability(label: string, p: number): void {
+  if (!Number.isFinite(p) || p < 0 || p > 1)
+    throw new ReportInputError(`finding ${label}: probability ${p} is outside [0, 1]`);
+}
+
+/**
+ * Mutually exclusive classes: the most probable class is the finding, Present (never a set of Absent
+ * classes, which would contradict itself for one image), with its certainty; then each class's
+ * probability as a NUM item named by the class's concept.
+ */
+function exclusiveClassificationItems(f: ExclusiveClassificationFinding): Dataset[] {
+  checkProbability(f.label, f.probability);
+  if (!f.classes.some((c) => c.label === f.label))
+    throw new ReportInputError(`finding ${f.label}: the most probable class is not among its classes`);
+  for (const c of f.classes) {
+    checkProbability(c.label, c.probability);
+    if (c.probability > f.probability)
+      throw new ReportInputError(`finding ${f.label}: class ${c.label} is more probable than the finding`);
+  }
+  return [
+    numItem('CONTAINS', CODES.certaintyOfFinding, f.probability * 100, CODES.percent),
+    codeItem('CONTAINS', f.concept, CODES.present),
+    ...f.classes.map((c) => numItem('CONTAINS', c.concept, c.probability * 100, CODES.percent)),
   ];
 }
 
