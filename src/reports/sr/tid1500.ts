@@ -163,9 +163,6 @@ export function buildMeasurementReport(input: MeasurementReportInput): Buffer {
   ];
   const local = localCodingSchemes(ds, result.model);
   if (local.length > 0) ds.CodingSchemeIdentificationSequence = local;
-  // dcmjs writes every string as UTF-8; declare it whenever anything is outside ASCII.
-  if (!isAscii(JSON.stringify(ds))) ds.SpecificCharacterSet = 'ISO_IR 192';
-
   return writePart10(ds);
 }
 
@@ -337,7 +334,12 @@ export function writePart10(ds: Dataset): Buffer {
     ImplementationVersionName: IMPLEMENTATION_VERSION_NAME,
   };
   const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  dict.dict = DicomMetaDictionary.denaturalizeDataset(ds);
+  const characterSet = writtenCharacterSet(ds);
+  dict.dict = DicomMetaDictionary.denaturalizeDataset(
+    characterSet === undefined
+      ? withoutKey(ds, 'SpecificCharacterSet')
+      : { ...ds, SpecificCharacterSet: characterSet },
+  );
   const out: ArrayBuffer = dict.write();
   return Buffer.from(out);
 }
@@ -363,6 +365,8 @@ export function derivedObjectHeader(o: {
     InstanceCreationTime: o.when.time,
     TimezoneOffsetFromUTC: o.when.offset,
   };
+  // The source's character set; writePart10 keeps it where the text written means the same in it.
+  if (o.source.SpecificCharacterSet !== undefined) ds.SpecificCharacterSet = o.source.SpecificCharacterSet;
   copyPatientAndStudy(o.source, ds, { object: o.modality, studyUid: o.studyUid });
   ds.StudyInstanceUID = o.studyUid;
   ds.Modality = o.modality;
@@ -424,9 +428,41 @@ function usesCodeExtensions(charset: unknown): boolean {
   return values.some((v) => typeof v === 'string' && v.startsWith('ISO 2022'));
 }
 
-function isAscii(s: string): boolean {
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
-  return true;
+/**
+ * The Specific Character Set a derived object is written in. It carries the source's (copied by
+ * derivedObjectHeader) as long as the bytes dcmjs writes mean the same in it: 7-bit text is the same
+ * bytes in every DICOM character set, and ISO 2022 text read with code extensions is kept as its 7-bit
+ * bytes, escape sequences included, so the patient name is written byte for byte as the source has it.
+ * dcmjs writes any other text as UTF-8, which is then declared (ISO_IR 192).
+ */
+function writtenCharacterSet(ds: Dataset): unknown {
+  const declared = ds.SpecificCharacterSet;
+  const values = (Array.isArray(declared) ? declared : [declared]).filter((v) => typeof v === 'string');
+  const codeExtensions = values.some((v) => v.startsWith('ISO 2022'));
+  let sevenBit = true;
+  let escape = false;
+  visitStrings(ds, (s) => {
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0x7f) sevenBit = false;
+      else if (c === 0x1b) escape = true;
+    }
+  });
+  if (sevenBit && (!escape || codeExtensions)) return values.length > 0 ? declared : undefined;
+  return 'ISO_IR 192';
+}
+
+function visitStrings(v: unknown, visit: (s: string) => void): void {
+  if (typeof v === 'string') visit(v);
+  else if (Array.isArray(v)) for (const x of v) visitStrings(x, visit);
+  else if (v && typeof v === 'object' && !(v instanceof ArrayBuffer) && !ArrayBuffer.isView(v)) {
+    for (const [k, x] of Object.entries(v)) if (k !== 'SpecificCharacterSet') visitStrings(x, visit);
+  }
+}
+
+function withoutKey(ds: Dataset, key: string): Dataset {
+  const { [key]: _, ...rest } = ds;
+  return rest;
 }
 
 function positiveInt(field: string, v: number): number {
