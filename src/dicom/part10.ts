@@ -163,6 +163,8 @@ const MAX_STRING_LENGTH = 1024;
 
 interface DcmjsElement {
   Value?: unknown[];
+  /** The value as it was in the file, where dcmjs keeps it (string VRs). */
+  _rawValue?: unknown;
 }
 type DcmjsDict = Record<string, DcmjsElement | undefined>;
 
@@ -199,8 +201,10 @@ export async function readInstanceHeader(
 }
 
 /**
- * Every attribute before Pixel Data as a naturalized dcmjs dataset (keyword → value, strings decoded, so
- * SpecificCharacterSet reads 'ISO_IR 192'). Same bounded reading as readInstanceHeader.
+ * Every attribute before Pixel Data as a naturalized dcmjs dataset (keyword → value, strings decoded).
+ * SpecificCharacterSet is the source's declared value (dcmjs would say 'ISO_IR 192' once it has decoded
+ * the strings), so that an object derived from the source can declare the same character set. Same
+ * bounded reading as readInstanceHeader.
  */
 export async function readNaturalizedHeader(
   path: string,
@@ -209,7 +213,16 @@ export async function readNaturalizedHeader(
   const { dict } = await readHeaderDict(path, opts);
   const withoutPixelPlaceholder = { ...dict };
   delete withoutPixelPlaceholder['7FE00010'];
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(withoutPixelPlaceholder) as Record<string, unknown>;
+  const header = dcmjs.data.DicomMetaDictionary.naturalizeDataset(withoutPixelPlaceholder) as Record<
+    string,
+    unknown
+  >;
+  const declared = dict['00080005']?._rawValue;
+  if (Array.isArray(declared) && declared.every((v) => typeof v === 'string') && declared.length > 0) {
+    const values = declared.map((v: string) => v.trim());
+    header.SpecificCharacterSet = values.length === 1 ? values[0] : values;
+  }
+  return header;
 }
 
 interface HeaderDict {

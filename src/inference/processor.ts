@@ -2,7 +2,7 @@ import { UnrecoverableError, type Job, type Queue } from 'bullmq';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { InstanceRecord, StudyIndex } from '../pipeline/study-index.ts';
 import { jobId, type DeliveryJob, type InferenceJob } from '../pipeline/jobs.ts';
-import type { ResultWriter, SourceInstanceRef } from '../pipeline/findings.ts';
+import { UnbuildableReportError, type ResultWriter, type SourceInstanceRef } from '../pipeline/findings.ts';
 import { NoUsableImagesError, runModel, type LoadedModelSession } from './run-model.ts';
 import { inferenceEvents } from './events.ts';
 
@@ -60,7 +60,14 @@ export function createInferenceProcessor(deps: InferenceDeps) {
     }
 
     // SR (superseding the previous run's) and, for segmentation models, a SEG; same destinations.
-    const objects = await deps.writeResults({ result, studyUid, modelId, modelVersion, run });
+    let objects;
+    try {
+      objects = await deps.writeResults({ result, studyUid, modelId, modelVersion, run });
+    } catch (err) {
+      // A report that cannot be built from this result will not build on a retry either.
+      if (err instanceof UnbuildableReportError) throw new UnrecoverableError(err.message);
+      throw err;
+    }
     const srUid = objects[0]!.sopInstanceUid;
     for (const object of objects) {
       for (const destination of destinations) {

@@ -1,8 +1,13 @@
 import ort from 'onnxruntime-node';
 import { executionProvider, inferenceSeconds } from '../observability/metrics.ts';
-import type { InstanceManifest, ModelManifest, VolumeManifest } from '../models/manifest.ts';
+import {
+  hasExclusiveClasses,
+  type InstanceManifest,
+  type ModelManifest,
+  type VolumeManifest,
+} from '../models/manifest.ts';
 import type { LoadedModel } from '../models/registry.ts';
-import type { ClassificationFinding, ModelResult, SourceInstanceRef } from '../pipeline/findings.ts';
+import type { Finding, ModelResult, SourceInstanceRef } from '../pipeline/findings.ts';
 import { MicroBatcher } from './runtime/batcher.ts';
 import type { DecodePool } from './runtime/decode-pool.ts';
 import {
@@ -259,22 +264,40 @@ async function runInstances(
     );
   }
 
-  const findings: ClassificationFinding[] = [];
-  m.outputs.labels.forEach((label, k) => {
-    if (!label.report) return;
+  // Per label over the instances, as the manifest aggregates.
+  const probabilities = m.outputs.labels.map((_, k) => {
     const values = scores.map((s) => s[k]!);
-    const probability =
-      m.aggregation === 'max'
-        ? values.reduce((a, b) => Math.max(a, b))
-        : values.reduce((a, b) => a + b, 0) / values.length;
+    return m.aggregation === 'max'
+      ? values.reduce((a, b) => Math.max(a, b))
+      : values.reduce((a, b) => a + b, 0) / values.length;
+  });
+  const findings: Finding[] = [];
+  if (hasExclusiveClasses(m)) {
+    // One of the classes is true of the image: the most probable one (the first on a tie) is the finding.
+    const top = probabilities.reduce((best, p, k) => (p > probabilities[best]! ? k : best), 0);
+    const label = m.outputs.labels[top]!;
     findings.push({
-      kind: 'classification',
+      kind: 'exclusive-classification',
       label: label.name,
       concept: label.concept,
-      probability,
-      threshold: label.threshold,
-      positive: probability >= label.threshold,
+      probability: probabilities[top]!,
+      classes: m.outputs.labels.flatMap((l, k) =>
+        l.report || k === top ? [{ label: l.name, concept: l.concept, probability: probabilities[k]! }] : [],
+      ),
     });
-  });
+  } else {
+    m.outputs.labels.forEach((label, k) => {
+      if (!label.report) return;
+      const probability = probabilities[k]!;
+      findings.push({
+        kind: 'classification',
+        label: label.name,
+        concept: label.concept,
+        probability,
+        threshold: label.threshold,
+        positive: probability >= label.threshold,
+      });
+    });
+  }
   return { findings, sources: used, skipped };
 }

@@ -84,6 +84,13 @@ const outputsSchema = z
     /** Name of the output tensor, shape [N, labels.length]. */
     name: z.string().min(1),
     activation: z.enum(['none', 'softmax', 'sigmoid']),
+    /**
+     * The labels are mutually exclusive classes (exactly one is true of an image): the report states the
+     * most probable class as the finding and lists every class's probability; thresholds are not used.
+     * Otherwise each label is an independent finding, present or absent against its threshold. Default:
+     * true for softmax, false otherwise.
+     */
+    exclusive: z.boolean().optional(),
     labels: z.array(labelSchema).min(1).max(256),
   })
   .strict();
@@ -238,7 +245,26 @@ export const manifestSchema = z
         message: 'softmax needs two or more labels',
       });
     }
+    if (m.outputs.exclusive === true && m.outputs.labels.length < 2) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['outputs', 'exclusive'],
+        message: 'exclusive classes need two or more labels',
+      });
+    }
+    if (m.outputs.exclusive === true && m.outputs.activation === 'sigmoid') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['outputs', 'exclusive'],
+        message: 'sigmoid outputs are independent probabilities, not exclusive classes',
+      });
+    }
   });
+
+/** Whether an instance model's labels are mutually exclusive classes (see outputs.exclusive). */
+export function hasExclusiveClasses(m: InstanceManifest): boolean {
+  return m.outputs.exclusive ?? m.outputs.activation === 'softmax';
+}
 
 export type ModelManifest = z.infer<typeof manifestSchema>;
 export type InstanceManifest = z.infer<typeof instanceManifestSchema>;

@@ -7,6 +7,7 @@ export interface CodedConcept {
   meaning: string;
 }
 
+/** One independent label (sigmoid): present or absent against its threshold. */
 export interface ClassificationFinding {
   kind: 'classification';
   label: string;
@@ -15,6 +16,27 @@ export interface ClassificationFinding {
   threshold: number;
   /** probability >= threshold */
   positive: boolean;
+}
+
+/** Each class with its probability, as an exclusive classification lists them. */
+export interface ClassProbability {
+  label: string;
+  concept: CodedConcept;
+  probability: number;
+}
+
+/**
+ * The result of a classifier whose classes are mutually exclusive (softmax: exactly one is true of the
+ * image): the most probable class is the finding, stated as present; every class's probability is given.
+ */
+export interface ExclusiveClassificationFinding {
+  kind: 'exclusive-classification';
+  /** The most probable class. */
+  label: string;
+  concept: CodedConcept;
+  probability: number;
+  /** The classes the report lists, in output order, the most probable among them. */
+  classes: ClassProbability[];
 }
 
 export interface VolumeFinding {
@@ -26,7 +48,7 @@ export interface VolumeFinding {
   voxelCount: number;
 }
 
-export type Finding = ClassificationFinding | VolumeFinding;
+export type Finding = ClassificationFinding | ExclusiveClassificationFinding | VolumeFinding;
 
 export interface ModelIdentity {
   id: string;
@@ -99,3 +121,12 @@ export interface ResultToReport {
 
 /** The reports stage as the inference stage sees it: results in, written objects (SR first) out. */
 export type ResultWriter = (input: ResultToReport) => Promise<WrittenObject[]>;
+
+/**
+ * The reports stage cannot build its object from this result and these sources, and never will: the
+ * build is a function of its input, so every try fails the same way. The inference stage fails the job
+ * once, with this reason, instead of retrying it.
+ */
+export class UnbuildableReportError extends Error {
+  override name = 'UnbuildableReportError';
+}

@@ -7,10 +7,17 @@ import { readNaturalizedHeader } from '../dicom/part10.ts';
 import { uidFromName } from '../dicom/uid.ts';
 import type { ReportRecord, StudyIndex } from '../pipeline/study-index.ts';
 import { writeFileDurable } from '../storage/durable-write.ts';
-import type { ModelResult, ResultToReport, SegmentationResult, WrittenObject } from '../pipeline/findings.ts';
+import {
+  UnbuildableReportError,
+  type ModelResult,
+  type ResultToReport,
+  type SegmentationResult,
+  type WrittenObject,
+} from '../pipeline/findings.ts';
+import { errorMessage } from '../observability/error-message.ts';
 import { reportsEvents } from './events.ts';
 import { buildSegmentation } from './seg/segmentation.ts';
-import { buildMeasurementReport, COMPREHENSIVE_SR_SOP_CLASS, ReportInputError } from './sr/tid1500.ts';
+import { buildMeasurementReport, COMPREHENSIVE_SR_SOP_CLASS } from './sr/tid1500.ts';
 
 export const SR_SERIES_NUMBER = 9000;
 export const SEG_SERIES_NUMBER = 9001;
@@ -53,20 +60,28 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
     headers.set(file, header);
     return header;
   };
-  const sr = buildMeasurementReport({
-    result,
-    sourceHeader: await headerOf(sourcePath),
-    sopInstanceUid,
-    seriesInstanceUid: seriesUid,
-    seriesNumber: SR_SERIES_NUMBER,
-    instanceNumber: run,
-    predecessor: predecessor && {
-      studyUid,
-      seriesUid: predecessor.seriesUid,
-      sopInstanceUid: predecessor.sopInstanceUid,
-      sopClassUid: predecessor.sopClassUid,
-    },
-  });
+  const sourceHeader = await headerOf(sourcePath);
+  let sr: Buffer;
+  try {
+    sr = buildMeasurementReport({
+      result,
+      sourceHeader,
+      sopInstanceUid,
+      seriesInstanceUid: seriesUid,
+      seriesNumber: SR_SERIES_NUMBER,
+      instanceNumber: run,
+      predecessor: predecessor && {
+        studyUid,
+        seriesUid: predecessor.seriesUid,
+        sopInstanceUid: predecessor.sopInstanceUid,
+        sopClassUid: predecessor.sopClassUid,
+      },
+    });
+  } catch (err) {
+    // Building is a pure function of the result and the source header: what failed once fails on every
+    // try, so the job is not retried.
+    throw new UnbuildableReportError(`the SR cannot be built: ${buildFailure(err)}`, { cause: err });
+  }
   const srPath = path.join(input.outboxDir, studyUid, `${sopInstanceUid}.dcm`);
   await writeFileDurable(srPath, sr);
   objects.push({ kind: 'sr', sopInstanceUid, path: srPath });
@@ -108,9 +123,9 @@ async function writeSegmentation(
       instanceNumber: run,
     });
   } catch (err) {
-    // Images without usable geometry will not gain it on a retry; the SR still goes out.
-    if (!(err instanceof ReportInputError)) throw err;
-    reportsEvents.segSkipped(studyUid, `${modelId}@${modelVersion}`, err);
+    // Building is a pure function of its input: images without usable geometry (or any other reason the
+    // SEG cannot be built) will not change on a retry. The SR still goes out.
+    reportsEvents.segSkipped(studyUid, `${modelId}@${modelVersion}`, buildFailure(err));
     return undefined;
   }
   if (!seg) {
@@ -120,4 +135,12 @@ async function writeSegmentation(
   const segPath = path.join(input.outboxDir, studyUid, `${sopInstanceUid}.dcm`);
   await writeFileDurable(segPath, seg);
   return { kind: 'seg', sopInstanceUid, path: segPath };
+}
+
+/**
+ * Why a build failed, for the job's failure reason and the log: dcmjs quotes the offending value in its
+ * length errors, and a value copied from the source may be patient data.
+ */
+function buildFailure(err: unknown): string {
+  return errorMessage(err).replace(/(Value exceeds max length, vr: \w+), value: .*/s, '$1');
 }

@@ -92,19 +92,28 @@ test('a modality pushes chest X-rays with storescu; SRs with the model findings 
   assert.equal(content.dataset.Modality, 'SR');
   const sourceSop = readHeaderSync(FUJI_CHEST).SOPInstanceUID;
   assert.deepEqual(content.referencedSopInstanceUids, [sourceSop]);
-  // MODEL.md reference output for this file: 0.3372 / 0.3314 / 0.3314 (bacterial, normal, viral).
-  const byFinding = new Map(content.groups.map((g) => [g.finding ?? '', g]));
+  // MODEL.md reference output for this file: 0.3372 / 0.3314 / 0.3314 (bacterial, normal, viral). The
+  // classes are exclusive: one finding, the most probable class stated Present, with each class's
+  // probability; never every class Absent.
+  assert.equal(content.groups.length, 1, `one finding: ${JSON.stringify(content.groups)}`);
+  const group = content.groups[0]!;
+  assert.match(group.finding ?? '', /bacterial/i);
+  assert.equal(group.qualitative, 'Present');
+  assert.ok(Math.abs(group.probability! - 0.3372) < 0.001, `certainty ${group.probability}`);
+  assert.match(group.algorithmName ?? '', /squeezenet/i);
   const expected: [RegExp, number][] = [
     [/bacterial/i, 0.3372],
     [/normal/i, 0.3314],
     [/viral/i, 0.3314],
   ];
-  for (const [finding, p] of expected) {
-    const group = [...byFinding.entries()].find(([name]) => finding.test(name))?.[1];
-    assert.ok(group, `a measurement group for ${finding} (have: ${[...byFinding.keys()].join(', ')})`);
-    assert.ok(Math.abs(group.probability! - p) < 0.001, `${finding}: ${group.probability} vs reference ${p}`);
-    assert.ok(group.qualitative, 'a qualitative result against the threshold');
-    assert.match(group.algorithmName ?? '', /squeezenet/i);
+  const classes = Object.entries(group.classes ?? {});
+  assert.equal(classes.length, 3, JSON.stringify(group.classes));
+  for (const [name, p] of expected) {
+    const probability = classes.find(([meaning]) => name.test(meaning))?.[1];
+    assert.ok(
+      probability !== undefined && Math.abs(probability - p) < 0.001,
+      `${name}: ${probability} vs ${p}`,
+    );
   }
 
   // The 16×16 Agfa image is below every model's minimum size: the study is done with no report.
@@ -138,6 +147,9 @@ test('the PACS auto-routes a study to the gateway by C-STORE; the SR comes back 
   await assertValidSr(file);
   // MODEL.md reference for this JPEG 2000 file: 0.2050 / 0.5818 / 0.2132; a different JPEG 2000 decoder
   // may round differently, hence the looser tolerance.
-  const normal = content.groups.find((g) => /normal/i.test(g.finding ?? ''));
-  assert.ok(normal && Math.abs(normal.probability! - 0.5818) < 0.01, `normal: ${normal?.probability}`);
+  assert.equal(content.groups.length, 1);
+  const normal = content.groups[0]!;
+  assert.match(normal.finding ?? '', /normal/i);
+  assert.equal(normal.qualitative, 'Present');
+  assert.ok(Math.abs(normal.probability! - 0.5818) < 0.01, `normal: ${normal.probability}`);
 });

@@ -11,6 +11,8 @@ export interface ReportGroup {
   qualitative?: string;
   algorithmName?: string;
   algorithmVersion?: string;
+  /** Exclusive classes: each class's probability (0-1) by its code meaning. */
+  classes?: Record<string, number>;
 }
 
 export interface ReportContent {
@@ -55,7 +57,13 @@ export function readReport(part10: ArrayBuffer | Buffer): ReportContent {
           const unit = asArray<Item>(num.MeasurementUnitsCodeSequence)[0]?.CodeValue;
           const value = Number(num.NumericValue);
           if (unit === 'ml' || unit === 'mL') group.volumeMl = value;
-          else group.probability = unit === '%' ? value / 100 : value;
+          else if (concept === '111012' || unit !== '%')
+            group.probability = unit === '%' ? value / 100 : value;
+          else {
+            // A NUM named by a class's concept: that class's probability (exclusive classes).
+            const name = asArray<Item>(child.ConceptNameCodeSequence)[0]?.CodeMeaning as string;
+            group.classes = { ...group.classes, [name]: value / 100 };
+          }
         } else if (child.ValueType === 'CODE' && code) group.qualitative = code.CodeMeaning;
         else if (concept === '111001') group.algorithmName = child.TextValue;
         else if (concept === '111003') group.algorithmVersion = child.TextValue;

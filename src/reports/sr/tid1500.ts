@@ -2,10 +2,18 @@
 // for one model run: device observer, image library of every source instance, one TID 1501
 // measurement group per finding. Output is a Part-10 file in Explicit VR Little Endian.
 import dcmjs from 'dcmjs';
-import type { ClassificationFinding, Finding, ModelResult, VolumeFinding } from '../../pipeline/findings.ts';
+import type {
+  ClassificationFinding,
+  ExclusiveClassificationFinding,
+  Finding,
+  ModelResult,
+  VolumeFinding,
+} from '../../pipeline/findings.ts';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../../dicom/part10.ts';
 import { EXPLICIT_VR_LITTLE_ENDIAN } from '../../dicom/transfer-syntax.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
+import { normaliseValue, type NormaliseResult } from '../../dicom/value-normalise.ts';
+import { reportsEvents } from '../events.ts';
 import { CODES, STANDARD_CODING_SCHEMES } from './codes.ts';
 import {
   codeItem,
@@ -23,20 +31,30 @@ export const COMPREHENSIVE_SR_SOP_CLASS = '1.2.840.10008.5.1.4.1.1.88.33';
 export const SR_MANUFACTURER = 'dicom-ai-gateway';
 const DCMR_UID = '1.2.840.10008.8.1.1';
 
-/** Patient and study attributes copied from the source; all Type 2 in their modules. */
-const COPIED_TYPE2 = [
-  'PatientName',
-  'PatientID',
-  'PatientBirthDate',
-  'PatientSex',
-  'StudyDate',
-  'StudyTime',
-  'ReferringPhysicianName',
-  'StudyID',
-  'AccessionNumber',
-] as const;
-/** Copied when present so the SR files under the same study description in the PACS. */
-const COPIED_OPTIONAL = ['StudyDescription'] as const;
+/**
+ * Patient and General Study attributes copied from the source into every derived object (SR, SEG), with
+ * their tag, VR and type: Type 2 ones are always written (empty when the source has no valid value),
+ * Type 3 ones only with a value.
+ */
+const COPIED: readonly {
+  keyword: string;
+  tag: string;
+  vr: string;
+  type: 2 | 3;
+  enumerated?: readonly string[];
+}[] = [
+  { keyword: 'PatientName', tag: '(0010,0010)', vr: 'PN', type: 2 },
+  { keyword: 'PatientID', tag: '(0010,0020)', vr: 'LO', type: 2 },
+  { keyword: 'PatientBirthDate', tag: '(0010,0030)', vr: 'DA', type: 2 },
+  { keyword: 'PatientSex', tag: '(0010,0040)', vr: 'CS', type: 2, enumerated: ['M', 'F', 'O'] },
+  { keyword: 'StudyDate', tag: '(0008,0020)', vr: 'DA', type: 2 },
+  { keyword: 'StudyTime', tag: '(0008,0030)', vr: 'TM', type: 2 },
+  { keyword: 'ReferringPhysicianName', tag: '(0008,0090)', vr: 'PN', type: 2 },
+  { keyword: 'StudyID', tag: '(0020,0010)', vr: 'SH', type: 2 },
+  { keyword: 'AccessionNumber', tag: '(0008,0050)', vr: 'SH', type: 2 },
+  // Copied when present so the SR files under the same study description in the PACS.
+  { keyword: 'StudyDescription', tag: '(0008,1030)', vr: 'LO', type: 3 },
+];
 
 export interface PredecessorRef {
   studyUid: string;
@@ -145,9 +163,6 @@ export function buildMeasurementReport(input: MeasurementReportInput): Buffer {
   ];
   const local = localCodingSchemes(ds, result.model);
   if (local.length > 0) ds.CodingSchemeIdentificationSequence = local;
-  // dcmjs writes every string as UTF-8; declare it whenever anything is outside ASCII.
-  if (!isAscii(JSON.stringify(ds))) ds.SpecificCharacterSet = 'ISO_IR 192';
-
   return writePart10(ds);
 }
 
@@ -176,6 +191,7 @@ function measurementGroup(f: Finding, index: number, result: ModelResult, srUid:
     ...algorithmIdentification(result, f),
   ];
   if (f.kind === 'classification') items.push(...classificationItems(f));
+  else if (f.kind === 'exclusive-classification') items.push(...exclusiveClassificationItems(f));
   else if (f.kind === 'volume') items.push(...volumeItems(f));
   else throw new ReportInputError(`finding ${index} has an unknown kind`);
   return container('CONTAINS', CODES.measurementGroup, items);
@@ -188,6 +204,10 @@ function algorithmIdentification(result: ModelResult, f: Finding): Dataset[] {
   ];
   if (f.kind === 'classification') {
     items.push(textItem('HAS CONCEPT MOD', CODES.algorithmParameters, `threshold=${f.threshold}`));
+  } else if (f.kind === 'exclusive-classification') {
+    items.push(
+      textItem('HAS CONCEPT MOD', CODES.algorithmParameters, 'exclusive classes; most probable class'),
+    );
   }
   return items;
 }
@@ -203,6 +223,32 @@ function classificationItems(f: ClassificationFinding): Dataset[] {
     numItem('CONTAINS', CODES.certaintyOfFinding, f.probability * 100, CODES.percent),
     // TID 1501 qualitative evaluation: the finding concept, valued Present/Absent by the threshold.
     codeItem('CONTAINS', f.concept, f.positive ? CODES.present : CODES.absent),
+  ];
+}
+
+function checkProbability(label: string, p: number): void {
+  if (!Number.isFinite(p) || p < 0 || p > 1)
+    throw new ReportInputError(`finding ${label}: probability ${p} is outside [0, 1]`);
+}
+
+/**
+ * Mutually exclusive classes: the most probable class is the finding, Present (never a set of Absent
+ * classes, which would contradict itself for one image), with its certainty; then each class's
+ * probability as a NUM item named by the class's concept.
+ */
+function exclusiveClassificationItems(f: ExclusiveClassificationFinding): Dataset[] {
+  checkProbability(f.label, f.probability);
+  if (!f.classes.some((c) => c.label === f.label))
+    throw new ReportInputError(`finding ${f.label}: the most probable class is not among its classes`);
+  for (const c of f.classes) {
+    checkProbability(c.label, c.probability);
+    if (c.probability > f.probability)
+      throw new ReportInputError(`finding ${f.label}: class ${c.label} is more probable than the finding`);
+  }
+  return [
+    numItem('CONTAINS', CODES.certaintyOfFinding, f.probability * 100, CODES.percent),
+    codeItem('CONTAINS', f.concept, CODES.present),
+    ...f.classes.map((c) => numItem('CONTAINS', c.concept, c.probability * 100, CODES.percent)),
   ];
 }
 
@@ -288,7 +334,12 @@ export function writePart10(ds: Dataset): Buffer {
     ImplementationVersionName: IMPLEMENTATION_VERSION_NAME,
   };
   const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  dict.dict = DicomMetaDictionary.denaturalizeDataset(ds);
+  const characterSet = writtenCharacterSet(ds);
+  dict.dict = DicomMetaDictionary.denaturalizeDataset(
+    characterSet === undefined
+      ? withoutKey(ds, 'SpecificCharacterSet')
+      : { ...ds, SpecificCharacterSet: characterSet },
+  );
   const out: ArrayBuffer = dict.write();
   return Buffer.from(out);
 }
@@ -314,7 +365,9 @@ export function derivedObjectHeader(o: {
     InstanceCreationTime: o.when.time,
     TimezoneOffsetFromUTC: o.when.offset,
   };
-  copyPatientAndStudy(o.source, ds);
+  // The source's character set; writePart10 keeps it where the text written means the same in it.
+  if (o.source.SpecificCharacterSet !== undefined) ds.SpecificCharacterSet = o.source.SpecificCharacterSet;
+  copyPatientAndStudy(o.source, ds, { object: o.modality, studyUid: o.studyUid });
   ds.StudyInstanceUID = o.studyUid;
   ds.Modality = o.modality;
   ds.SeriesInstanceUID = o.seriesInstanceUid;
@@ -324,18 +377,92 @@ export function derivedObjectHeader(o: {
   return ds;
 }
 
-/** Copies the Patient and General Study attributes a derived object (SR, SEG) shares with its source. */
-function copyPatientAndStudy(source: Record<string, unknown>, ds: Record<string, unknown>): void {
-  for (const key of COPIED_TYPE2) ds[key] = source[key] ?? '';
-  for (const key of COPIED_OPTIONAL) {
-    const v = source[key];
-    if (typeof v === 'string' && v.length > 0) ds[key] = v;
+/**
+ * Copies the Patient and General Study attributes a derived object (SR, SEG) shares with its source,
+ * each made valid for its VR: a legacy value (a dotted date, a description longer than LO allows) is
+ * normalised, one with no valid form is left out (Type 2: written empty) and named in the log, never
+ * quoted. A source value can thus never make the object unwritable.
+ */
+function copyPatientAndStudy(
+  source: Record<string, unknown>,
+  ds: Record<string, unknown>,
+  context: { object: string; studyUid: string },
+): void {
+  const codeExtensions = usesCodeExtensions(source.SpecificCharacterSet);
+  for (const attr of COPIED) {
+    const raw = source[attr.keyword];
+    let r = normaliseValue(attr.vr, raw, { codeExtensions });
+    if (r.kind !== 'omitted' && attr.enumerated) r = enumerated(r.value, attr.enumerated);
+    if (r.kind === 'omitted') {
+      reportsEvents.attributeOmitted({
+        ...context,
+        keyword: attr.keyword,
+        tag: attr.tag,
+        vr: attr.vr,
+        reason: r.reason,
+      });
+    }
+    const value = r.kind === 'omitted' || r.value === undefined || r.value === null ? '' : r.value;
+    if (attr.type === 2) ds[attr.keyword] = value;
+    else if (!isEmpty(value)) ds[attr.keyword] = value;
   }
 }
 
-function isAscii(s: string): boolean {
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
-  return true;
+/** Defined terms of a CS (e.g. Patient's Sex M/F/O), with the spelled-out forms older systems write. */
+function enumerated(value: unknown, terms: readonly string[]): NormaliseResult {
+  if (value === '' || value === undefined) return { kind: 'kept', value };
+  if (typeof value !== 'string') return { kind: 'omitted', reason: 'not one of the defined terms' };
+  if (terms.includes(value)) return { kind: 'kept', value };
+  const first = { MALE: 'M', FEMALE: 'F', OTHER: 'O' }[value];
+  if (first && terms.includes(first)) return { kind: 'normalised', value: first };
+  return { kind: 'omitted', reason: `not one of the defined terms ${terms.join('/')}` };
+}
+
+function isEmpty(v: unknown): boolean {
+  return v === '' || (Array.isArray(v) && v.length === 0);
+}
+
+/** Whether a Specific Character Set value uses ISO 2022 code extensions (escape sequences in text). */
+function usesCodeExtensions(charset: unknown): boolean {
+  const values = Array.isArray(charset) ? charset : [charset];
+  return values.some((v) => typeof v === 'string' && v.startsWith('ISO 2022'));
+}
+
+/**
+ * The Specific Character Set a derived object is written in. It carries the source's (copied by
+ * derivedObjectHeader) as long as the bytes dcmjs writes mean the same in it: 7-bit text is the same
+ * bytes in every DICOM character set, and ISO 2022 text read with code extensions is kept as its 7-bit
+ * bytes, escape sequences included, so the patient name is written byte for byte as the source has it.
+ * dcmjs writes any other text as UTF-8, which is then declared (ISO_IR 192).
+ */
+function writtenCharacterSet(ds: Dataset): unknown {
+  const declared = ds.SpecificCharacterSet;
+  const values = (Array.isArray(declared) ? declared : [declared]).filter((v) => typeof v === 'string');
+  const codeExtensions = values.some((v) => v.startsWith('ISO 2022'));
+  let sevenBit = true;
+  let escape = false;
+  visitStrings(ds, (s) => {
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0x7f) sevenBit = false;
+      else if (c === 0x1b) escape = true;
+    }
+  });
+  if (sevenBit && (!escape || codeExtensions)) return values.length > 0 ? declared : undefined;
+  return 'ISO_IR 192';
+}
+
+function visitStrings(v: unknown, visit: (s: string) => void): void {
+  if (typeof v === 'string') visit(v);
+  else if (Array.isArray(v)) for (const x of v) visitStrings(x, visit);
+  else if (v && typeof v === 'object' && !(v instanceof ArrayBuffer) && !ArrayBuffer.isView(v)) {
+    for (const [k, x] of Object.entries(v)) if (k !== 'SpecificCharacterSet') visitStrings(x, visit);
+  }
+}
+
+function withoutKey(ds: Dataset, key: string): Dataset {
+  const { [key]: _, ...rest } = ds;
+  return rest;
 }
 
 function positiveInt(field: string, v: number): number {

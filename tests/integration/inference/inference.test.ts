@@ -9,6 +9,7 @@ import type { InstanceManifest } from '../../../src/models/manifest.ts';
 import { loadModels, type LoadedModel } from '../../../src/models/registry.ts';
 import type {
   ClassificationFinding,
+  ExclusiveClassificationFinding,
   ModelResult,
   SourceInstanceRef,
 } from '../../../src/pipeline/findings.ts';
@@ -82,6 +83,14 @@ function cls(result: ModelResult): ClassificationFinding[] {
   });
 }
 
+/** The one finding of an exclusive classifier (the chest model's classes are exclusive). */
+function exclusive(result: ModelResult): ExclusiveClassificationFinding {
+  assert.equal(result.findings.length, 1, 'one finding for one radiograph');
+  const f = result.findings[0]!;
+  assert.equal(f.kind, 'exclusive-classification');
+  return f as ExclusiveClassificationFinding;
+}
+
 function assertClose(actual: number[], expected: number[], tolerance: number, what: string): void {
   assert.equal(actual.length, expected.length, what);
   actual.forEach((v, i) =>
@@ -96,34 +105,56 @@ test('chest model: the uncompressed Fuji CR matches MODEL.md', async () => {
   const result = await runModel(cxr, [source(FUJI_CHEST)]);
   assert.equal(result.provider, 'cpu');
   assert.equal(result.model.id, CXR);
+  // Near-uniform output: still one finding, the most probable class, with every class's probability.
+  const finding = exclusive(result);
   assert.deepEqual(
-    cls(result).map((f) => f.concept.value),
+    finding.classes.map((c) => c.concept.value),
     ['53084003', '17621005', '75570004'],
   );
   assertClose(
-    cls(result).map((f) => f.probability),
+    finding.classes.map((c) => c.probability),
     [0.3372, 0.3314, 0.3314],
     0.002,
     'Fuji chest',
   );
-  assert.ok(
-    cls(result).every((f) => f.kind === 'classification' && f.positive === f.probability >= f.threshold),
-  );
+  assert.equal(finding.concept.value, '53084003', 'bacterial pneumonia is the most probable');
+  assert.equal(finding.label, 'Bacterial pneumonia');
+  assert.equal(finding.probability, Math.max(...finding.classes.map((c) => c.probability)));
   assert.deepEqual(result.sources, [source(FUJI_CHEST)]);
   assert.ok(result.inferenceMs > 0);
 });
 
 test('chest model: the JPEG 2000 CR matches MODEL.md', async () => {
-  const result = await runModel(cxr, [source(J2K_CHEST)]);
+  const finding = exclusive(await runModel(cxr, [source(J2K_CHEST)]));
   assertClose(
-    cls(result).map((f) => f.probability),
+    finding.classes.map((c) => c.probability),
     [0.205, 0.5818, 0.2132],
     0.01,
     'J2K chest',
   );
-  const normal = cls(result)[1]!;
-  assert.equal(normal.positive, true);
-  assert.equal(cls(result)[0]!.positive, false);
+  assert.equal(finding.label, 'Normal');
+});
+
+test('chest model declared not exclusive: each class is an independent finding against its threshold', async () => {
+  const model = instanceModel(CXR);
+  const independent = await openModel(
+    { ...model, manifest: { ...model.manifest, outputs: { ...model.manifest.outputs, exclusive: false } } },
+    CPU,
+  );
+  try {
+    const findings = cls(await runModel(independent, [source(J2K_CHEST)]));
+    assert.deepEqual(
+      findings.map((f) => [f.label, f.positive]),
+      [
+        ['Bacterial pneumonia', false],
+        ['Normal', true],
+        ['Viral pneumonia', false],
+      ],
+    );
+    assert.ok(findings.every((f) => f.positive === f.probability >= f.threshold));
+  } finally {
+    await independent.close();
+  }
 });
 
 test('chest model: zero tensor gives the reference output', async () => {
@@ -136,8 +167,13 @@ test('aggregation over instances (max) and skipping of unusable images', async (
   const both = await runModel(cxr, [source(FUJI_CHEST, '2.25.1'), source(J2K_CHEST, '2.25.2')]);
   const fuji = await runModel(cxr, [source(FUJI_CHEST)]);
   const j2k = await runModel(cxr, [source(J2K_CHEST)]);
-  cls(both).forEach((f, k) =>
-    assert.ok(Math.abs(f.probability - Math.max(cls(fuji)[k]!.probability, cls(j2k)[k]!.probability)) < 1e-6),
+  exclusive(both).classes.forEach((c, k) =>
+    assert.ok(
+      Math.abs(
+        c.probability -
+          Math.max(exclusive(fuji).classes[k]!.probability, exclusive(j2k).classes[k]!.probability),
+      ) < 1e-6,
+    ),
   );
   const broken = source(path.join(samples, 'malformed/no-pixeldata-cr-canon.dcm'), '2.25.3');
   const mixed = await runModel(cxr, [broken, source(FUJI_CHEST, '2.25.4')]);

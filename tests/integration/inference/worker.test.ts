@@ -185,6 +185,33 @@ test('bad images fail their own job with a clear reason; the worker goes on to t
   }
 });
 
+test('a report that cannot be built fails its job once, with the reason, and is not retried', async () => {
+  // A source whose Study Instance UID is not a valid UID (a component with a leading zero): the SR, which
+  // must go into that study, cannot be written on this try or any other.
+  const badUid = path.join(dir, 'bad-study-uid.dcm');
+  await copyFile(CT, badUid);
+  execFileSync('dcmodify', ['-nb', '-m', '(0020,000D)=1.2.03.4', badUid]);
+
+  const session = await openModel(model, { executionProviders: ['cpu'], deviceId: 0, strict: false });
+  const worker = startWorker(session, 1);
+  try {
+    const job = await inference.add('infer', await study([badUid]), {
+      attempts: 3,
+      backoff: { type: 'fixed', delay: 10 },
+    });
+    const r = await outcome(job);
+    assert.equal(r.ok, false);
+    assert.match((r as { reason: string }).reason, /the SR cannot be built: .*StudyInstanceUID/);
+    const state = (await inference.getJob(job.id!))!;
+    assert.equal(await state.getState(), 'failed');
+    assert.equal(state.attemptsMade, 1, 'an UnrecoverableError is not retried');
+    assert.ok(worker.isRunning());
+  } finally {
+    await worker.close();
+    await session.close();
+  }
+});
+
 test('concurrent jobs share one micro-batch (worker concurrency × manifest batch limit)', async () => {
   const files = [CT, ...['I10.dcm', 'I100.dcm'].map((f) => path.join(CT_SERIES, f))];
   const jobs = 4;

@@ -6,7 +6,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isValidUid, uidFromName } from '../../../src/dicom/uid.ts';
-import { ManifestError, parseManifest } from '../../../src/models/manifest.ts';
+import {
+  hasExclusiveClasses,
+  ManifestError,
+  parseManifest,
+  type InstanceManifest,
+} from '../../../src/models/manifest.ts';
 import { checkModels } from '../../../src/inference/check-models.ts';
 import { loadModels } from '../../../src/models/registry.ts';
 
@@ -94,6 +99,41 @@ test('invalid manifests are rejected with the offending fields named', async () 
   const duplicate = clone();
   duplicate.outputs.labels[2].name = duplicate.outputs.labels[0].name;
   expectManifestError(duplicate, ['outputs.labels.2.name', 'duplicate']);
+});
+
+test('exclusive classes: declared by outputs.exclusive, softmax by default, refused where they cannot be', async () => {
+  const cxr = await shippedManifest('squeezenet1_1-cxr-pneumonia');
+  const uniformity = await shippedManifest('image-uniformity');
+  const parse = (raw: unknown) => parseManifest('m', raw) as InstanceManifest;
+  // The chest model's classes (bacterial / normal / viral) are one radiograph's single diagnosis.
+  assert.equal(parse(cxr).outputs.exclusive, true);
+  assert.equal(hasExclusiveClasses(parse(cxr)), true);
+  // The blank-image detector's one sigmoid label is an independent finding.
+  assert.equal(hasExclusiveClasses(parse(uniformity)), false);
+
+  const clone = () => structuredClone(cxr) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const implicit = clone();
+  delete implicit.outputs.exclusive;
+  assert.equal(hasExclusiveClasses(parse(implicit)), true, 'softmax: exclusive unless said otherwise');
+  const optedOut = clone();
+  optedOut.outputs.exclusive = false;
+  assert.equal(hasExclusiveClasses(parse(optedOut)), false);
+  const none = clone();
+  none.outputs.activation = 'none';
+  assert.equal(hasExclusiveClasses(parse(none)), true, 'explicitly exclusive with activation none');
+  delete none.outputs.exclusive;
+  assert.equal(hasExclusiveClasses(parse(none)), false);
+
+  const sigmoid = clone();
+  sigmoid.outputs.activation = 'sigmoid';
+  expectManifestError(sigmoid, ['outputs.exclusive', 'sigmoid']);
+  const one = clone();
+  one.outputs.activation = 'none';
+  one.outputs.labels = [one.outputs.labels[0]];
+  expectManifestError(one, ['outputs.exclusive', 'two or more']);
+  const notBoolean = clone();
+  notBoolean.outputs.exclusive = 'yes';
+  expectManifestError(notBoolean, ['outputs.exclusive']);
 });
 
 test('volume manifests: orientation, class indices and unit-specific fields are checked', async () => {

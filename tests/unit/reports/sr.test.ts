@@ -9,6 +9,7 @@ import { formatDecimalString, InvalidConceptError } from '../../../src/reports/s
 import type { ModelResult } from '../../../src/pipeline/findings.ts';
 import { InvalidUidError } from '../../../src/dicom/uid.ts';
 import { dciodvfy, dsrdump, parseDicom } from '../../helpers/dicom-tools.ts';
+import { readReport } from '../../helpers/sr-content.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const ctDir = path.join(repoRoot, '../shared/dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm');
@@ -373,4 +374,85 @@ test('decimal strings fit in 16 characters and keep precision', () => {
     assert.ok(Math.abs(Number(s) - v) <= Math.abs(v) * 1e-9, `${s} vs ${v}`);
   }
   assert.throws(() => formatDecimalString(Number.NaN), InvalidConceptError);
+});
+
+test('exclusive classes: the most probable is the one finding, Present, with every class probability; never all Absent', async (t) => {
+  const { headers, paths } = await loadSources();
+  const bacterial = { value: '53084003', scheme: 'SCT', meaning: 'Bacterial pneumonia' };
+  const normal = { value: '17621005', scheme: 'SCT', meaning: 'Normal' };
+  const viral = { value: '75570004', scheme: 'SCT', meaning: 'Viral pneumonia' };
+  const result = fakeResult(headers, paths, 'SqueezeNet chest');
+  // The chest model's near-uniform output on an adult CR (MODEL.md): no class reaches 0.5.
+  result.findings = [
+    {
+      kind: 'exclusive-classification',
+      label: 'Bacterial pneumonia',
+      concept: bacterial,
+      probability: 0.3372,
+      classes: [
+        { label: 'Bacterial pneumonia', concept: bacterial, probability: 0.3372 },
+        { label: 'Normal', concept: normal, probability: 0.3314 },
+        { label: 'Viral pneumonia', concept: viral, probability: 0.3314 },
+      ],
+    },
+  ];
+  const buf = buildMeasurementReport({
+    result,
+    sourceHeader: headers[0]!,
+    sopInstanceUid: SR_UID,
+    seriesInstanceUid: SR_SERIES,
+    now: NOW,
+  });
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-sr-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'exclusive.dcm');
+  await writeFile(file, buf);
+  const v = await dciodvfy(file);
+  assert.deepEqual(v.errors, [], v.output);
+  const d = await dsrdump(file);
+  assert.equal(d.code, 0, d.stderr);
+  assert.doesNotMatch(d.stderr, /^E:|error/im);
+  for (const expected of [
+    'CODE:(,,"Finding")=(53084003,SCT,"Bacterial pneumonia")',
+    'NUM:(,,"Certainty of Finding")="33.72" (%,UCUM',
+    'CODE:(,,"Bacterial pneumonia")=(52101004,SCT,"Present")',
+    'NUM:(,,"Bacterial pneumonia")="33.72" (%,UCUM',
+    'NUM:(,,"Normal")="33.14" (%,UCUM',
+    'NUM:(,,"Viral pneumonia")="33.14" (%,UCUM',
+  ]) {
+    assert.ok(d.stdout.includes(expected), `dsrdump output lacks ${expected}\n${d.stdout}`);
+  }
+  assert.ok(!d.stdout.includes('Absent'), `no class is stated Absent\n${d.stdout}`);
+
+  const content = readReport(buf);
+  assert.equal(content.groups.length, 1, 'one finding for one radiograph');
+  const [group] = content.groups;
+  assert.equal(group!.finding, 'Bacterial pneumonia');
+  assert.equal(group!.qualitative, 'Present');
+  assert.equal(group!.probability, 0.3372);
+  const rounded = Object.entries(group!.classes ?? {}).map(([k, p]) => [k, Number(p.toFixed(4))]);
+  assert.deepEqual(rounded, [
+    ['Bacterial pneumonia', 0.3372],
+    ['Normal', 0.3314],
+    ['Viral pneumonia', 0.3314],
+  ]);
+
+  // A class listed as more probable than the finding is a contradiction the builder refuses.
+  const contradictory = structuredClone(result);
+  const f = contradictory.findings[0] as Extract<
+    ModelResult['findings'][number],
+    { kind: 'exclusive-classification' }
+  >;
+  f.classes[1]!.probability = 0.5;
+  assert.throws(
+    () =>
+      buildMeasurementReport({
+        result: contradictory,
+        sourceHeader: headers[0]!,
+        sopInstanceUid: SR_UID,
+        seriesInstanceUid: SR_SERIES,
+        now: NOW,
+      }),
+    /more probable than the finding/,
+  );
 });
