@@ -93,6 +93,14 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     if (dest.kind === 'dicomweb' && dest.caFile) dest.caFile = path.resolve(baseDir, dest.caFile);
     if (dest.kind === 'dimse') resolveTlsFiles(dest.tls);
   }
+  // A transfer's temp file is written to at least once per idle timeout while its association lives.
+  const minStaleMs = 2 * config.dimse.limits.idleTimeoutMs;
+  if (config.spool.staleTempAfterMs < minStaleMs) {
+    throw new ConfigError(
+      `spool.staleTempAfterMs (${config.spool.staleTempAfterMs}) must be at least twice ` +
+        `dimse.limits.idleTimeoutMs (${minStaleMs}): a younger temp file may be a live transfer`,
+    );
+  }
   if (config.defaultDestination && !config.destinations[config.defaultDestination]) {
     throw new ConfigError(
       `defaultDestination '${config.defaultDestination}' is not a configured destination`,

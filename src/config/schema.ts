@@ -196,6 +196,12 @@ const spoolSchema = z
       .int()
       .min(1024)
       .default(4 * 1024 ** 3),
+    /**
+     * Temp files (transfers in progress) untouched for this long are swept at start-up. Several gateways
+     * may share one spool, so a younger file may be another gateway's transfer. At least twice
+     * dimse.limits.idleTimeoutMs (checked at load).
+     */
+    staleTempAfterMs: z.number().int().min(1000).default(3_600_000),
   })
   .strict()
   .prefault({});

@@ -24,7 +24,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   const prefix = config.redis.prefix;
   const spool = new Spool(config.dataDir);
   await spool.init();
-  await spool.cleanupTemp();
+  // Only abandoned temp files: another gateway sharing this spool may be writing the younger ones.
+  await spool.cleanupTemp(config.spool.staleTempAfterMs);
   await reconcileSpool(spool, index, queues.studyComplete, config.study.quietPeriodMs);
 
   const destinations = createDestinations(config);
