@@ -12,7 +12,7 @@ import { log } from '../observability/log.ts';
 import { metrics } from '../observability/metrics.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
 import { createApiRouter } from './api.ts';
-import { principalOf, requireAuth } from './auth.ts';
+import { principalOf, requireAdminForActions, requireAuth } from './auth.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
 import { openapiDocument } from './openapi.ts';
 
@@ -102,7 +102,9 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     // @bull-board/express pins its own copy of @bull-board/api; the two are the same shape at runtime.
     serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
   });
-  // bull-board's own actions (retry, clean, promote...) are audited like ours.
+  // bull-board's own actions (edit, clean, obliterate...) bypass the console's safeguards: role admin only,
+  // and audited like ours.
+  app.use('/admin/queues', requireAdminForActions('bull-board'));
   app.use('/admin/queues', (req, res, next) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.on('finish', () => {

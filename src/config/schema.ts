@@ -88,9 +88,13 @@ const destinationSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('folder'), path: z.string().min(1) }).strict(),
 ]);
 
-const adminRole = z.enum(['read', 'admin']);
+const adminRole = z.enum(['read', 'operator', 'admin']);
 
-/** Admin HTTP credentials: 'read' sees everything, 'admin' may also act (retry, reprocess, pause...). */
+/**
+ * Admin HTTP credentials: 'read' sees everything; 'operator' may also act through the console and its API
+ * (retry, reprocess, pause...); 'admin' may also use bull-board's own actions (edit job data, clean,
+ * obliterate a queue).
+ */
 const adminAuthSchema = z
   .object({
     basic: z

@@ -1,7 +1,7 @@
 // Who may open an association with us, and how many at once: called AE title, known peers (AE title and
 // optionally source address), promiscuous mode, user identity (username / username + passcode, PS3.7
 // D.3.3.7), and concurrency limits overall and per peer. Pure bookkeeping: the SCP asks, then releases.
-import { sameSecret } from '../../util/same-secret.ts';
+import { findCredential } from '../../util/same-secret.ts';
 import dimse from 'dcmjs-dimse';
 
 const { RejectReason, RejectResult, RejectSource, UserIdentityType } = dimse.constants;
@@ -131,8 +131,14 @@ export class AssociationPolicy {
 
     const users = this.opts.userIdentity.users;
     if (id.type === UserIdentityType.UsernameAndPasscode) {
-      const user = users.find((u) => u.username === id.primary);
-      if (user === undefined || !sameSecret(user.password, id.secondary)) {
+      const user = findCredential(
+        users,
+        id.primary,
+        id.secondary,
+        (u) => u.username,
+        (u) => u.password,
+      );
+      if (user === undefined) {
         // Wrong credentials are refused even when identity is optional: someone is guessing.
         return users.length > 0 || required ? noGood('user identity not accepted') : { confirm: false };
       }
