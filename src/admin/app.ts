@@ -127,15 +127,57 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   return app;
 }
 
-export function listen(app: express.Express, host: string, port: number): Promise<Server> {
+/** Slowest upload rate a whole request is given time for (a modality on a poor link). */
+export const MIN_UPLOAD_BYTES_PER_SECOND = 1024 ** 2;
+/** Node's own default requestTimeout; never less. */
+const DEFAULT_REQUEST_TIMEOUT_MS = 300_000;
+/** All headers of a request within this. */
+export const HEADERS_TIMEOUT_MS = 60_000;
+/** A connection that sends or receives nothing for this long is closed, however long its request may take. */
+export const IDLE_TIMEOUT_MS = 120_000;
+
+/**
+ * Timeouts of the HTTP server: a whole request may take as long as the largest body it may carry needs at
+ * MIN_UPLOAD_BYTES_PER_SECOND (an 8 GiB STOW-RS upload: 8192 s), while slowloris clients are still cut by
+ * the headers and idle timeouts.
+ */
+export function httpTimeouts(largestBodyBytes: number): {
+  requestTimeout: number;
+  headersTimeout: number;
+  timeout: number;
+} {
+  const upload = Math.ceil(largestBodyBytes / MIN_UPLOAD_BYTES_PER_SECOND) * 1000 + HEADERS_TIMEOUT_MS;
+  return {
+    requestTimeout: Math.max(DEFAULT_REQUEST_TIMEOUT_MS, upload),
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    timeout: IDLE_TIMEOUT_MS,
+  };
+}
+
+/** `largestBodyBytes`: the largest request body a mounted router accepts (STOW-RS), for the timeouts. */
+export function listen(
+  app: express.Express,
+  host: string,
+  port: number,
+  largestBodyBytes = 0,
+): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = app.listen(port, host, (err?: Error) => {
       if (err) return reject(err);
       log.info(
-        { event: 'http.listening', host, port: (server.address() as { port: number }).port },
+        {
+          event: 'http.listening',
+          host,
+          port: (server.address() as { port: number }).port,
+          requestTimeoutMs: server.requestTimeout,
+        },
         'admin HTTP listening',
       );
       resolve(server);
     });
+    const t = httpTimeouts(largestBodyBytes);
+    server.requestTimeout = t.requestTimeout;
+    server.headersTimeout = t.headersTimeout;
+    server.setTimeout(t.timeout);
   });
 }

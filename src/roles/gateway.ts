@@ -95,7 +95,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     routers: ingest.routers,
     destinations: destinationSummaries(config),
   });
-  const http = await listen(app, config.http.host, config.http.port);
+  const largestBody = config.stowrs.enabled ? config.stowrs.maxRequestBytes : 0;
+  const http = await listen(app, config.http.host, config.http.port, largestBody);
   return [
     () => new Promise<void>((resolve) => http.close(() => resolve())),
     () => ingest.close(),
