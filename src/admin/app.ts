@@ -26,6 +26,8 @@ export interface AdminDeps {
   localWorkerRunning?: () => boolean;
   /** Extra routers (for example STOW-RS ingest) mounted on the same listener; they do their own auth. */
   routers?: { path: string; router: express.Router }[];
+  /** Risky settings chosen explicitly (from the stages), shown in /readyz; they do not make it fail. */
+  warnings?: string[];
   /** The configured destinations (built-in folder included), for the console. */
   destinations: { name: string; kind: string; isDefault: boolean }[];
 }
@@ -62,9 +64,11 @@ export function createAdminApp(deps: AdminDeps): express.Express {
         .map(([name, c]) => `${name}: ${c.reason}`);
       log.debug({ event: 'readyz.not_ready', failing }, 'not ready');
     }
-    res
-      .status(result.ready ? 200 : 503)
-      .json({ status: result.ready ? 'ready' : 'not ready', checks: result.checks });
+    res.status(result.ready ? 200 : 503).json({
+      status: result.ready ? 'ready' : 'not ready',
+      checks: result.checks,
+      warnings: deps.warnings ?? [],
+    });
   });
 
   // Ingest routers authenticate their own clients (modalities, PACS), not admins.

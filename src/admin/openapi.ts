@@ -270,6 +270,12 @@ export const openapiDocument = {
             properties: {
               status: { type: 'string' },
               checks: { type: 'object', additionalProperties: ref('Check') },
+              warnings: {
+                type: 'array',
+                items: { type: 'string' },
+                description:
+                  'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination)',
+              },
             },
           }),
           '503': json({ type: 'object' }, 'Not ready; each failing check says why'),

@@ -93,6 +93,20 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     if (dest.kind === 'dicomweb' && dest.caFile) dest.caFile = path.resolve(baseDir, dest.caFile);
     if (dest.kind === 'dimse') resolveTlsFiles(dest.tls);
   }
+  const dimseTls = config.dimse.tls;
+  if (dimseTls?.requireClientCert && dimseTls.caFile === undefined) {
+    // Without a CA of its own, Node would accept any certificate a public CA signed.
+    throw new ConfigError(
+      "dimse.tls.requireClientCert needs dimse.tls.caFile: the CA that signs your clients' certificates",
+    );
+  }
+  const bound = config.dimse.peers.filter((p) => p.certificateCN !== undefined).map((p) => p.aeTitle);
+  if (bound.length > 0 && !dimseTls?.requireClientCert) {
+    throw new ConfigError(
+      `dimse.peers[].certificateCN (set for ${bound.join(', ')}) needs dimse.tls with requireClientCert: true ` +
+        'and caFile',
+    );
+  }
   // A transfer's temp file is written to at least once per idle timeout while its association lives.
   const minStaleMs = 2 * config.dimse.limits.idleTimeoutMs;
   if (config.spool.staleTempAfterMs < minStaleMs) {

@@ -93,6 +93,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     spoolDir: spool.root,
     localWorkerRunning: localWorker ? () => localWorker.isRunning() : undefined,
     routers: ingest.routers,
+    warnings: ingest.warnings,
     destinations: destinationSummaries(config),
   });
   const largestBody = config.stowrs.enabled ? config.stowrs.maxRequestBytes : 0;

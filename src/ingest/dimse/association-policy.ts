@@ -11,6 +11,8 @@ export interface PeerSettings {
   host?: string;
   maxAssociations?: number;
   requireUserIdentity?: boolean;
+  /** Subject CN of the TLS client certificate this AE title must come with. */
+  certificateCN?: string;
 }
 
 export interface AssociationPolicyOptions {
@@ -27,6 +29,8 @@ export interface AssociationRequest {
   calledAe: string | undefined;
   callingAe: string | undefined;
   address: string;
+  /** Present when the association came over DICOM TLS. */
+  tls?: { authorized: boolean; subjectCN?: string };
   /** Present when the A-ASSOCIATE-RQ carried a User Identity sub-item. */
   identity?: { type: number; primary: string; secondary: string; positiveResponseRequested: boolean };
 }
@@ -83,6 +87,19 @@ export class AssociationPolicy {
         RejectReason.CallingAeNotRecognized,
         'calling AE title used from an address not configured for it',
       );
+    }
+
+    if (peer?.certificateCN !== undefined) {
+      const tls = req.tls;
+      if (tls === undefined || !tls.authorized || tls.subjectCN !== peer.certificateCN) {
+        return reject(
+          RejectResult.Permanent,
+          RejectReason.CallingAeNotRecognized,
+          tls === undefined
+            ? 'calling AE title is bound to a TLS client certificate: plain TCP refused'
+            : 'calling AE title is bound to another TLS client certificate subject',
+        );
+      }
     }
 
     const identity = this.checkIdentity(req, peer);
