@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.ts';
+import { redactSecrets } from './config/redact.ts';
 import { RedisUnavailableError } from './pipeline/redis.ts';
 import { processEvents } from './roles/events.ts';
 import { startRoles, type Role } from './roles/start.ts';
@@ -21,12 +22,6 @@ Commands:
 Options:
   --config FILE  YAML configuration (or GATEWAY_CONFIG); environment variables override it
   -h, --help     this text`;
-
-// `config check` output ends up in tickets and chat: never print credentials.
-const SECRET_KEY = /(password|passcode|secret|token)s?$/i;
-function redactSecrets(key: string, value: unknown): unknown {
-  return SECRET_KEY.test(key) && value !== undefined && value !== '' ? '[redacted]' : value;
-}
 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -49,7 +44,8 @@ async function main(): Promise<number> {
   const config = loadConfig({ configPath: values.config });
 
   if (command === 'config' && sub === 'check') {
-    console.log(JSON.stringify(config, redactSecrets, 2));
+    // The output ends up in tickets and chat: never print credentials.
+    console.log(JSON.stringify(redactSecrets(config), null, 2));
     return 0;
   }
   if (command === 'models' && sub === 'check') {

@@ -11,7 +11,7 @@ import type { StudyIndex } from '../pipeline/study-index.ts';
 import { metrics } from '../observability/metrics.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
 import { createApiRouter } from './api.ts';
-import { principalOf, requireAuth } from './auth.ts';
+import { principalOf, requireAdminForActions, requireAuth } from './auth.ts';
 import { adminEvents } from './events.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
 import { openapiDocument } from './openapi.ts';
@@ -26,6 +26,8 @@ export interface AdminDeps {
   localWorkerRunning?: () => boolean;
   /** Extra routers (for example STOW-RS ingest) mounted on the same listener; they do their own auth. */
   routers?: { path: string; router: express.Router }[];
+  /** Risky settings chosen explicitly (from the stages), shown in /readyz; they do not make it fail. */
+  warnings?: string[];
   /** The configured destinations (built-in folder included), for the console. */
   destinations: { name: string; kind: string; isDefault: boolean }[];
 }
@@ -62,9 +64,11 @@ export function createAdminApp(deps: AdminDeps): express.Express {
         .map(([name, c]) => `${name}: ${c.reason}`);
       adminEvents.notReady(failing);
     }
-    res
-      .status(result.ready ? 200 : 503)
-      .json({ status: result.ready ? 'ready' : 'not ready', checks: result.checks });
+    res.status(result.ready ? 200 : 503).json({
+      status: result.ready ? 'ready' : 'not ready',
+      checks: result.checks,
+      warnings: deps.warnings ?? [],
+    });
   });
 
   // Ingest routers authenticate their own clients (modalities, PACS), not admins.
@@ -102,7 +106,9 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     // @bull-board/express pins its own copy of @bull-board/api; the two are the same shape at runtime.
     serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
   });
-  // bull-board's own actions (retry, clean, promote...) are audited like ours.
+  // bull-board's own actions (edit, clean, obliterate...) bypass the console's safeguards: role admin only,
+  // and audited like ours.
+  app.use('/admin/queues', requireAdminForActions('bull-board'));
   app.use('/admin/queues', (req, res, next) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.on('finish', () => {
@@ -125,12 +131,49 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   return app;
 }
 
-export function listen(app: express.Express, host: string, port: number): Promise<Server> {
+/** Slowest upload rate a whole request is given time for (a modality on a poor link). */
+export const MIN_UPLOAD_BYTES_PER_SECOND = 1024 ** 2;
+/** Node's own default requestTimeout; never less. */
+const DEFAULT_REQUEST_TIMEOUT_MS = 300_000;
+/** All headers of a request within this. */
+export const HEADERS_TIMEOUT_MS = 60_000;
+/** A connection that sends or receives nothing for this long is closed, however long its request may take. */
+export const IDLE_TIMEOUT_MS = 120_000;
+
+/**
+ * Timeouts of the HTTP server: a whole request may take as long as the largest body it may carry needs at
+ * MIN_UPLOAD_BYTES_PER_SECOND (an 8 GiB STOW-RS upload: 8192 s), while slowloris clients are still cut by
+ * the headers and idle timeouts.
+ */
+export function httpTimeouts(largestBodyBytes: number): {
+  requestTimeout: number;
+  headersTimeout: number;
+  timeout: number;
+} {
+  const upload = Math.ceil(largestBodyBytes / MIN_UPLOAD_BYTES_PER_SECOND) * 1000 + HEADERS_TIMEOUT_MS;
+  return {
+    requestTimeout: Math.max(DEFAULT_REQUEST_TIMEOUT_MS, upload),
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    timeout: IDLE_TIMEOUT_MS,
+  };
+}
+
+/** `largestBodyBytes`: the largest request body a mounted router accepts (STOW-RS), for the timeouts. */
+export function listen(
+  app: express.Express,
+  host: string,
+  port: number,
+  largestBodyBytes = 0,
+): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = app.listen(port, host, (err?: Error) => {
       if (err) return reject(err);
-      adminEvents.listening(host, (server.address() as { port: number }).port);
+      adminEvents.listening(host, (server.address() as { port: number }).port, server.requestTimeout);
       resolve(server);
     });
+    const t = httpTimeouts(largestBodyBytes);
+    server.requestTimeout = t.requestTimeout;
+    server.headersTimeout = t.headersTimeout;
+    server.setTimeout(t.timeout);
   });
 }

@@ -6,8 +6,8 @@ import { log } from '../observability/log.ts';
 const adminLog = log.child({ component: 'admin' });
 
 export const adminEvents = {
-  listening(host: string, port: number): void {
-    adminLog.info({ event: 'admin.http.listening', host, port }, 'admin HTTP listening');
+  listening(host: string, port: number, requestTimeoutMs: number): void {
+    adminLog.info({ event: 'admin.http.listening', host, port, requestTimeoutMs }, 'admin HTTP listening');
   },
   /** An unexpected failure behind a 500; the error itself is kept, stack included. */
   httpError(method: string, path: string, err: unknown): void {
@@ -22,10 +22,13 @@ export const adminEvents = {
       'admin HTTP request without valid credentials',
     );
   },
-  forbidden(method: string, path: string, actor: string): void {
+  forbidden(method: string, path: string, actor: string, why = 'read-only user attempted an action'): void {
+    adminLog.warn({ event: 'admin.http.forbidden', method, path, actor }, why);
+  },
+  loginRateLimited(method: string, path: string, address: string): void {
     adminLog.warn(
-      { event: 'admin.http.forbidden', method, path, actor },
-      'read-only user attempted an action',
+      { event: 'admin.http.login_rate_limited', method, path, address },
+      'too many failed admin logins from this address',
     );
   },
   action(fields: {

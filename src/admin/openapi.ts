@@ -15,10 +15,11 @@ const json = (schema: Schema, description = 'OK') => ({
 const errors = {
   '400': json(ref('Error'), 'Invalid input, with the reason'),
   '401': json(ref('Error'), 'Credentials required'),
+  '429': json(ref('Error'), 'Too many failed logins from this address; Retry-After says when to retry'),
 };
 const actionErrors = {
   ...errors,
-  '403': json(ref('Error'), 'The caller has role read; actions need role admin'),
+  '403': json(ref('Error'), 'The caller has role read; actions need role operator or admin'),
   '404': json(ref('ActionResult'), 'Unknown study, queue or job'),
   '409': json(ref('ActionResult'), 'Not possible in the current state (reason in `error`)'),
 };
@@ -104,7 +105,9 @@ export const openapiDocument = {
     version: '1',
     description:
       'Status and control of the gateway. With http.auth configured every route except /healthz and ' +
-      '/readyz needs basic or bearer credentials; POST routes need role admin. Every action is audited.',
+      '/readyz needs basic or bearer credentials; POST routes need role operator or admin (bull-board ' +
+      'actions under /admin/queues need role admin). Ten failed logins from one address within a ' +
+      'minute: 429 with Retry-After. Every action is audited.',
   },
   components: {
     securitySchemes: {
@@ -268,6 +271,12 @@ export const openapiDocument = {
             properties: {
               status: { type: 'string' },
               checks: { type: 'object', additionalProperties: ref('Check') },
+              warnings: {
+                type: 'array',
+                items: { type: 'string' },
+                description:
+                  'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination)',
+              },
             },
           }),
           '503': json({ type: 'object' }, 'Not ready; each failing check says why'),

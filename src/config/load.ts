@@ -22,12 +22,10 @@ export const ENV_SETTINGS: Record<string, { path: string[]; parse: (v: string) =
   GATEWAY_WORKER_DECODE_THREADS: { path: ['worker', 'decodeThreads'], parse: Number },
   GATEWAY_WORKER_INTRA_OP_THREADS: { path: ['worker', 'intraOpThreads'], parse: Number },
   GATEWAY_WORKER_HTTP_PORT: { path: ['worker', 'httpPort'], parse: Number },
-  // One admin bearer token, for containers whose admin HTTP binds beyond loopback.
-  GATEWAY_ADMIN_TOKEN: {
-    path: ['http', 'auth', 'bearer'],
-    parse: (token) => [{ name: 'env-admin', token, role: 'admin' }],
-  },
 };
+
+/** One admin bearer token, for containers whose admin HTTP binds beyond loopback; added to the configured ones. */
+export const ENV_ADMIN_TOKEN = 'GATEWAY_ADMIN_TOKEN';
 
 /** The DICOMweb URL of the default destination; becomes destination 'pacs'. */
 export const ENV_DICOMWEB_URL = 'GATEWAY_DICOMWEB_URL';
@@ -64,6 +62,8 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     const value = env[name];
     if (value !== undefined && value !== '') setPath(raw, setting.path, setting.parse(value));
   }
+  const adminToken = env[ENV_ADMIN_TOKEN];
+  if (adminToken) addAdminToken(raw, adminToken);
   const dicomwebUrl = env[ENV_DICOMWEB_URL];
   if (dicomwebUrl) {
     setPath(raw, ['destinations', 'pacs'], { kind: 'dicomweb', url: dicomwebUrl });
@@ -94,6 +94,28 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     if (dest.kind === 'dicomweb' && dest.caFile) dest.caFile = path.resolve(baseDir, dest.caFile);
     if (dest.kind === 'dimse') resolveTlsFiles(dest.tls);
   }
+  const dimseTls = config.dimse.tls;
+  if (dimseTls?.requireClientCert && dimseTls.caFile === undefined) {
+    // Without a CA of its own, Node would accept any certificate a public CA signed.
+    throw new ConfigError(
+      "dimse.tls.requireClientCert needs dimse.tls.caFile: the CA that signs your clients' certificates",
+    );
+  }
+  const bound = config.dimse.peers.filter((p) => p.certificateCN !== undefined).map((p) => p.aeTitle);
+  if (bound.length > 0 && !dimseTls?.requireClientCert) {
+    throw new ConfigError(
+      `dimse.peers[].certificateCN (set for ${bound.join(', ')}) needs dimse.tls with requireClientCert: true ` +
+        'and caFile',
+    );
+  }
+  // A transfer's temp file is written to at least once per idle timeout while its association lives.
+  const minStaleMs = 2 * config.dimse.limits.idleTimeoutMs;
+  if (config.spool.staleTempAfterMs < minStaleMs) {
+    throw new ConfigError(
+      `spool.staleTempAfterMs (${config.spool.staleTempAfterMs}) must be at least twice ` +
+        `dimse.limits.idleTimeoutMs (${minStaleMs}): a younger temp file may be a live transfer`,
+    );
+  }
   if (config.defaultDestination && !config.destinations[config.defaultDestination]) {
     throw new ConfigError(
       `defaultDestination '${config.defaultDestination}' is not a configured destination`,
@@ -111,6 +133,15 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
 
 /** Built-in folder destination used when no PACS is configured. */
 export const LOCAL_FOLDER_DESTINATION = 'local-folder';
+
+function addAdminToken(raw: Record<string, unknown>, token: string): void {
+  const entry = { name: 'env-admin', token, role: 'admin' };
+  const http = (raw.http ??= {}) as Record<string, unknown>;
+  if (typeof http !== 'object' || http === null) return; // the schema reports the bad type
+  const auth = (http.auth ??= {}) as Record<string, unknown>;
+  if (typeof auth !== 'object' || auth === null) return;
+  auth.bearer = Array.isArray(auth.bearer) ? [...(auth.bearer as unknown[]), entry] : [entry];
+}
 
 function setPath(target: Record<string, unknown>, keys: string[], value: unknown): void {
   let node = target;

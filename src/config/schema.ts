@@ -106,9 +106,13 @@ const destinationSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('folder'), path: z.string().min(1) }).strict(),
 ]);
 
-const adminRole = z.enum(['read', 'admin']);
+const adminRole = z.enum(['read', 'operator', 'admin']);
 
-/** Admin HTTP credentials: 'read' sees everything, 'admin' may also act (retry, reprocess, pause...). */
+/**
+ * Admin HTTP credentials: 'read' sees everything; 'operator' may also act through the console and its API
+ * (retry, reprocess, pause...); 'admin' may also use bull-board's own actions (edit job data, clean,
+ * obliterate a queue).
+ */
 const adminAuthSchema = z
   .object({
     basic: z
@@ -131,6 +135,12 @@ const dimsePeerSchema = z
     maxAssociations: z.number().int().min(1).max(1000).optional(),
     /** This peer must present a valid user identity (username, or username + passcode). */
     requireUserIdentity: z.boolean().default(false),
+    /**
+     * Binds this AE title to a TLS client certificate: associations calling it must come over DICOM TLS
+     * with a certificate (verified against dimse.tls.caFile) whose subject Common Name is exactly this.
+     * Needs dimse.tls.requireClientCert.
+     */
+    certificateCN: z.string().min(1).max(256).optional(),
   })
   .strict();
 
@@ -152,7 +162,10 @@ export const dimseLimitsSchema = z
 const dimseIngestSettings = {
   /** Known peers. Calling AE titles not listed are rejected unless promiscuous is on. */
   peers: z.array(dimsePeerSchema).default([]),
-  /** Accept any calling AE title. Unset: on when no peers are configured (zero-config), off otherwise. */
+  /**
+   * Accept any calling AE title. Unset: on only when no peers AND no PACS destination (dicomweb or dimse)
+   * are configured (zero-config), off otherwise. `true` with a PACS destination is warned about.
+   */
   promiscuous: z.boolean().optional(),
   limits: dimseLimitsSchema.prefault({}),
   /** User identity negotiation (PS3.7 D.3.3.7): accepted username/passcode pairs. */
@@ -171,8 +184,9 @@ const dimseIngestSettings = {
       /** PEM files; relative paths are relative to the config file. */
       certFile: z.string().min(1),
       keyFile: z.string().min(1),
-      /** CA bundle that client certificates must chain to. */
+      /** CA bundle that client certificates must chain to; required with requireClientCert. */
       caFile: z.string().min(1).optional(),
+      /** Refuse clients without a certificate signed by caFile (never by the public CAs). */
       requireClientCert: z.boolean().default(false),
     })
     .strict()
@@ -214,6 +228,12 @@ const spoolSchema = z
       .int()
       .min(1024)
       .default(4 * 1024 ** 3),
+    /**
+     * Temp files (transfers in progress) untouched for this long are swept at start-up. Several gateways
+     * may share one spool, so a younger file may be another gateway's transfer. At least twice
+     * dimse.limits.idleTimeoutMs (checked at load).
+     */
+    staleTempAfterMs: z.number().int().min(1000).default(3_600_000),
   })
   .strict()
   .prefault({});

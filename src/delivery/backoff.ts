@@ -9,12 +9,15 @@ export interface BackoffSettings {
   maxMs: number;
 }
 
+/** The longest wait a server's Retry-After can impose on one retry. */
+export const MAX_SERVER_DELAY_MS = 3_600_000;
+
 /** Delay before retry number `attemptsMade` (1 = after the first failure). */
 export function deliveryDelay(attemptsMade: number, s: BackoffSettings, retryAfterMs?: number): number {
   const exp = s.baseMs * 2 ** Math.max(0, Math.min(attemptsMade - 1, 40));
   const delay = Math.min(exp, s.maxMs);
-  // The server knows best when it will be back (dicomweb.ts caps Retry-After at a day).
-  return retryAfterMs !== undefined ? Math.max(delay, retryAfterMs) : delay;
+  // The server knows best when it will be back, within reason: at most an hour, whoever parsed it.
+  return retryAfterMs !== undefined ? Math.max(delay, Math.min(retryAfterMs, MAX_SERVER_DELAY_MS)) : delay;
 }
 
 /** Sum of the delays over `attempts` attempts: how long a destination may be down without loss. */

@@ -9,7 +9,7 @@ import { keys, type AssociationRecord } from '../pipeline/keys.ts';
 import { InstanceAcceptor, type OnStored } from './accept.ts';
 import { DiskWatermark } from '../storage/disk-watermark.ts';
 import { startDimseServer, type DimseServer } from './dimse/index.ts';
-import { associationRecordFailed } from './dimse/events.ts';
+import * as dimseEvents from './dimse/events.ts';
 import type { Spool } from '../storage/spool.ts';
 import { createStowRouter } from './stowrs/index.ts';
 
@@ -18,9 +18,34 @@ export const ASSOCIATION_HISTORY = 500;
 
 export interface IngestFrontDoors {
   dimse: DimseServer;
+  /** Risky settings an admin chose explicitly, for /readyz (e.g. promiscuous DIMSE with a PACS destination). */
+  warnings: string[];
   /** Mount with createAdminApp({ routers }); empty when STOW-RS is disabled. */
   routers: { path: string; router: express.Router }[];
   close(): Promise<void>;
+}
+
+/**
+ * Who may open a DIMSE association: unknown calling AE titles are accepted (promiscuous) only when the admin
+ * says so, or by default while nothing is configured at all (no peers, no PACS destination: a newcomer's
+ * storescu just works). Once results go into a PACS, an open door would let any host on the network inject
+ * studies there, so the default closes. An explicit `true` with a PACS destination stays, with a warning.
+ */
+export function dimseAdmission(config: GatewayConfig): { promiscuous: boolean; warnings: string[] } {
+  const pacs = Object.entries(config.destinations)
+    .filter(([, dest]) => dest.kind === 'dicomweb' || dest.kind === 'dimse')
+    .map(([name]) => name);
+  const explicit = config.dimse.promiscuous;
+  const promiscuous = explicit ?? (config.dimse.peers.length === 0 && pacs.length === 0);
+  const warnings =
+    explicit === true && pacs.length > 0
+      ? [
+          `dimse.promiscuous is on with PACS destination(s) ${pacs.join(', ')}: any host that reaches the ` +
+            `DIMSE port can store studies whose results go into the PACS; list the senders in dimse.peers`,
+        ]
+      : [];
+  if (warnings.length > 0) dimseEvents.promiscuousWithPacs(pacs);
+  return { promiscuous, warnings };
 }
 
 export async function startIngest(
@@ -40,6 +65,7 @@ export async function startIngest(
           ...(d.tls.caFile !== undefined ? { ca: await readFile(d.tls.caFile) } : {}),
           requireClientCert: d.tls.requireClientCert,
         };
+  const admission = dimseAdmission(config);
   const dimse = await startDimseServer({
     aeTitle: d.aeTitle,
     host: d.host,
@@ -48,7 +74,7 @@ export async function startIngest(
     spool,
     onStored,
     peers: d.peers,
-    promiscuous: d.promiscuous,
+    promiscuous: admission.promiscuous,
     limits: d.limits,
     userIdentity: d.userIdentity,
     ...(tls !== undefined ? { tls } : {}),
@@ -71,7 +97,7 @@ export async function startIngest(
       }),
     });
   }
-  return { dimse, routers, close: () => dimse.close() };
+  return { dimse, routers, warnings: admission.warnings, close: () => dimse.close() };
 }
 
 /** LPUSH + LTRIM of the association history; a Redis hiccup costs one record, never an association. */
@@ -83,6 +109,6 @@ export function recordAssociation(redis: Redis, prefix: string): (record: Associ
       .lpush(key, JSON.stringify(record))
       .ltrim(key, 0, ASSOCIATION_HISTORY - 1)
       .exec()
-      .catch((err: unknown) => associationRecordFailed(err));
+      .catch((err: unknown) => dimseEvents.associationRecordFailed(err));
   };
 }

@@ -27,7 +27,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   const prefix = config.redis.prefix;
   const spool = new Spool(config.dataDir);
   await spool.init();
-  await spool.cleanupTemp();
+  // Only abandoned temp files: another gateway sharing this spool may be writing the younger ones.
+  await spool.cleanupTemp(config.spool.staleTempAfterMs);
   await reconcileSpool(spool, index, queues.studyComplete, config.study.quietPeriodMs);
 
   const destinations = createDestinations(config);
@@ -98,9 +99,11 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     spoolDir: spool.root,
     localWorkerRunning: localWorker ? () => localWorker.isRunning() : undefined,
     routers: ingest.routers,
+    warnings: ingest.warnings,
     destinations: destinationSummaries(config),
   });
-  const http = await listen(app, config.http.host, config.http.port);
+  const largestBody = config.stowrs.enabled ? config.stowrs.maxRequestBytes : 0;
+  const http = await listen(app, config.http.host, config.http.port, largestBody);
   return [
     () => new Promise<void>((resolve) => http.close(() => resolve())),
     () => ingest.close(),

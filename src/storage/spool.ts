@@ -211,7 +211,7 @@ export class Spool {
    * Deletes temp files left by an earlier run (a transfer cut off by a crash or an abort). Only files older
    * than `olderThanMs` go, so a second process sharing the spool keeps its in-flight files. Returns the count.
    */
-  async cleanupTemp(olderThanMs = 0): Promise<number> {
+  async cleanupTemp(olderThanMs: number): Promise<number> {
     await this.init();
     const cutoff = Date.now() - olderThanMs;
     let removed = 0;

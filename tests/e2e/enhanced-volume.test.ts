@@ -27,6 +27,8 @@ before(async () => {
     config: {
       destinations: { pacs: { kind: 'dicomweb', url: orthanc.dicomwebUrl } },
       defaultDestination: 'pacs',
+      // With a PACS destination only known peers may store.
+      dimse: { peers: [{ aeTitle: 'SCANNER1' }] },
     },
   });
 });

@@ -38,7 +38,7 @@ before(async () => {
       dimse: {
         aeTitle: 'AIGATEWAY',
         host: '127.0.0.1',
-        port: dimsePort, // the helper's own dimse settings are replaced whole by this object
+        port: dimsePort, // overrides the port the helper picked
         peers: [{ aeTitle: 'ORTHANC', host: '127.0.0.1' }, { aeTitle: 'CT_DCMSEND' }],
       },
       stowrs: { auth: { bearer: [TOKEN] } },

@@ -58,6 +58,8 @@ before(async () => {
     config: {
       destinations: { pacs: { kind: 'dicomweb', url: orthanc.dicomwebUrl } },
       defaultDestination: 'pacs',
+      // With a PACS destination only known peers may store: the modality, and the PACS auto-routing.
+      dimse: { peers: [{ aeTitle: 'MODALITY1' }, { aeTitle: 'ORTHANC' }] },
     },
   });
   const put = await orthanc.rest('/modalities/aigw', {

@@ -78,7 +78,6 @@ export async function startGateway(opts: {
   const httpPort = await freePort();
   const prefix = `aigw-e2e-${randomBytes(4).toString('hex')}`;
   const config = {
-    dimse: { aeTitle: 'AIGATEWAY', host: '127.0.0.1', port: dimsePort },
     http: { host: '127.0.0.1', port: httpPort },
     redis: { url: REDIS_URL, prefix, autoStart: false },
     dataDir,
@@ -88,6 +87,13 @@ export async function startGateway(opts: {
     worker: { concurrency: 2, ...(opts.role === 'worker' ? { httpPort } : {}) },
     delivery: { attempts: 20, backoffMs: 200 },
     ...opts.config,
+    // Settings given for dimse add to the helper's own (its port is the one tests connect to).
+    dimse: {
+      aeTitle: 'AIGATEWAY',
+      host: '127.0.0.1',
+      port: dimsePort,
+      ...(opts.config?.dimse as Record<string, unknown> | undefined),
+    },
   };
   const configPath = path.join(dir, 'gateway.yaml');
   await writeFile(configPath, stringify(config));

@@ -73,8 +73,8 @@ function actionButton(text, path, label, danger) {
     'button',
     {
       className: danger ? 'danger' : '',
-      disabled: me.role !== 'admin',
-      title: me.role !== 'admin' ? 'needs role admin' : '',
+      disabled: me.role === 'read',
+      title: me.role === 'read' ? 'needs role operator or admin' : '',
       dataset: { action: text.toLowerCase() },
       onclick: (e) => {
         e.preventDefault();

@@ -261,11 +261,15 @@ function snippet(text: string): string {
   return clean.length > 300 ? `${clean.slice(0, 300)}…` : clean || '(empty body)';
 }
 
+/** A server may ask us to wait, but not for longer than this: a hostile or broken one would stall delivery. */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
+
 function retryAfterMs(header: string | null): number | undefined {
   if (header === null) return undefined;
-  if (/^\d+$/.test(header.trim())) return Math.min(Number(header.trim()), 86_400) * 1000;
-  const at = Date.parse(header);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+  const value = header.trim();
+  if (/^\d+$/.test(value)) return Math.min(Number(value) * 1000, MAX_RETRY_AFTER_MS);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.min(Math.max(0, at - Date.now()), MAX_RETRY_AFTER_MS);
 }
 
 function describeNetworkError(e: unknown): string {

@@ -92,8 +92,13 @@ class ClientCredentials implements HttpAuth {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
         dispatcher: this.opts.dispatcher,
       });
-      text = (await res.text()).slice(0, MAX_TOKEN_RESPONSE);
+      text = await readCapped(res, MAX_TOKEN_RESPONSE);
     } catch (e) {
+      if (e instanceof ResponseTooLargeError)
+        throw new TransientDeliveryError(
+          `OAuth2 token endpoint of ${this.destination}: ${e.message}`,
+          this.destination,
+        );
       throw new TransientDeliveryError(
         `OAuth2 token request for ${this.destination} failed: ${errorMessage(e)}`,
         this.destination,
@@ -145,6 +150,32 @@ class ClientCredentials implements HttpAuth {
     this.cached = { token, expiresAt: this.now() + Math.max(0, lifetimeMs - EXPIRY_MARGIN_MS) };
     return token;
   }
+}
+
+class ResponseTooLargeError extends Error {
+  constructor(limit: number) {
+    super(`token response larger than ${limit} bytes`);
+    this.name = 'ResponseTooLargeError';
+  }
+}
+
+/** The body as text, refusing (and cancelling) one longer than `limit` bytes instead of buffering it. */
+async function readCapped(res: Response, limit: number): Promise<string> {
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => undefined);
+      throw new ResponseTooLargeError(limit);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function errorCode(text: string): string {

@@ -1,7 +1,7 @@
 // Who may open an association with us, and how many at once: called AE title, known peers (AE title and
 // optionally source address), promiscuous mode, user identity (username / username + passcode, PS3.7
 // D.3.3.7), and concurrency limits overall and per peer. Pure bookkeeping: the SCP asks, then releases.
-import { sameSecret } from '../../util/same-secret.ts';
+import { findCredential } from '../../util/same-secret.ts';
 import dimse from 'dcmjs-dimse';
 
 const { RejectReason, RejectResult, RejectSource, UserIdentityType } = dimse.constants;
@@ -11,6 +11,8 @@ export interface PeerSettings {
   host?: string;
   maxAssociations?: number;
   requireUserIdentity?: boolean;
+  /** Subject CN of the TLS client certificate this AE title must come with. */
+  certificateCN?: string;
 }
 
 export interface AssociationPolicyOptions {
@@ -27,6 +29,8 @@ export interface AssociationRequest {
   calledAe: string | undefined;
   callingAe: string | undefined;
   address: string;
+  /** Present when the association came over DICOM TLS. */
+  tls?: { authorized: boolean; subjectCN?: string };
   /** Present when the A-ASSOCIATE-RQ carried a User Identity sub-item. */
   identity?: { type: number; primary: string; secondary: string; positiveResponseRequested: boolean };
 }
@@ -85,6 +89,19 @@ export class AssociationPolicy {
       );
     }
 
+    if (peer?.certificateCN !== undefined) {
+      const tls = req.tls;
+      if (tls === undefined || !tls.authorized || tls.subjectCN !== peer.certificateCN) {
+        return reject(
+          RejectResult.Permanent,
+          RejectReason.CallingAeNotRecognized,
+          tls === undefined
+            ? 'calling AE title is bound to a TLS client certificate: plain TCP refused'
+            : 'calling AE title is bound to another TLS client certificate subject',
+        );
+      }
+    }
+
     const identity = this.checkIdentity(req, peer);
     if ('text' in identity) return identity;
 
@@ -131,8 +148,14 @@ export class AssociationPolicy {
 
     const users = this.opts.userIdentity.users;
     if (id.type === UserIdentityType.UsernameAndPasscode) {
-      const user = users.find((u) => u.username === id.primary);
-      if (user === undefined || !sameSecret(user.password, id.secondary)) {
+      const user = findCredential(
+        users,
+        id.primary,
+        id.secondary,
+        (u) => u.username,
+        (u) => u.password,
+      );
+      if (user === undefined) {
         // Wrong credentials are refused even when identity is optional: someone is guessing.
         return users.length > 0 || required ? noGood('user identity not accepted') : { confirm: false };
       }

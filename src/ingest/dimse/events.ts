@@ -16,6 +16,13 @@ export function listening(host: string, port: number, aeTitle: string): void {
   dimseLog.info({ event: 'dimse.listening', host, port, aeTitle }, 'DIMSE SCP listening');
 }
 
+export function promiscuousWithPacs(destinations: string[]): void {
+  dimseLog.warn(
+    { event: 'dimse.promiscuous_with_pacs', destinations },
+    'dimse.promiscuous is on while studies are delivered into a PACS: any host that can reach the DIMSE port can store',
+  );
+}
+
 export function associationAccepted(
   peer: PeerInfo,
   accepted: number,

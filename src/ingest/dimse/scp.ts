@@ -2,6 +2,7 @@
 // A C-STORE is answered Success only once the instance is durable in the spool and onStored has indexed it.
 import type { Socket } from 'node:net';
 import { Writable } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import dimse from 'dcmjs-dimse';
 import type { association, requests, responses } from 'dcmjs-dimse';
 import { encodeFileMetaHeader, normaliseAeTitle } from '../../dicom/part10.ts';
@@ -111,6 +112,7 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
         calledAe,
         callingAe,
         address: this.peer.address,
+        ...(this.socket instanceof TLSSocket ? { tls: tlsPeer(this.socket) } : {}),
         identity: assoc.getNegotiateUserIdentity()
           ? {
               type: assoc.getUserIdentityType(),
@@ -358,4 +360,10 @@ function failure(request: CStoreRequest, status: number, comment: string): CStor
   // Error Comment is LO: at most 64 characters, no backslash or control characters.
   response.setErrorComment(comment.replace(/[^\x20-\x5b\x5d-\x7e]/g, ' ').slice(0, 64));
   return response;
+}
+
+/** Whether the TLS peer's certificate was verified, and its subject CN (only a single, plain CN counts). */
+function tlsPeer(socket: TLSSocket): { authorized: boolean; subjectCN?: string } {
+  const cn = socket.getPeerCertificate()?.subject?.CN as unknown;
+  return { authorized: socket.authorized, ...(typeof cn === 'string' ? { subjectCN: cn } : {}) };
 }

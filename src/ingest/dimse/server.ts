@@ -34,6 +34,12 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
   if (!Number.isInteger(opts.maxPduLength) || opts.maxPduLength < 4096) {
     throw new Error(`invalid maxPduLength: ${opts.maxPduLength}`);
   }
+  if (opts.tls?.requireClientCert && opts.tls.ca === undefined) {
+    // Node would otherwise verify client certificates against the public CAs: anyone could buy one.
+    throw new Error(
+      'DICOM TLS requireClientCert needs a CA (dimse.tls.caFile) to verify client certificates',
+    );
+  }
   const limits: DimseLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   await opts.spool.init();
   const disk = new DiskWatermark(opts.spool.root, opts.minFreeBytes ?? 0);

@@ -30,7 +30,10 @@ export interface DimseServerOptions {
    * if it throws, the sender gets 0xA700 and will resend.
    */
   onStored: OnStored;
-  /** Known peers; unknown calling AE titles are rejected unless promiscuous (default: no peers ⇒ on). */
+  /**
+   * Known peers; unknown calling AE titles are rejected unless promiscuous (unset: no peers ⇒ on; the
+   * gateway always decides it with dimseAdmission, which also counts PACS destinations).
+   */
   peers?: readonly PeerSettings[];
   promiscuous?: boolean;
   limits?: Partial<DimseLimits>;

@@ -1,6 +1,6 @@
 // Who may store by STOW-RS: a configured bearer token or basic user; with none configured, loopback only
 // (the zero-config gateway binds its HTTP to loopback, and nothing else should store without credentials).
-import { sameSecret } from '../../util/same-secret.ts';
+import { findCredential, sameSecret } from '../../util/same-secret.ts';
 import type { IncomingMessage } from 'node:http';
 
 export interface StowAuth {
@@ -22,7 +22,11 @@ export function authorize(req: IncomingMessage, auth: StowAuth | undefined): Aut
   const header = req.headers.authorization ?? '';
   const bearer = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
   if (bearer !== undefined) {
-    const index = auth.bearer.findIndex((t) => sameSecret(t, bearer));
+    // Compare every token, so the time taken does not tell which one matched.
+    let index = -1;
+    auth.bearer.forEach((t, i) => {
+      if (sameSecret(t, bearer) && index < 0) index = i;
+    });
     if (index >= 0) return { ok: true, user: `token#${index + 1}` };
   }
   const basic = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(header)?.[1];
@@ -31,9 +35,14 @@ export function authorize(req: IncomingMessage, auth: StowAuth | undefined): Aut
     const colon = decoded.indexOf(':');
     if (colon > 0) {
       const name = decoded.slice(0, colon);
-      const user = auth.basic.find((u) => u.username === name);
-      if (user !== undefined && sameSecret(user.password, decoded.slice(colon + 1)))
-        return { ok: true, user: name };
+      const user = findCredential(
+        auth.basic,
+        name,
+        decoded.slice(colon + 1),
+        (u) => u.username,
+        (u) => u.password,
+      );
+      if (user !== undefined) return { ok: true, user: name };
     }
   }
   return { ok: false, status: 401, message: 'valid credentials required' };

@@ -102,3 +102,21 @@ test('worker threads: decode and ONNX Runtime thread counts from the environment
     (err: unknown) => err instanceof ConfigError && /intraOpThreads/.test(err.message),
   );
 });
+
+test('GATEWAY_ADMIN_TOKEN adds an admin token beside the configured ones, replacing none', () => {
+  const file = yamlFile(
+    'http:\n  auth:\n    basic:\n      - { user: ops, password: ops-password-1, role: admin }\n' +
+      '    bearer:\n      - { name: ci, token: ci-token-0123456789, role: read }\n',
+  );
+  const c = loadConfig({ configPath: file, env: { GATEWAY_ADMIN_TOKEN: 'env-token-0123456789' } });
+  assert.deepEqual(c.http.auth?.bearer, [
+    { name: 'ci', token: 'ci-token-0123456789', role: 'read' },
+    { name: 'env-admin', token: 'env-token-0123456789', role: 'admin' },
+  ]);
+  assert.equal(c.http.auth?.basic.length, 1);
+  // Alone, it is the only credential.
+  const alone = loadConfig({ env: { GATEWAY_ADMIN_TOKEN: 'env-token-0123456789' } });
+  assert.deepEqual(alone.http.auth?.bearer, [
+    { name: 'env-admin', token: 'env-token-0123456789', role: 'admin' },
+  ]);
+});

@@ -147,7 +147,7 @@ test('cleanupTemp removes stale temp files only', () =>
     await assert.rejects(stat(stale), { code: 'ENOENT' });
     assert.equal(await readFile(fresh, 'utf8'), 'new');
 
-    assert.equal(await spool.cleanupTemp(), 1);
+    assert.equal(await spool.cleanupTemp(0), 1);
     assert.deepEqual(await readdir(spool.tmpDir), []);
     assert.equal(await readFile(committed, 'utf8'), 'kept');
   }));
