@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.ts';
 import { redactSecrets } from './config/redact.ts';
 import { RedisUnavailableError } from './pipeline/redis.ts';
+import { explainRoutingCommand } from './roles/explain-routing.ts';
 import { processEvents } from './roles/events.ts';
 import { startRoles, type Role } from './roles/start.ts';
 import { checkModels } from './inference/check-models.ts';
@@ -16,6 +17,8 @@ Commands:
   worker         inference worker (one per GPU)
   config check   validate the configuration and print the effective settings
   models check   validate every model manifest against its ONNX file
+  routing explain [FILE|DIR ...] [--study UID] [--calling-ae AE] [--json]
+                 dry run: which models would run on these files (or a spooled study), and why not
   doctor         what is missing for the GPU (driver, CUDA libraries, provider); exit 0 when CUDA binds
                  [--device N] [--json]
 
@@ -31,6 +34,8 @@ async function main(): Promise<number> {
       help: { type: 'boolean', short: 'h' },
       json: { type: 'boolean' },
       device: { type: 'string' },
+      study: { type: 'string' },
+      'calling-ae': { type: 'string' },
     },
   });
   const [command, sub] = positionals;
@@ -47,6 +52,14 @@ async function main(): Promise<number> {
     // The output ends up in tickets and chat: never print credentials.
     console.log(JSON.stringify(redactSecrets(config), null, 2));
     return 0;
+  }
+  if (command === 'routing' && sub === 'explain') {
+    return explainRoutingCommand(config, {
+      files: positionals.slice(2),
+      studyUid: values.study,
+      callingAe: values['calling-ae'],
+      json: values.json,
+    });
   }
   if (command === 'models' && sub === 'check') {
     return (await checkModels(config.modelsDir)) ? 0 : 1;
