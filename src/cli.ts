@@ -28,6 +28,14 @@ function redactSecrets(key: string, value: unknown): unknown {
   return SECRET_KEY.test(key) && value !== undefined && value !== '' ? '[redacted]' : value;
 }
 
+/** SIGTERM/SIGINT end the process within this long, closed cleanly or not. */
+const SHUTDOWN_DEADLINE_MS = 10_000;
+
+function forceExit(signal: string, reason: string): void {
+  log.error({ event: 'shutdown.forced', signal, reason }, 'shutdown did not finish: exiting now');
+  process.exit(1);
+}
+
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -59,9 +67,14 @@ async function main(): Promise<number> {
     const running = await startRoles(command as Role, config);
     let stopping = false;
     const stop = async (signal: string) => {
-      if (stopping) return;
+      if (stopping) return forceExit(signal, 'a second signal during shutdown');
       stopping = true;
       log.info({ event: 'shutdown', signal }, 'shutting down');
+      // Whatever hangs (Redis gone, a peer that never answers), the process ends.
+      setTimeout(
+        () => forceExit(signal, `closing took longer than ${SHUTDOWN_DEADLINE_MS} ms`),
+        SHUTDOWN_DEADLINE_MS,
+      ).unref();
       await running.close();
       process.exit(0);
     };

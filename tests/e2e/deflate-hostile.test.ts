@@ -153,7 +153,7 @@ test(
   {
     timeout: 120_000,
   },
-  async () => {
+  async (t) => {
     assert.ok(bomb.length < 1024 ** 2, `bomb is ${bomb.length} bytes`);
     const pid = gateway.pid!;
     const peakBefore = peakRss(pid);
@@ -180,6 +180,10 @@ test(
     assert.ok(bombByStow.ms < 5000, `STOW-RS of the deflate bomb answered after ${bombByStow.ms} ms`);
 
     const grown = peakRss(pid) - peakBefore;
+    t.diagnostic(
+      `answers: nested ${nestedByDimse.ms}/${nestedByStow.ms} ms, bomb ${bombByDimse.ms}/${bombByStow.ms} ms ` +
+        `(C-STORE/STOW-RS); peak RSS +${(grown / MIB).toFixed(1)} MiB`,
+    );
     assert.ok(grown < 200 * MIB, `peak RSS grew by ${(grown / MIB).toFixed(0)} MiB`);
 
     // Nothing of either reached the spool, and the gateway still stores a real image.
@@ -190,10 +194,11 @@ test(
   },
 );
 
-test('SIGTERM right after a deflate bomb ends the gateway within 15 s', { timeout: 60_000 }, async () => {
+test('SIGTERM right after a deflate bomb ends the gateway within 15 s', { timeout: 60_000 }, async (t) => {
   const inFlight = cstore(BOMB_SOP, bomb);
   await new Promise((r) => setTimeout(r, 300));
   const ms = await sigtermExitMs(gateway, 15_000);
+  t.diagnostic(`exited ${ms} ms after SIGTERM`);
   await inFlight;
   assert.ok(ms < 15_000, 'the gateway did not exit within 15 s of SIGTERM');
 });
