@@ -26,6 +26,14 @@ Options:
   --config FILE  YAML configuration (or GATEWAY_CONFIG); environment variables override it
   -h, --help     this text`;
 
+/** SIGTERM/SIGINT end the process within this long, closed cleanly or not. */
+const SHUTDOWN_DEADLINE_MS = 10_000;
+
+function forceExit(signal: string, reason: string): void {
+  processEvents.shutdownForced(signal, reason);
+  process.exit(1);
+}
+
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -68,9 +76,14 @@ async function main(): Promise<number> {
     const running = await startRoles(command as Role, config);
     let stopping = false;
     const stop = async (signal: string) => {
-      if (stopping) return;
+      if (stopping) return forceExit(signal, 'a second signal during shutdown');
       stopping = true;
       processEvents.shutdown(signal);
+      // Whatever hangs (Redis gone, a peer that never answers), the process ends.
+      setTimeout(
+        () => forceExit(signal, `closing took longer than ${SHUTDOWN_DEADLINE_MS} ms`),
+        SHUTDOWN_DEADLINE_MS,
+      ).unref();
       await running.close();
       process.exit(0);
     };

@@ -297,6 +297,11 @@ export const configSchema = z
     study: z
       .object({
         quietPeriodMs: z.number().int().min(100).max(3_600_000).default(10_000),
+        /**
+         * Besides start-up and every time Redis comes back after a lost connection, the spool is reconciled
+         * with the index this often (instances whose index write failed during an outage are indexed then).
+         */
+        reconcileIntervalMs: z.number().int().min(1000).max(86_400_000).default(300_000),
       })
       .strict()
       .prefault({}),

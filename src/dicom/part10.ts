@@ -1,10 +1,12 @@
 // DICOM Part-10 file helpers: write the preamble + file meta header in front of a streamed dataset,
 // and read the header attributes of a stored file without loading its pixel data.
 import { open } from 'node:fs/promises';
+import { createInflateRaw } from 'node:zlib';
 import dcmjs from 'dcmjs';
 import {
   DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
   EXPLICIT_VR_BIG_ENDIAN,
+  EXPLICIT_VR_LITTLE_ENDIAN,
   IMPLICIT_VR_LITTLE_ENDIAN,
 } from './transfer-syntax.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -24,6 +26,14 @@ export class Part10Error extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'Part10Error';
+  }
+}
+
+/** A deflated data set that inflates to more than the limit: too large, rather than unreadable. */
+export class InflatedTooLargeError extends Part10Error {
+  constructor(limit: number) {
+    super(`deflated data set inflates to more than ${limit} bytes`);
+    this.name = 'InflatedTooLargeError';
   }
 }
 
@@ -147,6 +157,11 @@ export interface ReadHeaderOptions {
   /** Give up when the attributes before Pixel Data need more than this many bytes (default 64 MiB). */
   maxHeaderBytes?: number;
   /**
+   * Deflated Explicit VR Little Endian: the whole data set may inflate to at most this many bytes (default
+   * MAX_INFLATED_BYTES), else InflatedTooLargeError. Inflation streams and stops at the limit.
+   */
+  maxInflatedBytes?: number;
+  /**
    * The file's first bytes and its size, when the caller still has them (it just wrote the file): parsed
    * without opening the file; the file is read only when the header does not fit in them.
    */
@@ -159,6 +174,12 @@ dcmjs.log.setLevel('error');
 
 const FIRST_READ_BYTES = 64 * 1024;
 const DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024;
+/**
+ * Largest inflated Deflated Explicit VR Little Endian data set. A deflate bomb (0.5 MB inflating to 512 MiB)
+ * is refused once this many bytes have come out, whatever it claims; real deflated objects (SR, small images)
+ * stay far below it.
+ */
+export const MAX_INFLATED_BYTES = 256 * 1024 * 1024;
 const MAX_STRING_LENGTH = 1024;
 
 interface DcmjsElement {
@@ -171,8 +192,10 @@ type DcmjsDict = Record<string, DcmjsElement | undefined>;
 /**
  * Reads the key attributes of a Part-10 file. Only a prefix of the file is read: the parse stops at
  * Pixel Data (7FE0,0010), and the prefix grows (×4) only while the attributes before it do not fit.
- * Deflated files have to be inflated from the start, so they are read whole (up to maxHeaderBytes).
- * Throws Part10Error for anything that is not a readable Part-10 file.
+ * Deflated files are read whole (up to maxHeaderBytes) and inflated here, streaming, with a cap on the
+ * inflated size (maxInflatedBytes): only a prefix of the inflated bytes is kept, and the nesting check and
+ * the parse run on those inflated bytes, exactly as for an uncompressed data set.
+ * Throws Part10Error for anything that is not a readable Part-10 file (InflatedTooLargeError for a bomb).
  */
 export async function readInstanceHeader(
   path: string,
@@ -240,7 +263,9 @@ async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<He
     const usable = bytes.subarray(0, Math.min(bytes.length, fileSize, maxBytes));
     const parsed = parsePrefix(usable, usable.length >= fileSize, fileSize);
     if (parsed.kind === 'done') return parsed.message;
-    next = (size) => grow(parsed.kind, Math.max(usable.length, 1), size, maxBytes);
+    if (parsed.kind === 'deflated') return readDeflated(usable, maxBytes, opts.maxInflatedBytes);
+    const kind = parsed.kind;
+    next = (size) => grow(kind, Math.max(usable.length, 1), size, maxBytes);
   }
   const handle = await open(path, 'r');
   try {
@@ -252,6 +277,9 @@ async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<He
       const complete = bytesRead >= size;
       const parsed = parsePrefix(buf.subarray(0, bytesRead), complete, size);
       if (parsed.kind === 'done') return parsed.message;
+      if (parsed.kind === 'deflated') {
+        return await readDeflated(buf.subarray(0, bytesRead), maxBytes, opts.maxInflatedBytes);
+      }
       if (want >= size) throw new Part10Error(`unparseable DICOM header: ${parsed.reason}`);
       if (want >= maxBytes) {
         throw new Part10Error(`DICOM header does not fit in ${maxBytes} bytes (${parsed.reason})`);
@@ -269,12 +297,19 @@ function grow(kind: 'need-more' | 'need-whole-file', read: number, size: number,
 }
 
 type ParseResult =
-  { kind: 'done'; message: HeaderDict } | { kind: 'need-more' | 'need-whole-file'; reason: string };
+  | { kind: 'done'; message: HeaderDict }
+  | { kind: 'need-more' | 'need-whole-file'; reason: string }
+  /** The whole file is here and its data set is deflated: inflate it (readDeflated) and parse that. */
+  | { kind: 'deflated' };
 
 function parsePrefix(buf: Buffer, complete: boolean, fileSize: number): ParseResult {
   if (buf.length < PREAMBLE_LENGTH + 4 || !buf.subarray(PREAMBLE_LENGTH, PREAMBLE_LENGTH + 4).equals(MAGIC)) {
     // Not something more bytes can fix.
     throw new Part10Error('not a DICOM Part-10 file (no DICM prefix)');
+  }
+  // Never handed to dcmjs, which would inflate the whole data set in memory with no limit.
+  if (metaTransferSyntax(buf) === DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) {
+    return complete ? { kind: 'deflated' } : { kind: 'need-whole-file', reason: 'deflated transfer syntax' };
   }
   // dcmjs parses sequences recursively: measure the nesting first, iteratively, and refuse a hostile one.
   const { pixelDataEnd, endsInside } = checkSequenceDepth(buf);
@@ -298,15 +333,95 @@ function parsePrefix(buf: Buffer, complete: boolean, fileSize: number): ParseRes
     return { kind: 'need-more', reason };
   }
   if (!complete) {
-    // A truncated deflate stream may inflate to a silently shortened dataset: only trust the whole file.
-    if (firstString(message.meta['00020010']) === DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) {
-      return { kind: 'need-whole-file', reason: 'deflated transfer syntax' };
-    }
     // dcmjs stops quietly at the end of a short buffer; only reaching Pixel Data proves we saw everything.
     if (!('7FE00010' in message.dict))
       return { kind: 'need-more', reason: 'no Pixel Data within the prefix' };
   }
   return { kind: 'done', message: { meta: message.meta, dict: message.dict } };
+}
+
+/**
+ * Header of a whole deflated Part-10 file: the data set is inflated (streaming, off the main thread) into a
+ * kept prefix that grows ×4 while the attributes before Pixel Data do not fit (up to maxHeaderBytes), and
+ * every pass counts the whole inflated size against maxInflatedBytes. The kept bytes are parsed as Explicit
+ * VR Little Endian behind a rewritten meta group, so the nesting check sees the inflated data set.
+ */
+async function readDeflated(
+  file: Buffer,
+  maxHeaderBytes: number,
+  maxInflatedBytes = MAX_INFLATED_BYTES,
+): Promise<HeaderDict> {
+  const offset = part10DatasetOffset(file);
+  const meta = metaWithTransferSyntax(file, offset, EXPLICIT_VR_LITTLE_ENDIAN);
+  const body = file.subarray(offset);
+  for (let keep = FIRST_READ_BYTES; ; keep = Math.min(keep * 4, maxHeaderBytes)) {
+    const inflated = await inflateCapped(body, keep, maxInflatedBytes);
+    const complete = inflated.head.length >= inflated.total;
+    const parsed = parsePrefix(Buffer.concat([meta, inflated.head]), complete, meta.length + inflated.total);
+    if (parsed.kind === 'done') {
+      parsed.message.meta['00020010'] = { Value: [DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN] };
+      return parsed.message;
+    }
+    const reason = parsed.kind === 'deflated' ? 'deflated twice' : parsed.reason;
+    if (complete) throw new Part10Error(`unparseable DICOM header: ${reason}`);
+    if (keep >= maxHeaderBytes) {
+      throw new Part10Error(`DICOM header does not fit in ${maxHeaderBytes} bytes (${reason})`);
+    }
+  }
+}
+
+/** Raw-inflates `body`, keeping its first `keep` bytes and counting the rest; stops past `limit` bytes. */
+function inflateCapped(body: Buffer, keep: number, limit: number): Promise<{ head: Buffer; total: number }> {
+  return new Promise((resolve, reject) => {
+    const inflate = createInflateRaw({ chunkSize: 64 * 1024 });
+    const kept: Buffer[] = [];
+    let keptBytes = 0;
+    let total = 0;
+    let settled = false;
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      inflate.removeAllListeners('data');
+      inflate.destroy();
+      fn();
+    };
+    inflate.on('data', (chunk: Buffer) => {
+      total += chunk.length;
+      if (total > limit) return settle(() => reject(new InflatedTooLargeError(limit)));
+      if (keptBytes < keep) {
+        const part = chunk.subarray(0, keep - keptBytes);
+        kept.push(Buffer.from(part));
+        keptBytes += part.length;
+      }
+    });
+    inflate.on('error', (err: Error) =>
+      settle(() => reject(new Part10Error(`deflated data set is corrupt: ${err.message}`))),
+    );
+    inflate.on('end', () => settle(() => resolve({ head: Buffer.concat(kept), total })));
+    inflate.end(body);
+  });
+}
+
+/** Preamble, 'DICM' and the file's meta group with its Transfer Syntax UID replaced (group length fixed). */
+function metaWithTransferSyntax(file: Buffer, datasetOffset: number, transferSyntaxUid: string): Buffer {
+  const kept: { elementNumber: number; bytes: Buffer }[] = [];
+  let pos = PREAMBLE_LENGTH + 4;
+  while (pos < datasetOffset) {
+    const elementNumber = file.readUInt16LE(pos + 2);
+    const vr = file.toString('ascii', pos + 4, pos + 6);
+    const long = LONG_VRS.has(vr);
+    const end = pos + (long ? 12 + file.readUInt32LE(pos + 8) : 8 + file.readUInt16LE(pos + 6));
+    if (elementNumber !== 0x0000 && elementNumber !== 0x0010) {
+      kept.push({ elementNumber, bytes: file.subarray(pos, end) });
+    }
+    pos = end;
+  }
+  kept.push({ elementNumber: 0x0010, bytes: element(0x0010, 'UI', padded(transferSyntaxUid, 0x00)) });
+  kept.sort((a, b) => a.elementNumber - b.elementNumber);
+  const body = Buffer.concat(kept.map((e) => e.bytes));
+  const groupLength = Buffer.alloc(4);
+  groupLength.writeUInt32LE(body.length, 0);
+  return Buffer.concat([file.subarray(0, PREAMBLE_LENGTH), MAGIC, element(0x0000, 'UL', groupLength), body]);
 }
 
 function firstString(el: DcmjsElement | undefined): string | undefined {
@@ -364,7 +479,8 @@ export interface DatasetWalk {
 /**
  * Walks the data set of a Part-10 prefix without recursion and throws Part10Error when sequences nest deeper
  * than MAX_SEQUENCE_DEPTH. Stops quietly at Pixel Data, at the end of the buffer, or at anything it cannot
- * follow (the real parser judges those); deflated data sets are skipped (dcmjs inflates them first).
+ * follow (the real parser judges those). A deflated data set is not walked here: readInstanceHeader inflates
+ * it and walks the inflated bytes.
  */
 export function checkSequenceDepth(buf: Buffer, maxDepth = MAX_SEQUENCE_DEPTH): DatasetWalk {
   let pos: number;

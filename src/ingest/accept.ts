@@ -2,7 +2,7 @@
 // in the spool is checked (readable header, valid UIDs, what the sender claimed, sane dimensions), committed
 // into place, and indexed (onStored). Only then may the sender hear Success.
 import { stat } from 'node:fs/promises';
-import { readInstanceHeader, type InstanceHeader } from '../dicom/part10.ts';
+import { InflatedTooLargeError, readInstanceHeader, type InstanceHeader } from '../dicom/part10.ts';
 import { INGEST_TRANSFER_SYNTAXES } from '../dicom/transfer-syntax.ts';
 import { isValidUid, trimUid } from '../dicom/uid.ts';
 import { errorMessage } from '../observability/error-message.ts';
@@ -106,6 +106,9 @@ export class InstanceAcceptor {
           written !== undefined ? { prefix: { bytes: written.head, fileSize: written.size } } : {},
         );
       } catch (err) {
+        // A deflate bomb is refused as too large, like an instance over the size limit.
+        if (err instanceof InflatedTooLargeError)
+          return refused(STATUS_OUT_OF_RESOURCES, err.message, expected);
         return refused(STATUS_CANNOT_UNDERSTAND, `unparseable data set: ${errorMessage(err)}`, expected);
       }
       const checked = checkHeader(header, expected);

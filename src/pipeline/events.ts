@@ -19,6 +19,18 @@ export const pipelineEvents = {
       'spool reconciled with the index',
     );
   },
+  reconcileFailed(trigger: string, err: unknown): void {
+    pipelineLog.warn(
+      { event: 'pipeline.reconcile.failed', trigger, err: errorMessage(err) },
+      'spool reconciliation failed; the next pass retries',
+    );
+  },
+  redisBack(): void {
+    pipelineLog.info(
+      { event: 'pipeline.redis.back', trigger: 'redis-back' },
+      'Redis answers again: reconciling the spool with the index',
+    );
+  },
   retentionCleaned(studyUid: string, files: number): void {
     pipelineLog.info(
       { event: 'pipeline.retention.cleaned', studyUid, files },

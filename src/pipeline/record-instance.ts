@@ -1,4 +1,5 @@
 import type { Queue } from 'bullmq';
+import { withDeadline } from '../util/deadline.ts';
 import { audit } from './audit-trail.ts';
 import { rearmStudyComplete } from './completion.ts';
 import type { InstanceRecord } from './instance-record.ts';
@@ -9,17 +10,24 @@ export interface RecordInstanceDeps {
   index: StudyIndex;
   studyCompleteQueue: Queue<StudyCompleteJob>;
   quietPeriodMs: number;
+  /** The sender is told to resend when indexing takes longer than this (default RECORD_DEADLINE_MS). */
+  deadlineMs?: number;
 }
+
+/** Well inside any sender's DIMSE timeout, and well above a healthy Redis round trip. */
+export const RECORD_DEADLINE_MS = 4000;
 
 /**
  * What happens to every instance once it is durable in the spool, whichever front door it came through
  * (DIMSE, STOW-RS): it is indexed, noted in the audit trail, and its study's completion is re-armed. The
- * sender hears Success only after this resolves; if it throws, the sender is told to resend.
+ * sender hears Success only after this resolves; if it throws, the sender is told to resend. It throws
+ * within deadlineMs whatever Redis does (the file stays in the spool, and reconciliation indexes it later).
  */
 export function createInstanceRecorder(deps: RecordInstanceDeps): (inst: InstanceRecord) => Promise<void> {
-  return async (inst) => {
+  const record = async (inst: InstanceRecord) => {
     await deps.index.recordInstance(inst);
     audit.noteReceived(inst.studyUid, inst.callingAe, inst.callingAddress, inst.size);
     await rearmStudyComplete(deps.studyCompleteQueue, inst.studyUid, deps.quietPeriodMs);
   };
+  return (inst) => withDeadline(record(inst), deps.deadlineMs ?? RECORD_DEADLINE_MS, 'indexing the instance');
 }

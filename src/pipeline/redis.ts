@@ -14,6 +14,30 @@ export function createRedis(url: string): Redis {
   return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
 }
 
+/** How long one ingest-path Redis command may take before the sender is told to retry. */
+export const INGEST_COMMAND_TIMEOUT_MS = 2000;
+
+/**
+ * A connection for the ingest path (index writes, completion re-arm): while Redis is unreachable, commands
+ * fail at once instead of waiting in ioredis' offline queue, so a C-STORE is answered A700 and STOW-RS 503
+ * rather than left hanging. Reconnects on its own; resolves once it is ready.
+ */
+export async function createIngestRedis(url: string): Promise<Redis> {
+  const redis = new Redis(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: INGEST_COMMAND_TIMEOUT_MS,
+    enableReadyCheck: true,
+    lazyConnect: true,
+    // Back within a second of Redis answering again.
+    retryStrategy: (times) => Math.min(times * 100, 1000),
+  });
+  // Connection errors are reported by the commands that meet them (and by /readyz); not fatal here.
+  redis.on('error', () => undefined);
+  await redis.connect();
+  return redis;
+}
+
 async function answers(url: string): Promise<boolean> {
   const probe = new Redis(url, {
     lazyConnect: true,

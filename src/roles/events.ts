@@ -16,7 +16,16 @@ export const processEvents = {
   shutdown(signal: string): void {
     processLog.info({ event: 'process.shutdown', signal }, 'shutting down');
   },
-  shutdownError(err: unknown): void {
-    processLog.error({ event: 'process.shutdown.error', err: errorMessage(err) }, 'error while closing');
+  shutdownError(step: string, err: unknown): void {
+    processLog.error(
+      { event: 'process.shutdown.error', step, err: errorMessage(err) },
+      'error while closing',
+    );
+  },
+  shutdownForced(signal: string, reason: string): void {
+    processLog.error(
+      { event: 'process.shutdown.forced', signal, reason },
+      'shutdown did not finish: exiting now',
+    );
   },
 };

@@ -12,10 +12,13 @@ import { loadModels } from '../models/registry.ts';
 import { observeStageTimings } from '../observability/metrics.ts';
 import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
-import { reconcileSpool } from '../pipeline/reconcile.ts';
+import { closeWorker, createStudyCompleteQueue } from '../pipeline/queues.ts';
+import { reconcileSpool, startSpoolReconciler } from '../pipeline/reconcile.ts';
 import { createInstanceRecorder } from '../pipeline/record-instance.ts';
 import { retentionPolicy, scheduleRetention } from '../pipeline/retention.ts';
 import { allQueues } from '../pipeline/queues.ts';
+import { createIngestRedis } from '../pipeline/redis.ts';
+import { StudyIndex } from '../pipeline/study-index.ts';
 import { OUTBOX_DIR, RESULTS_DIR } from '../storage/layout.ts';
 import { createRoutingProcessor } from '../routing/processor.ts';
 import { Spool } from '../storage/spool.ts';
@@ -30,6 +33,20 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   // Only abandoned temp files: another gateway sharing this spool may be writing the younger ones.
   await spool.cleanupTemp(config.spool.staleTempAfterMs);
   await reconcileSpool(spool, index, queues.studyComplete, config.study.quietPeriodMs);
+
+  // The ingest path has its own fail-fast connection: during a Redis outage a sender is answered at once
+  // (C-STORE A700, STOW-RS 503) instead of waiting in an offline queue. BullMQ workers keep ctx.redis.
+  const ingestRedis = await createIngestRedis(config.redis.url);
+  const ingestIndex = new StudyIndex(ingestRedis, prefix);
+  const ingestStudyComplete = createStudyCompleteQueue(ingestRedis, config);
+  const stopReconciler = startSpoolReconciler({
+    spool,
+    index: ingestIndex,
+    studyCompleteQueue: ingestStudyComplete,
+    quietPeriodMs: config.study.quietPeriodMs,
+    redis: ingestRedis,
+    intervalMs: config.study.reconcileIntervalMs,
+  });
 
   const destinations = createDestinations(config);
   const catalogue = await loadModels(config.modelsDir);
@@ -82,19 +99,20 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     config,
     spool,
     createInstanceRecorder({
-      index,
-      studyCompleteQueue: queues.studyComplete,
+      index: ingestIndex,
+      studyCompleteQueue: ingestStudyComplete,
       quietPeriodMs: config.study.quietPeriodMs,
     }),
-    ctx.redis,
+    ingestRedis,
   );
 
   // HTTP last: /readyz answering means every listener is up.
   const localWorker = ctx.localInference;
   const app = createAdminApp({
     config,
-    redis: ctx.redis,
-    index,
+    // Fail-fast reads: during an outage /readyz and the console answer at once; ready means ingest is.
+    redis: ingestRedis,
+    index: ingestIndex,
     queues,
     spoolDir: spool.root,
     localWorkerRunning: localWorker ? () => localWorker.isRunning() : undefined,
@@ -107,8 +125,11 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   return [
     () => new Promise<void>((resolve) => http.close(() => resolve())),
     () => ingest.close(),
-    () => routing.close(),
-    () => delivery.close(),
+    () => stopReconciler(),
+    () => closeWorker(routing, ctx.redis),
+    () => closeWorker(delivery, ctx.redis),
     async () => stopRetention(),
+    () => ingestStudyComplete.close(),
+    async () => ingestRedis.disconnect(),
   ];
 }

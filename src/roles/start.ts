@@ -11,6 +11,19 @@ import type { Closer, RoleContext } from './context.ts';
 import { processEvents } from './events.ts';
 import { startGateway } from './gateway.ts';
 import { startWorker, startWorkerHttp } from './worker.ts';
+import { withDeadline } from '../util/deadline.ts';
+
+/** One closer may take this long; past it shutdown moves on to the next (Redis may be gone). */
+export const CLOSER_DEADLINE_MS = 3000;
+
+/** Waits for one closing step, at most CLOSER_DEADLINE_MS; logs and moves on when it fails or hangs. */
+async function bounded(step: string, closing: () => Promise<void>): Promise<void> {
+  try {
+    await withDeadline(closing(), CLOSER_DEADLINE_MS, step);
+  } catch (err) {
+    processEvents.shutdownError(step, err);
+  }
+}
 
 export type Role = 'all' | 'gateway' | 'worker';
 
@@ -32,12 +45,15 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
     prefix: config.redis.prefix,
   });
   collectQueueDepths([ctx.queues.studyComplete, ctx.queues.inference, ctx.queues.delivery]);
-  const closers: Closer[] = [];
+  // One list of closers per role, closed in the reverse order of starting: the gateway (which stops
+  // accepting first) before the workers, the worker's probes last.
+  const roles: Closer[][] = [];
   // Listening first, so liveness holds while the models load and readiness says when they have.
-  if (workerHttp) closers.push(await startWorkerHttp(ctx, config.worker.httpPort!));
+  if (workerHttp) roles.push([await startWorkerHttp(ctx, config.worker.httpPort!)]);
   // Workers first: a gateway that accepts studies should find models ready.
-  if (role === 'worker' || role === 'all') closers.push(...(await startWorker(ctx)));
-  if (role === 'gateway' || role === 'all') closers.push(...(await startGateway(ctx)));
+  if (role === 'worker' || role === 'all') roles.push(await startWorker(ctx));
+  if (role === 'gateway' || role === 'all') roles.push(await startGateway(ctx));
+  const closers = roles.reverse().flat();
   processEvents.started({
     role,
     aeTitle: config.dimse.aeTitle,
@@ -45,12 +61,13 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
     httpPort: config.http.port,
   });
   return {
+    /** Every step is bounded, so this ends even while Redis is unreachable. */
     async close() {
-      for (const close of closers) await close().catch((err: unknown) => processEvents.shutdownError(err));
-      await audit.close();
-      await ctx.queues.close();
+      for (const [i, close] of closers.entries()) await bounded(`closer ${i}`, close);
+      await bounded('audit trail', () => audit.close());
+      await bounded('queues', () => ctx.queues.close());
       redis.disconnect();
-      await redisHandle.stop();
+      await bounded('redis-server', () => redisHandle.stop());
     },
   };
 }

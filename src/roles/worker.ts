@@ -14,6 +14,7 @@ import { loadModels } from '../models/registry.ts';
 import { observeStageTimings } from '../observability/metrics.ts';
 import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
+import { closeWorker } from '../pipeline/queues.ts';
 import { writeModelResults } from '../reports/write-results.ts';
 import { OUTBOX_DIR } from '../storage/layout.ts';
 import type { Closer, RoleContext } from './context.ts';
@@ -73,7 +74,7 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   );
   return [
     () => heartbeat.stop(),
-    () => worker.close(),
+    () => closeWorker(worker, ctx.redis),
     async () => {
       for (const session of sessions.values()) await session.close();
       await decodePool?.close();

@@ -20,12 +20,14 @@ export interface GatewayProcess {
   dataDir: string;
   prefix: string;
   logPath: string;
+  /** Process id of the running gateway (undefined while it is stopped). */
+  readonly pid: number | undefined;
   api<T = unknown>(p: string): Promise<T>;
   /**
    * dcmtk storescu into this gateway as a modality (AE title MODALITY1 unless given), with TCP_NODELAY
    * on; `args` go before the address (e.g. '-xw' to propose a file's own transfer syntax).
    */
-  store(files: string[], opts?: { aet?: string; args?: string[] }): Promise<ToolResult>;
+  store(files: string[], opts?: { aet?: string; args?: string[]; timeoutMs?: number }): Promise<ToolResult>;
   /** Starts the same configuration again (same ports, data directory and Redis prefix). */
   start(): Promise<void>;
   /** SIGTERM and wait; `kill` sends SIGKILL, as a power cut would. */
@@ -151,6 +153,9 @@ export async function startGateway(opts: {
     dataDir,
     prefix,
     logPath,
+    get pid() {
+      return child?.exitCode === null && child.signalCode === null ? child.pid : undefined;
+    },
     start,
     stop,
     store(files, storeOpts = {}) {
@@ -166,7 +171,10 @@ export async function startGateway(opts: {
           String(dimsePort),
           ...files,
         ],
-        { env: { ...process.env, TCP_NODELAY: '1' } },
+        {
+          env: { ...process.env, TCP_NODELAY: '1' },
+          ...(storeOpts.timeoutMs !== undefined ? { timeoutMs: storeOpts.timeoutMs } : {}),
+        },
       );
     },
     async api<T>(p: string): Promise<T> {
@@ -197,4 +205,20 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, 250));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/** SIGTERM, and how long the process took to exit (SIGKILL after `limitMs`, reported as Infinity). */
+export async function sigtermExitMs(gateway: GatewayProcess, limitMs: number): Promise<number> {
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const stopped = await Promise.race([
+    gateway.stop('SIGTERM').then(() => true),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), limitMs))),
+  ]);
+  clearTimeout(timer);
+  if (!stopped) {
+    await gateway.stop('SIGKILL');
+    return Infinity;
+  }
+  return Date.now() - started;
 }

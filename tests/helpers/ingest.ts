@@ -116,8 +116,16 @@ function ae(title: string): Buffer {
   return Buffer.from(title.padEnd(16, ' '), 'ascii');
 }
 
-/** A-ASSOCIATE-RQ proposing Verification (context 1) and one storage class (context 3), explicit + implicit LE. */
-export function associateRq(calling: string, called: string, storageClass: string): Buffer {
+/**
+ * A-ASSOCIATE-RQ proposing Verification (context 1) and one storage class (context 3), by default with
+ * explicit + implicit LE.
+ */
+export function associateRq(
+  calling: string,
+  called: string,
+  storageClass: string,
+  transferSyntaxes: readonly string[] = [EXPLICIT_LE, IMPLICIT_LE],
+): Buffer {
   const fixed = Buffer.alloc(4);
   fixed.writeUInt16BE(1, 0);
   const context = (id: number, abstract: string) =>
@@ -126,8 +134,7 @@ export function associateRq(calling: string, called: string, storageClass: strin
       Buffer.concat([
         Buffer.from([id, 0, 0, 0]),
         item(0x30, Buffer.from(abstract, 'ascii')),
-        item(0x40, Buffer.from(EXPLICIT_LE, 'ascii')),
-        item(0x40, Buffer.from(IMPLICIT_LE, 'ascii')),
+        ...transferSyntaxes.map((ts) => item(0x40, Buffer.from(ts, 'ascii'))),
       ]),
     );
   const maxLength = Buffer.alloc(4);
@@ -253,16 +260,20 @@ export function storeStatus(received: Buffer): number | undefined {
   return at >= 0 && at + 10 <= received.length ? received.readUInt16LE(at + 8) : undefined;
 }
 
-/** One association that C-STOREs `dataset` (explicit VR LE) in PDV fragments of 16 KiB, then releases. */
+/**
+ * One association that C-STOREs `dataset` (explicit VR LE, or the one `transferSyntax` proposed alone) in PDV
+ * fragments of 16 KiB, then releases.
+ */
 export function rawStoreSteps(
   calling: string,
   called: string,
   sopClass: string,
   sopInstance: string,
   dataset: Buffer,
+  transferSyntax?: string,
 ): Buffer[] {
   const steps = [
-    associateRq(calling, called, sopClass),
+    associateRq(calling, called, sopClass, transferSyntax === undefined ? undefined : [transferSyntax]),
     pData(3, true, true, cStoreRq(1, sopClass, sopInstance)),
   ];
   const fragment = 16 * 1024;
@@ -283,8 +294,9 @@ export function rawStore(
   sopClass: string,
   sopInstance: string,
   dataset: Buffer,
+  transferSyntax?: string,
 ): Promise<number | undefined> {
-  const steps = rawStoreSteps(calling, called, sopClass, sopInstance, dataset);
+  const steps = rawStoreSteps(calling, called, sopClass, sopInstance, dataset, transferSyntax);
   const release = steps.pop()!;
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];

@@ -119,6 +119,8 @@ export class WorkerHeartbeatPublisher {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.opts.redis.hdel(keys.workers(this.opts.prefix), this.workerId);
+    // With Redis unreachable there is nothing to remove (the entry goes stale on its own): do not wait for it.
+    if (this.opts.redis.status === 'ready')
+      await this.opts.redis.hdel(keys.workers(this.opts.prefix), this.workerId);
   }
 }

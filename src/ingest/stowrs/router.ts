@@ -113,7 +113,11 @@ async function store(
 
   const stored = results.filter((r): r is Extract<AcceptOutcome, { ok: true }> => r.ok);
   const failed = results.filter((r) => !r.ok);
-  const httpStatus = failed.length === 0 ? 200 : stored.length === 0 ? 409 : 202;
+  // Nothing stored, and only through our fault (not committed or not indexed, e.g. Redis down): it may be resent
+  // as it is, so say so (PS3.18 10.5.3: 503 Busy) rather than 409.
+  const busy = stored.length === 0 && failed.every((r) => r.kind === 'failed');
+  const httpStatus = failed.length === 0 ? 200 : busy ? 503 : stored.length === 0 ? 409 : 202;
+  if (busy) res.set('Retry-After', '30');
   const base = `${req.protocol}://${req.get('host') ?? 'localhost'}${req.baseUrl}/studies`;
   const response: Record<string, unknown> = {};
   const studies = new Set(stored.map((r) => r.instance.studyUid));
