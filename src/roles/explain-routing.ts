@@ -64,7 +64,7 @@ export async function recordsFromFiles(
 }
 
 export async function explainRoutingCommand(config: GatewayConfig, opts: ExplainOptions): Promise<number> {
-  let instances: InstanceRecord[] = [];
+  let instances: InstanceRecord[];
   let unreadable: string[] = [];
   if (opts.studyUid) {
     const redis = createRedis(config.redis.url);
