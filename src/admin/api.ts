@@ -1,4 +1,7 @@
 // The console's REST API: every page's data and every action, as JSON. Described in openapi.ts.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import express, { type Request, type Response } from 'express';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -6,7 +9,9 @@ import { audit, AUDIT_TYPES, auditToCsv, type AuditType } from '../pipeline/audi
 import { isValidUid } from '../dicom/uid.ts';
 import { rearmStudyComplete } from '../pipeline/completion.ts';
 import { STUDY_STATES, type StudyIndex, type StudyState } from '../pipeline/study-index.ts';
+import { readInstanceHeader } from '../dicom/part10.ts';
 import { errorMessage } from '../observability/error-message.ts';
+import type { InstanceRecord } from '../pipeline/instance-record.ts';
 import type { Queues } from '../pipeline/queues.ts';
 import { principalOf } from './auth.ts';
 import { adminEvents } from './events.ts';
@@ -31,7 +36,15 @@ export interface ApiDeps {
   queues: Queues;
   destinations: { name: string; kind: string; isDefault: boolean }[];
   workerStaleMs: number;
+  /** The routing dry run (the routing stage's explainRouting, injected by the gateway role). */
+  explainRouting?: RoutingExplainer;
 }
+
+/** Which models would run on these instances, and why not: a JSON-serialisable explanation. */
+export type RoutingExplainer = (instances: InstanceRecord[]) => Promise<unknown>;
+
+/** A DICOM file posted to the dry run: its header is all that is read. */
+const MAX_DRY_RUN_BYTES = 64 * 1024 * 1024;
 
 class BadRequest extends Error {}
 
@@ -166,6 +179,34 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         index.modelOutcomes(uid),
       ]);
       res.json({ ...row, series, models, jobs, events });
+    }),
+  );
+
+  // The rule tester: POST {"studyUid": "..."} for a study in the spool, or one DICOM file as
+  // application/dicom. Nothing is queued; the answer says which models would run and why each did not.
+  api.post(
+    '/routing/explain',
+    express.json({ limit: '16kb' }),
+    express.raw({ type: 'application/dicom', limit: MAX_DRY_RUN_BYTES }),
+    handle(async (req, res) => {
+      const explain = deps.explainRouting;
+      if (!explain) {
+        res.status(503).json({ error: 'routing is not served by this process' });
+        return;
+      }
+      let instances: InstanceRecord[];
+      if (Buffer.isBuffer(req.body)) instances = [await instanceFromUpload(req.body)];
+      else {
+        const studyUid = (req.body as { studyUid?: unknown } | undefined)?.studyUid;
+        if (typeof studyUid !== 'string' || !isValidUid(studyUid))
+          throw new BadRequest('send {"studyUid": "<UID>"} as JSON, or one DICOM file as application/dicom');
+        instances = await index.instances(studyUid);
+        if (instances.length === 0) {
+          res.status(404).json({ error: 'unknown study, or no instances indexed' });
+          return;
+        }
+      }
+      res.json(await explain(instances));
     }),
   );
 
@@ -346,4 +387,36 @@ export function createApiRouter(deps: ApiDeps): express.Router {
   );
 
   return api;
+}
+
+/** The header of a posted DICOM file, as ingest would index it (the file is not kept). */
+async function instanceFromUpload(body: Buffer): Promise<InstanceRecord> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-dry-run-'));
+  try {
+    const file = path.join(dir, 'upload.dcm');
+    await writeFile(file, body);
+    let h;
+    try {
+      h = await readInstanceHeader(file);
+    } catch (err) {
+      throw new BadRequest(`not a readable DICOM file: ${errorMessage(err)}`);
+    }
+    if (!isValidUid(h.studyUid) || !isValidUid(h.seriesUid) || !isValidUid(h.sopInstanceUid))
+      throw new BadRequest('the file lacks valid Study, Series or SOP Instance UIDs');
+    return {
+      ...h,
+      studyUid: h.studyUid!,
+      seriesUid: h.seriesUid!,
+      sopInstanceUid: h.sopInstanceUid!,
+      sopClassUid: h.sopClassUid ?? '',
+      transferSyntaxUid: h.transferSyntaxUid ?? '',
+      path: '',
+      size: body.length,
+      callingAe: '',
+      callingAddress: '',
+      receivedAt: 0,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

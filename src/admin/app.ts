@@ -10,7 +10,7 @@ import type { GatewayConfig } from '../config/schema.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
 import { metrics } from '../observability/metrics.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
-import { createApiRouter } from './api.ts';
+import { createApiRouter, type RoutingExplainer } from './api.ts';
 import { principalOf, requireAdminForActions, requireAuth } from './auth.ts';
 import { adminEvents } from './events.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
@@ -30,6 +30,8 @@ export interface AdminDeps {
   warnings?: string[];
   /** The configured destinations (built-in folder included), for the console. */
   destinations: { name: string; kind: string; isDefault: boolean }[];
+  /** The routing dry run behind POST /api/routing/explain (gateway role). */
+  explainRouting?: RoutingExplainer;
 }
 
 export const PUBLIC_DIR = path.join(import.meta.dirname, 'public');
@@ -93,6 +95,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       queues: deps.queues,
       destinations: deps.destinations,
       workerStaleMs: WORKER_STALE_MS,
+      explainRouting: deps.explainRouting,
     }),
   );
   app.use('/api', (_req, res) => {

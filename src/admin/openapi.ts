@@ -343,6 +343,17 @@ export const openapiDocument = {
               {
                 type: 'object',
                 properties: {
+                  series: {
+                    type: 'array',
+                    description:
+                      'Per series (latest run): the body part routing used and where it came from, and per model (`id@version`) whether it took the series and each reason it did not',
+                    items: { type: 'object' },
+                  },
+                  models: {
+                    type: 'object',
+                    description: 'Per model: run, images used, images skipped and why',
+                    additionalProperties: { type: 'object' },
+                  },
                   jobs: { type: 'array', items: ref('Job') },
                   events: { type: 'array', items: ref('AuditRecord') },
                 },
@@ -361,6 +372,37 @@ export const openapiDocument = {
     ),
     '/api/studies/{uid}/cancel': action('Remove the study’s pending jobs and mark it failed', [uidParam]),
     '/api/studies/{uid}/retry': action('Retry every failed job of the study', [uidParam]),
+    '/api/routing/explain': {
+      post: {
+        summary:
+          'Routing dry run: which models would run on a spooled study or one DICOM file, and why each series did not reach each model. Nothing is queued.',
+        tags: ['status'],
+        requestBody: {
+          required: true,
+          content: {
+            'application/json': {
+              schema: {
+                type: 'object',
+                properties: { studyUid: { type: 'string' } },
+                required: ['studyUid'],
+              },
+            },
+            'application/dicom': { schema: { type: 'string', format: 'binary' } },
+          },
+        },
+        responses: {
+          '200': json({
+            type: 'object',
+            properties: {
+              jobs: { type: 'array', items: { type: 'object' } },
+              series: { type: 'array', items: { type: 'object' } },
+              noModel: { type: 'string' },
+            },
+          }),
+          ...actionErrors,
+        },
+      },
+    },
     '/api/queues': {
       get: {
         summary: 'Each queue: job counts and whether it is paused',

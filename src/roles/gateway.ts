@@ -20,6 +20,7 @@ import { allQueues } from '../pipeline/queues.ts';
 import { createIngestRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
 import { OUTBOX_DIR, RESULTS_DIR } from '../storage/layout.ts';
+import { explainRouting } from '../routing/dry-run.ts';
 import { createRoutingProcessor } from '../routing/processor.ts';
 import { Spool } from '../storage/spool.ts';
 import type { Closer, RoleContext } from './context.ts';
@@ -119,6 +120,16 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     routers: ingest.routers,
     warnings: ingest.warnings,
     destinations: destinationSummaries(config),
+    explainRouting: async (instances) =>
+      explainRouting(
+        instances,
+        catalogue.models.map((m) => m.manifest),
+        {
+          rules: config.routing.rules,
+          defaultDestination: defaultDestinationName(config),
+          anatomyKeywords: config.routing.anatomyKeywords,
+        },
+      ),
   });
   const largestBody = config.stowrs.enabled ? config.stowrs.maxRequestBytes : 0;
   const http = await listen(app, config.http.host, config.http.port, largestBody);

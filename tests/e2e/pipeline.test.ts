@@ -118,13 +118,24 @@ test('a modality pushes chest X-rays with storescu; SRs with the model findings 
     );
   }
 
-  // The 16×16 Agfa image is below every model's minimum size: the study is done with no report.
+  // The 16×16 Agfa image is below every model's minimum size: the study ends 'no-model', with the
+  // criterion that failed and the value seen, per series and model.
   const agfaStudy = studyUidOf(path.join(XRAY, 'cr-cervical-lat-mono1-agfa-16x16.dcm'));
   const agfa = await waitFor('the 16×16 study to be settled', async () => {
     const s = (await gateway.api<StudyRow[]>('/api/studies')).find((x) => x.studyUid === agfaStudy);
-    return s?.state === 'done' ? s : undefined;
+    return s?.state === 'no-model' ? s : undefined;
   });
-  assert.match(agfa.detail ?? '', /no model accepts/);
+  assert.match(agfa.detail ?? '', /no model accepts this study: .*rows: 16 < \d+/);
+  const agfaDetail = await gateway.api<{
+    series: { seriesUid: string; models: Record<string, { accepted: boolean; reasons: string[] }> }[];
+  }>(`/api/studies/${agfaStudy}`);
+  assert.equal(agfaDetail.series.length, 1);
+  const decisions = Object.values(agfaDetail.series[0]!.models);
+  assert.ok(decisions.length >= 1 && decisions.every((d) => !d.accepted && d.reasons.length > 0));
+  assert.ok(
+    decisions.some((d) => d.reasons.some((r) => /rows: 16 < \d+/.test(r))),
+    JSON.stringify(decisions),
+  );
   const fuji = await waitFor('the chest study to be done', async () => {
     const s = (await gateway.api<StudyRow[]>('/api/studies')).find(
       (x) => x.studyUid === studyUidOf(FUJI_CHEST),
