@@ -333,6 +333,11 @@ export const configSchema = z
         intraOpThreads: z.number().int().min(1).max(256).optional(),
         /** Role `worker` only: serve /healthz, /readyz and /metrics on http.host at this port. Unset: no listener. */
         httpPort: z.number().int().min(0).max(65535).optional(),
+        /**
+         * BullMQ lock of an inference job. A thread of its own renews it while the model runs, so a long run
+         * keeps it; it matters only when a worker dies: its job goes to another worker after this long.
+         */
+        lockDurationMs: z.number().int().min(1_000).max(3_600_000).default(30_000),
       })
       .strict()
       .prefault({}),

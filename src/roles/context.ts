@@ -8,6 +8,8 @@ import type { StudyIndex } from '../pipeline/study-index.ts';
 export interface RoleContext {
   config: GatewayConfig;
   redis: Redis;
+  /** The URL that Redis answers on (a private redis-server's when one was started). */
+  redisUrl: string;
   index: StudyIndex;
   queues: Queues;
   /** The in-process inference worker, which /readyz counts as alive while it runs. */

@@ -35,6 +35,7 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
   const ctx: RoleContext = {
     config,
     redis,
+    redisUrl: redisHandle.url,
     index: new StudyIndex(redis, config.redis.prefix),
     queues: createQueues(redis, config),
   };

@@ -8,12 +8,13 @@ import { inferenceEvents } from '../inference/events.ts';
 import { createInferenceProcessor } from '../inference/processor.ts';
 import { openModel, type LoadedModelSession } from '../inference/run-model.ts';
 import { DecodePool, defaultDecodeThreads } from '../inference/runtime/decode-pool.ts';
+import { LockRenewer } from '../inference/runtime/lock-renewer.ts';
 import { limitsForMaxImageBytes, setDecodeLimits } from '../imaging/decode.ts';
 import { WorkerHeartbeatPublisher } from '../inference/runtime/heartbeat.ts';
 import { loadModels } from '../models/registry.ts';
 import { observeStageTimings } from '../observability/metrics.ts';
 import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
-import { QUEUE } from '../pipeline/jobs.ts';
+import { QUEUE, type InferenceJob } from '../pipeline/jobs.ts';
 import { closeWorker } from '../pipeline/queues.ts';
 import { writeModelResults } from '../reports/write-results.ts';
 import { OUTBOX_DIR } from '../storage/layout.ts';
@@ -49,15 +50,30 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   if (sessions.size === 0) inferenceEvents.noModels(config.modelsDir);
   ctx.loadedModels = sessions.size;
   const outboxDir = path.join(config.dataDir, OUTBOX_DIR);
-  const worker = new Worker(
+  const infer = createInferenceProcessor({
+    index,
+    deliveryQueue: queues.delivery,
+    sessions,
+    writeResults: (r) => writeModelResults({ ...r, index, outboxDir }),
+  });
+  // session.run and decoding can hold this thread past the job's lock; a thread of its own renews it,
+  // so the stalled-job check of another worker does not run the same model twice.
+  const lockDurationMs = config.worker.lockDurationMs;
+  const renewer = new LockRenewer({
+    redisUrl: ctx.redisUrl,
+    prefix: config.redis.prefix,
+    queueName: QUEUE.inference,
+    lockDurationMs,
+  });
+  const worker = new Worker<InferenceJob>(
     QUEUE.inference,
-    createInferenceProcessor({
-      index,
-      deliveryQueue: queues.delivery,
-      sessions,
-      writeResults: (r) => writeModelResults({ ...r, index, outboxDir: outboxDir }),
-    }),
-    { connection: ctx.redis, prefix: config.redis.prefix, concurrency: config.worker.concurrency },
+    (job, token) => renewer.hold(job.id, token, () => infer(job)),
+    {
+      connection: ctx.redis,
+      prefix: config.redis.prefix,
+      concurrency: config.worker.concurrency,
+      lockDuration: lockDurationMs,
+    },
   );
   markStudiesFailedOnFinalFailure(worker, index, 'inference');
   observeStageTimings(worker, 'inference');
@@ -75,6 +91,7 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   return [
     () => heartbeat.stop(),
     () => closeWorker(worker, ctx.redis),
+    () => renewer.close(),
     async () => {
       for (const session of sessions.values()) await session.close();
       await decodePool?.close();

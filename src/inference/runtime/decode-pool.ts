@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { InstanceManifest } from '../../models/manifest.ts';
 import {
   DecodeError,
@@ -10,6 +10,7 @@ import {
 import type { InstanceInput } from '../instance-input.ts';
 import type { DecodeReply, DecodeRequest, RecycleMessage } from './decode-thread.ts';
 import { inferenceEvents } from '../events.ts';
+import { siblingModule, startModuleThread } from './thread-entry.ts';
 
 // Decoding and preprocessing off the main thread. onnxruntime-node runs a session synchronously on the
 // JS thread, and a JPEG 2000 radiograph takes ~200 ms to decode: on the main thread the two alternate
@@ -49,13 +50,6 @@ const THREAD_QUEUE_DEPTH = 16;
 // Eval'd as CommonJS: under tsx the thread must register tsx itself (a worker does not inherit the
 // loader hooks in Node 20), from the URL the parent resolved (the thread's own resolution would start
 // from the working directory); a built `dist/` needs nothing.
-const BOOTSTRAP = `
-const { workerData } = require('node:worker_threads');
-(async () => {
-  if (workerData.tsx) (await import(workerData.tsx)).register();
-  await import(workerData.entry);
-})().catch((err) => { console.error(err); process.exit(1); });
-`;
 
 export class DecodePool {
   private readonly slots: Slot[] = [];
@@ -66,11 +60,7 @@ export class DecodePool {
   /** Threads that died right after starting, in a row: their replacements wait longer each time. */
   private quickDeaths = 0;
   private readonly restarts = new Set<NodeJS.Timeout>();
-  private readonly entry = new URL(
-    `./decode-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`,
-    import.meta.url,
-  ).href;
-  private readonly tsx = this.entry.endsWith('.ts') ? import.meta.resolve('tsx/esm/api') : undefined;
+  private readonly entry = siblingModule('decode-thread', import.meta.url);
 
   /** `limits`: each thread's decode limits where a call names none (config worker.maxDecodedImageBytes). */
   constructor(
@@ -130,11 +120,7 @@ export class DecodePool {
   }
 
   private spawn(): Slot {
-    const thread = new Worker(BOOTSTRAP, {
-      eval: true,
-      workerData: { entry: this.entry, tsx: this.tsx, decodeLimits: this.limits },
-      execArgv: [],
-    });
+    const thread = startModuleThread(this.entry, { decodeLimits: this.limits });
     const slot: Slot = { thread, tasks: new Map(), startedAt: Date.now() };
     thread.unref();
     thread.on('message', (reply: DecodeReply) => {
