@@ -1,4 +1,6 @@
-import type { Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import path from 'node:path';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
@@ -45,6 +47,14 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   const prefix = config.redis.prefix;
   const app = express();
   app.disable('x-powered-by');
+  // The console must not be framed by another site (clickjacking of its action buttons), and nothing it
+  // serves may be sniffed into another type.
+  app.use((_req, res, next) => {
+    res.setHeader('X-Frame-Options', 'DENY');
+    res.setHeader('Content-Security-Policy', "frame-ancestors 'none'");
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    next();
+  });
 
   // Probes stay open: orchestrators call them without credentials, and they reveal no study data.
   app.get('/healthz', (_req, res) => {
@@ -161,16 +171,42 @@ export function httpTimeouts(largestBodyBytes: number): {
   };
 }
 
-/** `largestBodyBytes`: the largest request body a mounted router accepts (STOW-RS), for the timeouts. */
+/** PEM files of the HTTPS listener (config http.tls, paths already resolved). */
+export interface HttpsFiles {
+  certFile: string;
+  keyFile: string;
+  caFile?: string;
+  requireClientCert: boolean;
+}
+
+/**
+ * `largestBodyBytes`: the largest request body a mounted router accepts (STOW-RS), for the timeouts. With
+ * `tls` the listener speaks HTTPS only (TLS 1.2 or later), for the console, the API and STOW-RS alike.
+ */
 export function listen(
   app: express.Express,
   host: string,
   port: number,
   largestBodyBytes = 0,
+  tls?: HttpsFiles,
 ): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = app.listen(port, host, (err?: Error) => {
-      if (err) return reject(err);
+    const server: Server = tls
+      ? createHttpsServer(
+          {
+            cert: readFileSync(tls.certFile),
+            key: readFileSync(tls.keyFile),
+            ...(tls.caFile ? { ca: readFileSync(tls.caFile) } : {}),
+            requestCert: tls.requireClientCert,
+            rejectUnauthorized: tls.requireClientCert,
+            minVersion: 'TLSv1.2',
+          },
+          app,
+        )
+      : createHttpServer(app);
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
       adminEvents.listening(host, (server.address() as { port: number }).port, server.requestTimeout);
       resolve(server);
     });

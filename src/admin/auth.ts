@@ -80,6 +80,10 @@ function hostnameOf(hostHeader: string): string {
  */
 function browserAttack(req: Request, authConfigured: boolean): string | undefined {
   const host = req.headers.host ?? '';
+  // A reverse proxy on this host makes every outside request look local: a forwarded request never counts
+  // as loopback, so without http.auth it is refused.
+  if (!authConfigured && FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined))
+    return 'a proxied request (X-Forwarded-*, Forwarded) needs http.auth: it is not a loopback caller';
   if (!authConfigured && !isLoopbackHost(hostnameOf(host)))
     return 'without http.auth the console answers only to loopback host names';
   const origin = req.headers.origin;
@@ -94,6 +98,15 @@ function browserAttack(req: Request, authConfigured: boolean): string | undefine
   }
   return undefined;
 }
+
+/** Headers a reverse proxy adds; their presence means the caller is not who the socket says. */
+const FORWARDING_HEADERS = [
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-real-ip',
+];
 
 /** Failed logins allowed per client address and window before it is answered 429. */
 export const LOGIN_FAILURES_ALLOWED = 10;

@@ -89,11 +89,16 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     }
   };
   resolveTlsFiles(config.dimse.tls);
+  resolveTlsFiles(config.http.tls);
   for (const dest of Object.values(config.destinations)) {
     if (dest.kind === 'folder') dest.path = path.resolve(baseDir, dest.path);
     if (dest.kind === 'dicomweb' && dest.caFile) dest.caFile = path.resolve(baseDir, dest.caFile);
     if (dest.kind === 'dimse') resolveTlsFiles(dest.tls);
   }
+  if (config.http.tls?.requireClientCert && config.http.tls.caFile === undefined)
+    throw new ConfigError(
+      'http.tls.requireClientCert needs http.tls.caFile (the CA client certificates must chain to)',
+    );
   const dimseTls = config.dimse.tls;
   if (dimseTls?.requireClientCert && dimseTls.caFile === undefined) {
     // Without a CA of its own, Node would accept any certificate a public CA signed.

@@ -274,6 +274,20 @@ export const configSchema = z
         port: port.default(8080),
         /** Required when host is not loopback (checked at start-up by src/admin/auth.ts). */
         auth: adminAuthSchema.optional(),
+        /**
+         * HTTPS for the console, the API and STOW-RS (PEM files, relative to the config file). With it the
+         * listener speaks only HTTPS (TLS 1.2 or later).
+         */
+        tls: z
+          .object({
+            certFile: z.string().min(1),
+            keyFile: z.string().min(1),
+            /** Clients must present a certificate signed by this CA (mutual TLS). */
+            caFile: z.string().min(1).optional(),
+            requireClientCert: z.boolean().default(false),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
       .prefault({}),

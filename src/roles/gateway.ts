@@ -132,7 +132,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       ),
   });
   const largestBody = config.stowrs.enabled ? config.stowrs.maxRequestBytes : 0;
-  const http = await listen(app, config.http.host, config.http.port, largestBody);
+  const http = await listen(app, config.http.host, config.http.port, largestBody, config.http.tls);
   return [
     () => new Promise<void>((resolve) => http.close(() => resolve())),
     () => ingest.close(),

@@ -107,6 +107,6 @@ export async function startWorkerHttp(ctx: RoleContext, port: number): Promise<C
     workerRunning: () => ctx.localInference?.isRunning() ?? false,
     models: () => ctx.loadedModels,
   });
-  const http = await listen(app, ctx.config.http.host, port);
+  const http = await listen(app, ctx.config.http.host, port, 0, ctx.config.http.tls);
   return () => new Promise<void>((resolve) => http.close(() => resolve()));
 }

@@ -11,11 +11,24 @@ export interface StowAuth {
 export type AuthResult = { ok: true; user: string } | { ok: false; status: 401 | 403; message: string };
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
+/** Headers a reverse proxy adds: such a request comes from elsewhere, whatever its socket says. */
+const FORWARDING_HEADERS = [
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-real-ip',
+];
+
+function isLoopbackCaller(req: IncomingMessage): boolean {
+  if (FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined)) return false;
+  return LOOPBACK.has(req.socket.remoteAddress ?? '');
+}
 
 export function authorize(req: IncomingMessage, auth: StowAuth | undefined): AuthResult {
   const configured = auth !== undefined && auth.basic.length + auth.bearer.length > 0;
   if (!configured) {
-    return LOOPBACK.has(req.socket.remoteAddress ?? '')
+    return isLoopbackCaller(req)
       ? { ok: true, user: 'loopback' }
       : { ok: false, status: 403, message: 'STOW-RS without credentials is open to loopback clients only' };
   }
