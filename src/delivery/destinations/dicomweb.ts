@@ -14,6 +14,7 @@ import {
 import { createHttpAuth, type FetchLike, type HttpAuth, type HttpAuthConfig } from './http-auth.ts';
 import { statusHex } from '../../dicom/status.ts';
 import { deliveryEvents } from '../events.ts';
+import { readBodyCapped } from './response-body.ts';
 
 const MAX_RESPONSE_BYTES = 1 << 20;
 const TAG = {
@@ -90,7 +91,7 @@ export class DicomwebDestination implements Destination {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
         dispatcher: this.dispatcher,
       });
-      text = await readLimited(res);
+      text = await readBodyCapped(res, MAX_RESPONSE_BYTES, 'truncate');
     } catch (e) {
       throw new TransientDeliveryError(
         `STOW-RS to ${this.name} failed: ${describeNetworkError(e)}`,
@@ -233,25 +234,6 @@ function firstNumber(element: unknown): number | undefined {
 
 function isObject(v: unknown): v is JsonDataset {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** Reads at most MAX_RESPONSE_BYTES of the body; a hostile peer cannot make us buffer more. */
-async function readLimited(res: Response): Promise<string> {
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > MAX_RESPONSE_BYTES) {
-      await reader.cancel();
-      break;
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 function snippet(text: string): string {

@@ -3,6 +3,7 @@
 // it expires. Token-endpoint failures are classified like delivery failures.
 import { isTransientHttpStatus, PermanentDeliveryError, TransientDeliveryError } from '../destination.ts';
 import { errorMessage } from '../../observability/error-message.ts';
+import { readBodyCapped, ResponseTooLargeError } from './response-body.ts';
 
 export type HttpAuthConfig =
   | { type: 'none' }
@@ -92,7 +93,7 @@ class ClientCredentials implements HttpAuth {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
         dispatcher: this.opts.dispatcher,
       });
-      text = await readCapped(res, MAX_TOKEN_RESPONSE);
+      text = await readBodyCapped(res, MAX_TOKEN_RESPONSE, 'refuse');
     } catch (e) {
       if (e instanceof ResponseTooLargeError)
         throw new TransientDeliveryError(
@@ -150,32 +151,6 @@ class ClientCredentials implements HttpAuth {
     this.cached = { token, expiresAt: this.now() + Math.max(0, lifetimeMs - EXPIRY_MARGIN_MS) };
     return token;
   }
-}
-
-class ResponseTooLargeError extends Error {
-  constructor(limit: number) {
-    super(`token response larger than ${limit} bytes`);
-    this.name = 'ResponseTooLargeError';
-  }
-}
-
-/** The body as text, refusing (and cancelling) one longer than `limit` bytes instead of buffering it. */
-async function readCapped(res: Response, limit: number): Promise<string> {
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel().catch(() => undefined);
-      throw new ResponseTooLargeError(limit);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 function errorCode(text: string): string {
