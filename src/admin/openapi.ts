@@ -262,7 +262,9 @@ export const openapiDocument = {
     },
     '/readyz': {
       get: {
-        summary: 'Redis answers, the spool is writable, free disk is above the watermark, a worker is alive',
+        summary:
+          'Ingest is possible: Redis answers, the spool is writable, free disk is above the watermark ' +
+          '(no live inference worker is a warning, not a failure, except for the in-process worker of role all)',
         tags: ['health'],
         security: [],
         responses: {
@@ -275,7 +277,8 @@ export const openapiDocument = {
                 type: 'array',
                 items: { type: 'string' },
                 description:
-                  'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination)',
+                  'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination), and ' +
+                  '"workers: <why>" when no inference worker is alive',
               },
             },
           }),

@@ -12,6 +12,7 @@ import {
   type WorkerHeartbeat,
 } from '../pipeline/keys.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
+import { redisTimeMs } from '../pipeline/redis.ts';
 import { readHeartbeats } from './health.ts';
 
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
@@ -207,13 +208,16 @@ export async function queueOverview(queues: Queues): Promise<QueueView[]> {
 
 export interface WorkerView extends WorkerHeartbeat {
   alive: boolean;
+  /** Milliseconds since the last heartbeat, on Redis's clock (the browser's clock may be off too). */
+  heartbeatAgeMs: number;
   /** Jobs per minute since the worker started. */
   jobsPerMinute: number;
 }
 
 export async function listWorkers(redis: Redis, prefix: string, staleMs: number): Promise<WorkerView[]> {
-  const now = Date.now();
-  return (await readHeartbeats(redis, prefix))
+  // Heartbeats carry Redis time (TIME); staleness is judged on the same clock, read once per request.
+  const [now, beats] = await Promise.all([redisTimeMs(redis), readHeartbeats(redis, prefix)]);
+  return beats
     .map((hb) => {
       const minutes = Math.max((hb.lastHeartbeat - (hb.startedAt ?? hb.lastHeartbeat)) / 60_000, 1 / 60);
       return {
@@ -222,6 +226,7 @@ export async function listWorkers(redis: Redis, prefix: string, staleMs: number)
         providers: hb.providers ?? {},
         models: Array.isArray(hb.models) ? hb.models : [],
         alive: now - hb.lastHeartbeat <= staleMs,
+        heartbeatAgeMs: Math.max(0, now - hb.lastHeartbeat),
         jobsPerMinute: Math.round(((hb.jobsProcessed ?? 0) / minutes) * 100) / 100,
       };
     })
