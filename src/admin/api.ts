@@ -173,8 +173,9 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         return;
       }
       const [jobs, events, series, models] = await Promise.all([
-        jobsForStudy(queues, uid),
-        audit.query({ studyUid: uid }),
+        jobsForStudy(redis, prefix, queues, uid),
+        // The study's own index, not a scan of the trail: this page is polled every 2 s.
+        audit.studyEvents(uid),
         index.seriesRouting(uid),
         index.modelOutcomes(uid),
       ]);
@@ -231,13 +232,15 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       const uid = studyUidParam(req);
       await act(req, res, 'cancel-study', uid, async () => {
         if (!(await index.get(uid))) return { status: 404, body: { error: 'unknown study' } };
-        const pending = await pendingJobsForStudy(queues, uid);
+        const pending = await pendingJobsForStudy(redis, prefix, queues, uid);
         const removed: string[] = [];
         for (const j of pending) {
           const queue = queueByName(queues, j.queue);
           if (queue && (await queue.remove(j.id)) === 1) removed.push(`${j.queue}/${j.id}`);
         }
-        const active = (await jobsForStudy(queues, uid, ['active'])).map((j) => `${j.queue}/${j.id}`);
+        const active = (await jobsForStudy(redis, prefix, queues, uid, ['active'])).map(
+          (j) => `${j.queue}/${j.id}`,
+        );
         await index.setState(uid, 'failed', `cancelled by ${principalOf(res).name}`);
         return { body: { removed, stillRunning: active }, studyUid: uid };
       });
@@ -249,7 +252,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     handle(async (req, res) => {
       const uid = studyUidParam(req);
       await act(req, res, 'retry-study', uid, async () => {
-        const failed = await jobsForStudy(queues, uid, ['failed']);
+        const failed = await jobsForStudy(redis, prefix, queues, uid, ['failed']);
         if (failed.length === 0) return { status: 409, body: { error: 'the study has no failed jobs' } };
         const retried: string[] = [];
         for (const j of failed) {

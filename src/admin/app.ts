@@ -72,14 +72,14 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     });
     if (!result.ready) {
       const failing = Object.entries(result.checks)
-        .filter(([, c]) => !c.ok)
+        .filter(([name, c]) => !c.ok && (name !== 'workers' || deps.localWorkerRunning))
         .map(([name, c]) => `${name}: ${c.reason}`);
       adminEvents.notReady(failing);
     }
     res.status(result.ready ? 200 : 503).json({
       status: result.ready ? 'ready' : 'not ready',
       checks: result.checks,
-      warnings: deps.warnings ?? [],
+      warnings: [...(deps.warnings ?? []), ...result.warnings],
     });
   });
 

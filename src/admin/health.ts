@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { errorMessage } from '../observability/error-message.ts';
 import { keys, type WorkerHeartbeat } from '../pipeline/keys.ts';
+import { redisTimeMs } from '../pipeline/redis.ts';
 
 export interface CheckResult {
   ok: boolean;
@@ -97,8 +98,8 @@ export async function readHeartbeats(redis: Redis, prefix: string): Promise<Work
 async function checkWorkers(deps: ReadinessDeps): Promise<CheckResult> {
   const { redis, prefix, workerStaleMs: staleMs } = deps;
   try {
-    const now = Date.now();
-    const beats = await readHeartbeats(redis, prefix);
+    // Heartbeats carry Redis time; staleness is judged on the same clock, not this host's.
+    const [now, beats] = await Promise.all([redisTimeMs(redis), readHeartbeats(redis, prefix)]);
     const alive = beats.filter((b) => now - b.lastHeartbeat <= staleMs);
     if (alive.length > 0)
       return {
@@ -118,9 +119,16 @@ async function checkWorkers(deps: ReadinessDeps): Promise<CheckResult> {
   }
 }
 
+/**
+ * Ready means this process can do its job: a gateway can ingest (Redis, spool, disk). Whether an inference
+ * worker is alive elsewhere is reported (checks.workers, and a warning when none is) but does not make a
+ * gateway unready: studies wait in the queue until a worker comes, and an orchestrator must not stop
+ * sending studies to a gateway, or restart it, because the workers are away. In role 'all' the in-process
+ * worker is part of this process, so there it counts. A lone worker has its own /readyz (worker-app.ts).
+ */
 export async function readiness(
   deps: ReadinessDeps,
-): Promise<{ ready: boolean; checks: Record<string, CheckResult> }> {
+): Promise<{ ready: boolean; checks: Record<string, CheckResult>; warnings: string[] }> {
   const redis = await checkRedis(deps.redis);
   const [spool, disk, workers] = await Promise.all([
     checkSpoolWritable(deps.spoolDir),
@@ -128,5 +136,7 @@ export async function readiness(
     redis.ok ? checkWorkers(deps) : Promise.resolve({ ok: false, reason: 'unknown: Redis does not answer' }),
   ]);
   const checks = { redis, spool, disk, workers };
-  return { ready: Object.values(checks).every((c) => c.ok), checks };
+  const required = [redis, spool, disk, ...(deps.localWorkerRunning ? [workers] : [])];
+  const warnings = deps.localWorkerRunning || workers.ok ? [] : [`workers: ${workers.reason}`];
+  return { ready: required.every((c) => c.ok), checks, warnings };
 }

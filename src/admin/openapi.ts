@@ -217,8 +217,9 @@ export const openapiDocument = {
           jobsProcessed: { type: 'integer' },
           imagesProcessed: { type: 'integer' },
           jobsPerMinute: { type: 'number' },
-          startedAt: { type: 'number' },
-          lastHeartbeat: { type: 'number' },
+          startedAt: { type: 'number', description: 'Redis time (ms) of the first beat' },
+          lastHeartbeat: { type: 'number', description: 'Redis time (ms) of the last beat' },
+          heartbeatAgeMs: { type: 'number', description: 'Since the last beat, on Redis time' },
           alive: { type: 'boolean' },
         },
       },
@@ -262,7 +263,9 @@ export const openapiDocument = {
     },
     '/readyz': {
       get: {
-        summary: 'Redis answers, the spool is writable, free disk is above the watermark, a worker is alive',
+        summary:
+          'Ingest is possible: Redis answers, the spool is writable, free disk is above the watermark ' +
+          '(no live inference worker is a warning, not a failure, except for the in-process worker of role all)',
         tags: ['health'],
         security: [],
         responses: {
@@ -275,7 +278,8 @@ export const openapiDocument = {
                 type: 'array',
                 items: { type: 'string' },
                 description:
-                  'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination)',
+                  'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination), and ' +
+                  '"workers: <why>" when no inference worker is alive',
               },
             },
           }),

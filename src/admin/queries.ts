@@ -12,13 +12,14 @@ import {
   type WorkerHeartbeat,
 } from '../pipeline/keys.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
+import { redisTimeMs } from '../pipeline/redis.ts';
 import { readHeartbeats } from './health.ts';
 
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
 export const QUEUE_NAMES = Object.values(QUEUE) as QueueName[];
 export const JOB_STATES: JobState[] = ['waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'];
 const PENDING: JobState[] = ['waiting', 'prioritized', 'delayed'];
-/** How many of each queue's most recent jobs per state a study lookup scans. */
+/** How many of each queue's most recent jobs per state the destinations page scans. */
 const JOB_SCAN = 500;
 
 export function queueByName(queues: Queues, name: string): Queue | undefined {
@@ -172,21 +173,58 @@ export async function listJobs(queue: Queue, states: JobState[], limit: number):
   return out;
 }
 
-/** The study's jobs among each queue's recent jobs, newest first. */
+// Drops a job id from the study's job set only while BullMQ has no such job: one queued again under the
+// same id meanwhile stays. KEYS: the study's job set, the job's BullMQ hash. ARGV: the member.
+const FORGET_GONE_JOB = `
+if redis.call('EXISTS', KEYS[2]) == 0 then return redis.call('SREM', KEYS[1], ARGV[1]) end
+return 0`;
+
+/**
+ * The study's jobs, newest first, looked up by id: the ids the queues noted in the study's job set
+ * (queues.ts StudyQueue explains why), plus its pending study-complete job, which BullMQ deduplicates by
+ * study. The cost is that study's jobs, not the queues' length. Ids BullMQ has removed (trimmed completed
+ * jobs, cancelled ones) are dropped from the set as they are met.
+ */
 export async function jobsForStudy(
+  redis: Redis,
+  prefix: string,
   queues: Queues,
   studyUid: string,
   states = JOB_STATES,
 ): Promise<JobView[]> {
-  const out: JobView[] = [];
-  for (const queue of allQueues(queues)) {
-    for (const job of await listJobs(queue, states, JOB_SCAN)) if (job.studyUid === studyUid) out.push(job);
-  }
-  return out.sort((a, b) => b.createdAt - a.createdAt);
+  const key = keys.studyJobs(prefix, studyUid);
+  const [members, pendingComplete] = await Promise.all([
+    redis.smembers(key),
+    queues.studyComplete.getDeduplicationJobId(studyUid),
+  ]);
+  const refs = new Set(members);
+  if (pendingComplete) refs.add(`${queues.studyComplete.name}/${pendingComplete}`);
+  const found = await Promise.all(
+    [...refs].map(async (ref): Promise<JobView | undefined> => {
+      const slash = ref.indexOf('/');
+      const queue = queueByName(queues, ref.slice(0, slash));
+      const id = ref.slice(slash + 1);
+      if (!queue || !id) return undefined;
+      const job = await queue.getJob(id);
+      if (!job) {
+        await redis.eval(FORGET_GONE_JOB, 2, key, queue.toKey(id), ref);
+        return undefined;
+      }
+      if ((job.data as { studyUid?: string }).studyUid !== studyUid) return undefined;
+      const state = await job.getState();
+      return states.includes(state as JobState) ? view(queue.name, job, state) : undefined;
+    }),
+  );
+  return found.filter((j): j is JobView => j !== undefined).sort((a, b) => b.createdAt - a.createdAt);
 }
 
-export async function pendingJobsForStudy(queues: Queues, studyUid: string): Promise<JobView[]> {
-  return jobsForStudy(queues, studyUid, PENDING);
+export async function pendingJobsForStudy(
+  redis: Redis,
+  prefix: string,
+  queues: Queues,
+  studyUid: string,
+): Promise<JobView[]> {
+  return jobsForStudy(redis, prefix, queues, studyUid, PENDING);
 }
 
 export interface QueueView {
@@ -207,13 +245,16 @@ export async function queueOverview(queues: Queues): Promise<QueueView[]> {
 
 export interface WorkerView extends WorkerHeartbeat {
   alive: boolean;
+  /** Milliseconds since the last heartbeat, on Redis's clock (the browser's clock may be off too). */
+  heartbeatAgeMs: number;
   /** Jobs per minute since the worker started. */
   jobsPerMinute: number;
 }
 
 export async function listWorkers(redis: Redis, prefix: string, staleMs: number): Promise<WorkerView[]> {
-  const now = Date.now();
-  return (await readHeartbeats(redis, prefix))
+  // Heartbeats carry Redis time (TIME); staleness is judged on the same clock, read once per request.
+  const [now, beats] = await Promise.all([redisTimeMs(redis), readHeartbeats(redis, prefix)]);
+  return beats
     .map((hb) => {
       const minutes = Math.max((hb.lastHeartbeat - (hb.startedAt ?? hb.lastHeartbeat)) / 60_000, 1 / 60);
       return {
@@ -222,6 +263,7 @@ export async function listWorkers(redis: Redis, prefix: string, staleMs: number)
         providers: hb.providers ?? {},
         models: Array.isArray(hb.models) ? hb.models : [],
         alive: now - hb.lastHeartbeat <= staleMs,
+        heartbeatAgeMs: Math.max(0, now - hb.lastHeartbeat),
         jobsPerMinute: Math.round(((hb.jobsProcessed ?? 0) / minutes) * 100) / 100,
       };
     })

@@ -68,6 +68,18 @@ export const pipelineEvents = {
       'audit summary not kept',
     );
   },
+  studyJobNoteFailed(studyUid: string, err: unknown): void {
+    pipelineLog.warn(
+      { event: 'pipeline.study_jobs.note_failed', studyUid, err: errorMessage(err) },
+      'job queued, but not noted in the study job set (the study page may miss it)',
+    );
+  },
+  auditIndexFailed(studyUid: string, err: unknown): void {
+    pipelineLog.warn(
+      { event: 'pipeline.audit.index_failed', studyUid, err: errorMessage(err) },
+      'audit event written, but not indexed for the study page (its page falls back to the segments)',
+    );
+  },
   auditPruned(segments: string[]): void {
     pipelineLog.info({ event: 'pipeline.audit.pruned', segments }, 'old audit segments deleted');
   },

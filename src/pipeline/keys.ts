@@ -16,6 +16,16 @@ export const keys = {
   studySettled: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:settled`,
   /** Hash: per-study audit summary (received, routed, inferred, delivered, failure). Written by the audit trail. */
   auditStudy: (prefix: string, studyUid: string) => `${prefix}:audit:study:${studyUid}`,
+  /**
+   * Set: `<queue>/<jobId>` of every job queued for the study, for its page and actions without scanning
+   * the queues. Written by the queues (queues.ts StudyQueue); ids BullMQ removed are dropped by readers.
+   */
+  studyJobs: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:jobs`,
+  /**
+   * List (oldest first, newest 500 kept, expiring with the audit retention): the study's audit records as
+   * the JSON lines of the segments, for its page without reading every segment. Written by the audit trail.
+   */
+  auditStudyEvents: (prefix: string, studyUid: string) => `${prefix}:audit:study:${studyUid}:events`,
   /** Hash: workerId → JSON WorkerHeartbeat. Written by workers, read by the admin console and /readyz. */
   workers: (prefix: string) => `${prefix}:workers`,
   /** List (newest first, trimmed): JSON AssociationRecord. Written by the DIMSE SCP. */

@@ -14,6 +14,15 @@ export function createRedis(url: string): Redis {
   return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
 }
 
+/**
+ * Redis's clock, in milliseconds since the epoch. Times that processes on several hosts compare (worker
+ * heartbeats) are written and judged on this one clock, so a host whose clock is off does not matter.
+ */
+export async function redisTimeMs(redis: Redis): Promise<number> {
+  const [seconds, micros] = await redis.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+}
+
 /** How long one ingest-path Redis command may take before the sender is told to retry. */
 export const INGEST_COMMAND_TIMEOUT_MS = 2000;
 

@@ -269,19 +269,21 @@ export class StudyIndex {
   }
 
   /**
-   * Forgets a study entirely (summary, instance list, settlement set, audit summary, its place in the
-   * list), but only if no instance arrived since `lastReceivedAt` was read: a study that came back stays.
+   * Forgets a study entirely (summary, instance list, settlement set, audit summary and event index, job
+   * set, its place in the list), but only if no instance arrived since `lastReceivedAt` was read: a study that came back stays.
    */
   async forgetStudy(studyUid: string, lastReceivedAt: number): Promise<boolean> {
     const removed = await this.redis.eval(
       FORGET_STUDY_IF_IDLE,
-      7,
+      9,
       this.studyKey(studyUid),
       this.instancesKey(studyUid),
       keys.studySettled(this.prefix, studyUid),
       keys.auditStudy(this.prefix, studyUid),
       keys.studySeries(this.prefix, studyUid),
       keys.studyModels(this.prefix, studyUid),
+      keys.studyJobs(this.prefix, studyUid),
+      keys.auditStudyEvents(this.prefix, studyUid),
       this.studiesKey,
       String(lastReceivedAt),
       studyUid,
@@ -362,8 +364,8 @@ export class StudyIndex {
 const FORGET_STUDY_IF_IDLE = `
 local last = redis.call('HGET', KEYS[1], 'lastReceivedAt')
 if last and last ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-redis.call('ZREM', KEYS[7], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+redis.call('ZREM', KEYS[9], ARGV[2])
 return 1`;
 
 const FORGET_IF_UNCHANGED = `

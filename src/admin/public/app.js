@@ -393,7 +393,12 @@ function workersPage() {
         h('td', {}, w.jobsProcessed),
         h('td', {}, w.imagesProcessed),
         h('td', {}, w.jobsPerMinute),
-        h('td', {}, ago(w.lastHeartbeat)),
+        // The server measures the age on Redis's clock; the browser's clock may be off.
+        h(
+          'td',
+          {},
+          typeof w.heartbeatAgeMs === 'number' ? `${dur(w.heartbeatAgeMs)} ago` : ago(w.lastHeartbeat),
+        ),
         h('td', {}, badge(w.alive ? 'ok' : 'dead')),
       ),
     empty: 'No worker has sent a heartbeat.',

@@ -8,27 +8,41 @@ import { inferenceEvents } from '../events.ts';
 // admin console and /readyz see which workers are alive, which provider each model bound and what they
 // have done. A worker that stops cleanly removes its entry; one that dies leaves an entry whose
 // lastHeartbeat stops moving, which readers treat as stale, and which the live workers delete once it
-// is older than deadWorkerRetentionMs (a hash field cannot expire on its own in Redis 7.0).
+// is older than deadWorkerRetentionMs (a hash field cannot expire on its own in Redis 7.0). All these
+// times are Redis's (TIME), never a host's.
 
 export const HEARTBEAT_INTERVAL_MS = 5000;
 /** How long a dead worker stays listed (as dead) before the live ones remove its entry. */
 export const DEAD_WORKER_RETENTION_MS = 60 * 60 * 1000;
 
-// Atomic, so a beat landing between the read and the delete is never lost. An entry that is not a
-// heartbeat at all (unparseable, no timestamp) is removed too.
-const PRUNE_SCRIPT = `
-local now = tonumber(ARGV[1])
-local maxAge = tonumber(ARGV[2])
+// One script writes the beat and prunes, atomically (a beat landing between the read and the delete is
+// never lost), and both use Redis's clock (TIME), not this host's: workers on several hosts, and the admin
+// readers, then judge liveness on one clock, so a host whose clock is off neither looks dead nor prunes live
+// workers (nor keeps dead ones). The beat's JSON comes without its two times; the script appends them.
+// An entry that is not a heartbeat at all (unparseable, no timestamp) is removed too.
+// KEYS[1] the workers hash; ARGV: workerId, beat JSON without lastHeartbeat/startedAt, startedAt (0: now),
+// dead-worker retention ms. Returns { now, removed ids... }.
+const BEAT_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local started = tonumber(ARGV[3])
+if not started or started <= 0 then started = now end
+local body = string.sub(ARGV[2], 1, -2)
+local sep = ','
+if body == '{' then sep = '' end
+redis.call('HSET', KEYS[1], ARGV[1],
+  body .. sep .. '"startedAt":' .. string.format('%d', started) .. ',"lastHeartbeat":' .. string.format('%d', now) .. '}')
+local maxAge = tonumber(ARGV[4])
 local entries = redis.call('HGETALL', KEYS[1])
-local removed = {}
+local out = { string.format('%d', started) }
 for i = 1, #entries, 2 do
   local ok, beat = pcall(cjson.decode, entries[i + 1])
   if not ok or type(beat) ~= 'table' or type(beat.lastHeartbeat) ~= 'number' or now - beat.lastHeartbeat > maxAge then
     redis.call('HDEL', KEYS[1], entries[i])
-    removed[#removed + 1] = entries[i]
+    out[#out + 1] = entries[i]
   end
 end
-return removed
+return out
 `;
 
 export interface HeartbeatOptions {
@@ -58,7 +72,8 @@ export function detectGpu(timeoutMs = 3000): Promise<string> {
 
 export class WorkerHeartbeatPublisher {
   readonly workerId: string;
-  private readonly startedAt = Date.now();
+  /** Redis time of the first beat (0 until then): a worker's times are all on Redis's clock. */
+  private startedAt = 0;
   private jobsProcessed = 0;
   private imagesProcessed = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -84,7 +99,8 @@ export class WorkerHeartbeatPublisher {
     this.imagesProcessed += images;
   }
 
-  snapshot(): WorkerHeartbeat {
+  /** What the next beat publishes, except its times (startedAt, lastHeartbeat), which Redis stamps. */
+  snapshot(): Omit<WorkerHeartbeat, 'startedAt' | 'lastHeartbeat'> {
     return {
       workerId: this.workerId,
       host: hostname(),
@@ -95,21 +111,20 @@ export class WorkerHeartbeatPublisher {
       concurrency: this.opts.concurrency,
       jobsProcessed: this.jobsProcessed,
       imagesProcessed: this.imagesProcessed,
-      startedAt: this.startedAt,
-      lastHeartbeat: Date.now(),
     };
   }
 
   private async beat(): Promise<void> {
-    const key = keys.workers(this.opts.prefix);
-    await this.opts.redis.hset(key, this.workerId, JSON.stringify(this.snapshot()));
-    const removed = (await this.opts.redis.eval(
-      PRUNE_SCRIPT,
+    const [started, ...removed] = (await this.opts.redis.eval(
+      BEAT_SCRIPT,
       1,
-      key,
-      Date.now(),
+      keys.workers(this.opts.prefix),
+      this.workerId,
+      JSON.stringify(this.snapshot()),
+      this.startedAt,
       this.opts.deadWorkerRetentionMs ?? DEAD_WORKER_RETENTION_MS,
     )) as string[];
+    this.startedAt = Number(started);
     if (removed.length > 0) {
       inferenceEvents.heartbeatPruned(removed);
     }

@@ -1,5 +1,6 @@
 // /readyz checks each dependency for real and says why it fails: Redis (a live one and a closed port),
-// the spool (a probe file written, fsynced, deleted), the free-disk watermark, and worker heartbeats.
+// the spool (a probe file written, fsynced, deleted), the free-disk watermark. Worker heartbeats are
+// reported, but a gateway's readiness means it can ingest: no live worker is a warning, not a failure.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -7,7 +8,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { createAdminApp, listen } from '../../../src/admin/app.ts';
 import { readiness, type ReadinessDeps } from '../../../src/admin/health.ts';
+import { configSchema } from '../../../src/config/schema.ts';
+import { createQueues } from '../../../src/pipeline/queues.ts';
+import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { keys } from '../../../src/pipeline/keys.ts';
 import { freePort } from '../../helpers/dicom-tools.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
@@ -50,21 +55,69 @@ test('ready when Redis answers, the spool takes a probe file, disk is free and a
   assert.deepEqual(await readdir(spoolDir), [], 'the probe file is deleted');
 });
 
-test('no worker, or only stale ones: not ready, saying which', async () => {
+test('a gateway with no worker alive is still ready to ingest, and says so as a warning', async () => {
   await redis.del(keys.workers(prefix));
   let r = await readiness(deps());
-  assert.equal(r.ready, false);
+  assert.equal(r.ready, true, JSON.stringify(r.checks));
+  assert.equal(r.checks.workers!.ok, false);
   assert.match(r.checks.workers!.reason, /has ever sent a heartbeat/);
+  assert.deepEqual(r.warnings, [`workers: ${r.checks.workers!.reason}`]);
 
   await beat('w-old', 120_000);
   r = await readiness(deps());
-  assert.equal(r.ready, false);
+  assert.equal(r.ready, true);
   assert.match(r.checks.workers!.reason, /120 s old \(limit 30 s\)/);
+  assert.match(r.warnings[0]!, /no inference worker alive/);
 
-  // Role 'all': the in-process worker counts while it runs, even before its first heartbeat.
+  // Role 'all': the in-process worker is part of this process, so its readiness counts.
   r = await readiness(deps({ localWorkerRunning: () => true }));
-  assert.equal(r.checks.workers!.ok, true);
+  assert.equal(r.ready, true);
   assert.match(r.checks.workers!.reason, /in-process/);
+  assert.deepEqual(r.warnings, []);
+  r = await readiness(deps({ localWorkerRunning: () => false }));
+  assert.equal(r.ready, false);
+  assert.equal(r.checks.workers!.ok, false);
+});
+
+test('GET /readyz of a gateway: 200 with no worker alive, the worker named under warnings', async () => {
+  await redis.del(keys.workers(prefix));
+  const config = configSchema.parse({
+    redis: { url: REDIS_URL, prefix, autoStart: false },
+    dataDir: spoolDir,
+    spool: { minFreeBytes: 1024 },
+  });
+  const queues = createQueues(redis, config);
+  const server = await listen(
+    createAdminApp({
+      config,
+      redis,
+      index: new StudyIndex(redis, prefix),
+      queues,
+      spoolDir,
+      destinations: [],
+      warnings: ['dimse: promiscuous'],
+    }),
+    '127.0.0.1',
+    0,
+  );
+  try {
+    const res = await fetch(`http://127.0.0.1:${(server.address() as { port: number }).port}/readyz`);
+    const body = (await res.json()) as {
+      status: string;
+      checks: Record<string, { ok: boolean }>;
+      warnings: string[];
+    };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.status, 'ready');
+    assert.equal(body.checks.workers!.ok, false);
+    assert.deepEqual(body.warnings, [
+      'dimse: promiscuous',
+      'workers: no inference worker has ever sent a heartbeat',
+    ]);
+  } finally {
+    await new Promise((r) => server.close(r));
+    await queues.close();
+  }
 });
 
 test('a missing spool and a disk below the watermark are named', async () => {

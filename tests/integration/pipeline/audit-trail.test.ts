@@ -1,14 +1,19 @@
 // The audit trail on disk: durable JSONL segments that a new process reads back, queries by study, type
 // and time, per-study batching of received instances, retention, torn lines, and the Redis summary the
-// study list reads.
+// study list reads, and the per-study event index the study page reads.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, mock, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { AuditTrail, auditToCsv, type AuditRecord } from '../../../src/pipeline/audit-trail.ts';
+import {
+  AuditTrail,
+  auditToCsv,
+  STUDY_EVENTS_KEPT,
+  type AuditRecord,
+} from '../../../src/pipeline/audit-trail.ts';
 import { keys } from '../../../src/pipeline/keys.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
 
@@ -166,4 +171,109 @@ test('CSV export quotes every cell and neutralises spreadsheet formulas', () => 
   assert.ok(header!.startsWith('at,type,studyUid,callingAe,address,instances,'));
   assert.ok(row!.includes(`"'@admin"`));
   assert.ok(row!.includes('"line1\nline2, ""quoted"""'));
+});
+
+test('the study page index: the study’s own events in Redis, capped, rebuilt from the segments when lost', async () => {
+  const auditDir = path.join(dir, 'study-index');
+  const trail = new AuditTrail();
+  await trail.open({ dir: auditDir, retentionDays: 30, redis, prefix });
+  const study = '1.2.826.0.1.3680043.10.543.90';
+  const list = keys.auditStudyEvents(prefix, study);
+  const routed = (run: number) =>
+    trail.record({ type: 'routed', studyUid: study, run, instances: 1, jobs: [] });
+  const action = (uid: string) =>
+    trail.record({
+      type: 'action',
+      actor: 'ops',
+      role: 'admin',
+      action: 'reprocess',
+      target: uid,
+      studyUid: uid,
+      result: 'ok',
+    });
+  try {
+    // The study's first event starts its list; later ones, admin actions too, append to it.
+    await routed(1);
+    await action(study);
+    await trail.record({ type: 'failed', studyUid: study, stage: 'delivery', reason: 'refused', jobId: 'd' });
+    assert.equal(await redis.llen(list), 3);
+    assert.ok((await redis.pttl(list)) > 29 * 86_400_000, 'expires with the audit retention');
+    assert.deepEqual(await trail.studyEvents(study), await trail.query({ studyUid: study }));
+
+    // A lost index (Redis wiped, or events older than the index): later events do not start a list that
+    // would begin halfway; the page scans the segments once and rebuilds the index from them.
+    await redis.del(list);
+    await routed(2);
+    assert.equal(await redis.exists(list), 0, 'no list that begins halfway');
+    const all = await trail.query({ studyUid: study });
+    assert.equal(all.length, 4);
+    assert.deepEqual(await trail.studyEvents(study), all);
+    assert.equal(await redis.llen(list), 4, 'rebuilt from the segments');
+    await routed(3);
+    assert.deepEqual(
+      (await trail.studyEvents(study)).map((e) => (e as { run?: number }).run),
+      [1, undefined, undefined, 2, 3],
+    );
+
+    // An admin action alone does not start a list either; the page still finds it in the segments.
+    const other = '1.2.826.0.1.3680043.10.543.91';
+    await action(other);
+    assert.equal(await redis.exists(keys.auditStudyEvents(prefix, other)), 0);
+    assert.deepEqual(
+      (await trail.studyEvents(other)).map((e) => e.type),
+      ['action'],
+    );
+
+    // Capped: the page shows the newest STUDY_EVENTS_KEPT; the export has them all.
+    const busy = '1.2.826.0.1.3680043.10.543.92';
+    await Promise.all(
+      Array.from({ length: STUDY_EVENTS_KEPT + 20 }, (_, run) =>
+        trail.record({ type: 'routed', studyUid: busy, run, instances: 1, jobs: [] }),
+      ),
+    );
+    const everything = await trail.query({ studyUid: busy });
+    assert.equal(everything.length, STUDY_EVENTS_KEPT + 20);
+    assert.equal(await redis.llen(keys.auditStudyEvents(prefix, busy)), STUDY_EVENTS_KEPT);
+    assert.deepEqual(await trail.studyEvents(busy), everything.slice(-STUDY_EVENTS_KEPT));
+  } finally {
+    await trail.close();
+  }
+});
+
+test('without its index, a study page reads only the newest segments, up to a byte budget', async () => {
+  const auditDir = path.join(dir, 'study-scan-budget');
+  const study = '1.2.826.0.1.3680043.10.543.93';
+  const trail = new AuditTrail();
+  await trail.open({ dir: auditDir, retentionDays: 30 }); // no Redis: the page always scans
+  const yesterday = Date.now() - 86_400_000;
+  mock.timers.enable({ apis: ['Date'], now: yesterday });
+  try {
+    await trail.record({ type: 'routed', studyUid: study, run: 1, instances: 1, jobs: [] });
+    // Filler from other studies, so the old event lies beyond the budget.
+    await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        trail.record({ type: 'routed', studyUid: `${study}.${i}`, run: 1, instances: 1, jobs: [] }),
+      ),
+    );
+  } finally {
+    mock.timers.reset();
+  }
+  await trail.record({ type: 'routed', studyUid: study, run: 2, instances: 1, jobs: [] });
+  const segments = (await readdir(auditDir)).sort();
+  assert.equal(segments.length, 2);
+  const newest = (await readFile(path.join(auditDir, segments[1]!))).length;
+  await trail.close();
+
+  const bounded = new AuditTrail();
+  await bounded.open({ dir: auditDir, retentionDays: 30, studyScanBytes: newest + 1024 });
+  try {
+    assert.equal((await bounded.query({ studyUid: study })).length, 2, 'the export reads everything');
+    assert.deepEqual(
+      (await bounded.studyEvents(study)).map((e) => (e as { run?: number }).run),
+      [2],
+      'the page read the newest segment and only 1 KiB of the one before',
+    );
+  } finally {
+    await bounded.close();
+  }
 });
