@@ -8,6 +8,7 @@ import { ConfigError } from '../config/load.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import { audit } from '../pipeline/audit-trail.ts';
 import { adminEvents } from './events.ts';
+import { isForwarded } from '../util/forwarded.ts';
 
 export type AdminRole = 'read' | 'operator' | 'admin';
 export type AdminAuth = NonNullable<GatewayConfig['http']['auth']>;
@@ -82,7 +83,7 @@ function browserAttack(req: Request, authConfigured: boolean): string | undefine
   const host = req.headers.host ?? '';
   // A reverse proxy on this host makes every outside request look local: a forwarded request never counts
   // as loopback, so without http.auth it is refused.
-  if (!authConfigured && FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined))
+  if (!authConfigured && isForwarded(req.headers))
     return 'a proxied request (X-Forwarded-*, Forwarded) needs http.auth: it is not a loopback caller';
   if (!authConfigured && !isLoopbackHost(hostnameOf(host)))
     return 'without http.auth the console answers only to loopback host names';
@@ -98,15 +99,6 @@ function browserAttack(req: Request, authConfigured: boolean): string | undefine
   }
   return undefined;
 }
-
-/** Headers a reverse proxy adds; their presence means the caller is not who the socket says. */
-const FORWARDING_HEADERS = [
-  'forwarded',
-  'x-forwarded-for',
-  'x-forwarded-host',
-  'x-forwarded-proto',
-  'x-real-ip',
-];
 
 /** Failed logins allowed per client address and window before it is answered 429. */
 export const LOGIN_FAILURES_ALLOWED = 10;

@@ -47,7 +47,8 @@ export async function createIngestRedis(url: string): Promise<Redis> {
   return redis;
 }
 
-async function answers(url: string): Promise<boolean> {
+/** Whether a Redis answers PING at `url` within a second (no retries, no offline queue). */
+export async function answers(url: string): Promise<boolean> {
   const probe = new Redis(url, {
     lazyConnect: true,
     connectTimeout: 1000,

@@ -1,7 +1,7 @@
 // A private redis-server on a free loopback port with no persistence, for tests that take Redis away (SIGKILL,
 // as a crash would) and bring it back empty.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Redis } from 'ioredis';
+import { answers } from '../../src/pipeline/redis.ts';
 import { freePort } from './dicom-tools.ts';
 
 export interface PrivateRedis {
@@ -11,19 +11,6 @@ export interface PrivateRedis {
   kill(): Promise<void>;
   /** Starts a fresh, empty server on the same port. */
   start(): Promise<void>;
-}
-
-async function answers(url: string): Promise<boolean> {
-  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  probe.on('error', () => undefined);
-  try {
-    await probe.connect();
-    return (await probe.ping()) === 'PONG';
-  } catch {
-    return false;
-  } finally {
-    probe.disconnect();
-  }
 }
 
 export async function startPrivateRedis(): Promise<PrivateRedis> {

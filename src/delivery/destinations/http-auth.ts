@@ -97,7 +97,7 @@ class ClientCredentials implements HttpAuth {
     } catch (e) {
       if (e instanceof ResponseTooLargeError)
         throw new TransientDeliveryError(
-          `OAuth2 token endpoint of ${this.destination}: ${e.message}`,
+          `OAuth2 token endpoint of ${this.destination}: token ${e.message}`,
           this.destination,
         );
       throw new TransientDeliveryError(

@@ -1,5 +1,6 @@
 // Who may store by STOW-RS: a configured bearer token or basic user; with none configured, loopback only
 // (the zero-config gateway binds its HTTP to loopback, and nothing else should store without credentials).
+import { isForwarded } from '../../util/forwarded.ts';
 import { findCredential, sameSecret } from '../../util/same-secret.ts';
 import type { IncomingMessage } from 'node:http';
 
@@ -11,17 +12,8 @@ export interface StowAuth {
 export type AuthResult = { ok: true; user: string } | { ok: false; status: 401 | 403; message: string };
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
-/** Headers a reverse proxy adds: such a request comes from elsewhere, whatever its socket says. */
-const FORWARDING_HEADERS = [
-  'forwarded',
-  'x-forwarded-for',
-  'x-forwarded-host',
-  'x-forwarded-proto',
-  'x-real-ip',
-];
-
 function isLoopbackCaller(req: IncomingMessage): boolean {
-  if (FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined)) return false;
+  if (isForwarded(req.headers)) return false;
   return LOOPBACK.has(req.socket.remoteAddress ?? '');
 }
 

@@ -2,7 +2,6 @@
 // certificate made for this run. A request forwarded by a proxy never counts as a loopback caller, and the
 // console may not be framed or sniffed.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -10,15 +9,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { ConfigError, loadConfig } from '../../../src/config/load.ts';
 import { startRoles } from '../../../src/roles/start.ts';
 import { freePort } from '../../helpers/dicom-tools.ts';
 import { REDIS_URL, SHARED } from '../../helpers/gateway.ts';
+import { makePki } from '../../helpers/pki.ts';
 
-const run = promisify(execFile);
 const CT_SLICE = path.join(SHARED, 'dicom-samples/ct-series/philips-ingenuity-head-phantom-5mm/I10.dcm');
 let dir: string;
 let port: number;
@@ -28,45 +26,7 @@ const prefix = `aigw-https-${randomBytes(4).toString('hex')}`;
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'aigw-https-'));
-  const openssl = (args: string[]) => run('openssl', args, { cwd: dir });
-  await openssl(
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=aigw-test-ca'].concat([
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.pem',
-    ]),
-  );
-  await writeFile(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  await openssl([
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    '/CN=localhost',
-    '-keyout',
-    'server.key',
-    '-out',
-    'server.csr',
-  ]);
-  await openssl([
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-days',
-    '1',
-    '-extfile',
-    'server.ext',
-    '-out',
-    'server.pem',
-  ]);
+  await makePki(dir, ['server']);
   port = await freePort();
   await writeFile(
     path.join(dir, 'gateway.yaml'),

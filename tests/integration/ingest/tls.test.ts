@@ -4,19 +4,17 @@
 // a certificate subject CN gets in only over TLS with that certificate; TLS older than 1.2 is refused.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { ConfigError, loadConfig } from '../../../src/config/load.ts';
 import { startDimseServer } from '../../../src/ingest/dimse/index.ts';
 import { Spool } from '../../../src/storage/spool.ts';
 import { SAMPLES, dcmtk, startTestDimse, storeResponses, type TestDimse } from '../../helpers/ingest.ts';
+import { makePki as makeTestPki } from '../../helpers/pki.ts';
 
-const run = promisify(execFile);
 const AE = 'AIGW_TEST';
 const FILE = path.join(SAMPLES, 'xray', 'cr-cervical-lat-mono1-agfa-16x16.dcm');
 
@@ -25,59 +23,8 @@ let t: TestDimse;
 /** Requires client certificates, and binds two AE titles to certificate subjects; others get in too. */
 let bound: TestDimse;
 
-async function openssl(args: string[]): Promise<void> {
-  await run('openssl', args, { cwd: dir });
-}
-
-/** A CA, and a server and a client certificate it signed (RSA 2048, one day). */
-async function makePki(): Promise<void> {
-  await openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=aigw-test-ca',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-  ]);
-  await writeFile(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  for (const who of ['server', 'client', 'intruder']) {
-    await openssl([
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      `/CN=aigw-test-${who}`,
-      '-keyout',
-      `${who}.key`,
-      '-out',
-      `${who}.csr`,
-    ]);
-    await openssl([
-      'x509',
-      '-req',
-      '-in',
-      `${who}.csr`,
-      '-CA',
-      'ca.pem',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-days',
-      '1',
-      ...(who === 'server' ? ['-extfile', 'server.ext'] : []),
-      '-out',
-      `${who}.pem`,
-    ]);
-  }
-}
+/** A CA, and a server and two client certificates it signed. */
+const makePki = () => makeTestPki(dir, ['server', 'client', 'intruder']);
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'aigw-tls-'));
