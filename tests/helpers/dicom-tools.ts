@@ -90,7 +90,19 @@ export function dcmdump(path: string, extraArgs: readonly string[] = []): Promis
 }
 
 /** A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read it, release it). */
-export function freePort(): Promise<number> {
+/** Ports this process has handed out: the OS may offer a just-closed port again, so never hand one out twice. */
+const handedOut = new Set<number>();
+
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await ephemeralPort();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+}
+
+function ephemeralPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
