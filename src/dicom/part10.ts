@@ -233,7 +233,7 @@ export async function readNaturalizedHeader(
   path: string,
   opts: ReadHeaderOptions = {},
 ): Promise<Record<string, unknown>> {
-  const { dict } = await readHeaderDict(path, opts);
+  const { dict, rawText } = await readHeaderDict(path, opts);
   const withoutPixelPlaceholder = { ...dict };
   delete withoutPixelPlaceholder['7FE00010'];
   const header = dcmjs.data.DicomMetaDictionary.naturalizeDataset(withoutPixelPlaceholder) as Record<
@@ -245,12 +245,27 @@ export async function readNaturalizedHeader(
     const values = declared.map((v: string) => v.trim());
     header.SpecificCharacterSet = values.length === 1 ? values[0] : values;
   }
+  if (rawText !== undefined && rawText.size > 0) SOURCE_TEXT_BYTES.set(header, rawText);
   return header;
+}
+
+const SOURCE_TEXT_BYTES = new WeakMap<object, ReadonlyMap<string, Buffer>>();
+
+/**
+ * The bytes a header from readNaturalizedHeader had in its file for each top-level text value (PN, LO,
+ * SH, ST, LT, UC, UT; in Implicit VR any value) that is not plain 7-bit ASCII, by tag ('00100010'), value
+ * padding included. dcmjs decodes text into Unicode and writes UTF-8; these let an object derived from
+ * the source carry the text in the source's character set, byte for byte. Undefined for other objects.
+ */
+export function sourceTextBytes(header: object): ReadonlyMap<string, Buffer> | undefined {
+  return SOURCE_TEXT_BYTES.get(header);
 }
 
 interface HeaderDict {
   meta: DcmjsDict;
   dict: DcmjsDict;
+  /** Top-level text values with bytes beyond 7-bit ASCII, as the file has them, by tag (ggggeeee). */
+  rawText?: Map<string, Buffer>;
 }
 
 async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<HeaderDict> {
@@ -312,7 +327,10 @@ function parsePrefix(buf: Buffer, complete: boolean, fileSize: number): ParseRes
     return complete ? { kind: 'deflated' } : { kind: 'need-whole-file', reason: 'deflated transfer syntax' };
   }
   // dcmjs parses sequences recursively: measure the nesting first, iteratively, and refuse a hostile one.
-  const { pixelDataEnd, endsInside } = checkSequenceDepth(buf);
+  const rawText = new Map<string, Buffer>();
+  const { pixelDataEnd, endsInside } = checkSequenceDepth(buf, MAX_SEQUENCE_DEPTH, (e) =>
+    keepRawText(buf, e, rawText),
+  );
   if (complete && endsInside !== undefined) throw new Part10Error(`data set is truncated: ${endsInside}`);
   if (pixelDataEnd !== undefined && pixelDataEnd > fileSize) {
     throw new Part10Error(`Pixel Data runs ${pixelDataEnd - fileSize} bytes past the end of the file`);
@@ -337,7 +355,20 @@ function parsePrefix(buf: Buffer, complete: boolean, fileSize: number): ParseRes
     if (!('7FE00010' in message.dict))
       return { kind: 'need-more', reason: 'no Pixel Data within the prefix' };
   }
-  return { kind: 'done', message: { meta: message.meta, dict: message.dict } };
+  return { kind: 'done', message: { meta: message.meta, dict: message.dict, rawText } };
+}
+
+/** Text VRs whose bytes are kept as the file has them (see sourceTextBytes). */
+const RAW_TEXT_VRS = new Set(['PN', 'LO', 'SH', 'ST', 'LT', 'UC', 'UT']);
+const MAX_RAW_TEXT_BYTES = 4096;
+
+/** Keeps a copy of a top-level text value whose bytes are not all 7-bit ASCII without ESC. */
+function keepRawText(buf: Buffer, e: TopLevelElement, into: Map<string, Buffer>): void {
+  if (e.vr !== undefined && !RAW_TEXT_VRS.has(e.vr)) return;
+  if (e.length > MAX_RAW_TEXT_BYTES || e.valueStart + e.length > buf.length) return;
+  const value = buf.subarray(e.valueStart, e.valueStart + e.length);
+  if (!value.some((b) => b > 0x7f || b === 0x1b)) return;
+  into.set(e.tag.toString(16).toUpperCase().padStart(8, '0'), Buffer.from(value));
 }
 
 /**
@@ -476,13 +507,31 @@ export interface DatasetWalk {
   endsInside?: string;
 }
 
+/** A defined-length element of the top-level data set, as checkSequenceDepth meets it. */
+export interface TopLevelElement {
+  /** (gggg,eeee) as one number, group in the high 16 bits. */
+  tag: number;
+  /** Explicit VR transfer syntaxes only. */
+  vr: string | undefined;
+  /** File offset of the element's tag. */
+  headerStart: number;
+  valueStart: number;
+  /** The value length as the file declares it (the value may run past a prefix's end). */
+  length: number;
+}
+
 /**
  * Walks the data set of a Part-10 prefix without recursion and throws Part10Error when sequences nest deeper
  * than MAX_SEQUENCE_DEPTH. Stops quietly at Pixel Data, at the end of the buffer, or at anything it cannot
  * follow (the real parser judges those). A deflated data set is not walked here: readInstanceHeader inflates
- * it and walks the inflated bytes.
+ * it and walks the inflated bytes. `onTopLevel` is told of every defined-length element of the top-level
+ * data set before Pixel Data (not of the elements inside sequences).
  */
-export function checkSequenceDepth(buf: Buffer, maxDepth = MAX_SEQUENCE_DEPTH): DatasetWalk {
+export function checkSequenceDepth(
+  buf: Buffer,
+  maxDepth = MAX_SEQUENCE_DEPTH,
+  onTopLevel?: (element: TopLevelElement) => void,
+): DatasetWalk {
   let pos: number;
   try {
     pos = part10DatasetOffset(buf);
@@ -535,6 +584,15 @@ export function checkSequenceDepth(buf: Buffer, maxDepth = MAX_SEQUENCE_DEPTH): 
     } else {
       length = u32(pos + 4);
       headerLength = 8;
+    }
+    if (onTopLevel !== undefined && open.length === 0 && !pixelData && length !== UNDEFINED_LENGTH) {
+      onTopLevel({
+        tag: group * 0x10000 + elementNumber,
+        vr,
+        headerStart: pos,
+        valueStart: pos + headerLength,
+        length,
+      });
     }
     pos += headerLength;
     if (pixelData) return length === UNDEFINED_LENGTH ? {} : { pixelDataEnd: pos + length };

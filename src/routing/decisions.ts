@@ -37,8 +37,11 @@ export function routingRecords(
 }
 
 /**
- * One line for a study no model takes: the first reason of each model on each series, shortened, e.g.
- * `squeezenet@1.0.0 on 1.2.3: bodyPart: "KNEE" not in [CHEST]`.
+ * One line for a study no model takes: for each model on each series, the reasons under the rule it
+ * came nearest to taking it by, e.g. `squeezenet@1.0.0 on 1.2.3: bodyPart: "KNEE" not in [CHEST]`. The
+ * nearest is a rule that matched the series (its reasons are the model's own criteria: size, modality,
+ * body part) with the fewest failed criteria; a rule that did not match (sent by another AE, not naming
+ * the model) says less about the study. Without rules there is one group.
  */
 export function noModelDetail(records: SeriesRoutingRecord[], modelsLoaded: number): string {
   if (modelsLoaded === 0) return 'no model is loaded';
@@ -46,10 +49,27 @@ export function noModelDetail(records: SeriesRoutingRecord[], modelsLoaded: numb
   const parts: string[] = [];
   for (const r of records) {
     for (const [model, d] of Object.entries(r.models ?? {})) {
-      if (!d.accepted && d.reasons.length > 0) parts.push(`${model} on ${r.seriesUid}: ${d.reasons[0]}`);
+      if (!d.accepted && d.reasons.length > 0)
+        parts.push(`${model} on ${r.seriesUid}: ${nearestMiss(d.reasons).join(', ')}`);
     }
   }
   const shown = parts.slice(0, 3).join('; ');
   const more = parts.length > 3 ? ` (+${parts.length - 3} more)` : '';
   return `no model accepts this study: ${shown}${more}`;
+}
+
+/** The reasons of the nearest rule, in their order (reasons are `[rule] ...` under rules). */
+function nearestMiss(reasons: string[]): string[] {
+  const byRule = new Map<string, string[]>();
+  for (const reason of reasons) {
+    const rule = /^\[([^\]]*)\] /.exec(reason)?.[1] ?? '';
+    byRule.set(rule, [...(byRule.get(rule) ?? []), reason]);
+  }
+  // A rule's own match criteria read `<attribute>: "<seen>" does not match [...]`, its model list `models: ...`.
+  const ruleMissed = (group: string[]) =>
+    group.some((r) => / does not match \[/.test(r) || /^(\[[^\]]*\] )?models: /.test(r));
+  const distance = (group: string[]) => (ruleMissed(group) ? 1000 : 0) + group.length;
+  let best: string[] | undefined;
+  for (const group of byRule.values()) if (!best || distance(group) < distance(best)) best = group;
+  return (best ?? reasons).slice(0, 4);
 }

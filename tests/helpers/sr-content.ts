@@ -37,7 +37,8 @@ export function readReport(part10: ArrayBuffer | Buffer): ReportContent {
     part10 instanceof ArrayBuffer
       ? part10
       : part10.buffer.slice(part10.byteOffset, part10.byteOffset + part10.byteLength);
-  const dict = dcmjs.data.DicomMessage.readFile(buffer);
+  // ignoreErrors: dcmjs refuses several character set values (e.g. '\ISO 2022 IR 87') and reads on.
+  const dict = dcmjs.data.DicomMessage.readFile(buffer, { ignoreErrors: true });
   const dataset = dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict) as Item;
   const groups: ReportGroup[] = [];
   const referenced = new Set<string>();

@@ -9,10 +9,16 @@ import type {
   ModelResult,
   VolumeFinding,
 } from '../../pipeline/findings.ts';
-import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../../dicom/part10.ts';
+import {
+  checkSequenceDepth,
+  IMPLEMENTATION_CLASS_UID,
+  IMPLEMENTATION_VERSION_NAME,
+  MAX_SEQUENCE_DEPTH,
+  sourceTextBytes,
+} from '../../dicom/part10.ts';
 import { EXPLICIT_VR_LITTLE_ENDIAN } from '../../dicom/transfer-syntax.ts';
 import { requireUid, uidFromName } from '../../dicom/uid.ts';
-import { normaliseValue, type NormaliseResult } from '../../dicom/value-normalise.ts';
+import { normaliseValue, VR_MAX_CHARS, type NormaliseResult } from '../../dicom/value-normalise.ts';
 import { reportsEvents } from '../events.ts';
 import { CODES, STANDARD_CODING_SCHEMES } from './codes.ts';
 import {
@@ -334,14 +340,59 @@ export function writePart10(ds: Dataset): Buffer {
     ImplementationVersionName: IMPLEMENTATION_VERSION_NAME,
   };
   const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  const characterSet = writtenCharacterSet(ds);
+  const sourceBytes = SOURCE_BYTES.get(ds);
+  const characterSet = writtenCharacterSet(ds, sourceBytes);
+  // Text kept in the source's bytes is written as a placeholder by dcmjs (which writes UTF-8 only) and
+  // then replaced by those bytes; only while the source's character set is the one declared.
+  const splice =
+    sourceBytes !== undefined && characterSet === ds.SpecificCharacterSet ? sourceBytes : undefined;
+  let written: Dataset = ds;
+  if (splice !== undefined) {
+    written = { ...ds };
+    for (const keyword of splice.keys()) written[keyword] = 'X';
+  }
   dict.dict = DicomMetaDictionary.denaturalizeDataset(
     characterSet === undefined
-      ? withoutKey(ds, 'SpecificCharacterSet')
-      : { ...ds, SpecificCharacterSet: characterSet },
+      ? withoutKey(written, 'SpecificCharacterSet')
+      : { ...written, SpecificCharacterSet: characterSet },
   );
-  const out: ArrayBuffer = dict.write();
-  return Buffer.from(out);
+  const out = Buffer.from(dict.write() as ArrayBuffer);
+  return splice === undefined ? out : spliceTopLevelValues(out, splice);
+}
+
+/** Text values of a derived object to be written as these bytes (in its declared character set). */
+interface SourceText {
+  tag: number;
+  bytes: Buffer;
+}
+const SOURCE_BYTES = new WeakMap<object, Map<string, SourceText>>();
+
+/**
+ * Replaces the values of top-level elements of an Explicit VR Little Endian Part-10 file (each padded
+ * to even length with a space, its length field rewritten). Top-level elements sit in no defined-length
+ * container, so nothing else in the file changes.
+ */
+function spliceTopLevelValues(file: Buffer, values: ReadonlyMap<string, SourceText>): Buffer {
+  const byTag = new Map([...values.values()].map((v) => [v.tag, v.bytes]));
+  const parts: Buffer[] = [];
+  const done = new Set<number>();
+  let copied = 0;
+  checkSequenceDepth(file, MAX_SEQUENCE_DEPTH, (e) => {
+    const bytes = byTag.get(e.tag);
+    if (bytes === undefined || e.vr === undefined) return;
+    const value = bytes.length % 2 === 0 ? bytes : Buffer.concat([bytes, Buffer.from(' ')]);
+    const long = e.valueStart - e.headerStart === 12;
+    if (!long && value.length > 0xffff) throw new ReportInputError(`a ${e.vr} value too long to write`);
+    const header = Buffer.from(file.subarray(e.headerStart, e.valueStart));
+    if (long) header.writeUInt32LE(value.length, 8);
+    else header.writeUInt16LE(value.length, 6);
+    parts.push(file.subarray(copied, e.headerStart), header, value);
+    copied = e.valueStart + e.length;
+    done.add(e.tag);
+  });
+  if (done.size !== byTag.size) throw new ReportInputError('a copied text attribute was not written');
+  parts.push(file.subarray(copied));
+  return Buffer.concat(parts);
 }
 
 /**
@@ -367,7 +418,8 @@ export function derivedObjectHeader(o: {
   };
   // The source's character set; writePart10 keeps it where the text written means the same in it.
   if (o.source.SpecificCharacterSet !== undefined) ds.SpecificCharacterSet = o.source.SpecificCharacterSet;
-  copyPatientAndStudy(o.source, ds, { object: o.modality, studyUid: o.studyUid });
+  const inSourceBytes = copyPatientAndStudy(o.source, ds, { object: o.modality, studyUid: o.studyUid });
+  if (inSourceBytes.size > 0) SOURCE_BYTES.set(ds, inSourceBytes);
   ds.StudyInstanceUID = o.studyUid;
   ds.Modality = o.modality;
   ds.SeriesInstanceUID = o.seriesInstanceUid;
@@ -387,8 +439,11 @@ function copyPatientAndStudy(
   source: Record<string, unknown>,
   ds: Record<string, unknown>,
   context: { object: string; studyUid: string },
-): void {
+): Map<string, SourceText> {
   const codeExtensions = usesCodeExtensions(source.SpecificCharacterSet);
+  const inSourceBytes = new Map<string, SourceText>();
+  const textBytes = sourceTextBytes(source);
+  const decoder = textDecoderFor(source.SpecificCharacterSet);
   for (const attr of COPIED) {
     const raw = source[attr.keyword];
     let r = normaliseValue(attr.vr, raw, { codeExtensions });
@@ -405,7 +460,113 @@ function copyPatientAndStudy(
     const value = r.kind === 'omitted' || r.value === undefined || r.value === null ? '' : r.value;
     if (attr.type === 2) ds[attr.keyword] = value;
     else if (!isEmpty(value)) ds[attr.keyword] = value;
+    const tag = Number.parseInt(attr.tag.replace(/[(),]/g, ''), 16);
+    const bytes = textInSourceCharset(attr.vr, value, {
+      raw: textBytes?.get(tag.toString(16).toUpperCase().padStart(8, '0')),
+      decoder,
+      charset: source.SpecificCharacterSet,
+    });
+    if (bytes !== undefined) inSourceBytes.set(attr.keyword, { tag, bytes });
   }
+  return inSourceBytes;
+}
+
+const PN_GROUPS = ['Alphabetic', 'Ideographic', 'Phonetic'] as const;
+
+/** A PN, LO or SH value as one string ('=' between PN component groups), or undefined. */
+function textOf(vr: string, value: unknown): string | undefined {
+  const item = Array.isArray(value) ? (value.length === 1 ? value[0] : undefined) : value;
+  if (typeof item === 'string') return item;
+  if (vr !== 'PN' || !item || typeof item !== 'object') return undefined;
+  const groups = PN_GROUPS.map((k) => (item as Record<string, unknown>)[k] ?? '');
+  if (!groups.every((g) => typeof g === 'string')) return undefined;
+  return groups.join('=').replace(/=+$/, '');
+}
+
+/**
+ * The bytes of a copied text value (PN, LO, SH) in the source's character set, when it is not 7-bit
+ * text (which is the same bytes in every character set and written so by dcmjs): the source's own bytes
+ * where they decode to the value (the value kept, or cut to its VR's length: a prefix of them), else the
+ * value encoded where we can (ISO_IR 192, ISO_IR 100). Undefined when there is no such form; the object
+ * is then written in UTF-8 (writtenCharacterSet).
+ */
+function textInSourceCharset(
+  vr: string,
+  value: unknown,
+  source: { raw: Buffer | undefined; decoder: TextDecoder | undefined; charset: unknown },
+): Buffer | undefined {
+  if (vr !== 'PN' && vr !== 'LO' && vr !== 'SH') return undefined;
+  const text = textOf(vr, value);
+  if (text === undefined || isSevenBit(text)) return undefined;
+  const values = Array.isArray(source.charset) ? source.charset : [source.charset];
+  if (!values.some((v) => typeof v === 'string' && v.trim() !== '')) return undefined;
+  const raw = source.raw;
+  let decoder = source.decoder;
+  let bytes: Buffer | undefined;
+  if (raw !== undefined && decoder !== undefined) {
+    let end = raw.length;
+    while (end > 0 && (raw[end - 1] === 0x20 || raw[end - 1] === 0x00)) end--;
+    for (let n = end; n > 0 && bytes === undefined; n--) {
+      const decoded = decodeOrUndefined(decoder, raw.subarray(0, n));
+      if (decoded !== undefined && (vr === 'PN' ? decoded.replace(/=+$/, '') : decoded) === text)
+        bytes = raw.subarray(0, n);
+    }
+  }
+  if (bytes === undefined && values.length === 1) {
+    if (values[0] === 'ISO_IR 192') {
+      bytes = Buffer.from(text, 'utf8');
+      decoder = new TextDecoder('utf-8', { fatal: true });
+    } else if (values[0] === 'ISO_IR 100' && /^[\x20-\x7e\xa0-\xff]*$/.test(text)) {
+      bytes = Buffer.from(text, 'latin1');
+      decoder = new TextDecoder('latin1', { fatal: true });
+    }
+  }
+  if (bytes === undefined || decoder === undefined) return undefined;
+  return vr === 'PN' ? bytes : withinByteLimit(bytes, VR_MAX_CHARS[vr]!, text, decoder);
+}
+
+/**
+ * LO and SH limits count characters, but validators (dciodvfy) and many archives count bytes: text of
+ * several bytes per character is cut further, at a character boundary, to the limit in bytes.
+ */
+function withinByteLimit(bytes: Buffer, max: number, text: string, decoder: TextDecoder): Buffer | undefined {
+  if (bytes.length <= max) return bytes;
+  for (let n = max; n > 0; n--) {
+    const decoded = decodeOrUndefined(decoder, bytes.subarray(0, n));
+    if (decoded !== undefined && text.startsWith(decoded)) {
+      let end = n;
+      while (end > 0 && bytes[end - 1] === 0x20) end--;
+      return end > 0 ? bytes.subarray(0, end) : undefined;
+    }
+  }
+  return undefined;
+}
+
+function decodeOrUndefined(decoder: TextDecoder, bytes: Buffer): string | undefined {
+  try {
+    return decoder.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The decoder dcmjs reads text of this Specific Character Set with (its first value decides). */
+function textDecoderFor(charset: unknown): TextDecoder | undefined {
+  const first = Array.isArray(charset) ? charset[0] : charset;
+  if (typeof first !== 'string') return undefined;
+  const mapping = dcmjs.constants.encodingMapping as Record<string, string>;
+  const label = mapping[first.trim().replace(/[_ ]/g, '-').toLowerCase()];
+  if (label === undefined) return undefined;
+  try {
+    return new TextDecoder(label, { fatal: true });
+  } catch {
+    return undefined;
+  }
+}
+
+function isSevenBit(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
 }
 
 /** Defined terms of a CS (e.g. Patient's Sex M/F/O), with the spelled-out forms older systems write. */
@@ -435,13 +596,14 @@ function usesCodeExtensions(charset: unknown): boolean {
  * bytes, escape sequences included, so the patient name is written byte for byte as the source has it.
  * dcmjs writes any other text as UTF-8, which is then declared (ISO_IR 192).
  */
-function writtenCharacterSet(ds: Dataset): unknown {
+function writtenCharacterSet(ds: Dataset, inSourceBytes?: ReadonlyMap<string, SourceText>): unknown {
   const declared = ds.SpecificCharacterSet;
   const values = (Array.isArray(declared) ? declared : [declared]).filter((v) => typeof v === 'string');
   const codeExtensions = values.some((v) => v.startsWith('ISO 2022'));
   let sevenBit = true;
   let escape = false;
-  visitStrings(ds, (s) => {
+  const rest = inSourceBytes === undefined ? ds : withoutKeys(ds, [...inSourceBytes.keys()]);
+  visitStrings(rest, (s) => {
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
       if (c > 0x7f) sevenBit = false;
@@ -462,6 +624,12 @@ function visitStrings(v: unknown, visit: (s: string) => void): void {
 
 function withoutKey(ds: Dataset, key: string): Dataset {
   const { [key]: _, ...rest } = ds;
+  return rest;
+}
+
+function withoutKeys(ds: Dataset, keys: readonly string[]): Dataset {
+  const rest = { ...ds };
+  for (const k of keys) delete rest[k];
   return rest;
 }
 
