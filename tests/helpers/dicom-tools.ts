@@ -89,10 +89,10 @@ export function dcmdump(path: string, extraArgs: readonly string[] = []): Promis
   return runTool('dcmdump', [...extraArgs, path]);
 }
 
-/** A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read it, release it). */
 /** Ports this process has handed out: the OS may offer a just-closed port again, so never hand one out twice. */
 const handedOut = new Set<number>();
 
+/** A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read it, release it). */
 export async function freePort(): Promise<number> {
   for (;;) {
     const port = await ephemeralPort();
