@@ -4,7 +4,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { newUid } from '../../src/dicom/uid.ts';
-import { writePart10 } from '../../src/reports/sr/tid1500.ts';
+import { writePart10 } from '../../src/reports/derived-object.ts';
 
 const CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2';
 

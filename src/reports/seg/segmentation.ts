@@ -13,7 +13,7 @@ import {
   ReportInputError,
   SR_MANUFACTURER,
   writePart10,
-} from '../sr/tid1500.ts';
+} from '../derived-object.ts';
 
 export const SEGMENTATION_SOP_CLASS = '1.2.840.10008.5.1.4.1.1.66.4';
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSegmentation, SEGMENTATION_SOP_CLASS } from '../../../src/reports/seg/segmentation.ts';
-import { ReportInputError } from '../../../src/reports/sr/tid1500.ts';
+import { ReportInputError } from '../../../src/reports/derived-object.ts';
 import type { ModelResult, SegmentationResult } from '../../../src/pipeline/findings.ts';
 import { dciodvfy, mrSlices, parseDicom, sourcesOf } from '../../helpers/dicom-tools.ts';
 
