@@ -153,6 +153,34 @@ export const openapiDocument = {
           run: { type: 'integer' },
           detail: { type: 'string' },
           failure: { type: 'string' },
+          reports: {
+            type: 'array',
+            description: "Each model's current report; it supersedes the report it names.",
+            items: {
+              type: 'object',
+              properties: {
+                model: { type: 'string' },
+                sopInstanceUid: { type: 'string' },
+                run: { type: 'integer' },
+                supersedes: { type: 'string' },
+              },
+            },
+          },
+          completion: {
+            type: 'object',
+            description:
+              'How the latest run found the study complete: `mpps` when every performed procedure step ended ' +
+              'and every instance they announced had arrived; `quiet-period` when the idle timer decided ' +
+              '(`incomplete` with `missing` announced instances and `openSteps` steps still in progress).',
+            properties: {
+              run: { type: 'integer' },
+              by: { type: 'string', enum: ['mpps', 'quiet-period'] },
+              incomplete: { type: 'boolean' },
+              missing: { type: 'integer' },
+              openSteps: { type: 'integer' },
+              discontinued: { type: 'string', description: 'reason of a DISCONTINUED step' },
+            },
+          },
           models: {
             type: 'array',
             items: {

@@ -8,7 +8,7 @@ import type { GatewayConfig } from '../config/schema.ts';
 import { keys, type AssociationRecord } from '../pipeline/keys.ts';
 import { InstanceAcceptor, type OnStored } from './accept.ts';
 import { DiskWatermark } from '../storage/disk-watermark.ts';
-import { startDimseServer, type DimseServer } from './dimse/index.ts';
+import { startDimseServer, type DimseServer, type MppsHandler } from './dimse/index.ts';
 import * as dimseEvents from './dimse/events.ts';
 import type { Spool } from '../storage/spool.ts';
 import { createStowRouter } from './stowrs/index.ts';
@@ -53,6 +53,7 @@ export async function startIngest(
   spool: Spool,
   onStored: OnStored,
   redis?: Redis,
+  mpps?: MppsHandler,
 ): Promise<IngestFrontDoors> {
   const { dimse: d, spool: spoolSettings, stowrs } = config;
   const tls =
@@ -81,6 +82,7 @@ export async function startIngest(
     minFreeBytes: spoolSettings.minFreeBytes,
     maxInstanceBytes: spoolSettings.maxInstanceBytes,
     onAssociationClosed: redis === undefined ? undefined : recordAssociation(redis, config.redis.prefix),
+    ...(mpps !== undefined ? { mpps } : {}),
   });
 
   const routers: IngestFrontDoors['routers'] = [];

@@ -20,3 +20,12 @@ export async function rearmStudyComplete(
     { delay: quietPeriodMs, deduplication: { id: studyUid, reschedule: true, keepLastIfActive: true } },
   );
 }
+
+/**
+ * The evidence says the study is whole (pipeline/mpps.ts): its pending study-complete job runs now instead
+ * of at the end of the quiet period (same deduplication: a delayed job is rescheduled to now, a running
+ * one is followed by a fresh one).
+ */
+export async function completeStudyNow(queue: Queue<StudyCompleteJob>, studyUid: string): Promise<void> {
+  await rearmStudyComplete(queue, studyUid, 0);
+}

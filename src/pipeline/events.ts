@@ -7,6 +7,32 @@ import { log } from '../observability/log.ts';
 const pipelineLog = log.child({ component: 'pipeline' });
 
 export const pipelineEvents = {
+  mppsCreated(mppsUid: string, studies: string[], announced: number): void {
+    pipelineLog.info(
+      { event: 'pipeline.mpps.created', mppsUid, studies, announced },
+      'performed procedure step started',
+    );
+  },
+  mppsUpdated(mppsUid: string, state: string, studies: string[]): void {
+    pipelineLog.debug(
+      { event: 'pipeline.mpps.updated', mppsUid, state, studies },
+      'performed procedure step updated',
+    );
+  },
+  mppsEnded(mppsUid: string, state: string, studyUid: string, awaiting: number, reason?: string): void {
+    pipelineLog.info(
+      { event: 'pipeline.mpps.ended', mppsUid, state, studyUid, awaiting, ...(reason ? { reason } : {}) },
+      state === 'COMPLETED'
+        ? 'performed procedure step completed: the study completes when its announced instances are in'
+        : 'performed procedure step discontinued: the study closes with what arrived',
+    );
+  },
+  studyCompleteByEvidence(studyUid: string, evidence: string): void {
+    pipelineLog.info(
+      { event: 'pipeline.study.complete_by_evidence', studyUid, evidence },
+      'study complete by evidence, without waiting for the quiet period',
+    );
+  },
   reconcileUnreadable(studyUid: string, file: string, err: unknown): void {
     pipelineLog.error(
       { event: 'pipeline.reconcile.unreadable', studyUid, file, err: errorMessage(err) },

@@ -26,6 +26,22 @@ export const keys = {
    * the JSON lines of the segments, for its page without reading every segment. Written by the audit trail.
    */
   auditStudyEvents: (prefix: string, studyUid: string) => `${prefix}:audit:study:${studyUid}:events`,
+  /**
+   * Hash: one Modality Performed Procedure Step (state, studies, announced instances, reason), expiring
+   * MPPS_TTL_S after its last update. Written by the MPPS store (pipeline/mpps.ts).
+   */
+  mpps: (prefix: string, mppsUid: string) => `${prefix}:mpps:${mppsUid}`,
+  /**
+   * Hash: the MPPS evidence of one study: `open` (steps not yet COMPLETED or DISCONTINUED), `completed`,
+   * `discontinued` (counts), `reason` (the last discontinuation reason), `steps` (JSON list of step UIDs).
+   * Written by the MPPS store; expires with the step.
+   */
+  studyMpps: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:mpps`,
+  /**
+   * Set: SOP Instance UIDs a COMPLETED MPPS announced for the study that are not indexed yet. The study
+   * index removes each instance as it records it (same MULTI). Written by the MPPS store and the index.
+   */
+  studyAwaiting: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:awaiting`,
   /** Hash: workerId → JSON WorkerHeartbeat. Written by workers, read by the admin console and /readyz. */
   workers: (prefix: string) => `${prefix}:workers`,
   /** List (newest first, trimmed): JSON AssociationRecord. Written by the DIMSE SCP. */

@@ -1,7 +1,8 @@
 import type { Queue } from 'bullmq';
 import { withDeadline } from '../util/deadline.ts';
 import { audit } from './audit-trail.ts';
-import { rearmStudyComplete } from './completion.ts';
+import { completeStudyNow, rearmStudyComplete } from './completion.ts';
+import { pipelineEvents } from './events.ts';
 import type { InstanceRecord } from './instance-record.ts';
 import type { StudyCompleteJob } from './jobs.ts';
 import type { StudyIndex } from './study-index.ts';
@@ -25,9 +26,13 @@ export const RECORD_DEADLINE_MS = 4000;
  */
 export function createInstanceRecorder(deps: RecordInstanceDeps): (inst: InstanceRecord) => Promise<void> {
   const record = async (inst: InstanceRecord) => {
-    await deps.index.recordInstance(inst);
+    const { evidenceComplete } = await deps.index.recordInstance(inst);
     audit.noteReceived(inst.studyUid, inst.callingAe, inst.callingAddress, inst.size);
-    await rearmStudyComplete(deps.studyCompleteQueue, inst.studyUid, deps.quietPeriodMs);
+    if (evidenceComplete) {
+      // The last instance a completed MPPS announced: no need to wait for the quiet period.
+      await completeStudyNow(deps.studyCompleteQueue, inst.studyUid);
+      pipelineEvents.studyCompleteByEvidence(inst.studyUid, 'mpps');
+    } else await rearmStudyComplete(deps.studyCompleteQueue, inst.studyUid, deps.quietPeriodMs);
   };
   return (inst) => withDeadline(record(inst), deps.deadlineMs ?? RECORD_DEADLINE_MS, 'indexing the instance');
 }

@@ -38,6 +38,53 @@ export interface StudySummary {
   /** Completed processing runs; a re-run supersedes the previous one. */
   run: number;
   detail?: string;
+  /** Each model's current report (the latest run's, which supersedes the one it names). */
+  reports?: CurrentReport[];
+  /** How the latest run's completion was decided (absent before the first run). */
+  completion?: StudyCompletion;
+}
+
+export interface CurrentReport {
+  model: string;
+  sopInstanceUid: string;
+  run: number;
+  /** The report this one superseded (PredecessorDocumentsSequence), if any. */
+  supersedes?: string;
+}
+
+/** The `lastSr:<model>` fields of a study hash, as the current report of each model. */
+function currentReports(fields: Record<string, string>): CurrentReport[] {
+  const reports: CurrentReport[] = [];
+  for (const [field, raw] of Object.entries(fields)) {
+    if (!field.startsWith('lastSr:')) continue;
+    try {
+      const r = JSON.parse(raw) as ReportRecord;
+      reports.push({
+        model: field.slice('lastSr:'.length),
+        sopInstanceUid: r.sopInstanceUid,
+        run: r.run,
+        ...(r.predecessor ? { supersedes: r.predecessor.sopInstanceUid } : {}),
+      });
+    } catch {
+      // a malformed field is skipped
+    }
+  }
+  return reports;
+}
+
+/**
+ * How a study was found complete: 'mpps' when its performed procedure steps all ended and every instance
+ * they announced had arrived; 'quiet-period' when the idle timer decided. `incomplete` when a step was
+ * still in progress or announced instances were missing (`missing` of them) as the timer fired.
+ */
+export interface StudyCompletion {
+  run: number;
+  by: 'mpps' | 'quiet-period';
+  incomplete: boolean;
+  missing: number;
+  openSteps: number;
+  /** A step was DISCONTINUED: the study closed with what arrived, for this reason. */
+  discontinued?: string;
 }
 
 /** What one model made of one run of a study, for the console and the API. */
@@ -102,9 +149,15 @@ export class StudyIndex {
     return keys.studies(this.prefix);
   }
 
-  async recordInstance(rec: InstanceRecord): Promise<void> {
+  /**
+   * Indexes the instance. In the same MULTI (no extra round trip), the instance leaves the study's set of
+   * instances a COMPLETED MPPS announced (pipeline/mpps.ts): `evidenceComplete` is true when it was the
+   * last one awaited and no step of the study is still in progress, i.e. the study is whole now.
+   */
+  async recordInstance(rec: InstanceRecord): Promise<{ evidenceComplete: boolean }> {
     const key = this.studyKey(rec.studyUid);
-    await this.redis
+    const awaiting = keys.studyAwaiting(this.prefix, rec.studyUid);
+    const replies = await this.redis
       .multi()
       .hset(this.instancesKey(rec.studyUid), rec.sopInstanceUid, JSON.stringify(rec))
       .hsetnx(key, 'firstReceivedAt', String(rec.receivedAt))
@@ -116,7 +169,42 @@ export class StudyIndex {
         state: 'receiving',
       })
       .zadd(this.studiesKey, rec.receivedAt, rec.studyUid)
+      .srem(awaiting, rec.sopInstanceUid)
+      .scard(awaiting)
+      .hget(keys.studyMpps(this.prefix, rec.studyUid), 'open')
       .exec();
+    if (replies === null) throw new Error('recording the instance: transaction aborted');
+    for (const [err] of replies) if (err) throw err;
+    const [removed, left, open] = replies.slice(-3).map(([, v]) => v);
+    return { evidenceComplete: Number(removed) === 1 && Number(left) === 0 && Number(open ?? 0) <= 0 };
+  }
+
+  /**
+   * Called by routing as the study completes: how it completed, from the MPPS evidence, kept on the study
+   * for the console and the API. With no MPPS it is the quiet period; with MPPS whose steps all ended and
+   * whose announced instances all arrived, the evidence; otherwise the quiet period, incomplete, with the
+   * count of announced instances still missing (and steps still in progress).
+   */
+  async noteCompletion(studyUid: string, run: number): Promise<StudyCompletion> {
+    const [mpps, missing] = await Promise.all([
+      this.redis.hgetall(keys.studyMpps(this.prefix, studyUid)),
+      this.redis.scard(keys.studyAwaiting(this.prefix, studyUid)),
+    ]);
+    const steps = Number(mpps.steps ?? 0);
+    const openSteps = Math.max(0, Number(mpps.open ?? 0));
+    let completion: StudyCompletion;
+    if (steps === 0) completion = { run, by: 'quiet-period', incomplete: false, missing: 0, openSteps: 0 };
+    else
+      completion = {
+        run,
+        by: openSteps === 0 && missing === 0 ? 'mpps' : 'quiet-period',
+        incomplete: openSteps > 0 || missing > 0,
+        missing,
+        openSteps,
+        ...(Number(mpps.discontinued ?? 0) > 0 ? { discontinued: mpps.reason || 'no reason given' } : {}),
+      };
+    await this.redis.hset(this.studyKey(studyUid), 'completion', JSON.stringify(completion));
+    return completion;
   }
 
   async hasInstance(studyUid: string, sopInstanceUid: string): Promise<boolean> {
@@ -143,6 +231,8 @@ export class StudyIndex {
       instanceCount: count,
       run: Number(fields.run ?? 0),
       detail: fields.detail || undefined,
+      ...(fields.completion ? { completion: JSON.parse(fields.completion) as StudyCompletion } : {}),
+      reports: currentReports(fields),
     };
   }
 
@@ -270,12 +360,12 @@ export class StudyIndex {
 
   /**
    * Forgets a study entirely (summary, instance list, settlement set, audit summary and event index, job
-   * set, its place in the list), but only if no instance arrived since `lastReceivedAt` was read: a study that came back stays.
+   * set, MPPS evidence, its place in the list), but only if no instance arrived since `lastReceivedAt` was read: a study that came back stays.
    */
   async forgetStudy(studyUid: string, lastReceivedAt: number): Promise<boolean> {
     const removed = await this.redis.eval(
       FORGET_STUDY_IF_IDLE,
-      9,
+      11,
       this.studyKey(studyUid),
       this.instancesKey(studyUid),
       keys.studySettled(this.prefix, studyUid),
@@ -284,6 +374,8 @@ export class StudyIndex {
       keys.studyModels(this.prefix, studyUid),
       keys.studyJobs(this.prefix, studyUid),
       keys.auditStudyEvents(this.prefix, studyUid),
+      keys.studyMpps(this.prefix, studyUid),
+      keys.studyAwaiting(this.prefix, studyUid),
       this.studiesKey,
       String(lastReceivedAt),
       studyUid,
@@ -364,8 +456,8 @@ export class StudyIndex {
 const FORGET_STUDY_IF_IDLE = `
 local last = redis.call('HGET', KEYS[1], 'lastReceivedAt')
 if last and last ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
-redis.call('ZREM', KEYS[9], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+redis.call('ZREM', KEYS[11], ARGV[2])
 return 1`;
 
 const FORGET_IF_UNCHANGED = `

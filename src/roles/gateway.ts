@@ -14,6 +14,7 @@ import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
 import { closeWorker, createStudyCompleteQueue } from '../pipeline/queues.ts';
 import { reconcileSpool, startSpoolReconciler } from '../pipeline/reconcile.ts';
+import { MppsStore } from '../pipeline/mpps.ts';
 import { createInstanceRecorder } from '../pipeline/record-instance.ts';
 import { retentionPolicy, scheduleRetention } from '../pipeline/retention.ts';
 import { allQueues } from '../pipeline/queues.ts';
@@ -105,6 +106,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       quietPeriodMs: config.study.quietPeriodMs,
     }),
     ingestRedis,
+    // Completion from evidence: the modality's performed procedure steps (N-CREATE / N-SET).
+    new MppsStore(ingestRedis, prefix, ingestStudyComplete),
   );
 
   // HTTP last: /readyz answering means every listener is up.

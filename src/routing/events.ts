@@ -12,4 +12,11 @@ export const routingEvents = {
       jobs === 0 ? 'no model accepts this study' : 'study routed',
     );
   },
+  /** The quiet period completed a study whose MPPS announced instances that never arrived. */
+  studyIncomplete(studyUid: string, run: number, missing: number, openSteps: number): void {
+    routingLog.warn(
+      { event: 'routing.study.incomplete', studyUid, run, missing, openSteps },
+      'study completed by the quiet period although its MPPS announced more',
+    );
+  },
 };

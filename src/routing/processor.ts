@@ -33,6 +33,10 @@ export function createRoutingProcessor(deps: RoutingDeps) {
         ? job.progress
         : await deps.index.nextRun(studyUid);
     await job.updateProgress(run);
+    // Whether the MPPS evidence or the quiet period decided, and what was still missing then.
+    const completion = await deps.index.noteCompletion(studyUid, run);
+    if (completion.incomplete)
+      routingEvents.studyIncomplete(studyUid, run, completion.missing, completion.openSteps);
     const modalities = new Map(instances.map((i) => [i.seriesUid, i.modality]));
     const records = routingRecords(plan, run, deps.rules.length > 0, modalities);
     await deps.index.setSeriesRouting(studyUid, records);

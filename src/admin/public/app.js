@@ -150,6 +150,9 @@ function studiesPage() {
               {},
               badge(s.state),
               s.failure || s.detail ? h('div', { className: 'muted' }, s.failure || s.detail) : null,
+              s.completion && s.completion.incomplete
+                ? h('div', { className: 'muted' }, `incomplete: ${s.completion.missing} missing`)
+                : null,
             ),
             h(
               'td',
@@ -270,6 +273,23 @@ function studyPage(uid) {
         ),
       ),
       s.detail ? h('p', { id: 'study-detail' }, s.detail) : [],
+      s.completion ? h('p', { id: 'study-completion' }, describeCompletion(s.completion)) : [],
+      s.reports && s.reports.length
+        ? h(
+            'ul',
+            { id: 'study-reports' },
+            s.reports.map((r) =>
+              h(
+                'li',
+                {},
+                `current report of ${r.model}: `,
+                h('span', { className: 'mono' }, r.sopInstanceUid),
+                ` (run ${r.run})`,
+                r.supersedes ? [' supersedes ', h('span', { className: 'mono' }, r.supersedes)] : [],
+              ),
+            ),
+          )
+        : [],
       h('h2', {}, 'Routing'),
       routingTable(s.series ?? []),
       h('h2', {}, 'Models'),
@@ -294,6 +314,21 @@ function studyPage(uid) {
       jobTable(s.jobs, 'No jobs kept.'),
     );
   };
+}
+
+/** How the latest run found the study complete: the MPPS evidence, or the quiet period (and what was missing). */
+function describeCompletion(c) {
+  const how =
+    c.by === 'mpps'
+      ? c.discontinued
+        ? `closed by a discontinued procedure step (${c.discontinued})`
+        : 'complete by the modality (MPPS): every announced instance arrived'
+      : 'complete by the quiet period';
+  const missing = c.incomplete
+    ? ` — INCOMPLETE: ${c.missing} announced instance(s) missing` +
+      (c.openSteps ? `, ${c.openSteps} procedure step(s) still in progress` : '')
+    : '';
+  return `Run ${c.run}: ${how}${missing}`;
 }
 
 /** Per series and model: ran or not, and why not (the routing records of the latest run). */

@@ -120,3 +120,52 @@ export function associationRecordFailed(err: unknown): void {
     'association not recorded',
   );
 }
+
+export function mppsReceived(peer: PeerInfo, operation: string, mppsUid: string, state: string): void {
+  dimseLog.info(
+    {
+      event: 'dimse.mpps.received',
+      callingAe: peer.callingAe,
+      address: peer.address,
+      operation,
+      mppsUid,
+      state,
+    },
+    'performed procedure step recorded',
+  );
+}
+
+export function mppsRefused(
+  peer: PeerInfo,
+  operation: string,
+  mppsUid: string,
+  status: number,
+  reason: string,
+): void {
+  dimseLog.warn(
+    {
+      event: 'dimse.mpps.refused',
+      callingAe: peer.callingAe,
+      address: peer.address,
+      operation,
+      mppsUid,
+      status: statusHex(status),
+      reason,
+    },
+    'performed procedure step refused',
+  );
+}
+
+export function mppsFailed(peer: PeerInfo, operation: string, mppsUid: string, err: unknown): void {
+  dimseLog.error(
+    {
+      event: 'dimse.mpps.failed',
+      callingAe: peer.callingAe,
+      address: peer.address,
+      operation,
+      mppsUid,
+      err: errorMessage(err),
+    },
+    'performed procedure step could not be recorded',
+  );
+}

@@ -7,3 +7,4 @@ export {
 } from '../accept.ts';
 export { STORAGE_SOP_CLASSES, STORED_TRANSFER_SYNTAXES, chooseTransferSyntax } from './policy.ts';
 export { AssociationPolicy, type PeerSettings } from './association-policy.ts';
+export { MPPS_SOP_CLASS, type MppsHandler } from './mpps.ts';

@@ -3,6 +3,7 @@
 // worker can decode later, and never ask the sender to transcode.
 import dimse from 'dcmjs-dimse';
 import { INGEST_TRANSFER_SYNTAXES } from '../../dicom/transfer-syntax.ts';
+import { MPPS_SOP_CLASS } from './mpps.ts';
 
 const { SopClass, StorageClass } = dimse.constants;
 
@@ -35,8 +36,11 @@ export function isStorageSopClass(uid: string): boolean {
   return STORAGE_SOP_CLASSES.has(uid) || (uid.startsWith(STORAGE_ROOT) && /^[0-9.]+$/.test(uid));
 }
 
-export function isAcceptedAbstractSyntax(uid: string): boolean {
-  return uid === VERIFICATION_SOP_CLASS || isStorageSopClass(uid);
+/** Verification and storage always; Modality Performed Procedure Step when the SCP serves it. */
+export function isAcceptedAbstractSyntax(uid: string, opts: { mpps?: boolean } = {}): boolean {
+  return (
+    uid === VERIFICATION_SOP_CLASS || isStorageSopClass(uid) || (opts.mpps === true && uid === MPPS_SOP_CLASS)
+  );
 }
 
 /**

@@ -6,6 +6,7 @@ import { TLSSocket } from 'node:tls';
 import dimse from 'dcmjs-dimse';
 import type { association, requests, responses } from 'dcmjs-dimse';
 import { encodeFileMetaHeader, normaliseAeTitle } from '../../dicom/part10.ts';
+import { isValidUid, newUid, trimUid } from '../../dicom/uid.ts';
 import { errorMessage } from '../../observability/error-message.ts';
 import { associations as associationsMetric } from '../../observability/metrics.ts';
 import type { AssociationRecord } from '../../pipeline/keys.ts';
@@ -14,10 +15,19 @@ import { TempFileStream } from '../../storage/spool.ts';
 import type { AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';
 import { PduGuard, type PduLimits } from './pdu-guard.ts';
+import {
+  MPPS_ERROR_ID_NO_LONGER_UPDATABLE,
+  MPPS_SOP_CLASS,
+  MPPS_STATUS,
+  MppsRefusal,
+  readCreate,
+  readSet,
+  type MppsHandler,
+} from './mpps.ts';
 import { chooseTransferSyntax, isAcceptedAbstractSyntax } from './policy.ts';
 
 const { Scp, Dataset, constants } = dimse;
-const { CEchoResponse, CStoreResponse } = dimse.responses;
+const { CEchoResponse, CStoreResponse, NCreateResponse, NSetResponse } = dimse.responses;
 const { PresentationContextResult, Status } = constants;
 
 type Association = association.Association;
@@ -26,6 +36,10 @@ type CEchoRequest = requests.CEchoRequest;
 type CStoreRequest = requests.CStoreRequest;
 type CStoreResponse = responses.CStoreResponse;
 type CEchoResponse = responses.CEchoResponse;
+type NCreateRequest = requests.NCreateRequest;
+type NSetRequest = requests.NSetRequest;
+type NCreateResponse = responses.NCreateResponse;
+type NSetResponse = responses.NSetResponse;
 
 /** What every connection of one server shares. */
 export interface ScpContext {
@@ -37,6 +51,8 @@ export interface ScpContext {
   /** ARTIM: how long a new connection may take to send its A-ASSOCIATE-RQ. */
   associationTimeoutMs: number;
   onAssociationClosed?: (record: AssociationRecord) => void;
+  /** Serves Modality Performed Procedure Step (N-CREATE, N-SET) when set. */
+  mpps?: MppsHandler;
   /** Stores still running, so that close() can wait for them. */
   inflight: Set<Promise<unknown>>;
   sockets: Set<Socket>;
@@ -138,7 +154,7 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       let accepted = 0;
       let rejected = 0;
       for (const { context } of assoc.getPresentationContexts()) {
-        if (!isAcceptedAbstractSyntax(context.getAbstractSyntaxUid())) {
+        if (!isAcceptedAbstractSyntax(context.getAbstractSyntaxUid(), { mpps: ctx.mpps !== undefined })) {
           context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
           rejected++;
           continue;
@@ -175,6 +191,98 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       const response = CEchoResponse.fromRequest(request);
       response.setStatus(Status.Success);
       callback(response);
+    }
+
+    override nCreateRequest(request: NCreateRequest, callback: (response: NCreateResponse) => void): void {
+      this.answer(callback, this.mppsCreate(request));
+    }
+
+    override nSetRequest(request: NSetRequest, callback: (response: NSetResponse) => void): void {
+      this.answer(callback, this.mppsSet(request));
+    }
+
+    /** N-CREATE of a Modality Performed Procedure Step. Never rejects: every outcome is a status. */
+    private async mppsCreate(request: NCreateRequest): Promise<NCreateResponse> {
+      const response = NCreateResponse.fromRequest(request);
+      const handler = ctx.mpps;
+      // The library answers requests on any accepted context: only MPPS takes N-CREATE here.
+      if (handler === undefined || request.getAffectedSopClassUid() !== MPPS_SOP_CLASS)
+        return mppsStatus(response, MPPS_STATUS_NO_SUCH_SOP_CLASS, 'SOP class not served with N-CREATE');
+      // PS3.7 10.1.5: the SCU may leave the UID to the SCP; it is returned in the response.
+      const given = trimUid(request.getAffectedSopInstanceUid());
+      let uid: string;
+      if (given === undefined || given === '') {
+        uid = newUid();
+        response.setAffectedSopInstanceUid(uid);
+      } else if (isValidUid(given)) uid = given;
+      else
+        return this.mppsFailure(
+          response,
+          'N-CREATE',
+          String(given),
+          new MppsRefusal(MPPS_STATUS.invalidObjectInstance, 'invalid SOP Instance UID'),
+        );
+      try {
+        const step = readCreate(request.getDataset()?.getElements() ?? {}, this.peer.callingAe);
+        const outcome = await handler.create(uid, step);
+        if (!outcome.ok) return this.mppsFailure(response, 'N-CREATE', uid, duplicate());
+        events.mppsReceived(this.peer, 'N-CREATE', uid, step.state);
+        return mppsStatus(response, MPPS_STATUS.success);
+      } catch (err) {
+        return this.mppsFailure(response, 'N-CREATE', uid, err);
+      }
+    }
+
+    /** N-SET of a Modality Performed Procedure Step. Never rejects: every outcome is a status. */
+    private async mppsSet(request: NSetRequest): Promise<NSetResponse> {
+      const response = NSetResponse.fromRequest(request);
+      const handler = ctx.mpps;
+      if (handler === undefined || request.getRequestedSopClassUid() !== MPPS_SOP_CLASS)
+        return mppsStatus(response, MPPS_STATUS_NO_SUCH_SOP_CLASS, 'SOP class not served with N-SET');
+      const uid = trimUid(request.getRequestedSopInstanceUid());
+      if (!isValidUid(uid)) return this.mppsFailure(response, 'N-SET', String(uid), noSuchStep());
+      try {
+        const update = readSet(request.getDataset()?.getElements() ?? {});
+        const outcome = await handler.set(uid, update);
+        if (!outcome.ok) {
+          if (outcome.why === 'no-such-instance')
+            return this.mppsFailure(response, 'N-SET', uid, noSuchStep());
+          const r = this.mppsFailure(response, 'N-SET', uid, noLongerUpdatable());
+          setErrorId(r, MPPS_ERROR_ID_NO_LONGER_UPDATABLE);
+          return r;
+        }
+        events.mppsReceived(this.peer, 'N-SET', uid, outcome.state);
+        return mppsStatus(response, MPPS_STATUS.success);
+      } catch (err) {
+        return this.mppsFailure(response, 'N-SET', uid, err);
+      }
+    }
+
+    private mppsFailure<R extends NCreateResponse | NSetResponse>(
+      response: R,
+      operation: string,
+      uid: string,
+      err: unknown,
+    ): R {
+      if (err instanceof MppsRefusal) {
+        events.mppsRefused(this.peer, operation, uid, err.status, err.message);
+        return mppsStatus(response, err.status, err.message);
+      }
+      // Redis down or the like: a processing failure the modality may retry.
+      events.mppsFailed(this.peer, operation, uid, err);
+      return mppsStatus(response, MPPS_STATUS.processingFailure, 'cannot record the step');
+    }
+
+    private answer<R>(callback: (response: R) => void, work: Promise<R>): void {
+      const done = work.then((response) => {
+        try {
+          callback(response);
+        } catch (err) {
+          events.networkError(this.peer, err);
+        }
+      });
+      ctx.inflight.add(done);
+      void done.finally(() => ctx.inflight.delete(done));
     }
 
     /** Called by the library at the first dataset fragment; every fragment is then written to the result. */
@@ -360,6 +468,32 @@ function failure(request: CStoreRequest, status: number, comment: string): CStor
   // Error Comment is LO: at most 64 characters, no backslash or control characters.
   response.setErrorComment(comment.replace(/[^\x20-\x5b\x5d-\x7e]/g, ' ').slice(0, 64));
   return response;
+}
+
+const duplicate = () => new MppsRefusal(MPPS_STATUS.duplicateSopInstance, 'the step exists already');
+const noSuchStep = () => new MppsRefusal(MPPS_STATUS.noSuchSopInstance, 'no such step');
+const noLongerUpdatable = () =>
+  new MppsRefusal(MPPS_STATUS.processingFailure, 'Performed Procedure Step Object may no longer be updated');
+
+/** 0118H No such SOP Class (PS3.7 C.5.9). */
+const MPPS_STATUS_NO_SUCH_SOP_CLASS = 0x0118;
+
+function mppsStatus<R extends NCreateResponse | NSetResponse>(
+  response: R,
+  status: number,
+  comment?: string,
+): R {
+  response.setStatus(status);
+  if (comment !== undefined) response.setErrorComment(comment.slice(0, 64));
+  return response;
+}
+
+/** Error ID (0000,0903), US: the library declares no setter for it. */
+function setErrorId(response: NSetResponse, id: number): void {
+  (response.getCommandDataset() as unknown as { setElement(tag: string, value: unknown): void }).setElement(
+    'ErrorID',
+    id,
+  );
 }
 
 /** Whether the TLS peer's certificate was verified, and its subject CN (only a single, plain CN counts). */

@@ -72,6 +72,7 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
     maxInstanceBytes: opts.maxInstanceBytes ?? Number.MAX_SAFE_INTEGER,
     associationTimeoutMs: limits.associationTimeoutMs,
     onAssociationClosed: opts.onAssociationClosed,
+    ...(opts.mpps !== undefined ? { mpps: opts.mpps } : {}),
     inflight: new Set(),
     sockets: new Set<Socket>(),
   };

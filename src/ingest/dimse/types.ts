@@ -2,6 +2,7 @@ import type { AssociationRecord } from '../../pipeline/keys.ts';
 import type { OnStored } from '../accept.ts';
 import type { Spool } from '../../storage/spool.ts';
 import type { PeerSettings } from './association-policy.ts';
+import type { MppsHandler } from './mpps.ts';
 
 export type { InstanceRecord } from '../../pipeline/instance-record.ts';
 
@@ -43,6 +44,8 @@ export interface DimseServerOptions {
   minFreeBytes?: number;
   /** Largest instance accepted (default: no limit). */
   maxInstanceBytes?: number;
+  /** Serves Modality Performed Procedure Step N-CREATE / N-SET (completion evidence) when set. */
+  mpps?: MppsHandler;
   /** Every association that ends (or is rejected), for the admin console; must not throw. */
   onAssociationClosed?: (record: AssociationRecord) => void;
 }

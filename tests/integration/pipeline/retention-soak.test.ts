@@ -82,7 +82,13 @@ test(`retention brings disk and Redis back to a flat line (${STUDIES_PER_WAVE} s
   const index = new StudyIndex(redis, prefix);
   const deliveryQueue = new Queue<DeliveryJob>(QUEUE.delivery, { connection: redis, prefix });
   t.after(() => deliveryQueue.close());
-  const acceptor = new InstanceAcceptor({ spool, disk, onStored: (inst) => index.recordInstance(inst) });
+  const acceptor = new InstanceAcceptor({
+    spool,
+    disk,
+    onStored: async (inst) => {
+      await index.recordInstance(inst);
+    },
+  });
   const outboxDir = path.join(dir, 'outbox');
   const resultsDir = path.join(dir, 'results');
   const policy: RetentionPolicy = {
