@@ -1,16 +1,24 @@
 // Ingest benchmark: the same synthetic 200-instance 512×512 CT series sent with dcmtk storescu to the gateway,
 // to dcmtk storescp and to Orthanc, over 1 and 4 associations, in one run; then a study of at least 1 GB to
-// the gateway alone, reporting the gateway's peak RSS. TCP_NODELAY=1 for every dcmtk process (the gateway
-// sets TCP_NODELAY on its own sockets).
+// the gateway alone, reporting the gateway's peak RSS.
+//
+// Fairness: every sender and receiver runs with Nagle off. Every process gets TCP_NODELAY=1 (DCMTK, and so
+// storescu, storescp and Orthanc, reads it; the gateway sets TCP_NODELAY on its own sockets), and the bench
+// FAILS unless (a) each sender's and receiver's /proc/<pid>/environ holds TCP_NODELAY=1 and (b) each
+// receiver, traced with strace during one association, calls setsockopt(TCP_NODELAY, 1) on it.
 //
 //   npm run bench:ingest                 # full run
 //   npm run bench:ingest -- --quick      # 40 instances, 256 MB big study: a smoke run
+//   npm run bench:ingest -- --cpu-prof D # also writes a V8 CPU profile of the gateway into folder D
+//
+// Every receiver first gets the same warm-up series (not timed), so no one's JIT warm-up is in its figure.
 //
 // Durability differs, and is printed beside the figures: the gateway fsyncs every instance and its directory
 // before answering; Orthanc fsyncs its storage area ("SyncStorageArea", default true) and commits SQLite;
 // storescp (+B, bit-preserving) never fsyncs (dcmtk has no option for it).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,10 +31,15 @@ import { synthesizeCtSeries } from './synth.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const quick = process.argv.includes('--quick');
+const cpuProfIndex = process.argv.indexOf('--cpu-prof');
+const CPU_PROF_DIR = cpuProfIndex > 0 ? path.resolve(process.argv[cpuProfIndex + 1] ?? '.') : undefined;
+const WARMUP_INSTANCES = quick ? 12 : 40;
 const INSTANCES = quick ? 40 : 200;
 const BIG_STUDY_BYTES = (quick ? 0.25 : 1.05) * 1024 ** 3;
 const BIG_FRAMES = 200; // 512×512×2 bytes × 200 frames ≈ 105 MB per instance
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** The socket setting every process of the bench runs with. */
+const NODELAY_ENV = { TCP_NODELAY: '1' };
 
 interface Target {
   name: string;
@@ -35,19 +48,91 @@ interface Target {
   durability: string;
 }
 
+/** Fails unless the process's environment holds TCP_NODELAY=1. */
+function assertNoDelayEnv(pid: number | undefined, what: string): void {
+  if (pid === undefined) throw new Error(`socket check: ${what} has no process id`);
+  let environ: string[];
+  try {
+    environ = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+  } catch (err) {
+    throw new Error(`socket check: cannot read the environment of ${what} (pid ${pid})`, { cause: err });
+  }
+  if (!environ.includes('TCP_NODELAY=1')) {
+    throw new Error(
+      `socket check FAILED: ${what} (pid ${pid}) runs without TCP_NODELAY=1: unfair comparison`,
+    );
+  }
+}
+
+/**
+ * Fails unless the receiver, traced during one C-ECHO association, turns Nagle off on the accepted socket
+ * (setsockopt(..., TCP_NODELAY, [1], ...)): what the environment asks for must also be what happens.
+ */
+async function assertReceiverNoDelay(pid: number | undefined, target: Target, dir: string): Promise<void> {
+  if (pid === undefined) throw new Error(`socket check: ${target.name} has no process id`);
+  const out = path.join(dir, `strace-${target.name}.txt`);
+  const tracer = spawn('strace', ['-f', '-p', String(pid), '-e', 'trace=setsockopt', '-o', out], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const attached = new Promise<void>((resolve, reject) => {
+    tracer.once('error', (e) => reject(new Error(`socket check needs strace: ${e.message}`)));
+    tracer.once('exit', (code) => reject(new Error(`strace exited with ${code} before attaching`)));
+    tracer.stderr.on('data', (d: Buffer) => {
+      if (d.toString().includes('attached')) resolve();
+    });
+  });
+  try {
+    await attached;
+    const echo = await dcmtk('echoscu', [
+      '-aet',
+      'BENCH',
+      '-aec',
+      target.aet,
+      '127.0.0.1',
+      String(target.port),
+    ]);
+    if (echo.code !== 0) throw new Error(`socket check: C-ECHO to ${target.name} failed:\n${echo.out}`);
+    await new Promise((r) => setTimeout(r, 200));
+  } finally {
+    const gone = new Promise((r) => tracer.once('exit', r));
+    tracer.kill('SIGINT');
+    await gone;
+  }
+  const trace = await readFile(out, 'utf8');
+  if (!/TCP_NODELAY, \[1\]/.test(trace)) {
+    throw new Error(
+      `socket check FAILED: ${target.name} did not set TCP_NODELAY on its association socket: unfair comparison\n${trace}`,
+    );
+  }
+}
+
+/** One storescu run; its environment is checked for TCP_NODELAY=1 while it runs. */
+function storescu(args: string[]): Promise<{ code: number; out: string }> {
+  const child = spawn('storescu', args, {
+    env: { ...process.env, ...NODELAY_ENV },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const done = new Promise<{ code: number; out: string }>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code: code ?? -1, out }));
+  });
+  // spawn() returns once exec has succeeded, so this is storescu's own environment.
+  assertNoDelayEnv(child.pid, 'storescu (sender)');
+  return done;
+}
+
 /** Sends `files` with `associations` storescu processes in parallel; instances per second. */
 async function send(target: Target, files: string[], associations: number): Promise<number> {
   const groups: string[][] = Array.from({ length: associations }, () => []);
   files.forEach((f, i) => groups[i % associations]!.push(f));
   const started = process.hrtime.bigint();
+  // No timeout: the 1 GB study may take longer than a test's minute.
   const results = await Promise.all(
     groups.map((g) =>
-      // No timeout: the 1 GB study may take longer than a test's minute.
-      dcmtk(
-        'storescu',
-        ['-v', '-aet', 'BENCH', '-aec', target.aet, '127.0.0.1', String(target.port), ...g],
-        0,
-      ),
+      storescu(['-v', '-aet', 'BENCH', '-aec', target.aet, '127.0.0.1', String(target.port), ...g]),
     ),
   );
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -99,10 +184,18 @@ async function startGatewayProcess(dir: string): Promise<GatewayUnderTest> {
   );
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), 'gateway', '--config', configPath],
+    [
+      ...(CPU_PROF_DIR !== undefined ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF_DIR] : []),
+      '--import',
+      'tsx',
+      path.join(REPO, 'src/cli.ts'),
+      'gateway',
+      '--config',
+      configPath,
+    ],
     {
       cwd: REPO,
-      env: { ...process.env, LOG_LEVEL: 'warn' },
+      env: { ...process.env, ...NODELAY_ENV, LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'ignore', 'ignore'],
     },
   );
@@ -128,17 +221,18 @@ async function startGatewayProcess(dir: string): Promise<GatewayUnderTest> {
   };
 }
 
-async function startStorescp(dir: string): Promise<{ target: Target; stop(): Promise<void> }> {
+async function startStorescp(dir: string): Promise<{ target: Target; pid: number; stop(): Promise<void> }> {
   const port = await freePort();
   const out = path.join(dir, 'storescp');
   await mkdir(out, { recursive: true });
   // --fork: one process per association, so 4 associations run in parallel as they do in the others.
   const child = spawn('storescp', ['--fork', '+B', '-od', out, '-pdu', '131072', String(port)], {
-    env: { ...process.env, TCP_NODELAY: '1' },
+    env: { ...process.env, ...NODELAY_ENV },
     stdio: 'ignore',
   });
   await waitForPort(port, 'STORESCP', child, 'storescp');
   return {
+    pid: child.pid!,
     target: { name: 'storescp', port, aet: 'STORESCP', durability: 'no fsync (dcmtk has no option)' },
     async stop() {
       child.kill('SIGTERM');
@@ -164,7 +258,7 @@ async function main(): Promise<void> {
     stops.push(() => gateway.stop());
     const storescp = await startStorescp(dir);
     stops.push(() => storescp.stop());
-    orthanc = await startOrthanc({ extraConfig: { DicomThreadsCount: 4 } });
+    orthanc = await startOrthanc({ extraConfig: { DicomThreadsCount: 4 }, env: NODELAY_ENV });
     const orthancTarget: Target = {
       name: 'orthanc',
       port: orthanc.dicomPort,
@@ -172,8 +266,23 @@ async function main(): Promise<void> {
       durability: 'SyncStorageArea (fsync) + SQLite',
     };
     const targets = [gateway.target, storescp.target, orthancTarget];
+    const pids = new Map([
+      ['gateway', gateway.pid],
+      ['storescp', storescp.pid],
+      ['orthanc', orthanc.pid],
+    ]);
+    for (const t of targets) {
+      assertNoDelayEnv(pids.get(t.name), t.name);
+      await assertReceiverNoDelay(pids.get(t.name), t, dir);
+    }
+    console.log('socket check: every sender and receiver runs with TCP_NODELAY=1; every receiver sets it');
     const rss0 = await memory(gateway.pid);
 
+    const warmup = await synthesizeCtSeries({ dir: path.join(dir, 'warmup'), instances: WARMUP_INSTANCES });
+    for (const target of targets) {
+      // The same files to each receiver, which stores each under its own UIDs once.
+      await send(target, warmup, 4);
+    }
     const rates = new Map<string, number>();
     let runNo = 0;
     for (const associations of [1, 4]) {

@@ -29,3 +29,69 @@ export async function rearmStudyComplete(
 export async function completeStudyNow(queue: Queue<StudyCompleteJob>, studyUid: string): Promise<void> {
   await rearmStudyComplete(queue, studyUid, 0);
 }
+
+/** The longest a study's completion may come later than its quiet period for the sake of fewer re-arms. */
+export const MAX_REARM_SLACK_MS = 250;
+
+/** Studies remembered at most (a burst of this many studies at once still re-arms every one). */
+const MAX_REMEMBERED = 10_000;
+
+/**
+ * Re-arms completion at most once per study every `slackMs`, instead of once per instance (each re-arm is a
+ * Lua script in Redis). A re-arm at time `a` sets the delay to quiet period + slack, so the job fires at
+ * a + quiet + slack; every instance of that study stored before a + slack is covered by it (it is at least
+ * a quiet period before the job), and the first one after a + slack re-arms again. So the job still fires
+ * no sooner than a quiet period after the LAST instance, and at most `slackMs` later than that. Instances
+ * that rely on a re-arm still in flight wait for it and share its outcome: none is acknowledged before a
+ * re-arm covering it is in Redis. A failed re-arm is forgotten, so the next instance tries again.
+ */
+export class CompletionArmer {
+  private readonly armed = new Map<string, { until: number; done: Promise<void> }>();
+  readonly slackMs: number;
+
+  constructor(
+    private readonly queue: Queue<StudyCompleteJob>,
+    private readonly quietPeriodMs: number,
+    slackMs = Math.min(MAX_REARM_SLACK_MS, Math.floor(quietPeriodMs / 4)),
+    private readonly now: () => number = Date.now,
+  ) {
+    this.slackMs = Math.max(0, slackMs);
+  }
+
+  /** Resolves once the study's completion is armed to fire no sooner than a quiet period from now. */
+  instanceStored(studyUid: string): Promise<void> {
+    const t = this.now();
+    const current = this.armed.get(studyUid);
+    if (current !== undefined && t < current.until) return current.done;
+    if (this.armed.size >= MAX_REMEMBERED) this.forgetExpired(t);
+    const done = rearmStudyComplete(this.queue, studyUid, this.quietPeriodMs + this.slackMs);
+    const entry = { until: t + this.slackMs, done };
+    this.armed.set(studyUid, entry);
+    done.catch(() => {
+      if (this.armed.get(studyUid) === entry) this.armed.delete(studyUid);
+    });
+    return done;
+  }
+
+  /** Drops what this process remembers of a study (e.g. after it was re-armed elsewhere with a shorter delay). */
+  forget(studyUid: string): void {
+    this.armed.delete(studyUid);
+  }
+
+  /**
+   * The evidence says the study is whole: completion now (completeStudyNow), and this process forgets its
+   * last re-arm of the study, so the next instance (a late one) re-arms at once instead of counting on a
+   * job that has already run.
+   */
+  async completeNow(studyUid: string): Promise<void> {
+    this.armed.delete(studyUid);
+    await completeStudyNow(this.queue, studyUid);
+    this.armed.delete(studyUid);
+  }
+
+  private forgetExpired(t: number): void {
+    for (const [uid, entry] of this.armed) if (t >= entry.until) this.armed.delete(uid);
+    // Still full: every entry is fresh; forgetting the oldest only costs an extra re-arm.
+    if (this.armed.size >= MAX_REMEMBERED) this.armed.delete(this.armed.keys().next().value!);
+  }
+}

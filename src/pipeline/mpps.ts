@@ -4,11 +4,8 @@
 // IN PROGRESS, without waiting for the quiet period. The quiet period stays the fallback: a step whose
 // instances never all arrive leaves the study to the timer, which marks it incomplete (study-index.ts
 // noteCompletion). The DIMSE front door parses and answers; this module keeps state and decides.
-import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { completeStudyNow } from './completion.ts';
 import { pipelineEvents } from './events.ts';
-import type { StudyCompleteJob } from './jobs.ts';
 import { keys } from './keys.ts';
 
 export type MppsState = 'IN PROGRESS' | 'COMPLETED' | 'DISCONTINUED';
@@ -108,7 +105,8 @@ export class MppsStore {
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
-    private readonly studyCompleteQueue: Queue<StudyCompleteJob>,
+    /** Completes a study at once (CompletionArmer.completeNow in the gateway). */
+    private readonly completion: { completeNow(studyUid: string): Promise<void> },
   ) {}
 
   /** N-CREATE: a new step (a step UID seen before is a duplicate, whatever its state). */
@@ -175,7 +173,7 @@ export class MppsStore {
     // Nothing arrived yet, or the study was already routed since its last instance: nothing to complete.
     if (Number(open) > 0 || Number(awaiting) > 0 || Number(indexed) === 0 || studyState !== 'receiving')
       return { ok: true, state, completedStudies: [] };
-    await completeStudyNow(this.studyCompleteQueue, study);
+    await this.completion.completeNow(study);
     pipelineEvents.studyCompleteByEvidence(study, 'mpps');
     return { ok: true, state, completedStudies: [study] };
   }

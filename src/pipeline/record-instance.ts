@@ -1,7 +1,7 @@
 import type { Queue } from 'bullmq';
 import { withDeadline } from '../util/deadline.ts';
 import { audit } from './audit-trail.ts';
-import { completeStudyNow, rearmStudyComplete } from './completion.ts';
+import { CompletionArmer } from './completion.ts';
 import { pipelineEvents } from './events.ts';
 import type { InstanceRecord } from './instance-record.ts';
 import type { StudyCompleteJob } from './jobs.ts';
@@ -13,6 +13,10 @@ export interface RecordInstanceDeps {
   quietPeriodMs: number;
   /** The sender is told to resend when indexing takes longer than this (default RECORD_DEADLINE_MS). */
   deadlineMs?: number;
+  /** At most this much later than the quiet period may completion fire (default: CompletionArmer's). */
+  rearmSlackMs?: number;
+  /** The armer shared with whatever else completes studies in this process (MPPS); one is made if absent. */
+  armer?: CompletionArmer;
 }
 
 /** Well inside any sender's DIMSE timeout, and well above a healthy Redis round trip. */
@@ -20,19 +24,29 @@ export const RECORD_DEADLINE_MS = 4000;
 
 /**
  * What happens to every instance once it is durable in the spool, whichever front door it came through
- * (DIMSE, STOW-RS): it is indexed, noted in the audit trail, and its study's completion is re-armed. The
- * sender hears Success only after this resolves; if it throws, the sender is told to resend. It throws
- * within deadlineMs whatever Redis does (the file stays in the spool, and reconciliation indexes it later).
+ * (DIMSE, STOW-RS): it is indexed, noted in the audit trail, and its study's completion is re-armed (at most
+ * once per study every few hundred ms: CompletionArmer). The index write and the re-arm go out together (one
+ * round trip on the one connection; Redis runs the index write first). The sender hears Success only after
+ * both resolve; if either throws, the sender is told to resend. It throws within deadlineMs whatever Redis
+ * does (the file stays in the spool, and reconciliation indexes it later).
  */
 export function createInstanceRecorder(deps: RecordInstanceDeps): (inst: InstanceRecord) => Promise<void> {
+  const armer =
+    deps.armer ?? new CompletionArmer(deps.studyCompleteQueue, deps.quietPeriodMs, deps.rearmSlackMs);
   const record = async (inst: InstanceRecord) => {
-    const { evidenceComplete } = await deps.index.recordInstance(inst);
+    const indexed = deps.index.recordInstance(inst);
+    const armed = armer.instanceStored(inst.studyUid);
+    // Both settle before we answer, so neither rejection is left unobserved.
+    const [i, a] = await Promise.allSettled([indexed, armed]);
+    if (i.status === 'rejected') throw i.reason;
+    if (a.status === 'rejected') throw a.reason;
     audit.noteReceived(inst.studyUid, inst.callingAe, inst.callingAddress, inst.size);
-    if (evidenceComplete) {
-      // The last instance a completed MPPS announced: no need to wait for the quiet period.
-      await completeStudyNow(deps.studyCompleteQueue, inst.studyUid);
+    if (i.value.evidenceComplete) {
+      // The last instance a completed MPPS announced: no need to wait for the quiet period. After the
+      // re-arm above (same connection, sent first), so this later, shorter delay is the one that stays.
+      await armer.completeNow(inst.studyUid);
       pipelineEvents.studyCompleteByEvidence(inst.studyUid, 'mpps');
-    } else await rearmStudyComplete(deps.studyCompleteQueue, inst.studyUid, deps.quietPeriodMs);
+    }
   };
   return (inst) => withDeadline(record(inst), deps.deadlineMs ?? RECORD_DEADLINE_MS, 'indexing the instance');
 }

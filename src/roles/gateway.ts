@@ -14,6 +14,7 @@ import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
 import { closeWorker, createStudyCompleteQueue } from '../pipeline/queues.ts';
 import { reconcileSpool, startSpoolReconciler } from '../pipeline/reconcile.ts';
+import { CompletionArmer } from '../pipeline/completion.ts';
 import { MppsStore } from '../pipeline/mpps.ts';
 import { createInstanceRecorder } from '../pipeline/record-instance.ts';
 import { retentionPolicy, scheduleRetention } from '../pipeline/retention.ts';
@@ -96,7 +97,9 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     config.retention.intervalMinutes * 60_000,
   );
 
-  // DIMSE (plain + TLS) and STOW-RS share one path: spool commit, then the recorder.
+  // DIMSE (plain + TLS) and STOW-RS share one path: spool commit, then the recorder. One armer re-arms
+  // completion for stored instances and completes studies at once on the modality's evidence (MPPS).
+  const armer = new CompletionArmer(ingestStudyComplete, config.study.quietPeriodMs);
   const ingest = await startIngest(
     config,
     spool,
@@ -104,10 +107,11 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       index: ingestIndex,
       studyCompleteQueue: ingestStudyComplete,
       quietPeriodMs: config.study.quietPeriodMs,
+      armer,
     }),
     ingestRedis,
     // Completion from evidence: the modality's performed procedure steps (N-CREATE / N-SET).
-    new MppsStore(ingestRedis, prefix, ingestStudyComplete),
+    new MppsStore(ingestRedis, prefix, armer),
   );
 
   // HTTP last: /readyz answering means every listener is up.

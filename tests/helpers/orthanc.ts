@@ -29,6 +29,8 @@ export interface StartOrthancOptions {
   extraConfig?: Record<string, unknown>;
   /** How long to wait for /system to answer (default 30 s). */
   startTimeoutMs?: number;
+  /** Extra environment variables for the Orthanc process (e.g. TCP_NODELAY=1, which DCMTK reads). */
+  env?: Record<string, string>;
 }
 
 export interface OrthancInstance {
@@ -43,6 +45,8 @@ export interface OrthancInstance {
   authHeaders: Record<string, string>;
   /** Temp folder holding configuration, storage and orthanc.log. */
   dir: string;
+  /** The running Orthanc process's id (undefined while halted). */
+  readonly pid: number | undefined;
   logPath: string;
   /** fetch() against the REST API; `p` starts with '/'. Adds the auth header. */
   rest(p: string, init?: RequestInit): Promise<Response>;
@@ -118,7 +122,11 @@ export async function startOrthanc(opts: StartOrthancOptions = {}): Promise<Orth
       logStream!.once('open', () => resolve());
       logStream!.once('error', reject);
     });
-    const proc = spawn(ORTHANC_BINARY, [configPath], { cwd: dir, stdio: ['ignore', logStream, logStream] });
+    const proc = spawn(ORTHANC_BINARY, [configPath], {
+      cwd: dir,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', logStream, logStream],
+    });
     child = proc;
     // A crashed or interrupted test run must not leave Orthanc behind.
     const reap = (): void => void proc.kill('SIGKILL');
@@ -184,6 +192,9 @@ export async function startOrthanc(opts: StartOrthancOptions = {}): Promise<Orth
     authHeaders,
     dir,
     logPath,
+    get pid() {
+      return child?.pid;
+    },
     rest,
     async restJson<T>(p: string): Promise<T> {
       const res = await rest(p, { headers: { Accept: 'application/json' } });

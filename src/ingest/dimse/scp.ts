@@ -24,6 +24,7 @@ import {
   readSet,
   type MppsHandler,
 } from './mpps.ts';
+import { encodeCStoreResponsePdu } from './store-response.ts';
 import { chooseTransferSyntax, isAcceptedAbstractSyntax } from './policy.ts';
 
 const { Scp, Dataset, constants } = dimse;
@@ -73,6 +74,9 @@ interface Transfer {
 }
 
 type ScpOptions = ConstructorParameters<typeof Scp>[1];
+
+/** store()'s outcome when the instance is durable and indexed: answered by sendSuccess. */
+const SUCCESS = Symbol('success');
 
 export function createScpClass(ctx: ScpContext): typeof Scp {
   return class GatewayScp extends Scp {
@@ -331,13 +335,36 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
     override cStoreRequest(request: CStoreRequest, callback: (response: CStoreResponse) => void): void {
       const work = this.store(request).then((response) => {
         try {
-          callback(response);
+          if (response === SUCCESS) this.sendSuccess(request, callback);
+          else callback(response);
         } catch (err) {
           events.networkError(this.peer, err);
         }
       });
       ctx.inflight.add(work);
       void work.finally(() => ctx.inflight.delete(work));
+    }
+
+    /** Success, hand-encoded straight onto the socket; through the library if the context is unknown. */
+    private sendSuccess(request: CStoreRequest, callback: (response: CStoreResponse) => void): void {
+      const assoc = (this as unknown as { association?: Association }).association;
+      const context = assoc?.getAcceptedPresentationContextFromRequest(request);
+      if (context === undefined) {
+        const response = CStoreResponse.fromRequest(request);
+        response.setStatus(Status.Success);
+        callback(response);
+        return;
+      }
+      if (this.socket.destroyed) return;
+      this.socket.write(
+        encodeCStoreResponsePdu({
+          presentationContextId: context.getPresentationContextId(),
+          messageId: request.getMessageId(),
+          sopClassUid: request.getAffectedSopClassUid(),
+          sopInstanceUid: request.getAffectedSopInstanceUid(),
+          status: Status.Success,
+        }),
+      );
     }
 
     private track(
@@ -361,7 +388,7 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
     }
 
     /** Never rejects: every outcome becomes a C-STORE response. */
-    private async store(request: CStoreRequest): Promise<CStoreResponse> {
+    private async store(request: CStoreRequest): Promise<CStoreResponse | typeof SUCCESS> {
       const transfer = this.transfers.get(request);
       this.transfers.delete(request);
       if (transfer === undefined)
@@ -397,9 +424,7 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       const { instance } = outcome;
       this.counts.stored++;
       events.instanceStored(this.peer, instance.sopClassUid, instance.transferSyntaxUid, instance.size);
-      const response = CStoreResponse.fromRequest(request);
-      response.setStatus(Status.Success);
-      return response;
+      return SUCCESS;
     }
 
     private refuse(request: CStoreRequest, status: number, reason: string): CStoreResponse {

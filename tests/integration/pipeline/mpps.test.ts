@@ -8,6 +8,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { StudyCompleteJob } from '../../../src/pipeline/jobs.ts';
 import { keys } from '../../../src/pipeline/keys.ts';
+import { CompletionArmer } from '../../../src/pipeline/completion.ts';
 import { MppsStore } from '../../../src/pipeline/mpps.ts';
 import { StudyIndex, type InstanceRecord } from '../../../src/pipeline/study-index.ts';
 
@@ -16,7 +17,7 @@ const prefix = `aigw-test-${randomBytes(4).toString('hex')}`;
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
 const queue = new Queue<StudyCompleteJob>('study-complete', { connection: redis, prefix });
 const index = new StudyIndex(redis, prefix);
-const store = new MppsStore(redis, prefix, queue);
+const store = new MppsStore(redis, prefix, new CompletionArmer(queue, 600_000));
 
 after(async () => {
   await queue.obliterate({ force: true });

@@ -1,0 +1,174 @@
+// Where one C-STORE's time goes at one association: the real DIMSE server, spool, study index and completion
+// re-arm in this process (same code as the gateway), fed by dcmtk storescu with TCP_NODELAY=1. The methods
+// of each step are wrapped with timers; the table gives the median and mean milliseconds per instance.
+//
+//   npx tsx bench/ingest/profile.ts [instances=200]
+//   node --cpu-prof --import tsx bench/ingest/profile.ts   # plus a CPU profile of the same run
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { InstanceAcceptor } from '../../src/ingest/accept.ts';
+import { startDimseServer } from '../../src/ingest/dimse/server.ts';
+import { createInstanceRecorder } from '../../src/pipeline/record-instance.ts';
+import { createIngestRedis } from '../../src/pipeline/redis.ts';
+import { StudyIndex } from '../../src/pipeline/study-index.ts';
+import { Spool, TempFileStream } from '../../src/storage/spool.ts';
+import { synthesizeCtSeries } from './synth.ts';
+
+const INSTANCES = Number(process.argv[2] ?? 200);
+const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+const spans = new Map<string, number[]>();
+const note = (name: string, ms: number): void => {
+  const list = spans.get(name) ?? [];
+  list.push(ms);
+  spans.set(name, list);
+};
+const now = (): number => performance.now();
+
+/** Wraps an async method of a prototype with a timer. */
+function timeAsync(proto: object, method: string, name: string): void {
+  const target = proto as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const original = target[method]!;
+  target[method] = async function (this: unknown, ...args: unknown[]) {
+    const t0 = now();
+    try {
+      return await original.apply(this, args);
+    } finally {
+      note(name, now() - t0);
+    }
+  };
+}
+
+// File write: every _write (PDU-sized chunk) until the last; fdatasync: _final.
+const perStream = new WeakMap<object, { created: number; writing: number }>();
+{
+  const proto = TempFileStream.prototype as unknown as Record<string, (...a: unknown[]) => void>;
+  const write = proto._write!;
+  proto._write = function (this: object, chunk: unknown, enc: unknown, done: unknown) {
+    const t0 = now();
+    const s = perStream.get(this) ?? { created: t0, writing: 0 };
+    perStream.set(this, s);
+    write.call(this, chunk, enc, (err?: Error | null) => {
+      s.writing += now() - t0;
+      (done as (e?: Error | null) => void)(err);
+    });
+  };
+  const final = proto._final!;
+  proto._final = function (this: object, done: unknown) {
+    const t0 = now();
+    const s = perStream.get(this);
+    if (s !== undefined) note('file write (all chunks)', s.writing);
+    final.call(this, (err?: Error | null) => {
+      note('file fdatasync', now() - t0);
+      (done as (e?: Error | null) => void)(err);
+    });
+  };
+}
+timeAsync(Spool.prototype, 'commit', 'rename + directory fsync (commit)');
+timeAsync(StudyIndex.prototype, 'recordInstance', 'Redis index write (MULTI)');
+timeAsync(Queue.prototype, 'add', 'completion re-arm (BullMQ add, Lua)');
+timeAsync(InstanceAcceptor.prototype, 'accept', 'accept total (parse, commit, index, re-arm)');
+
+// Receive: from the first dataset fragment (temp stream created) to the end of the data set; between
+// instances: from one accept's end (response about to be sent) to the next instance's first fragment.
+let lastAcceptEnd: number | undefined;
+{
+  const proto = Spool.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const create = proto.createTempWriteStream!;
+  proto.createTempWriteStream = function (this: unknown, ...args: unknown[]) {
+    const t = now();
+    if (lastAcceptEnd !== undefined) note('response → next data set (library + sender)', t - lastAcceptEnd);
+    const result = create.apply(this, args) as { stream: TempFileStream };
+    perStream.set(result.stream, { created: t, writing: 0 });
+    result.stream.once('finish', () => note('first fragment → file durable', now() - t));
+    return result;
+  };
+  const acceptProto = InstanceAcceptor.prototype as unknown as Record<
+    string,
+    (...a: unknown[]) => Promise<unknown>
+  >;
+  const accept = acceptProto.accept!;
+  acceptProto.accept = async function (this: unknown, ...args: unknown[]) {
+    try {
+      return await accept.apply(this, args);
+    } finally {
+      lastAcceptEnd = now();
+    }
+  };
+}
+
+async function dirFsyncAlone(dir: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const f = path.join(dir, `r-${i}`);
+    const h = await open(f, 'w');
+    await h.close();
+    const t0 = now();
+    await rename(f, `${f}.moved`);
+    note('(alone) rename', now() - t0);
+    const t1 = now();
+    const d = await open(dir, 'r');
+    await d.sync();
+    await d.close();
+    note('(alone) directory fsync', now() - t1);
+  }
+}
+
+const dir = await mkdtemp(path.join(tmpdir(), 'aigw-profile-'));
+const prefix = `aigw-profile-${randomBytes(4).toString('hex')}`;
+const redis = await createIngestRedis(REDIS_URL);
+const queue = new Queue('study-complete', { connection: redis, prefix });
+const spool = new Spool(path.join(dir, 'data'));
+await spool.init();
+const server = await startDimseServer({
+  aeTitle: 'PROFILE',
+  host: '127.0.0.1',
+  port: 0,
+  maxPduLength: 262_144,
+  spool,
+  onStored: createInstanceRecorder({
+    index: new StudyIndex(redis, prefix),
+    studyCompleteQueue: queue as never,
+    quietPeriodMs: 3_600_000,
+  }),
+});
+try {
+  const files = await synthesizeCtSeries({ dir: path.join(dir, 'series'), instances: INSTANCES + 20 });
+  const run = (list: string[]) =>
+    new Promise<number>((resolve, reject) => {
+      const t0 = now();
+      const child = spawn(
+        'storescu',
+        ['-aet', 'BENCH', '-aec', 'PROFILE', '127.0.0.1', String(server.port), ...list],
+        { env: { ...process.env, TCP_NODELAY: '1' }, stdio: 'inherit' },
+      );
+      child.once('error', reject);
+      child.once('close', (code) =>
+        code === 0 ? resolve(now() - t0) : reject(new Error(`storescu ${code}`)),
+      );
+    });
+  await run(files.slice(0, 20)); // warm-up
+  spans.clear();
+  lastAcceptEnd = undefined;
+  const ms = await run(files.slice(20));
+  await dirFsyncAlone(await mkdtemp(path.join(dir, 'd-')), 100);
+  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] ?? NaN;
+  const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+  console.log(
+    `\n${INSTANCES} instances over 1 association: ${(INSTANCES / (ms / 1000)).toFixed(1)} inst/s, ` +
+      `${(ms / INSTANCES).toFixed(2)} ms per instance\n`,
+  );
+  console.log('| step | median ms | mean ms | count |\n| --- | ---: | ---: | ---: |');
+  for (const [name, list] of spans) {
+    console.log(`| ${name} | ${median(list).toFixed(2)} | ${mean(list).toFixed(2)} | ${list.length} |`);
+  }
+} finally {
+  await server.close();
+  await queue.obliterate({ force: true }).catch(() => undefined);
+  await queue.close();
+  redis.disconnect();
+  await rm(dir, { recursive: true, force: true });
+}
