@@ -170,11 +170,12 @@ export const openapiDocument = {
             type: 'object',
             description:
               'How the latest run found the study complete: `mpps` when every performed procedure step ended ' +
-              'and every instance they announced had arrived; `quiet-period` when the idle timer decided ' +
+              'and every instance they announced had arrived; `counts` when every series was complete by the ' +
+              "counts its images carry and a rule's completeWhen held; `quiet-period` when the idle timer decided " +
               '(`incomplete` with `missing` announced instances and `openSteps` steps still in progress).',
             properties: {
               run: { type: 'integer' },
-              by: { type: 'string', enum: ['mpps', 'quiet-period'] },
+              by: { type: 'string', enum: ['mpps', 'counts', 'quiet-period'] },
               incomplete: { type: 'boolean' },
               missing: { type: 'integer' },
               openSteps: { type: 'integer' },

@@ -12,6 +12,35 @@ const port = z.coerce.number().int().min(0).max(65535);
 
 const matchValue = z.union([z.string(), z.array(z.string()).min(1)]);
 
+/**
+ * One "required series" condition of a rule's completeWhen: attribute globs a series of the study must match
+ * (its first instance's values, as routing sees them; BodyPartExamined as received, not resolved). All that
+ * are given must hold; an empty condition is matched by any series.
+ */
+export const seriesConditionSchema = z
+  .object({
+    Modality: matchValue.optional(),
+    BodyPartExamined: matchValue.optional(),
+    SOPClassUID: matchValue.optional(),
+    SeriesDescription: matchValue.optional(),
+    StudyDescription: matchValue.optional(),
+    ProtocolName: matchValue.optional(),
+  })
+  .strict();
+
+/**
+ * When a study from this rule's source (its match.callingAE; every source when it has none) may complete
+ * before the quiet period, from the counts its images carry (src/pipeline/counts.ts): every series the study
+ * holds is complete by its counts, each condition in `series` is matched by one of them, and the study holds
+ * at least `minSeries` series.
+ */
+export const completeWhenSchema = z
+  .object({
+    series: z.array(seriesConditionSchema).max(32).default([]),
+    minSeries: z.number().int().min(1).max(1000).default(1),
+  })
+  .strict();
+
 export const routingRuleSchema = z
   .object({
     name: z.string().min(1),
@@ -45,6 +74,8 @@ export const routingRuleSchema = z
       .strict()
       .optional(),
     models: z.array(z.string().min(1)).min(1),
+    /** Study completion from the counts the images carry (completeWhenSchema); unset: the quiet period. */
+    completeWhen: completeWhenSchema.optional(),
     /** Destination names; empty means the default destination. */
     destinations: z.array(z.string().min(1)).default([]),
     /** BullMQ priority: 1 is the highest. */
@@ -418,6 +449,8 @@ export const configSchema = z
 
 export type GatewayConfig = z.infer<typeof configSchema>;
 export type RoutingRule = z.infer<typeof routingRuleSchema>;
+export type CompleteWhen = z.infer<typeof completeWhenSchema>;
+export type SeriesCondition = z.infer<typeof seriesConditionSchema>;
 /** Region → keywords, defaults merged in (see anatomyKeywordsSchema). */
 export type AnatomyKeywords = Record<string, string[]>;
 export type DestinationConfig = z.infer<typeof destinationSchema>;

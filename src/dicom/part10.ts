@@ -141,6 +141,12 @@ export interface InstanceHeader {
   numberOfFrames?: number;
   samplesPerPixel?: number;
   bitsAllocated?: number;
+  /** Number of Series Related Instances (0020,1209): how many instances the series has (study completion). */
+  seriesRelatedInstances?: number;
+  /** Images in Acquisition (0020,1002): how many instances the acquisition has (study completion). */
+  imagesInAcquisition?: number;
+  /** Acquisition Number (0020,0012). */
+  acquisitionNumber?: number;
 }
 
 /** A Code Sequence Macro item (PS3.3 §8.8), each field cut to its VR's length. */
@@ -220,6 +226,9 @@ export async function readInstanceHeader(
     numberOfFrames: firstNumber(d['00280008']),
     samplesPerPixel: firstNumber(d['00280002']),
     bitsAllocated: firstNumber(d['00280100']),
+    seriesRelatedInstances: count(d['00201209']),
+    imagesInAcquisition: count(d['00201002']),
+    acquisitionNumber: integer(d['00200012']),
   };
 }
 
@@ -493,6 +502,21 @@ function firstNumber(el: DcmjsElement | undefined): number | undefined {
   const v = el?.Value?.[0];
   const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v.trim()) : NaN;
   return Number.isFinite(n) ? n : undefined;
+}
+
+/** Largest count taken from a header (a series or an acquisition of more instances is not believed). */
+export const MAX_HEADER_COUNT = 1_000_000;
+
+/** A whole number (IS) within ±MAX_HEADER_COUNT, else undefined. */
+function integer(el: DcmjsElement | undefined): number | undefined {
+  const n = firstNumber(el);
+  return n !== undefined && Number.isInteger(n) && Math.abs(n) <= MAX_HEADER_COUNT ? n : undefined;
+}
+
+/** A count: a whole number from 1 to MAX_HEADER_COUNT, else undefined (0 or garbage says nothing). */
+function count(el: DcmjsElement | undefined): number | undefined {
+  const n = integer(el);
+  return n !== undefined && n >= 1 ? n : undefined;
 }
 
 /** Deeper than this is not a real data set (real SR trees stay well below 20 levels). */

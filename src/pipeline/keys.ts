@@ -42,6 +42,14 @@ export const keys = {
    * index removes each instance as it records it (same MULTI). Written by the MPPS store and the index.
    */
   studyAwaiting: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:awaiting`,
+  /**
+   * Hash: what the study's images say about their own number (pipeline/counts.ts), per series S:
+   * `r:S` (the required-series conditions its first instance matched), `n:S` (distinct instances in),
+   * `e:S` (Number of Series Related Instances, the largest seen), `m:S` (an enhanced multi-frame object came),
+   * `ai:S:A` / `ax:S:A` (instances in, Images in Acquisition, per acquisition A), `ao:S` (acquisitions not yet
+   * full); and `series` / `complete` (series held / complete by their counts). Written by the study index.
+   */
+  studyCounts: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:counts`,
   /** Hash: workerId → JSON WorkerHeartbeat. Written by workers, read by the admin console and /readyz. */
   workers: (prefix: string) => `${prefix}:workers`,
   /** List (newest first, trimmed): JSON AssociationRecord. Written by the DIMSE SCP. */

@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
+import { countEvidence, NO_COUNT_PLAN, type CountPlan } from './counts.ts';
 import type { InstanceRecord } from './instance-record.ts';
 import { keys } from './keys.ts';
 
@@ -74,12 +76,14 @@ function currentReports(fields: Record<string, string>): CurrentReport[] {
 
 /**
  * How a study was found complete: 'mpps' when its performed procedure steps all ended and every instance
- * they announced had arrived; 'quiet-period' when the idle timer decided. `incomplete` when a step was
+ * they announced had arrived; 'counts' when its series were all complete by the counts their images carry and
+ * a rule's completeWhen held as its last instance came (pipeline/counts.ts); 'quiet-period' when the idle
+ * timer decided. `incomplete` when a step was
  * still in progress or announced instances were missing (`missing` of them) as the timer fired.
  */
 export interface StudyCompletion {
   run: number;
-  by: 'mpps' | 'quiet-period';
+  by: 'mpps' | 'counts' | 'quiet-period';
   incomplete: boolean;
   missing: number;
   openSteps: number;
@@ -150,33 +154,57 @@ export class StudyIndex {
   }
 
   /**
-   * Indexes the instance. In the same MULTI (no extra round trip), the instance leaves the study's set of
-   * instances a COMPLETED MPPS announced (pipeline/mpps.ts): `evidenceComplete` is true when it was the
-   * last one awaited and no step of the study is still in progress, i.e. the study is whole now.
+   * Indexes the instance, in one script (one round trip). In the same script the instance leaves the study's
+   * set of instances a COMPLETED MPPS announced (pipeline/mpps.ts), and, when it is new, is counted against
+   * what its series says of its own size (pipeline/counts.ts). `evidenceComplete` is true when the study is
+   * whole now, and `evidence` says by what: 'mpps' when this was the last instance awaited and no step of the
+   * study is still in progress; 'counts' when every series is complete by its counts and a rule that applies
+   * to the sender (`plan`, from CountRules) is satisfied.
    */
-  async recordInstance(rec: InstanceRecord): Promise<{ evidenceComplete: boolean }> {
-    const key = this.studyKey(rec.studyUid);
-    const awaiting = keys.studyAwaiting(this.prefix, rec.studyUid);
-    const replies = await this.redis
-      .multi()
-      .hset(this.instancesKey(rec.studyUid), rec.sopInstanceUid, JSON.stringify(rec))
-      .hsetnx(key, 'firstReceivedAt', String(rec.receivedAt))
-      .hsetnx(key, 'run', '0')
-      .hset(key, {
-        studyUid: rec.studyUid,
-        lastReceivedAt: String(rec.receivedAt),
-        callingAe: rec.callingAe,
-        state: 'receiving',
-      })
-      .zadd(this.studiesKey, rec.receivedAt, rec.studyUid)
-      .srem(awaiting, rec.sopInstanceUid)
-      .scard(awaiting)
-      .hget(keys.studyMpps(this.prefix, rec.studyUid), 'open')
-      .exec();
-    if (replies === null) throw new Error('recording the instance: transaction aborted');
-    for (const [err] of replies) if (err) throw err;
-    const [removed, left, open] = replies.slice(-3).map(([, v]) => v);
-    return { evidenceComplete: Number(removed) === 1 && Number(left) === 0 && Number(open ?? 0) <= 0 };
+  async recordInstance(
+    rec: InstanceRecord,
+    plan: CountPlan = NO_COUNT_PLAN,
+  ): Promise<{ evidenceComplete: boolean; evidence?: 'mpps' | 'counts' }> {
+    const ev = countEvidence(rec);
+    const reply = (await this.script(
+      RECORD_INSTANCE,
+      [
+        this.instancesKey(rec.studyUid),
+        this.studyKey(rec.studyUid),
+        this.studiesKey,
+        keys.studyAwaiting(this.prefix, rec.studyUid),
+        keys.studyMpps(this.prefix, rec.studyUid),
+        keys.studyCounts(this.prefix, rec.studyUid),
+      ],
+      [
+        rec.sopInstanceUid,
+        JSON.stringify(rec),
+        String(rec.receivedAt),
+        rec.studyUid,
+        rec.callingAe,
+        rec.seriesUid,
+        ev.seriesInstances?.toString() ?? '',
+        ev.acquisition?.images.toString() ?? '',
+        ev.acquisition?.number ?? '',
+        ev.wholeSeries ? '1' : '',
+        plan.conditions,
+        plan.rules,
+      ],
+    )) as [number, number];
+    const [mpps, counts] = reply.map(Number);
+    if (mpps === 1) return { evidenceComplete: true, evidence: 'mpps' };
+    if (counts === 1) return { evidenceComplete: true, evidence: 'counts' };
+    return { evidenceComplete: false };
+  }
+
+  /** EVALSHA, loading the script on NOSCRIPT (the first call after a start or a Redis restart). */
+  private async script(script: Script, keyList: string[], args: string[]): Promise<unknown> {
+    try {
+      return await this.redis.evalsha(script.sha, keyList.length, ...keyList, ...args);
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return this.redis.eval(script.body, keyList.length, ...keyList, ...args);
+    }
   }
 
   /**
@@ -186,18 +214,20 @@ export class StudyIndex {
    * count of announced instances still missing (and steps still in progress).
    */
   async noteCompletion(studyUid: string, run: number): Promise<StudyCompletion> {
-    const [mpps, missing] = await Promise.all([
+    const [mpps, missing, byCounts] = await Promise.all([
       this.redis.hgetall(keys.studyMpps(this.prefix, studyUid)),
       this.redis.scard(keys.studyAwaiting(this.prefix, studyUid)),
+      this.redis.hget(this.studyKey(studyUid), 'completeByCounts'),
     ]);
     const steps = Number(mpps.steps ?? 0);
     const openSteps = Math.max(0, Number(mpps.open ?? 0));
+    const timer = byCounts === '1' ? 'counts' : 'quiet-period';
     let completion: StudyCompletion;
-    if (steps === 0) completion = { run, by: 'quiet-period', incomplete: false, missing: 0, openSteps: 0 };
+    if (steps === 0) completion = { run, by: timer, incomplete: false, missing: 0, openSteps: 0 };
     else
       completion = {
         run,
-        by: openSteps === 0 && missing === 0 ? 'mpps' : 'quiet-period',
+        by: openSteps === 0 && missing === 0 ? 'mpps' : timer,
         incomplete: openSteps > 0 || missing > 0,
         missing,
         openSteps,
@@ -360,12 +390,12 @@ export class StudyIndex {
 
   /**
    * Forgets a study entirely (summary, instance list, settlement set, audit summary and event index, job
-   * set, MPPS evidence, its place in the list), but only if no instance arrived since `lastReceivedAt` was read: a study that came back stays.
+   * set, MPPS evidence, counts, its place in the list), but only if no instance arrived since `lastReceivedAt` was read: a study that came back stays.
    */
   async forgetStudy(studyUid: string, lastReceivedAt: number): Promise<boolean> {
     const removed = await this.redis.eval(
       FORGET_STUDY_IF_IDLE,
-      11,
+      12,
       this.studyKey(studyUid),
       this.instancesKey(studyUid),
       keys.studySettled(this.prefix, studyUid),
@@ -376,6 +406,7 @@ export class StudyIndex {
       keys.auditStudyEvents(this.prefix, studyUid),
       keys.studyMpps(this.prefix, studyUid),
       keys.studyAwaiting(this.prefix, studyUid),
+      keys.studyCounts(this.prefix, studyUid),
       this.studiesKey,
       String(lastReceivedAt),
       studyUid,
@@ -453,11 +484,102 @@ export class StudyIndex {
   }
 }
 
+interface Script {
+  body: string;
+  sha: string;
+}
+
+function script(body: string): Script {
+  return { body, sha: createHash('sha1').update(body).digest('hex') };
+}
+
+/**
+ * Indexes one instance (what the MULTI of earlier versions did), takes it off the MPPS awaiting set, and
+ * counts it against its series (pipeline/counts.ts has the rules, keys.studyCounts the fields).
+ * KEYS: instances, study, studies, awaiting, study MPPS, study counts.
+ * ARGV: SOP instance UID, record JSON, receivedAt, study UID, calling AE, series UID, Number of Series
+ * Related Instances (''), Images in Acquisition (''), Acquisition Number, '1' for a whole-series enhanced
+ * object, required-series conditions the instance matches, rules that apply to its sender.
+ * Returns {1 when complete by MPPS, 1 when complete by counts}.
+ */
+const RECORD_INSTANCE = script(`
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSETNX', KEYS[2], 'firstReceivedAt', ARGV[3])
+redis.call('HSETNX', KEYS[2], 'run', '0')
+redis.call('HSET', KEYS[2], 'studyUid', ARGV[4], 'lastReceivedAt', ARGV[3], 'callingAe', ARGV[5],
+  'state', 'receiving')
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+local removed = redis.call('SREM', KEYS[4], ARGV[1])
+local left = redis.call('SCARD', KEYS[4])
+local open = tonumber(redis.call('HGET', KEYS[5], 'open') or '0') or 0
+local mpps = 0
+if removed == 1 and left == 0 and open <= 0 then mpps = 1 end
+if new == 0 then return {mpps, 0} end
+
+local C, s = KEYS[6], ARGV[6]
+local function complete()
+  local e = redis.call('HGET', C, 'e:' .. s)
+  if e then return tonumber(redis.call('HGET', C, 'n:' .. s) or '0') >= tonumber(e) end
+  if redis.call('HEXISTS', C, 'm:' .. s) == 1 then return true end
+  local ao = redis.call('HGET', C, 'ao:' .. s)
+  if ao then return tonumber(ao) <= 0 end
+  return false
+end
+if redis.call('HSETNX', C, 'r:' .. s, ARGV[11]) == 1 then redis.call('HINCRBY', C, 'series', 1) end
+local before = complete()
+redis.call('HINCRBY', C, 'n:' .. s, 1)
+if ARGV[7] ~= '' and tonumber(ARGV[7]) > tonumber(redis.call('HGET', C, 'e:' .. s) or '0') then
+  redis.call('HSET', C, 'e:' .. s, ARGV[7])
+end
+if ARGV[10] ~= '' then redis.call('HSET', C, 'm:' .. s, '1') end
+if ARGV[8] ~= '' then
+  local a = s .. ':' .. ARGV[9]
+  local x0 = tonumber(redis.call('HGET', C, 'ax:' .. a) or '0')
+  local i0 = tonumber(redis.call('HGET', C, 'ai:' .. a) or '0')
+  local i1 = i0 + 1
+  local x1 = math.max(x0, tonumber(ARGV[8]))
+  redis.call('HSET', C, 'ai:' .. a, i1, 'ax:' .. a, x1)
+  local d = 0
+  if x0 > 0 and i0 < x0 then d = d - 1 end
+  if i1 < x1 then d = d + 1 end
+  redis.call('HINCRBY', C, 'ao:' .. s, d)
+end
+local after = complete()
+if before ~= after then
+  if after then redis.call('HINCRBY', C, 'complete', 1) else redis.call('HINCRBY', C, 'complete', -1) end
+end
+
+local counts = 0
+local series = tonumber(redis.call('HGET', C, 'series'))
+if ARGV[12] ~= '' and tonumber(redis.call('HGET', C, 'complete') or '0') == series then
+  local have = {}
+  local all = redis.call('HGETALL', C)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'r:' then
+      for c in string.gmatch(all[i + 1], '[^,]+') do have[c] = true end
+    end
+  end
+  for spec in string.gmatch(ARGV[12], '[^;]+') do
+    local rule, minSeries, conditions = string.match(spec, '^(%d+):(%d+):(%d+)$')
+    if rule and series >= tonumber(minSeries) then
+      local ok = true
+      for j = 0, tonumber(conditions) - 1 do
+        if not have[rule .. '.' .. j] then ok = false break end
+      end
+      if ok then counts = 1 break end
+    end
+  end
+end
+if counts == 1 then redis.call('HSET', KEYS[2], 'completeByCounts', '1')
+else redis.call('HDEL', KEYS[2], 'completeByCounts') end
+return {mpps, counts}`);
+
 const FORGET_STUDY_IF_IDLE = `
 local last = redis.call('HGET', KEYS[1], 'lastReceivedAt')
 if last and last ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10])
-redis.call('ZREM', KEYS[11], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+  KEYS[11])
+redis.call('ZREM', KEYS[12], ARGV[2])
 return 1`;
 
 const FORGET_IF_UNCHANGED = `

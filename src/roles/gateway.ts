@@ -16,6 +16,7 @@ import { closeWorker, createStudyCompleteQueue } from '../pipeline/queues.ts';
 import { reconcileSpool, startSpoolReconciler } from '../pipeline/reconcile.ts';
 import { CompletionArmer } from '../pipeline/completion.ts';
 import { MppsStore } from '../pipeline/mpps.ts';
+import { CountRules } from '../pipeline/counts.ts';
 import { createInstanceRecorder } from '../pipeline/record-instance.ts';
 import { retentionPolicy, scheduleRetention } from '../pipeline/retention.ts';
 import { allQueues } from '../pipeline/queues.ts';
@@ -108,6 +109,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       studyCompleteQueue: ingestStudyComplete,
       quietPeriodMs: config.study.quietPeriodMs,
       armer,
+      // Completion from the counts the images carry, where a rule's completeWhen says which series.
+      countRules: new CountRules(config.routing.rules),
     }),
     ingestRedis,
     // Completion from evidence: the modality's performed procedure steps (N-CREATE / N-SET).

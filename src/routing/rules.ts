@@ -8,7 +8,7 @@ import {
   type AnatomyKeywordMap,
   type ResolvedAnatomy,
 } from './anatomy.ts';
-import { cutToVr, wildcardMatch, type MatchVr } from './wildcard.ts';
+import { cutToVr, wildcardMatch, type MatchVr } from '../dicom/wildcard.ts';
 
 /** The part of a model manifest that routing needs. */
 export interface RoutableModel {

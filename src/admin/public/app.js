@@ -323,7 +323,9 @@ function describeCompletion(c) {
       ? c.discontinued
         ? `closed by a discontinued procedure step (${c.discontinued})`
         : 'complete by the modality (MPPS): every announced instance arrived'
-      : 'complete by the quiet period';
+      : c.by === 'counts'
+        ? "complete by the counts the images carry (every series whole, the rule's required series in)"
+        : 'complete by the quiet period';
   const missing = c.incomplete
     ? ` — INCOMPLETE: ${c.missing} announced instance(s) missing` +
       (c.openSteps ? `, ${c.openSteps} procedure step(s) still in progress` : '')

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { RoutingRule } from '../../../src/config/schema.ts';
 import type { InstanceRecord } from '../../../src/pipeline/study-index.ts';
 import { routeStudy } from '../../../src/routing/rules.ts';
-import { cutToVr, wildcardMatch } from '../../../src/routing/wildcard.ts';
+import { cutToVr, wildcardMatch } from '../../../src/dicom/wildcard.ts';
 
 // Routing wildcards are matched against values off the network: the matcher must stay linear-ish
 // whatever the pattern, and mean exactly what '*'/'?' globbing means.

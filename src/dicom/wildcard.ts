@@ -1,7 +1,8 @@
-// Wildcard matching for routing rules: '*' is any run of characters (also none), '?' is one character,
-// case-insensitive. Values come off the network, so the matcher is the classic greedy two-pointer with
-// backtracking to the last '*' only: O(pattern × value) at worst, never exponential (a RegExp built from
-// '*A*A*A*B' took seconds on a 400-character value). Values are cut at their VR's maximum length first.
+// Wildcard matching of DICOM attribute values (routing rules, completion conditions): '*' is any run of
+// characters (also none), '?' is one character, case-insensitive. Values come off the network, so the
+// matcher is the classic greedy two-pointer with backtracking to the last '*' only: O(pattern × value) at
+// worst, never exponential (a RegExp built from '*A*A*A*B' took seconds on a 400-character value). Values
+// are cut at their VR's maximum length first.
 
 /** Maximum value lengths, in characters (PS3.5 Table 6.2-1), of the VRs routing matches on. */
 export const VR_MAX_LENGTH = { AE: 16, CS: 16, SH: 16, LO: 64, UI: 64 } as const;
