@@ -14,6 +14,7 @@ import { STATUS_CANNOT_UNDERSTAND, STATUS_OUT_OF_RESOURCES, type InstanceAccepto
 import { TempFileStream } from '../../storage/spool.ts';
 import type { AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';
+import { PDataReceiver } from './pdata-receiver.ts';
 import { PduGuard, type PduLimits } from './pdu-guard.ts';
 import {
   MPPS_ERROR_ID_NO_LONGER_UPDATABLE,
@@ -28,6 +29,17 @@ import { encodeCStoreResponsePdu } from './store-response.ts';
 import { chooseTransferSyntax, isAcceptedAbstractSyntax } from './policy.ts';
 
 const { Scp, Dataset, constants } = dimse;
+/** Command Field of a C-STORE-RQ (PS3.7 E.1). */
+const C_STORE_RQ = 0x0001;
+
+/** The library's receive state this file reads (dcmjs-dimse 0.3 Network; not in its type declarations). */
+interface LibraryNetwork {
+  dimse?: { getCommandFieldType(): number };
+  dimseStoreStream?: Writable;
+  lastPduTime?: number;
+  statistics?: { addBytesReceived(n: number): void };
+  _processPdu(pdu: Buffer): Promise<void>;
+}
 const { CEchoResponse, CStoreResponse, NCreateResponse, NSetResponse } = dimse.responses;
 const { PresentationContextResult, Status } = constants;
 
@@ -99,6 +111,7 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       socket.setNoDelay(true);
       this.peer.address = socket.remoteAddress ?? '';
       ctx.sockets.add(socket);
+      this.installReceiver(socket);
       const guard = new PduGuard(ctx.pduLimits);
       // Runs before the library's own 'data' listener: a violating connection is cut before it buffers more.
       socket.prependListener('data', (chunk: Buffer) => {
@@ -120,6 +133,40 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
         ctx.sockets.delete(socket);
         this.onClosed();
       });
+    }
+
+    /**
+     * Puts our PDU framing (pdata-receiver.ts) in place of the library's socket listener: data-set fragments
+     * of a C-STORE go to the file without the library's copies; every other PDU still reaches the library,
+     * whole and in order. Left as it is if the library's listener is not the one expected.
+     */
+    private installReceiver(socket: Socket): void {
+      const listeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
+      const lib = this as unknown as LibraryNetwork;
+      if (listeners.length !== 1 || typeof lib._processPdu !== 'function') return;
+      const libraryListener = listeners[0]!;
+      socket.removeListener('data', libraryListener);
+      const receiver = new PDataReceiver({
+        storeStream: () =>
+          lib.dimse?.getCommandFieldType() === C_STORE_RQ ? lib.dimseStoreStream : undefined,
+        toLibrary: (pdu) => {
+          lib.lastPduTime = Date.now();
+          return lib._processPdu(pdu);
+        },
+        fallback: (bytes) => libraryListener.call(socket, bytes),
+        malformed: (reason) => {
+          if (socket.destroyed) return;
+          this.aborted = true;
+          events.protocolViolation(this.peer, reason);
+          socket.destroy();
+        },
+      });
+      socket.on('data', (chunk: Buffer) => {
+        if (socket.destroyed) return;
+        lib.statistics?.addBytesReceived(chunk.length);
+        receiver.feed(chunk);
+      });
+      socket.once('close', () => receiver.stop());
     }
 
     override associationRequested(assoc: Association): void {

@@ -194,3 +194,31 @@ test('the temp write stream stops at maxBytes, and pauses its source while the d
     await new Promise((resolve) => paced.end(resolve));
     assert.equal(paced.bytesWritten, big.length);
   }));
+
+test('chunks queued behind a write go out in one writev: content, head and size as written, limit kept', () =>
+  withSpool(async (spool) => {
+    const { path: tmp, stream } = spool.createTempWriteStream(1_000_000);
+    const calls = { writev: 0 };
+    const original = stream._writev!.bind(stream);
+    stream._writev = (chunks, done) => {
+      calls.writev++;
+      original(chunks, done);
+    };
+    const parts = Array.from({ length: 40 }, (_, i) => Buffer.alloc(100 + i, i));
+    // The first write runs alone; the 39 written while it runs queue up and go out together.
+    for (const p of parts) stream.write(p);
+    await new Promise((resolve, reject) => {
+      stream.once('error', reject);
+      stream.end(resolve);
+    });
+    assert.ok(calls.writev >= 1, 'writev used');
+    const expected = Buffer.concat(parts);
+    assert.ok((await readFile(tmp)).equals(expected));
+    assert.equal(stream.bytesWritten, expected.length);
+    assert.ok(stream.head.equals(expected), 'the head: every byte, as the file is under 64 KiB');
+
+    const { stream: small } = spool.createTempWriteStream(1000);
+    const failed = new Promise<Error>((resolve) => small.once('error', resolve));
+    for (let i = 0; i < 5; i++) small.write(Buffer.alloc(300));
+    assert.ok((await failed) instanceof InstanceTooLargeError);
+  }));

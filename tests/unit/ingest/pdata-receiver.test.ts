@@ -1,0 +1,190 @@
+// The P-DATA receiver in front of dcmjs-dimse: whatever the socket's chunking, the C-STORE data set reaches
+// its stream byte for byte and in order, the library gets every other PDU whole and in order (P-DATA PDUs
+// holding only the PDVs that went the slow way), unknown PDU types go to the library's own accumulator, and
+// broken PDV framing stops the receiver.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import { PDataReceiver, type PDataHost } from '../../../src/ingest/dimse/pdata-receiver.ts';
+
+function pdu(type: number, body: Buffer): Buffer {
+  const h = Buffer.alloc(6);
+  h[0] = type;
+  h.writeUInt32BE(body.length, 2);
+  return Buffer.concat([h, body]);
+}
+
+function pdv(control: number, value: Buffer, contextId = 1): Buffer {
+  const h = Buffer.alloc(6);
+  h.writeUInt32BE(value.length + 2, 0);
+  h[4] = contextId;
+  h[5] = control;
+  return Buffer.concat([h, value]);
+}
+
+interface ParsedPdv {
+  control: number;
+  value: Buffer;
+}
+
+function parsePData(p: Buffer): ParsedPdv[] {
+  assert.equal(p[0], 0x04);
+  assert.equal(p.readUInt32BE(2), p.length - 6, 'PDU length field matches its body');
+  const out: ParsedPdv[] = [];
+  let pos = 6;
+  while (pos < p.length) {
+    const len = p.readUInt32BE(pos);
+    out.push({ control: p[pos + 5]!, value: Buffer.from(p.subarray(pos + 6, pos + 4 + len)) });
+    pos += 4 + len;
+  }
+  return out;
+}
+
+/**
+ * A stand-in for the library's receive state, as far as the receiver depends on it: a command PDV (last)
+ * opens a C-STORE; its first data-set PDV opens the store stream; the last one closes it. It records what
+ * it was handed, and asserts it never sees a data-set fragment out of order.
+ */
+class FakeLibrary implements PDataHost {
+  handed: Buffer[] = [];
+  fallbackBytes: Buffer[] = [];
+  stored: Buffer[] = [];
+  malformedReasons: string[] = [];
+  private cstore = false;
+  private stream: Buffer[] | undefined;
+
+  storeStream() {
+    const s = this.stream;
+    return this.cstore && s !== undefined
+      ? {
+          write: (chunk: Buffer) => {
+            // The receiver hands views of the socket chunk: copy as a file write would have consumed it.
+            s.push(Buffer.from(chunk));
+            return true;
+          },
+        }
+      : undefined;
+  }
+
+  async toLibrary(p: Buffer): Promise<void> {
+    this.handed.push(Buffer.from(p));
+    // The library is asynchronous: the receiver must wait for it before reading on.
+    await new Promise((r) => setImmediate(r));
+    if (p[0] !== 0x04) return;
+    for (const { control, value } of parsePData(p)) {
+      if (control & 0x01) {
+        if (control & 0x02) this.cstore = true;
+        continue;
+      }
+      assert.ok(this.cstore, 'data-set fragment without a command');
+      this.stream ??= [];
+      this.stream.push(value);
+      if (control & 0x02) {
+        this.stored.push(Buffer.concat(this.stream));
+        this.stream = undefined;
+        this.cstore = false;
+      }
+    }
+  }
+
+  fallback(bytes: Buffer): void {
+    this.fallbackBytes.push(Buffer.from(bytes));
+  }
+
+  malformed(reason: string): void {
+    this.malformedReasons.push(reason);
+  }
+}
+
+/** Feeds `wire` in random-sized chunks (1 byte to 40 KiB) and waits until the receiver is idle. */
+async function feedChunked(receiver: PDataReceiver, wire: Buffer, seed: number): Promise<void> {
+  let x = seed;
+  const rand = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff), x);
+  let pos = 0;
+  while (pos < wire.length) {
+    const size = rand() % 4 === 0 ? 1 + (rand() % 7) : 1 + (rand() % 40_000);
+    receiver.feed(wire.subarray(pos, pos + size));
+    pos += size;
+    if (rand() % 3 === 0) await new Promise((r) => setImmediate(r));
+  }
+  for (let i = 0; i < 200; i++) await new Promise((r) => setImmediate(r));
+}
+
+/** An association: A-ASSOCIATE-RQ, C-ECHO, two C-STOREs in 16 KiB-ish PDVs (one PDU with several PDVs). */
+function association(datasets: Buffer[]): { wire: Buffer; others: Buffer[] } {
+  const assoc = pdu(0x01, randomBytes(300));
+  const echo = pdu(0x04, pdv(0x03, randomBytes(70)));
+  const parts: Buffer[] = [assoc, echo];
+  datasets.forEach((ds, n) => {
+    parts.push(pdu(0x04, pdv(0x03, randomBytes(120))));
+    const fragments: Buffer[] = [];
+    for (let o = 0; o < ds.length; o += 16_000) fragments.push(ds.subarray(o, o + 16_000));
+    const pdvs = fragments.map((f, i) => pdv(i === fragments.length - 1 ? 0x02 : 0x00, f));
+    if (n === 1) {
+      // Several PDVs per PDU, as some senders do: [first, middle], [middle, middle, last].
+      parts.push(pdu(0x04, Buffer.concat(pdvs.slice(0, 2))));
+      for (let i = 2; i < pdvs.length - 3; i++) parts.push(pdu(0x04, pdvs[i]!));
+      parts.push(pdu(0x04, Buffer.concat(pdvs.slice(-3))));
+    } else {
+      for (const p of pdvs) parts.push(pdu(0x04, p));
+    }
+  });
+  const release = pdu(0x05, Buffer.alloc(4));
+  parts.push(release);
+  return { wire: Buffer.concat(parts), others: [assoc, echo, release] };
+}
+
+test('data sets arrive byte for byte under any chunking; other PDUs reach the library whole and in order', async () => {
+  for (let seed = 1; seed <= 25; seed++) {
+    const datasets = [randomBytes(200_000 + seed * 1000), randomBytes(130_000 + seed)];
+    const { wire, others } = association(datasets);
+    const lib = new FakeLibrary();
+    const receiver = new PDataReceiver(lib);
+    await feedChunked(receiver, wire, seed);
+    assert.deepEqual(lib.malformedReasons, []);
+    assert.equal(lib.stored.length, 2, `seed ${seed}: two stores`);
+    assert.ok(lib.stored[0]!.equals(datasets[0]!), `seed ${seed}: first data set intact`);
+    assert.ok(lib.stored[1]!.equals(datasets[1]!), `seed ${seed}: second data set intact`);
+    // Non-P-DATA PDUs and the C-ECHO command are handed exactly as sent.
+    assert.ok(lib.handed[0]!.equals(others[0]!));
+    assert.ok(lib.handed[1]!.equals(others[1]!));
+    assert.ok(lib.handed.at(-1)!.equals(others[2]!));
+    // The middle fragments took the fast path: the library saw per store one command, the first and the
+    // last fragment (for the multi-PDV PDUs: [first+middle] goes whole once the first went slow; [m, m, last]
+    // has its middles fast, its last slow).
+    assert.ok(receiver.counts.fastPdvs >= 11 + 6, `seed ${seed}: fast PDVs ${receiver.counts.fastPdvs}`);
+    assert.equal(lib.handed.length, 3 + 3 + 3, `seed ${seed}: PDUs handed ${lib.handed.length}`);
+    const lastOfSecond = parsePData(lib.handed.at(-2)!);
+    assert.deepEqual(
+      lastOfSecond.map((p) => p.control),
+      [0x02],
+      'only the last PDV of a mixed PDU goes to the library',
+    );
+  }
+});
+
+test('an unknown PDU type hands that and every later byte to the library accumulator', async () => {
+  const lib = new FakeLibrary();
+  const receiver = new PDataReceiver(lib);
+  const bad = Buffer.concat([pdu(0x09, Buffer.from('abc')), pdu(0x04, pdv(0x03, Buffer.alloc(10)))]);
+  const wire = Buffer.concat([pdu(0x01, randomBytes(50)), bad]);
+  await feedChunked(receiver, wire, 7);
+  assert.equal(lib.handed.length, 1);
+  assert.ok(Buffer.concat(lib.fallbackBytes).equals(bad));
+  receiver.feed(Buffer.from('later'));
+  assert.equal(Buffer.concat(lib.fallbackBytes).toString('latin1').slice(-5), 'later');
+});
+
+test('a PDV running past its PDU, or shorter than its header, stops the receiver', async () => {
+  for (const body of [
+    Buffer.from([0, 0, 0, 50, 1, 0, 1, 2, 3]), // declares 50 bytes, the PDU holds 3
+    Buffer.from([0, 0, 0, 1, 1, 0]), // item length 1 < 2
+    Buffer.from([0, 0, 0]), // header cut by the PDU's end
+  ]) {
+    const lib = new FakeLibrary();
+    const receiver = new PDataReceiver(lib);
+    await feedChunked(receiver, Buffer.concat([pdu(0x04, body), pdu(0x05, Buffer.alloc(4))]), 3);
+    assert.equal(lib.malformedReasons.length, 1, body.toString('hex'));
+    assert.equal(lib.handed.length, 0, 'nothing after the broken PDU is read');
+  }
+});
