@@ -17,6 +17,11 @@ export interface RecordInstanceDeps {
   rearmSlackMs?: number;
   /** The armer shared with whatever else completes studies in this process (MPPS); one is made if absent. */
   armer?: CompletionArmer;
+  /**
+   * The priority of the instance's study from the routing rules (routing's ingestPriority, injected by the
+   * gateway role); its routing job overtakes less urgent ones. BullMQ's default when absent.
+   */
+  priorityOf?: (inst: InstanceRecord) => number;
 }
 
 /** Well inside any sender's DIMSE timeout, and well above a healthy Redis round trip. */
@@ -35,7 +40,7 @@ export function createInstanceRecorder(deps: RecordInstanceDeps): (inst: Instanc
     deps.armer ?? new CompletionArmer(deps.studyCompleteQueue, deps.quietPeriodMs, deps.rearmSlackMs);
   const record = async (inst: InstanceRecord) => {
     const indexed = deps.index.recordInstance(inst);
-    const armed = armer.instanceStored(inst.studyUid);
+    const armed = armer.instanceStored(inst.studyUid, deps.priorityOf?.(inst));
     // Both settle before we answer, so neither rejection is left unobserved.
     const [i, a] = await Promise.allSettled([indexed, armed]);
     if (i.status === 'rejected') throw i.reason;
