@@ -1,4 +1,5 @@
 import type { Queue } from 'bullmq';
+import { ROUTINE_PRIORITY } from '../config/schema.ts';
 import type { StudyCompleteJob } from './jobs.ts';
 
 /** BullMQ job name of the study-complete job (the queue is QUEUE.studyComplete). */
@@ -13,8 +14,11 @@ export async function rearmStudyComplete(
   queue: Queue<StudyCompleteJob>,
   studyUid: string,
   quietPeriodMs: number,
-  /** BullMQ priority of the routing job (lower runs first); BullMQ's default (none) when unset. */
-  priority?: number,
+  /**
+   * BullMQ priority of the routing job (lower runs first). Routine when unset (a reprocess, reconciliation):
+   * BullMQ takes jobs without a priority before every prioritized one, STAT included.
+   */
+  priority = ROUTINE_PRIORITY,
 ): Promise<void> {
   await queue.add(
     STUDY_COMPLETE_JOB,
@@ -22,7 +26,7 @@ export async function rearmStudyComplete(
     {
       delay: quietPeriodMs,
       deduplication: { id: studyUid, reschedule: true, keepLastIfActive: true },
-      ...(priority !== undefined ? { priority } : {}),
+      priority,
     },
   );
 }
