@@ -13,6 +13,7 @@ import { readInstanceHeader } from '../dicom/part10.ts';
 import { errorMessage } from '../observability/error-message.ts';
 import type { InstanceRecord } from '../pipeline/instance-record.ts';
 import type { Queues } from '../pipeline/queues.ts';
+import { TURNAROUND_WINDOW_MS, type TurnaroundSummary } from '../pipeline/turnaround.ts';
 import { principalOf } from './auth.ts';
 import { adminEvents } from './events.ts';
 import {
@@ -38,6 +39,8 @@ export interface ApiDeps {
   workerStaleMs: number;
   /** The routing dry run (the routing stage's explainRouting, injected by the gateway role). */
   explainRouting?: RoutingExplainer;
+  /** Receive → SR delivered over the last hour, and each rule's SLO (the gateway role's turnaround log). */
+  turnaround?: () => Promise<TurnaroundSummary>;
 }
 
 /** Which models would run on these instances, and why not: a JSON-serialisable explanation. */
@@ -342,6 +345,19 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     '/workers',
     handle(async (_req, res) => {
       res.json(await listWorkers(redis, prefix, deps.workerStaleMs));
+    }),
+  );
+
+  api.get(
+    '/turnaround',
+    handle(async (_req, res) => {
+      const none: TurnaroundSummary = {
+        windowSeconds: TURNAROUND_WINDOW_MS / 1000,
+        lanes: [],
+        models: [],
+        slos: [],
+      };
+      res.json(deps.turnaround ? await deps.turnaround() : none);
     }),
   );
 

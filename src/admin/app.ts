@@ -13,6 +13,7 @@ import type { StudyIndex } from '../pipeline/study-index.ts';
 import { metrics } from '../observability/metrics.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
 import { createApiRouter, type RoutingExplainer } from './api.ts';
+import type { TurnaroundSummary } from '../pipeline/turnaround.ts';
 import { principalOf, requireAdminForActions, requireAuth } from './auth.ts';
 import { adminEvents } from './events.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
@@ -34,6 +35,8 @@ export interface AdminDeps {
   destinations: { name: string; kind: string; isDefault: boolean }[];
   /** The routing dry run behind POST /api/routing/explain (gateway role). */
   explainRouting?: RoutingExplainer;
+  /** GET /api/turnaround: the last hour's turnaround and SLOs (gateway role). */
+  turnaround?: () => Promise<TurnaroundSummary>;
 }
 
 export const PUBLIC_DIR = path.join(import.meta.dirname, 'public');
@@ -106,6 +109,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       destinations: deps.destinations,
       workerStaleMs: WORKER_STALE_MS,
       explainRouting: deps.explainRouting,
+      turnaround: deps.turnaround,
     }),
   );
   app.use('/api', (_req, res) => {

@@ -484,6 +484,14 @@ export const openapiDocument = {
         responses: { '200': json({ type: 'array', items: ref('Destination') }), ...errors },
       },
     },
+    '/api/turnaround': {
+      get: {
+        summary:
+          'Receive → SR delivered over the last hour: p50/p95 per priority lane and per lane and model, and each rule SLO (breached when its p95 is over target)',
+        tags: ['status'],
+        responses: { '200': json({ type: 'object' }), ...errors },
+      },
+    },
     '/api/associations': {
       get: {
         summary: 'Recent DIMSE associations, newest first',

@@ -40,6 +40,23 @@ export const completeWhenSchema = z
     minSeries: z.number().int().min(1).max(1000).default(1),
   })
   .strict();
+/** BullMQ priority of a STAT study: ahead of every other at each queue (1 is BullMQ's highest). */
+export const STAT_PRIORITY = 1;
+/** BullMQ priority of a routine study, the default. */
+export const ROUTINE_PRIORITY = 10;
+
+/** The lane a priority is reported under (metric label, console): 'stat', 'routine' or 'p<n>'. */
+export function priorityLane(priority: number): string {
+  if (priority === STAT_PRIORITY) return 'stat';
+  if (priority === ROUTINE_PRIORITY) return 'routine';
+  return `p${priority}`;
+}
+
+/** 'stat' (1), 'routine' (10), or a BullMQ priority number: 1 is the highest. */
+const prioritySchema = z
+  .union([z.literal('stat'), z.literal('routine'), z.number().int().min(1).max(2_097_152)])
+  .default(ROUTINE_PRIORITY)
+  .transform((p) => (p === 'stat' ? STAT_PRIORITY : p === 'routine' ? ROUTINE_PRIORITY : p));
 
 export const routingRuleSchema = z
   .object({
@@ -78,8 +95,25 @@ export const routingRuleSchema = z
     completeWhen: completeWhenSchema.optional(),
     /** Destination names; empty means the default destination. */
     destinations: z.array(z.string().min(1)).default([]),
-    /** BullMQ priority: 1 is the highest. */
-    priority: z.number().int().min(1).max(2_097_152).default(10),
+    /**
+     * 'stat', 'routine' (the default) or a BullMQ priority number (1 is the highest; stat is 1, routine
+     * 10). A study takes the most urgent priority of the rules that route it, and keeps it at every queue:
+     * routing, inference, delivery.
+     */
+    priority: prioritySchema,
+    /**
+     * Turnaround objective of the studies this rule routes: p95 of receive → SR delivered over the last
+     * hour. Missing it raises aigw_slo_breached{rule} and a banner in the console.
+     */
+    slo: z
+      .object({
+        p95Seconds: z
+          .number()
+          .positive()
+          .max(7 * 24 * 3600),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

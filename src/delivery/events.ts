@@ -1,5 +1,6 @@
 // Named log events of the delivery stage (processor and destinations): one function per event, so every
 // line has the same fields. Destination names, UIDs, statuses and counts only, never patient data.
+import { errorMessage } from '../observability/error-message.ts';
 import { log } from '../observability/log.ts';
 
 const deliveryLog = log.child({ component: 'delivery' });
@@ -28,6 +29,12 @@ export const deliveryEvents = {
     deliveryLog.info(
       { event: 'delivery.done', ...fields },
       `${fields.kind ? KIND_NAME[fields.kind] : 'object'} delivered`,
+    );
+  },
+  turnaroundNotRecorded(studyUid: string, err: unknown): void {
+    deliveryLog.warn(
+      { event: 'delivery.turnaround.unrecorded', studyUid, err: errorMessage(err) },
+      'turnaround of a delivered report not recorded',
     );
   },
   warning(destination: string, sopInstanceUid: string, status: number, warnings: string[]): void {

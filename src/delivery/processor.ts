@@ -3,7 +3,9 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
 import { errorMessage } from '../observability/error-message.ts';
-import { deliveries } from '../observability/metrics.ts';
+import { deliveries, studyTurnaroundSeconds } from '../observability/metrics.ts';
+import { priorityLane, ROUTINE_PRIORITY } from '../config/schema.ts';
+import type { TurnaroundLog } from '../pipeline/turnaround.ts';
 import type { DeliveryJob } from '../pipeline/jobs.ts';
 import type { DestinationBreakers } from './breaker.ts';
 import { TransientDeliveryError, type Destination } from './destination.ts';
@@ -14,6 +16,22 @@ export interface DeliveryProcessorDeps {
   index: StudyIndex;
   /** Per-destination circuit breakers; without them every job goes straight to its destination. */
   breakers?: DestinationBreakers;
+  /** Where each delivered SR's receive → delivered time is kept for the console and the SLOs. */
+  turnaround?: TurnaroundLog;
+}
+
+/** A delivered SR's receive → delivered time: the histogram, then the shared per-minute log. */
+async function observeTurnaround(deps: DeliveryProcessorDeps, job: DeliveryJob, at: number): Promise<void> {
+  if (job.kind !== 'sr' || job.receivedAt === undefined || job.model === undefined) return;
+  const seconds = Math.max(0, at - job.receivedAt) / 1000;
+  const lane = priorityLane(job.priority ?? ROUTINE_PRIORITY);
+  studyTurnaroundSeconds.observe({ priority: lane, model: job.model }, seconds);
+  try {
+    await deps.turnaround?.record({ lane, model: job.model, rules: job.rules ?? [], seconds, at });
+  } catch (err) {
+    // The report is delivered: a lost sample is not worth delivering it again.
+    deliveryEvents.turnaroundNotRecorded(job.studyUid, err);
+  }
 }
 
 /**
@@ -61,6 +79,7 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
       throw err;
     }
     deliveries.inc({ destination, result: 'success' });
+    await observeTurnaround(deps, job.data, Date.now());
     await deps.breakers?.record(destination, dest.kind, 'success');
     // Jobs queued by an older version carry no run: they belong to the current one.
     const run = job.data.run ?? (await deps.index.currentRun(studyUid));

@@ -5,6 +5,7 @@ import { jobId, type DeliveryJob, type InferenceJob } from '../pipeline/jobs.ts'
 import { UnbuildableReportError, type ResultWriter, type SourceInstanceRef } from '../pipeline/findings.ts';
 import { NoUsableImagesError, runModel, type LoadedModelSession } from './run-model.ts';
 import { inferenceEvents } from './events.ts';
+import { STAT_PRIORITY } from '../config/schema.ts';
 
 export interface InferenceDeps {
   index: StudyIndex;
@@ -26,7 +27,7 @@ function byPosition(a: InstanceRecord, b: InstanceRecord): number {
  */
 export function createInferenceProcessor(deps: InferenceDeps) {
   return async (job: Job<InferenceJob>) => {
-    const { studyUid, seriesUids, modelId, modelVersion, run, destinations } = job.data;
+    const { studyUid, seriesUids, modelId, modelVersion, run, destinations, priority } = job.data;
     const session = deps.sessions.get(`${modelId}@${modelVersion}`);
     if (!session) throw new Error(`model ${modelId}@${modelVersion} is not loaded on this worker`);
     await deps.index.setState(studyUid, 'inferring');
@@ -44,7 +45,7 @@ export function createInferenceProcessor(deps: InferenceDeps) {
 
     let result;
     try {
-      result = await runModel(session, sources);
+      result = await runModel(session, sources, { urgent: priority <= STAT_PRIORITY });
     } catch (err) {
       // Images the model cannot read will not become readable on a retry.
       if (err instanceof NoUsableImagesError) {
@@ -80,8 +81,13 @@ export function createInferenceProcessor(deps: InferenceDeps) {
             path: object.path,
             destination,
             kind: object.kind,
+            model: modelId,
+            priority,
+            ...(job.data.receivedAt !== undefined ? { receivedAt: job.data.receivedAt } : {}),
+            ...(job.data.rules ? { rules: job.data.rules } : {}),
           },
-          { jobId: jobId.delivery(object.sopInstanceUid, destination) },
+          // The study's priority holds at delivery too: a STAT report overtakes a routine backlog.
+          { jobId: jobId.delivery(object.sopInstanceUid, destination), priority },
         );
       }
     }

@@ -8,7 +8,7 @@ import {
 } from '../models/manifest.ts';
 import type { LoadedModel } from '../models/registry.ts';
 import type { Finding, ModelResult, SourceInstanceRef } from '../pipeline/findings.ts';
-import { MicroBatcher } from './runtime/batcher.ts';
+import { MicroBatcher, type RunOptions } from './runtime/batcher.ts';
 import type { DecodePool } from './runtime/decode-pool.ts';
 import {
   createSession,
@@ -181,11 +181,14 @@ export function activate(kind: InstanceManifest['outputs']['activation'], row: F
 export async function runModel(
   loaded: LoadedModelSession,
   sources: SourceInstanceRef[],
+  options: RunOptions = {},
 ): Promise<ModelResult> {
   const started = performance.now();
   const m = loaded.model.manifest;
   const result =
-    m.unit === 'volume' ? await runVolume(loaded, m, sources) : await runInstances(loaded, m, sources);
+    m.unit === 'volume'
+      ? await runVolume(loaded, m, sources)
+      : await runInstances(loaded, m, sources, options);
   const inferenceMs = performance.now() - started;
   inferenceSeconds.labels({ model: m.id, provider: loaded.provider }).observe(inferenceMs / 1000);
   inferenceEvents.modelRan(m.id, loaded.provider, result.sources.length, inferenceMs);
@@ -212,6 +215,7 @@ async function runInstances(
   loaded: LoadedModelSession,
   m: InstanceManifest,
   sources: SourceInstanceRef[],
+  options: RunOptions,
 ): Promise<UnitResult> {
   const rows: (number[] | undefined)[] = new Array(sources.length);
   const skipped: string[] = [];
@@ -246,7 +250,7 @@ async function runInstances(
         skipped.push(`${source.sopInstanceUid}: ${input.rejected}`);
         continue;
       }
-      rows[i] = activate(m.outputs.activation, await loaded.batcher.run(input.sample));
+      rows[i] = activate(m.outputs.activation, await loaded.batcher.run(input.sample, options));
       recycle(input.sample);
     }
   };

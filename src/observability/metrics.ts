@@ -57,6 +57,40 @@ export const deliveries = new Counter({
   registers: [metrics],
 });
 
+export const studyTurnaroundSeconds = new Histogram({
+  name: 'aigw_study_turnaround_seconds',
+  help: 'Receive → SR delivered, per SR and destination, by study priority lane and model',
+  labelNames: ['priority', 'model'] as const,
+  buckets: [1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600],
+  registers: [metrics],
+});
+
+/** What the SLO gauges read at scrape time: each rule with a target and whether its last hour missed it. */
+export type SloSource = () => Promise<{ rule: string; breached: boolean; p95: number | null }[]>;
+let sloSource: SloSource | undefined;
+
+export const sloBreached = new Gauge({
+  name: 'aigw_slo_breached',
+  help: "1 while a routing rule's turnaround SLO is missed (p95 over the last hour above its target), else 0",
+  labelNames: ['rule'] as const,
+  registers: [metrics],
+  async collect() {
+    if (!sloSource) return;
+    try {
+      const slos = await sloSource();
+      this.reset();
+      for (const s of slos) this.set({ rule: s.rule }, s.breached ? 1 : 0);
+    } catch {
+      // Redis away: the series keep their last values; /readyz reports the outage.
+    }
+  },
+});
+
+/** The role that serves the console registers where SLO status comes from (the turnaround log). */
+export function collectSloStatus(source: SloSource): void {
+  sloSource = source;
+}
+
 // Queue depths are read from BullMQ when Prometheus scrapes, so they are right whichever process moved
 // the jobs. Roles that own queues register them with collectQueueDepths.
 const depthQueues = new Set<Queue>();

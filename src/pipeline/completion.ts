@@ -1,4 +1,5 @@
 import type { Queue } from 'bullmq';
+import { ROUTINE_PRIORITY } from '../config/schema.ts';
 import type { StudyCompleteJob } from './jobs.ts';
 
 /** BullMQ job name of the study-complete job (the queue is QUEUE.studyComplete). */
@@ -13,12 +14,38 @@ export async function rearmStudyComplete(
   queue: Queue<StudyCompleteJob>,
   studyUid: string,
   quietPeriodMs: number,
+  /**
+   * BullMQ priority of the routing job (lower runs first). Routine when unset (a reprocess, reconciliation):
+   * BullMQ takes jobs without a priority before every prioritized one, STAT included.
+   */
+  priority = ROUTINE_PRIORITY,
 ): Promise<void> {
   await queue.add(
     STUDY_COMPLETE_JOB,
     { studyUid },
-    { delay: quietPeriodMs, deduplication: { id: studyUid, reschedule: true, keepLastIfActive: true } },
+    {
+      delay: quietPeriodMs,
+      deduplication: { id: studyUid, reschedule: true, keepLastIfActive: true },
+      priority,
+    },
   );
+}
+
+/**
+ * Raises the priority of the study's pending routing job (a re-arm keeps the priority the job was created
+ * with): a STAT instance that arrives after routine ones of the same study still makes its routing overtake.
+ */
+async function raisePriority(
+  queue: Queue<StudyCompleteJob>,
+  studyUid: string,
+  priority: number,
+): Promise<void> {
+  const id = await queue.getDeduplicationJobId(studyUid);
+  if (!id) return;
+  const job = await queue.getJob(id);
+  if (!job || !['delayed', 'waiting', 'prioritized'].includes(await job.getState())) return;
+  if (job.opts.priority !== undefined && job.opts.priority <= priority) return;
+  await job.changePriority({ priority });
 }
 
 /**
@@ -26,8 +53,12 @@ export async function rearmStudyComplete(
  * of at the end of the quiet period (same deduplication: a delayed job is rescheduled to now, a running
  * one is followed by a fresh one).
  */
-export async function completeStudyNow(queue: Queue<StudyCompleteJob>, studyUid: string): Promise<void> {
-  await rearmStudyComplete(queue, studyUid, 0);
+export async function completeStudyNow(
+  queue: Queue<StudyCompleteJob>,
+  studyUid: string,
+  priority?: number,
+): Promise<void> {
+  await rearmStudyComplete(queue, studyUid, 0, priority);
 }
 
 /** The longest a study's completion may come later than its quiet period for the sake of fewer re-arms. */
@@ -46,7 +77,7 @@ const MAX_REMEMBERED = 10_000;
  * re-arm covering it is in Redis. A failed re-arm is forgotten, so the next instance tries again.
  */
 export class CompletionArmer {
-  private readonly armed = new Map<string, { until: number; done: Promise<void> }>();
+  private readonly armed = new Map<string, { until: number; done: Promise<void>; priority?: number }>();
   readonly slackMs: number;
 
   constructor(
@@ -58,14 +89,25 @@ export class CompletionArmer {
     this.slackMs = Math.max(0, slackMs);
   }
 
-  /** Resolves once the study's completion is armed to fire no sooner than a quiet period from now. */
-  instanceStored(studyUid: string): Promise<void> {
+  /**
+   * Resolves once the study's completion is armed to fire no sooner than a quiet period from now, with
+   * `priority` (the instance's, from the routing rules: ingestPriority) for its routing job. An instance
+   * more urgent than the one that armed the job raises the job's priority at once.
+   */
+  instanceStored(studyUid: string, priority?: number): Promise<void> {
     const t = this.now();
     const current = this.armed.get(studyUid);
-    if (current !== undefined && t < current.until) return current.done;
+    const moreUrgent =
+      priority !== undefined && current !== undefined && (current.priority ?? Infinity) > priority;
+    if (current !== undefined && t < current.until && !moreUrgent) return current.done;
     if (this.armed.size >= MAX_REMEMBERED) this.forgetExpired(t);
-    const done = rearmStudyComplete(this.queue, studyUid, this.quietPeriodMs + this.slackMs);
-    const entry = { until: t + this.slackMs, done };
+    const rearmed = rearmStudyComplete(this.queue, studyUid, this.quietPeriodMs + this.slackMs, priority);
+    const done = moreUrgent ? rearmed.then(() => raisePriority(this.queue, studyUid, priority)) : rearmed;
+    const best =
+      current?.priority !== undefined && (priority === undefined || current.priority < priority)
+        ? current.priority
+        : priority;
+    const entry = { until: t + this.slackMs, done, ...(best !== undefined ? { priority: best } : {}) };
     this.armed.set(studyUid, entry);
     done.catch(() => {
       if (this.armed.get(studyUid) === entry) this.armed.delete(studyUid);
@@ -84,8 +126,9 @@ export class CompletionArmer {
    * job that has already run.
    */
   async completeNow(studyUid: string): Promise<void> {
+    const priority = this.armed.get(studyUid)?.priority;
     this.armed.delete(studyUid);
-    await completeStudyNow(this.queue, studyUid);
+    await completeStudyNow(this.queue, studyUid, priority);
     this.armed.delete(studyUid);
   }
 

@@ -24,6 +24,13 @@ export interface InferenceJob {
   priority: number;
   /** Increments when a study is processed again; part of the job id so a re-run is a new job. */
   run: number;
+  /**
+   * When the run was asked for (ms since 1970): the study's first instance for its first run, else the
+   * creation of the routing job (a late instance, a reprocess). Turnaround is measured from it.
+   */
+  receivedAt?: number;
+  /** The routing rules that led to this work (their SLOs apply to its turnaround). */
+  rules?: string[];
 }
 
 export interface DeliveryJob {
@@ -36,6 +43,11 @@ export interface DeliveryJob {
   destination: string;
   /** What the object is, for the log; jobs queued before this field existed lack it. */
   kind?: 'sr' | 'seg';
+  /** The model whose report this is, its study's priority, receipt time and rules (InferenceJob's). */
+  model?: string;
+  priority?: number;
+  receivedAt?: number;
+  rules?: string[];
 }
 
 // BullMQ forbids ':' in custom ids, so parts are joined with '|'.

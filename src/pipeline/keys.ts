@@ -50,6 +50,12 @@ export const keys = {
    * full); and `series` / `complete` (series held / complete by their counts). Written by the study index.
    */
   studyCounts: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:counts`,
+  /**
+   * Hash (expires after 2 h): one minute's SR deliveries (minute = ms since 1970 / 60 000), counted per
+   * series (lane and model, or rule) and logarithmic turnaround bucket. Written by delivery through the
+   * turnaround log (pipeline/turnaround.ts), read by the console and the SLO metric.
+   */
+  turnaround: (prefix: string, minute: number) => `${prefix}:turnaround:${minute}`,
   /** Hash: workerId → JSON WorkerHeartbeat. Written by workers, read by the admin console and /readyz. */
   workers: (prefix: string) => `${prefix}:workers`,
   /** List (newest first, trimmed): JSON AssociationRecord. Written by the DIMSE SCP. */

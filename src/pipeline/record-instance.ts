@@ -20,6 +20,11 @@ export interface RecordInstanceDeps {
   armer?: CompletionArmer;
   /** The routing rules' completeWhen (study completion from the counts the images carry); none if absent. */
   countRules?: CountRules;
+  /**
+   * The priority of the instance's study from the routing rules (routing's ingestPriority, injected by the
+   * gateway role); its routing job overtakes less urgent ones. BullMQ's default when absent.
+   */
+  priorityOf?: (inst: InstanceRecord) => number;
 }
 
 /** Well inside any sender's DIMSE timeout, and well above a healthy Redis round trip. */
@@ -39,7 +44,7 @@ export function createInstanceRecorder(deps: RecordInstanceDeps): (inst: Instanc
     deps.armer ?? new CompletionArmer(deps.studyCompleteQueue, deps.quietPeriodMs, deps.rearmSlackMs);
   const record = async (inst: InstanceRecord) => {
     const indexed = deps.index.recordInstance(inst, deps.countRules?.forInstance(inst));
-    const armed = armer.instanceStored(inst.studyUid);
+    const armed = armer.instanceStored(inst.studyUid, deps.priorityOf?.(inst));
     // Both settle before we answer, so neither rejection is left unobserved.
     const [i, a] = await Promise.allSettled([indexed, armed]);
     if (i.status === 'rejected') throw i.reason;

@@ -9,7 +9,7 @@ import { createDestinations, defaultDestinationName, destinationSummaries } from
 import { deliveryBackoffStrategy } from '../delivery/backoff.ts';
 import { DestinationBreakers } from '../delivery/breaker.ts';
 import { loadModels } from '../models/registry.ts';
-import { observeStageTimings } from '../observability/metrics.ts';
+import { collectSloStatus, observeStageTimings } from '../observability/metrics.ts';
 import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
 import { closeWorker, createStudyCompleteQueue } from '../pipeline/queues.ts';
@@ -22,9 +22,11 @@ import { retentionPolicy, scheduleRetention } from '../pipeline/retention.ts';
 import { allQueues } from '../pipeline/queues.ts';
 import { createIngestRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
+import { sloTargets, TurnaroundLog } from '../pipeline/turnaround.ts';
 import { OUTBOX_DIR, RESULTS_DIR } from '../storage/layout.ts';
 import { explainRouting } from '../routing/dry-run.ts';
 import { createRoutingProcessor } from '../routing/processor.ts';
+import { ingestPriority } from '../routing/rules.ts';
 import { Spool } from '../storage/spool.ts';
 import type { Closer, RoleContext } from './context.ts';
 
@@ -72,17 +74,23 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     threshold: config.delivery.breakerThreshold,
     cooldownMs: config.delivery.breakerCooldownMs,
   });
-  const delivery = new Worker(QUEUE.delivery, createDeliveryProcessor({ destinations, index, breakers }), {
-    connection,
-    prefix,
-    concurrency: 4,
-    settings: {
-      backoffStrategy: deliveryBackoffStrategy({
-        baseMs: config.delivery.backoffMs,
-        maxMs: config.delivery.maxBackoffMs,
-      }),
+  // Receive → SR delivered per minute in Redis: the console's p50/p95 and each rule's SLO alert.
+  const turnaround = new TurnaroundLog(ctx.redis, prefix, sloTargets(config.routing.rules));
+  const delivery = new Worker(
+    QUEUE.delivery,
+    createDeliveryProcessor({ destinations, index, breakers, turnaround }),
+    {
+      connection,
+      prefix,
+      concurrency: 4,
+      settings: {
+        backoffStrategy: deliveryBackoffStrategy({
+          baseMs: config.delivery.backoffMs,
+          maxMs: config.delivery.maxBackoffMs,
+        }),
+      },
     },
-  });
+  );
   markStudiesFailedOnFinalFailure(delivery, index, 'delivery');
   observeStageTimings(delivery, 'delivery');
   const stopRetention = scheduleRetention(
@@ -111,11 +119,16 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       armer,
       // Completion from the counts the images carry, where a rule's completeWhen says which series.
       countRules: new CountRules(config.routing.rules),
+      priorityOf: ingestPriority(config.routing.rules, { anatomyKeywords: config.routing.anatomyKeywords }),
     }),
     ingestRedis,
     // Completion from evidence: the modality's performed procedure steps (N-CREATE / N-SET).
     new MppsStore(ingestRedis, prefix, armer),
   );
+
+  // Read over the fail-fast connection, like the console: an outage answers at once.
+  const turnaroundReader = new TurnaroundLog(ingestRedis, prefix, sloTargets(config.routing.rules));
+  collectSloStatus(async () => (await turnaroundReader.summary()).slos);
 
   // HTTP last: /readyz answering means every listener is up.
   const localWorker = ctx.localInference;
@@ -130,6 +143,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     routers: ingest.routers,
     warnings: ingest.warnings,
     destinations: destinationSummaries(config),
+    turnaround: () => turnaroundReader.summary(),
     explainRouting: async (instances) =>
       explainRouting(
         instances,

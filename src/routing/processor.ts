@@ -57,6 +57,9 @@ export function createRoutingProcessor(deps: RoutingDeps) {
       return { run, jobs: [] };
     }
     await deps.index.startRun(studyUid, run, work.length);
+    // Turnaround counts from the study's first instance on its first run, else from when the run was asked.
+    const summary = run === 1 ? await deps.index.get(studyUid) : undefined;
+    const receivedAt = summary?.firstReceivedAt || job.timestamp;
     const ids: string[] = [];
     for (const w of work) {
       const data: InferenceJob = {
@@ -67,6 +70,8 @@ export function createRoutingProcessor(deps: RoutingDeps) {
         destinations: w.destinations,
         priority: w.priority,
         run,
+        receivedAt,
+        rules: w.rules,
       };
       const id = jobId.inference(data);
       await deps.inferenceQueue.add('infer', data, { jobId: id, priority: w.priority });

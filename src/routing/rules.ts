@@ -356,3 +356,35 @@ export function routeStudy(
 ): RoutedWork[] {
   return planStudy(instances, models, rules, defaultDestination, options).work;
 }
+
+/** Unused by rules that do not match on body part (ruleFailures reads it only for BodyPartExamined). */
+const NO_ANATOMY: ResolvedAnatomy = { source: 'none' };
+
+/**
+ * The priority a study gets at ingest, from one of its instances: the most urgent of the rules whose
+ * attribute conditions the instance meets (whatever the models then decide), or undefined when every
+ * rule has the same priority, so that nothing is worked out per instance. Routing still decides the
+ * priority of the work itself (planStudy); this only lets a STAT study's routing job overtake routine
+ * ones at the study-complete queue.
+ */
+export function ingestPriority(
+  rules: RoutingRule[],
+  options: RoutingOptions = {},
+): ((inst: InstanceRecord) => number) | undefined {
+  const effective = rules.length > 0 ? rules : [IMPLICIT_RULE];
+  const distinct = new Set(effective.map((r) => r.priority));
+  if (distinct.size <= 1) return undefined;
+  const ordered = [...effective].sort((a, b) => a.priority - b.priority);
+  const lowest = ordered[ordered.length - 1]!.priority;
+  return (inst) => {
+    const series = seriesViews([inst])[0]!;
+    let evidence: ResolvedAnatomy | undefined;
+    for (const rule of ordered) {
+      if (rule.priority === lowest) break;
+      // Anatomy is resolved only for a rule that matches on body part (the keyword scan is the cost).
+      if (rule.match.BodyPartExamined !== undefined) evidence ??= seriesAnatomy(series, options);
+      if (ruleFailures(rule, series, evidence ?? NO_ANATOMY).length === 0) return rule.priority;
+    }
+    return lowest;
+  };
+}

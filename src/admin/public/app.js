@@ -584,7 +584,83 @@ function auditPage() {
   };
 }
 
+/** Seconds as the console shows a turnaround: '–' without samples. */
+function secs(s) {
+  return s === null || s === undefined ? '–' : dur(Math.round(s * 1000));
+}
+
+function turnaroundPage() {
+  const lanes = h('div', { id: 'turnaround-lanes' });
+  const models = h('div', { id: 'turnaround-models' });
+  const slos = h('div', { id: 'turnaround-slos' });
+  replace(
+    pageEl,
+    h('h2', {}, 'Turnaround: receive → SR delivered, last hour'),
+    lanes,
+    h('h2', {}, 'By priority and model'),
+    models,
+    h('h2', {}, 'Rule SLOs'),
+    slos,
+  );
+  return async () => {
+    const t = await getJson('/api/turnaround');
+    const q = (r) => [h('td', {}, r.count), h('td', {}, secs(r.p50)), h('td', {}, secs(r.p95))];
+    replace(
+      lanes,
+      table(
+        ['Priority', 'SRs', 'p50', 'p95'],
+        t.lanes.map((r) => h('tr', { dataset: { lane: r.lane } }, h('td', {}, badge(r.lane)), q(r))),
+        'No report delivered in the last hour.',
+      ),
+    );
+    replace(
+      models,
+      table(
+        ['Priority', 'Model', 'SRs', 'p50', 'p95'],
+        t.models.map((r) => h('tr', {}, h('td', {}, badge(r.lane)), h('td', {}, r.model), q(r))),
+        'No report delivered in the last hour.',
+      ),
+    );
+    replace(
+      slos,
+      table(
+        ['Rule', 'Target p95', 'SRs', 'p50', 'p95', 'Status'],
+        t.slos.map((r) =>
+          h(
+            'tr',
+            { dataset: { rule: r.rule } },
+            h('td', {}, r.rule),
+            h('td', {}, secs(r.targetP95Seconds)),
+            q(r),
+            h('td', {}, badge(r.breached ? 'breached' : 'met', r.breached ? 'failed' : 'done')),
+          ),
+        ),
+        'No rule sets an SLO (routing.rules[].slo.p95Seconds).',
+      ),
+    );
+  };
+}
+
 // ----- shell -----
+
+/** A banner on every page while a rule's SLO is missed. */
+async function refreshSloAlerts() {
+  const t = await getJson('/api/turnaround');
+  const el = document.getElementById('slo-alerts');
+  const breached = t.slos.filter((s) => s.breached);
+  el.hidden = breached.length === 0;
+  replace(
+    el,
+    breached.map((s) =>
+      h(
+        'div',
+        { className: 'slo-alert', dataset: { rule: s.rule } },
+        `SLO missed: rule ${s.rule}: p95 ${secs(s.p95)} over the last hour (${s.count} SRs), target ${secs(s.targetP95Seconds)} `,
+        h('a', { href: '#/turnaround' }, 'details'),
+      ),
+    ),
+  );
+}
 
 async function refreshSummary() {
   const o = await getJson('/api/overview');
@@ -613,7 +689,7 @@ async function tick() {
   ticking = true;
   const live = document.getElementById('live');
   try {
-    await Promise.all([current.refresh(), refreshSummary()]);
+    await Promise.all([current.refresh(), refreshSummary(), refreshSloAlerts()]);
     live.className = 'dot on';
     document.getElementById('updated').textContent =
       `live · updated ${new Date().toLocaleTimeString(undefined, { hour12: false })}`;
@@ -635,6 +711,7 @@ function route() {
     associations: associationsPage,
     queues: queuesPage,
     audit: auditPage,
+    turnaround: turnaroundPage,
   };
   let refresh;
   if (name === 'study' && rest.length) refresh = studyPage(decodeURIComponent(rest.join('/')));

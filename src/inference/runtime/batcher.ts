@@ -3,6 +3,10 @@
 // full, or when the model has been free for maxWaitMs with samples waiting: time spent waiting for a
 // busy model does not count, so a partial batch left over after a run still gets its few milliseconds
 // to fill up.
+//
+// Urgent (STAT) samples have a lane of their own: they queue ahead of every routine sample, a batch that
+// starts with one holds urgent samples only (routine company would lengthen its run), and it goes at once,
+// or as soon as the running batch ends, without waiting for company.
 
 /** Runs `batchSize` samples laid end to end; returns the output tensor's data, batchSize rows of equal length. */
 export type BatchRunner = (input: Float32Array, batchSize: number) => Promise<Float32Array>;
@@ -17,8 +21,14 @@ export interface BatcherOptions {
 /** Largest stacking buffer kept between batches (64 MB of float32). */
 const KEPT_BUFFER_MAX_VALUES = 16 * 1024 * 1024;
 
+export interface RunOptions {
+  /** A STAT sample: runs ahead of routine ones and never waits for a batch to fill. */
+  urgent?: boolean;
+}
+
 interface Pending {
   item: Float32Array;
+  urgent: boolean;
   resolve: (row: Float32Array) => void;
   reject: (err: unknown) => void;
 }
@@ -40,14 +50,24 @@ export class MicroBatcher {
   }
 
   /** Resolves with this sample's row of the output. */
-  run(item: Float32Array): Promise<Float32Array> {
+  run(item: Float32Array, options: RunOptions = {}): Promise<Float32Array> {
     if (item.length !== this.opts.itemSize) {
       return Promise.reject(
         new RangeError(`sample has ${item.length} values, the model takes ${this.opts.itemSize}`),
       );
     }
+    const urgent = options.urgent === true;
     return new Promise((resolve, reject) => {
-      this.queue.push({ item, resolve, reject });
+      const pending = { item, urgent, resolve, reject };
+      if (urgent) {
+        // Behind the urgent samples already waiting, ahead of every routine one.
+        const at = this.queue.findIndex((p) => !p.urgent);
+        if (at === -1) this.queue.push(pending);
+        else this.queue.splice(at, 0, pending);
+        this.flush(); // at once, or (while a batch runs) as soon as it ends
+        return;
+      }
+      this.queue.push(pending);
       if (this.queue.length >= this.opts.batchLimit) this.flush();
       // While a batch runs, its end starts the wait (a timer set now would be due by then).
       else if (!this.running) this.timer ??= setTimeout(() => this.flush(), this.opts.maxWaitMs);
@@ -58,7 +78,13 @@ export class MicroBatcher {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.running || this.queue.length === 0) return;
-    const batch = this.queue.splice(0, this.opts.batchLimit);
+    // An urgent batch takes urgent samples only: routine company would make its run longer.
+    const firstRoutine = this.queue.findIndex((p) => !p.urgent);
+    const take =
+      this.queue[0]!.urgent && firstRoutine !== -1
+        ? Math.min(firstRoutine, this.opts.batchLimit)
+        : this.opts.batchLimit;
+    const batch = this.queue.splice(0, take);
     this.running = true;
     void this.execute(batch);
   }
@@ -97,7 +123,7 @@ export class MicroBatcher {
     // resume, so that their preparing the next samples overlaps that run instead of delaying it. A
     // partial one waits for company like any other: running it at once splits the stream into small
     // batches for good (3, 5, 3, 5, … measured in bench/inference), each slower per image than a full one.
-    if (this.queue.length >= this.opts.batchLimit) this.flush();
+    if (this.queue.length >= this.opts.batchLimit || this.queue[0]?.urgent) this.flush();
     else if (this.queue.length > 0) this.timer ??= setTimeout(() => this.flush(), this.opts.maxWaitMs);
     if (failure !== undefined || !output) {
       for (const p of batch) p.reject(failure);

@@ -123,3 +123,55 @@ test('batcher: stacked batches reuse one buffer, and rows never leak between bat
   assert.equal(seen[0]!.buffer, seen[1]!.buffer);
   assert.equal(seen[1]!.length, 2 * ITEM); // the second batch sees only its own two rows
 });
+
+test('batcher: a STAT sample runs at once, without waiting for a routine batch to fill', async () => {
+  const sizes: number[] = [];
+  // A wait long enough that any waiting at all would show.
+  const batcher = new MicroBatcher(blockingRunner(1, sizes), {
+    batchLimit: 8,
+    maxWaitMs: 2000,
+    itemSize: ITEM,
+  });
+  const started = performance.now();
+  const row = await batcher.run(sample(7), { urgent: true });
+  const waited = performance.now() - started;
+  assert.equal(row[0], 7);
+  assert.ok(waited < 500, `a STAT sample waited ${waited.toFixed(0)} ms for company`);
+  assert.deepEqual(sizes, [1]);
+
+  // A routine sample alone does wait for company (the wait above is the batcher's, not the runner's).
+  const routineStart = performance.now();
+  await batcher.run(sample(8));
+  assert.ok(performance.now() - routineStart >= 1900, 'the routine sample waited for its batch');
+});
+
+test('batcher: STAT samples overtake queued routine ones, in a batch of their own, as soon as the running batch ends', async () => {
+  const order: number[] = [];
+  const sizes: number[] = [];
+  const batcher = new MicroBatcher(
+    async (input, n) => {
+      sizes.push(n);
+      busy(30);
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        out[i] = input[i * ITEM]!;
+        order.push(out[i]!);
+      }
+      return out;
+    },
+    { batchLimit: 4, maxWaitMs: 1000, itemSize: ITEM },
+  );
+  // A full routine batch starts at once; four more routine samples queue behind it, then two STAT ones.
+  const first = [1, 2, 3, 4].map((v) => batcher.run(sample(v)));
+  const queued = [5, 6, 7].map((v) => batcher.run(sample(v)));
+  const stat = [101, 102].map((v) => batcher.run(sample(v), { urgent: true }));
+  const started = performance.now();
+  await Promise.all(stat);
+  const statMs = performance.now() - started;
+  await Promise.all([...first, ...queued]);
+  // The running batch was not interrupted; the STAT pair ran right after it, alone, before the routine
+  // leftovers, which then waited for company as routine samples do.
+  assert.deepEqual(order, [1, 2, 3, 4, 101, 102, 5, 6, 7]);
+  assert.deepEqual(sizes, [4, 2, 3]);
+  assert.ok(statMs < 500, `STAT samples took ${statMs.toFixed(0)} ms`);
+});
