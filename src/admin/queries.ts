@@ -381,11 +381,7 @@ export interface Worklist {
   tookMs: number;
 }
 
-function sortValue(
-  s: StudySummary,
-  sort: WorklistSort,
-  totals?: Map<string, number | null>,
-): string | number {
+function sortValue(s: StudySummary, sort: WorklistSort): string | number {
   switch (sort) {
     case 'received':
       return s.firstReceivedAt;
