@@ -82,16 +82,21 @@ export interface ReportFindings {
   rows: FindingRow[];
   /** The most probable finding (or the first row). */
   top?: FindingRow;
-  /** A finding is Present (or above its threshold) and is not the Normal concept (SCT 17621005). */
+  /** Some row is a positive finding (isPositiveRow). */
   positive: boolean;
 }
 
 /** SNOMED CT 17621005 "Normal": an exclusive classifier's Present normal class is not a positive finding. */
 const NORMAL_CODE = '17621005';
 
-/** Whether a report row is a positive finding: Present, and not "Normal". */
+/**
+ * Whether a report row is a positive finding: Present (a classification's probability reached its
+ * threshold), not "Normal"; and for exclusive classes (always one Present) more probable than all the
+ * others together, so a near-uniform output (three classes near 33 %) is not called positive.
+ */
 export function isPositiveRow(row: FindingRow): boolean {
-  return row.presence === 'Present' && row.code?.value !== NORMAL_CODE;
+  if (row.presence !== 'Present' || row.code?.value === NORMAL_CODE) return false;
+  return row.classes === undefined || (row.probability ?? 0) > 0.5;
 }
 
 /** The fields of a study hash, as the console's list and page show them. */
