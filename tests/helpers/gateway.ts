@@ -80,7 +80,6 @@ export async function startGateway(opts: {
   const httpPort = await freePort();
   const prefix = `aigw-e2e-${randomBytes(4).toString('hex')}`;
   const config = {
-    http: { host: '127.0.0.1', port: httpPort },
     redis: { url: REDIS_URL, prefix, autoStart: false },
     dataDir,
     modelsDir: opts.modelsDir,
