@@ -15,6 +15,8 @@ import type { InstanceRecord } from '../pipeline/instance-record.ts';
 import type { Queues } from '../pipeline/queues.ts';
 import { TURNAROUND_WINDOW_MS, type TurnaroundSummary } from '../pipeline/turnaround.ts';
 import { principalOf } from './auth.ts';
+import { PhiViewAuditor, visibleIdentity } from './phi.ts';
+import { renderThumbnail, type Thumbnail } from '../imaging/thumbnail.ts';
 import { adminEvents } from './events.ts';
 import {
   jobsForStudy,
@@ -27,7 +29,12 @@ import {
   queueByName,
   queueOverview,
   studyRow,
+  worklist,
+  StudyListCache,
   JOB_STATES,
+  WORKLIST_SORTS,
+  type StudyRow,
+  type WorklistSort,
 } from './queries.ts';
 
 export interface ApiDeps {
@@ -50,6 +57,24 @@ export type RoutingExplainer = (instances: InstanceRecord[]) => Promise<unknown>
 const MAX_DRY_RUN_BYTES = 64 * 1024 * 1024;
 
 class BadRequest extends Error {}
+
+/** Thumbnails rendered at once (each decodes one image); further requests wait their turn. */
+const THUMBNAIL_CONCURRENCY = 2;
+/** Rendered thumbnails kept (about 20-60 KB each). */
+const THUMBNAIL_CACHE = 256;
+
+function offsetParam(value: unknown): number {
+  if (value === undefined || value === '') return 0;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 10_000_000) throw new BadRequest('offset must be an integer ≥ 0');
+  return n;
+}
+
+function stringParam(value: unknown, name: string, max = 64): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (typeof value !== 'string' || value.length > max) throw new BadRequest(`${name} must be a short string`);
+  return value;
+}
 
 function intParam(value: unknown, name: string, def: number, max: number): number {
   if (value === undefined || value === '') return def;
@@ -91,6 +116,45 @@ function handle(fn: (req: Request, res: Response) => Promise<void>) {
 export function createApiRouter(deps: ApiDeps): express.Router {
   const { redis, prefix, index, queues } = deps;
   const api = express.Router();
+  const phiViews = new PhiViewAuditor();
+  const studyList = new StudyListCache(index);
+
+  /** The row with its identifying data as the caller may see it; a view of real PHI is audited. */
+  async function shown<T extends StudyRow>(res: Response, rows: T[], target: string): Promise<T[]> {
+    const who = principalOf(res);
+    const out = rows.map((r) => ({ ...r, identity: visibleIdentity(r.identity, who) }));
+    const withPhi = rows.filter((r) => r.identity);
+    if (who.phi && withPhi.length > 0)
+      await phiViews.viewed(
+        who,
+        target,
+        rows.length === 1 ? rows[0]!.studyUid : undefined,
+        rows.length === 1 ? undefined : `${withPhi.length} studies with identifying data`,
+      );
+    return out;
+  }
+
+  const thumbnails = new Map<string, Promise<Thumbnail>>();
+  let rendering = 0;
+  const waiting: (() => void)[] = [];
+  async function thumbnail(key: string, file: string): Promise<Thumbnail> {
+    const cached = thumbnails.get(key);
+    if (cached) return cached;
+    const render = (async () => {
+      if (rendering >= THUMBNAIL_CONCURRENCY) await new Promise<void>((r) => waiting.push(r));
+      rendering++;
+      try {
+        return await renderThumbnail(file);
+      } finally {
+        rendering--;
+        waiting.shift()?.();
+      }
+    })();
+    thumbnails.set(key, render);
+    render.catch(() => thumbnails.delete(key));
+    if (thumbnails.size > THUMBNAIL_CACHE) thumbnails.delete(thumbnails.keys().next().value!);
+    return render;
+  }
 
   /** Records an action with who did it, in the audit trail and the log, and answers with its outcome. */
   async function act(
@@ -160,9 +224,12 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         throw new BadRequest(`state must be one of ${STUDY_STATES.join(', ')}`);
       const q = typeof req.query.q === 'string' ? req.query.q.slice(0, 128) : undefined;
       const limit = intParam(req.query.limit, 'limit', 200, 1000);
-      res.json(
-        await listStudies(redis, prefix, index, { state: (state || undefined) as StudyState, q, limit }),
-      );
+      const rows = await listStudies(redis, prefix, index, {
+        state: (state || undefined) as StudyState,
+        q,
+        limit,
+      });
+      res.json(await shown(res, rows, 'study list'));
     }),
   );
 
@@ -182,7 +249,87 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         index.seriesRouting(uid),
         index.modelOutcomes(uid),
       ]);
-      res.json({ ...row, series, models, jobs, events });
+      const [visible] = await shown(res, [row], uid);
+      res.json({ ...visible, series, models, jobs, events, instances: await instanceViews(uid) });
+    }),
+  );
+
+  /** The study's instances for its page: series, attributes, nothing identifying, no spool path. */
+  async function instanceViews(uid: string) {
+    return (await index.instances(uid))
+      .map((i) => ({
+        seriesUid: i.seriesUid,
+        sopInstanceUid: i.sopInstanceUid,
+        sopClassUid: i.sopClassUid,
+        modality: i.modality,
+        seriesDescription: i.seriesDescription,
+        bodyPartExamined: i.bodyPartExamined,
+        instanceNumber: i.instanceNumber,
+        rows: i.rows,
+        columns: i.columns,
+        numberOfFrames: i.numberOfFrames,
+        transferSyntaxUid: i.transferSyntaxUid,
+      }))
+      .sort(
+        (a, b) => a.seriesUid.localeCompare(b.seriesUid) || (a.instanceNumber ?? 0) - (b.instanceNumber ?? 0),
+      );
+  }
+
+  // The triage list: filters, sort and paging on the server, so the console fetches one page per poll.
+  api.get(
+    '/worklist',
+    handle(async (req, res) => {
+      const who = principalOf(res);
+      const state = stringParam(req.query.state, 'state');
+      if (state !== undefined && !STUDY_STATES.includes(state as StudyState))
+        throw new BadRequest(`state must be one of ${STUDY_STATES.join(', ')}`);
+      const sort = (stringParam(req.query.sort, 'sort') ?? 'received') as WorklistSort;
+      if (!WORKLIST_SORTS.includes(sort))
+        throw new BadRequest(`sort must be one of ${WORKLIST_SORTS.join(', ')}`);
+      const dir = stringParam(req.query.dir, 'dir') ?? 'desc';
+      if (dir !== 'asc' && dir !== 'desc') throw new BadRequest('dir must be asc or desc');
+      const positive = stringParam(req.query.positive, 'positive');
+      if (positive !== undefined && positive !== 'true' && positive !== 'false')
+        throw new BadRequest('positive must be true or false');
+      const list = await worklist(redis, prefix, studyList, {
+        state: state as StudyState | undefined,
+        modality: stringParam(req.query.modality, 'modality', 16),
+        callingAe: typeof req.query.ae === 'string' ? (stringParam(req.query.ae, 'ae', 16) ?? '') : undefined,
+        model: stringParam(req.query.model, 'model', 128),
+        positive: positive === 'true',
+        q: stringParam(req.query.q, 'q', 128),
+        sort,
+        desc: dir === 'desc',
+        offset: offsetParam(req.query.offset),
+        limit: intParam(req.query.limit, 'limit', 50, 500),
+        phi: who.phi,
+      });
+      res.json({ ...list, rows: await shown(res, list.rows, `study list from ${list.offset}`) });
+    }),
+  );
+
+  // A small PNG of one instance's first frame, rendered here from the spool (pixels only, no header).
+  api.get(
+    '/studies/:uid/instances/:sop/thumbnail.png',
+    handle(async (req, res) => {
+      const uid = studyUidParam(req);
+      const sop = req.params.sop;
+      if (typeof sop !== 'string' || !isValidUid(sop)) throw new BadRequest('not a valid SOP Instance UID');
+      const inst = (await index.instances(uid)).find((i) => i.sopInstanceUid === sop);
+      if (!inst) {
+        res.status(404).json({ error: 'unknown instance' });
+        return;
+      }
+      let t: Thumbnail;
+      try {
+        t = await thumbnail(`${uid}/${sop}/${inst.path}`, inst.path);
+      } catch (err) {
+        res.status(422).json({ error: `cannot render this image: ${errorMessage(err)}` });
+        return;
+      }
+      res.setHeader('Content-Type', 'image/png');
+      res.setHeader('Cache-Control', 'private, max-age=300');
+      res.send(t.png);
     }),
   );
 

@@ -17,6 +17,13 @@ export interface Principal {
   name: string;
   role: AdminRole;
   via: 'basic' | 'bearer' | 'loopback';
+  /** May see identifying data (accession number, patient ID and name); each view is audited. */
+  phi: boolean;
+}
+
+/** A user's PHI permission: as configured, else allowed for role admin only. */
+export function phiAllowed(role: AdminRole, configured: boolean | undefined): boolean {
+  return configured ?? role === 'admin';
 }
 
 export function isLoopbackHost(host: string): boolean {
@@ -43,7 +50,8 @@ export function authenticate(auth: AdminAuth, header: string | undefined): Princ
     // Check every token, so the time taken does not tell which one nearly matched.
     let found: Principal | undefined;
     for (const t of auth.bearer)
-      if (sameSecret(t.token, value)) found = { name: t.name, role: t.role, via: 'bearer' };
+      if (sameSecret(t.token, value))
+        found = { name: t.name, role: t.role, via: 'bearer', phi: phiAllowed(t.role, t.phi) };
     return found;
   }
   if (scheme?.toLowerCase() === 'basic') {
@@ -59,7 +67,7 @@ export function authenticate(auth: AdminAuth, header: string | undefined): Princ
       (e) => e.user,
       (e) => e.password,
     );
-    return u && { name: u.user, role: u.role, via: 'basic' };
+    return u && { name: u.user, role: u.role, via: 'basic', phi: phiAllowed(u.role, u.phi) };
   }
   return undefined;
 }
@@ -182,7 +190,7 @@ export function requireAuth(auth: AdminAuth | undefined, limiter = new LoginLimi
     }
     const principal: Principal | undefined = auth
       ? authenticate(auth, req.headers.authorization)
-      : { name: 'local', role: 'admin', via: 'loopback' };
+      : { name: 'local', role: 'admin', via: 'loopback', phi: true };
     if (!principal) {
       // A request without credentials is a browser's first visit, not a guess.
       if (presented) limiter.recordFailure(address);
@@ -214,7 +222,12 @@ export function requireAuth(auth: AdminAuth | undefined, limiter = new LoginLimi
 
 export function principalOf(res: Response): Principal {
   return (
-    (res.locals.principal as Principal | undefined) ?? { name: 'unknown', role: 'read', via: 'loopback' }
+    (res.locals.principal as Principal | undefined) ?? {
+      name: 'unknown',
+      role: 'read',
+      via: 'loopback',
+      phi: false,
+    }
   );
 }
 

@@ -3,7 +3,7 @@
 
 import { AUDIT_TYPES } from '../pipeline/audit-trail.ts';
 import { STUDY_STATES } from '../pipeline/study-index.ts';
-import { JOB_STATES, QUEUE_NAMES } from './queries.ts';
+import { JOB_STATES, QUEUE_NAMES, WORKLIST_SORTS } from './queries.ts';
 
 type Schema = Record<string, unknown>;
 
@@ -153,6 +153,26 @@ export const openapiDocument = {
           run: { type: 'integer' },
           detail: { type: 'string' },
           failure: { type: 'string' },
+          modalities: { type: 'array', items: { type: 'string' } },
+          description: { type: 'string', description: 'Study Description' },
+          seriesCount: { type: 'integer' },
+          identity: {
+            type: 'object',
+            description:
+              'Accession number, patient ID and name. Users without the PHI permission see each value as `•••` (masked: true); each view by a permitted user is audited (action view-phi).',
+            properties: {
+              accessionNumber: { type: 'string' },
+              patientId: { type: 'string' },
+              patientName: { type: 'string' },
+              masked: { type: 'boolean' },
+            },
+          },
+          findings: {
+            type: 'array',
+            description:
+              "Per model, its current report's findings table as read back from the SR: rows with code, meaning, probability (0-1), presence (Present/Absent); the top finding; positive when a finding other than Normal is Present.",
+            items: { type: 'object' },
+          },
           reports: {
             type: 'array',
             description: "Each model's current report; it supersedes the report it names.",
@@ -389,11 +409,71 @@ export const openapiDocument = {
                   },
                   jobs: { type: 'array', items: ref('Job') },
                   events: { type: 'array', items: ref('AuditRecord') },
+                  instances: {
+                    type: 'array',
+                    description:
+                      'Per instance: series, SOP class, modality, series description, size, frames',
+                    items: { type: 'object' },
+                  },
                 },
               },
             ],
           }),
           '404': json(ref('Error'), 'Unknown study'),
+          ...errors,
+        },
+      },
+    },
+    '/api/worklist': {
+      get: {
+        summary:
+          'The triage list: one page of studies, filtered and sorted on the server, with the values present for each filter',
+        tags: ['status'],
+        parameters: [
+          q('state', { type: 'string', enum: STUDY_STATES }),
+          q('modality', { type: 'string' }),
+          q('ae', { type: 'string' }, 'calling AE title (empty: STOW-RS)'),
+          q('model', { type: 'string' }, 'a model id: studies it reported on'),
+          q('positive', { type: 'boolean' }, 'only studies with a positive finding'),
+          q(
+            'q',
+            { type: 'string' },
+            'search in study UID, AE, description, model, finding (and accession with PHI)',
+          ),
+          q('sort', { type: 'string', enum: WORKLIST_SORTS, default: 'received' }),
+          q('dir', { type: 'string', enum: ['asc', 'desc'], default: 'desc' }),
+          q('offset', { type: 'integer', minimum: 0, default: 0 }),
+          q('limit', { type: 'integer', minimum: 1, maximum: 500, default: 50 }),
+        ],
+        responses: {
+          '200': json({
+            type: 'object',
+            properties: {
+              total: { type: 'integer' },
+              offset: { type: 'integer' },
+              limit: { type: 'integer' },
+              rows: { type: 'array', items: ref('Study') },
+              facets: { type: 'object' },
+              tookMs: { type: 'number' },
+            },
+          }),
+          ...errors,
+        },
+      },
+    },
+    '/api/studies/{uid}/instances/{sop}/thumbnail.png': {
+      get: {
+        summary:
+          "A PNG of the instance's first frame, at most 256 pixels a side, windowed as a reader sees it; pixels only",
+        tags: ['status'],
+        parameters: [uidParam, { name: 'sop', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: {
+          '200': {
+            description: 'PNG',
+            content: { 'image/png': { schema: { type: 'string', format: 'binary' } } },
+          },
+          '404': json(ref('Error'), 'Unknown instance'),
+          '422': json(ref('Error'), 'The image cannot be decoded'),
           ...errors,
         },
       },

@@ -337,3 +337,195 @@ export async function listAssociations(
   }
   return out;
 }
+
+/** Columns the study list sorts by. */
+export const WORKLIST_SORTS = [
+  'received',
+  'callingAe',
+  'modality',
+  'description',
+  'accession',
+  'instances',
+  'series',
+  'state',
+  'finding',
+] as const;
+export type WorklistSort = (typeof WORKLIST_SORTS)[number];
+
+export interface WorklistQuery {
+  state?: StudyState;
+  modality?: string;
+  callingAe?: string;
+  /** A model id: studies this model reported on. */
+  model?: string;
+  /** Only studies with a positive finding. */
+  positive?: boolean;
+  /** Substring of the study UID, AE title, description, model (and accession when PHI is allowed). */
+  q?: string;
+  sort: WorklistSort;
+  desc: boolean;
+  offset: number;
+  limit: number;
+  /** The caller may see identifying data: it may be searched and sorted on. */
+  phi: boolean;
+}
+
+export interface Worklist {
+  total: number;
+  offset: number;
+  limit: number;
+  rows: StudyRow[];
+  /** Values present across all studies, for the filters. */
+  facets: { modalities: string[]; callingAes: string[]; models: string[] };
+  /** Milliseconds the server spent. */
+  tookMs: number;
+}
+
+function sortValue(s: StudySummary, sort: WorklistSort): string | number {
+  switch (sort) {
+    case 'received':
+      return s.firstReceivedAt;
+    case 'callingAe':
+      return s.callingAe;
+    case 'modality':
+      return s.modalities.join(',');
+    case 'description':
+      return s.description ?? '';
+    case 'accession':
+      return s.identity?.accessionNumber ?? '';
+    case 'instances':
+      return s.instanceCount;
+    case 'series':
+      return s.seriesCount;
+    case 'state':
+      return s.state;
+    case 'finding':
+      return Math.max(-1, ...s.findings.map((f) => (f.positive ? 1 : 0) + (f.top?.probability ?? 0)));
+  }
+}
+
+/** Each sync also re-reads the changes of this long before the last one (same-millisecond writes, clock steps). */
+const CLOCK_MARGIN_MS = 1000;
+/** A cache not synced for this long reloads everything (the change set keeps an hour). */
+const RELOAD_AFTER_MS = 30 * 60_000;
+
+/**
+ * Every study's summary, kept in this process and brought up to date on each read from the index's set of
+ * changed studies: a poll re-reads only what changed since the last one (plus a clock margin), not all
+ * 10,000 studies. Concurrent reads share one sync.
+ */
+export class StudyListCache {
+  private readonly studies = new Map<string, StudySummary>();
+  private cursor = 0;
+  private syncedAt = 0;
+  private syncing: Promise<void> | undefined;
+
+  constructor(
+    private readonly index: StudyIndex,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async snapshot(): Promise<StudySummary[]> {
+    this.syncing ??= this.sync().finally(() => (this.syncing = undefined));
+    await this.syncing;
+    return [...this.studies.values()];
+  }
+
+  private async sync(): Promise<void> {
+    const started = this.now();
+    if (started - this.syncedAt > RELOAD_AFTER_MS) {
+      // The baseline first: whatever changes while everything is read is re-read next time.
+      const { now } = await this.index.changedSince(Number.MAX_SAFE_INTEGER);
+      const all = await this.index.all();
+      this.studies.clear();
+      for (const s of all) this.studies.set(s.studyUid, s);
+      this.cursor = now - CLOCK_MARGIN_MS;
+    } else {
+      const { uids, now } = await this.index.changedSince(this.cursor);
+      const fresh = new Map((await this.index.many(uids)).map((s) => [s.studyUid, s]));
+      for (const uid of uids) {
+        const s = fresh.get(uid);
+        if (s) this.studies.set(uid, s);
+        else this.studies.delete(uid);
+      }
+      this.cursor = Math.max(this.cursor, now - CLOCK_MARGIN_MS);
+    }
+    this.syncedAt = started;
+  }
+}
+
+/**
+ * The console's study list: every study (from the cache) filtered, sorted and paged here; only the page's
+ * rows get their audit summaries (stage times, model outcomes). PHI is left as stored: the API masks it.
+ */
+export async function worklist(
+  redis: Redis,
+  prefix: string,
+  cache: StudyListCache,
+  query: WorklistQuery,
+): Promise<Worklist> {
+  const started = performance.now();
+  const all = await cache.snapshot();
+  const modalities = new Set<string>();
+  const aes = new Set<string>();
+  const models = new Set<string>();
+  for (const s of all) {
+    for (const m of s.modalities) modalities.add(m);
+    aes.add(s.callingAe);
+    for (const f of s.findings) models.add(f.model);
+  }
+  const q = query.q?.toLowerCase();
+  const matches = all.filter((s) => {
+    if (query.state && s.state !== query.state) return false;
+    if (query.modality && !s.modalities.includes(query.modality)) return false;
+    if (query.callingAe !== undefined && s.callingAe !== query.callingAe) return false;
+    if (query.model && !s.findings.some((f) => f.model === query.model)) return false;
+    if (query.positive && !s.findings.some((f) => f.positive)) return false;
+    if (q) {
+      const hay = [
+        s.studyUid,
+        s.callingAe,
+        s.description ?? '',
+        ...s.findings.map((f) => `${f.model} ${f.top?.meaning ?? ''}`),
+        ...(query.phi ? [s.identity?.accessionNumber ?? ''] : []),
+      ];
+      if (!hay.some((v) => v.toLowerCase().includes(q))) return false;
+    }
+    return true;
+  });
+  const sort = query.sort === 'accession' && !query.phi ? 'received' : query.sort;
+  const dir = query.desc ? -1 : 1;
+  matches.sort((a, b) => {
+    const va = sortValue(a, sort);
+    const vb = sortValue(b, sort);
+    const c =
+      typeof va === 'number' && typeof vb === 'number' ? va - vb : String(va).localeCompare(String(vb));
+    return c * dir || b.lastReceivedAt - a.lastReceivedAt;
+  });
+  const page = matches.slice(query.offset, query.offset + query.limit);
+  const summaries = await auditSummaries(redis, prefix, page);
+  return {
+    total: matches.length,
+    offset: query.offset,
+    limit: query.limit,
+    rows: page.map((s, i) => toRow(s, summaries[i]!)),
+    facets: {
+      modalities: [...modalities].sort(),
+      callingAes: [...aes].sort(),
+      models: [...models].sort(),
+    },
+    tookMs: Math.round((performance.now() - started) * 10) / 10,
+  };
+}
+
+async function auditSummaries(
+  redis: Redis,
+  prefix: string,
+  studies: StudySummary[],
+): Promise<Record<string, string>[]> {
+  if (studies.length === 0) return [];
+  const pipeline = redis.pipeline();
+  for (const s of studies) pipeline.hgetall(keys.auditStudy(prefix, s.studyUid));
+  const replies = (await pipeline.exec()) ?? [];
+  return studies.map((_, i) => (replies[i]?.[1] as Record<string, string> | null) ?? {});
+}

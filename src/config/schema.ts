@@ -181,10 +181,30 @@ const adminRole = z.enum(['read', 'operator', 'admin']);
 const adminAuthSchema = z
   .object({
     basic: z
-      .array(z.object({ user: z.string().min(1), password: z.string().min(8), role: adminRole }).strict())
+      .array(
+        z
+          .object({
+            user: z.string().min(1),
+            password: z.string().min(8),
+            role: adminRole,
+            /** May see identifying data (accession, patient ID and name); default: only role admin. */
+            phi: z.boolean().optional(),
+          })
+          .strict(),
+      )
       .default([]),
     bearer: z
-      .array(z.object({ name: z.string().min(1), token: z.string().min(16), role: adminRole }).strict())
+      .array(
+        z
+          .object({
+            name: z.string().min(1),
+            token: z.string().min(16),
+            role: adminRole,
+            /** May see identifying data (accession, patient ID and name); default: only role admin. */
+            phi: z.boolean().optional(),
+          })
+          .strict(),
+      )
       .default([]),
   })
   .strict()

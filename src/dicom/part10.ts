@@ -147,6 +147,18 @@ export interface InstanceHeader {
   imagesInAcquisition?: number;
   /** Acquisition Number (0020,0012). */
   acquisitionNumber?: number;
+  /**
+   * Identifying data (PHI), for the console only: the study index keeps it on the study, never on the
+   * instance record, and the API masks it for users without the PHI permission. Never log it.
+   */
+  identity?: InstanceIdentity;
+}
+
+/** Accession Number (0008,0050), Patient ID (0010,0020), Patient's Name (0010,0010) as received. */
+export interface InstanceIdentity {
+  accessionNumber?: string;
+  patientId?: string;
+  patientName?: string;
 }
 
 /** A Code Sequence Macro item (PS3.3 §8.8), each field cut to its VR's length. */
@@ -229,7 +241,25 @@ export async function readInstanceHeader(
     seriesRelatedInstances: count(d['00201209']),
     imagesInAcquisition: count(d['00201002']),
     acquisitionNumber: integer(d['00200012']),
+    identity: identityOf(d),
   };
+}
+
+function identityOf(d: DcmjsDict): InstanceIdentity | undefined {
+  const identity: InstanceIdentity = {
+    accessionNumber: firstString(d['00080050'])?.slice(0, 64),
+    patientId: firstString(d['00100020'])?.slice(0, 64),
+    patientName: personName(d['00100010'])?.slice(0, 324),
+  };
+  return Object.values(identity).some((v) => v !== undefined) ? identity : undefined;
+}
+
+/** A PN value: dcmjs gives an object with its Alphabetic group (or a plain string in older versions). */
+function personName(el: DcmjsElement | undefined): string | undefined {
+  const v = el?.Value?.[0];
+  if (typeof v === 'object' && v !== null && typeof (v as { Alphabetic?: unknown }).Alphabetic === 'string')
+    return firstString({ Value: [(v as { Alphabetic: string }).Alphabetic] });
+  return firstString(el);
 }
 
 /**

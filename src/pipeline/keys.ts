@@ -4,6 +4,12 @@
 export const keys = {
   /** Sorted set: StudyInstanceUID scored by its last received time. Written by the study index. */
   studies: (prefix: string) => `${prefix}:studies`,
+  /**
+   * Sorted set: StudyInstanceUID scored by when its summary last changed (the writer's epoch ms), so the
+   * console re-reads only the studies that changed since its last look. A forgotten study is noted too
+   * (the reader drops it); entries older than an hour are trimmed. Written by the study index.
+   */
+  studiesChanged: (prefix: string) => `${prefix}:studies:changed`,
   /** Hash: one study's summary, state, run counters and last reports. Written by the study index. */
   study: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}`,
   /** Hash: SOPInstanceUID → JSON InstanceRecord. Written by the study index. */

@@ -18,6 +18,8 @@ import { errorMessage } from '../observability/error-message.ts';
 import { reportsEvents } from './events.ts';
 import { buildSegmentation } from './seg/segmentation.ts';
 import { buildMeasurementReport, COMPREHENSIVE_SR_SOP_CLASS } from './sr/tid1500.ts';
+import { readSrFindings, topFinding } from './sr/read-findings.ts';
+import { isPositiveRow } from '../pipeline/study-index.ts';
 
 export const SR_SERIES_NUMBER = 9000;
 export const SEG_SERIES_NUMBER = 9001;
@@ -93,7 +95,18 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
 
   // Recorded last: a crash before this point retries with the same predecessor. A late retry of an
   // older run must not make the newer report look superseded.
-  if (!last || last.run <= run)
+  if (!last || last.run <= run) {
+    // The console's findings table, read back from the SR just built: what the PACS will show.
+    const rows = readSrFindings(sr);
+    await index.setReportFindings(studyUid, {
+      model: modelId,
+      version: modelVersion,
+      run,
+      srUid: sopInstanceUid,
+      rows,
+      top: topFinding(rows),
+      positive: rows.some(isPositiveRow),
+    });
     await index.setLastReport(studyUid, modelId, {
       sopInstanceUid,
       seriesUid,
@@ -101,6 +114,7 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
       run,
       predecessor,
     });
+  }
   return objects;
 }
 

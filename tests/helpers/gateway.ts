@@ -80,7 +80,6 @@ export async function startGateway(opts: {
   const httpPort = await freePort();
   const prefix = `aigw-e2e-${randomBytes(4).toString('hex')}`;
   const config = {
-    http: { host: '127.0.0.1', port: httpPort },
     redis: { url: REDIS_URL, prefix, autoStart: false },
     dataDir,
     modelsDir: opts.modelsDir,
@@ -89,6 +88,12 @@ export async function startGateway(opts: {
     worker: { concurrency: 2, ...(opts.role === 'worker' ? { httpPort } : {}) },
     delivery: { attempts: 20, backoffMs: 200 },
     ...opts.config,
+    // Settings given for http (auth) add to the helper's host and port.
+    http: {
+      host: '127.0.0.1',
+      port: httpPort,
+      ...(opts.config?.http as Record<string, unknown> | undefined),
+    },
     // Settings given for dimse add to the helper's own (its port is the one tests connect to).
     dimse: {
       aeTitle: 'AIGATEWAY',

@@ -111,78 +111,254 @@ const uidPath = (uid) => encodeURIComponent(uid);
 
 // ----- pages -----
 
-function studiesPage() {
-  const state = h(
-    'select',
-    { id: 'state-filter', onchange: () => void tick() },
-    h('option', { value: '' }, 'all states'),
-    ['receiving', 'queued', 'inferring', 'delivering', 'done', 'no-model', 'failed'].map((s) =>
-      h('option', { value: s }, s),
+/** The last `n` characters of a UID, the whole one in the title, and a button that copies it. */
+function shortUid(uid, href) {
+  const short = uid.length > 14 ? `…${uid.slice(-12)}` : uid;
+  const text = href ? h('a', { href, title: uid }, short) : h('span', { title: uid }, short);
+  return h(
+    'span',
+    { className: 'short-uid' },
+    text,
+    h(
+      'button',
+      {
+        className: 'copy',
+        title: `copy ${uid}`,
+        dataset: { copy: uid },
+        onclick: (e) => {
+          e.preventDefault();
+          void copyText(uid);
+        },
+      },
+      'copy',
     ),
   );
+}
+
+async function copyText(text) {
+  try {
+    await window.navigator.clipboard.writeText(text);
+    toast('copied');
+  } catch {
+    window.prompt('copy', text);
+  }
+}
+
+function pct(p) {
+  return p === undefined || p === null ? '' : `${(p * 100).toFixed(p >= 0.995 || p < 0.005 ? 0 : 1)}%`;
+}
+
+/** Identifying values, or the mask the server sent for users without the PHI permission. */
+function phiValue(s, key) {
+  const v = s.identity && s.identity[key];
+  if (!v) return h('span', { className: 'muted' }, '–');
+  return h('span', { className: s.identity.masked ? 'masked' : 'phi' }, v);
+}
+
+/** Per model: the top finding with its probability, and a badge when a finding is Present. */
+function findingsCell(s) {
+  const outcome = new Map(s.models.map((m) => [m.model.split('@')[0], m]));
+  if (!s.findings.length && !s.models.length) return '–';
+  const shown = new Set();
+  const lines = s.findings.map((f) => {
+    shown.add(f.model);
+    const m = outcome.get(f.model);
+    const top = f.top || {};
+    return h(
+      'div',
+      { className: 'finding', dataset: { model: f.model } },
+      h('span', { className: 'model', title: `${f.model}@${f.version}` }, f.model),
+      h('span', { className: 'muted' }, `@${f.version}${m ? ` (${m.provider})` : ''}`),
+      ': ',
+      h('b', {}, top.meaning || '–'),
+      top.probability !== undefined ? ` ${pct(top.probability)}` : '',
+      top.presence
+        ? badge(
+            top.presence,
+            f.positive ? 'positive' : top.presence === 'Present' ? 'present-normal' : 'absent',
+          )
+        : null,
+      f.positive && !(top.presence === 'Present' && f.positive) ? badge('positive') : null,
+    );
+  });
+  for (const m of s.models)
+    if (!shown.has(m.model.split('@')[0])) lines.push(h('div', {}, `${m.model} (${m.provider})`));
+  return lines;
+}
+
+const SORTABLE = {
+  Received: 'received',
+  'Calling AE': 'callingAe',
+  Modality: 'modality',
+  Description: 'description',
+  Accession: 'accession',
+  'Inst / series': 'instances',
+  State: 'state',
+  Findings: 'finding',
+};
+
+function studiesPage() {
+  const params = { sort: 'received', dir: 'desc', offset: 0, limit: 50 };
+  const select = (id, label, onchange) =>
+    h('select', { id, onchange, title: label }, h('option', { value: '' }, label));
+  const reset = () => {
+    params.offset = 0;
+    void tick();
+  };
+  const state = select('state-filter', 'all states', reset);
+  for (const s of ['receiving', 'queued', 'inferring', 'delivering', 'done', 'no-model', 'failed'])
+    state.append(h('option', { value: s }, s));
+  const modality = select('modality-filter', 'all modalities', reset);
+  const ae = select('ae-filter', 'all AEs', reset);
+  const model = select('model-filter', 'all models', reset);
+  const positive = h('input', { type: 'checkbox', id: 'positive-filter', onchange: reset });
   const search = h('input', {
     id: 'search',
     type: 'search',
-    placeholder: 'search study UID, AE title, model',
-    oninput: () => void tick(),
+    placeholder: 'search UID, AE, description, model, finding',
+    oninput: reset,
   });
+  const pager = h('span', { id: 'pager', className: 'muted' });
+  const prev = h(
+    'button',
+    { id: 'prev', onclick: () => ((params.offset = Math.max(0, params.offset - params.limit)), void tick()) },
+    '‹ prev',
+  );
+  const next = h(
+    'button',
+    { id: 'next', onclick: () => ((params.offset += params.limit), void tick()) },
+    'next ›',
+  );
   const list = h('div', { id: 'studies' });
-  replace(pageEl, h('h2', {}, 'Studies'), h('div', { className: 'controls' }, state, search), list);
+  replace(
+    pageEl,
+    h('h2', {}, 'Studies'),
+    h(
+      'div',
+      { className: 'controls' },
+      state,
+      modality,
+      ae,
+      model,
+      h('label', { className: 'check' }, positive, ' has a positive finding'),
+      search,
+      prev,
+      pager,
+      next,
+    ),
+    list,
+  );
+  /** Keeps a filter's options in step with the values present, keeping the selection. */
+  const fill = (el, values, label) => {
+    const want = ['', ...values];
+    const have = [...el.options].map((o) => o.value);
+    if (want.join('\n') === have.join('\n')) return;
+    const keep = el.value;
+    replace(
+      el,
+      want.map((v) => h('option', { value: v }, v === '' ? label : v || 'STOW-RS')),
+    );
+    el.value = want.includes(keep) ? keep : '';
+  };
   return async () => {
-    const params = new URLSearchParams({ limit: '200' });
-    if (state.value) params.set('state', state.value);
-    if (search.value.trim()) params.set('q', search.value.trim());
-    const studies = await getJson(`/api/studies?${params}`);
+    const q = new URLSearchParams({
+      sort: params.sort,
+      dir: params.dir,
+      offset: String(params.offset),
+      limit: String(params.limit),
+    });
+    if (state.value) q.set('state', state.value);
+    if (modality.value) q.set('modality', modality.value);
+    if (ae.value) q.set('ae', ae.value === 'STOW-RS' ? '' : ae.value);
+    if (model.value) q.set('model', model.value);
+    if (positive.checked) q.set('positive', 'true');
+    if (search.value.trim()) q.set('q', search.value.trim());
+    const w = await getJson(`/api/worklist?${q}`);
+    fill(modality, w.facets.modalities, 'all modalities');
+    fill(
+      ae,
+      w.facets.callingAes.map((a) => a || 'STOW-RS'),
+      'all AEs',
+    );
+    fill(model, w.facets.models, 'all models');
+    pager.textContent = w.total ? `${w.offset + 1}–${w.offset + w.rows.length} of ${w.total}` : '0 studies';
+    prev.disabled = w.offset === 0;
+    next.disabled = w.offset + w.rows.length >= w.total;
+    const headers = [
+      ...Object.keys(SORTABLE).slice(0, 5),
+      'Study',
+      ...Object.keys(SORTABLE).slice(5),
+      'Time per stage',
+      '',
+    ];
+    const head = headers.map((t) => {
+      const key = SORTABLE[t];
+      if (!key) return h('th', {}, t);
+      const active = params.sort === key;
+      return h(
+        'th',
+        {
+          className: `sortable${active ? ' sorted' : ''}`,
+          dataset: { sort: key },
+          onclick: () => {
+            params.dir = active && params.dir === 'desc' ? 'asc' : 'desc';
+            params.sort = key;
+            params.offset = 0;
+            void tick();
+          },
+        },
+        t,
+        active ? (params.dir === 'desc' ? ' ▾' : ' ▴') : '',
+      );
+    });
+    const rows = w.rows.map((s) =>
+      h(
+        'tr',
+        { dataset: { study: s.studyUid } },
+        h('td', {}, time(s.firstReceivedAt)),
+        h('td', {}, s.callingAe || 'STOW-RS'),
+        h('td', {}, s.modalities.join(', ') || '–'),
+        h('td', { className: 'desc' }, s.description || h('span', { className: 'muted' }, '–')),
+        h('td', { className: 'accession' }, phiValue(s, 'accessionNumber')),
+        h('td', {}, shortUid(s.studyUid, `#/study/${uidPath(s.studyUid)}`)),
+        h('td', {}, `${s.instanceCount} / ${s.seriesCount}`),
+        h(
+          'td',
+          {},
+          badge(s.state),
+          s.failure || s.detail ? h('div', { className: 'muted small' }, s.failure || s.detail) : null,
+          s.completion && s.completion.incomplete
+            ? h('div', { className: 'muted small' }, `incomplete: ${s.completion.missing} missing`)
+            : null,
+        ),
+        h('td', { className: 'findings' }, findingsCell(s)),
+        h(
+          'td',
+          { className: 'stages' },
+          h('span', {}, `recv ${dur(s.stages.receiving)}`),
+          h('span', {}, `wait ${dur(s.stages.waiting)}`),
+          h('span', {}, `infer ${dur(s.stages.inference)}`),
+          h('span', {}, `deliver ${dur(s.stages.delivery)}`),
+          h('span', {}, `total ${dur(s.stages.total)}`),
+        ),
+        h(
+          'td',
+          { className: 'actions' },
+          actionButton('Reprocess', `/api/studies/${uidPath(s.studyUid)}/reprocess`, 'reprocess'),
+          s.state === 'failed'
+            ? actionButton('Retry', `/api/studies/${uidPath(s.studyUid)}/retry`, 'retry')
+            : null,
+          s.state !== 'done' && s.state !== 'failed'
+            ? actionButton('Cancel', `/api/studies/${uidPath(s.studyUid)}/cancel`, 'cancel', true)
+            : null,
+        ),
+      ),
+    );
     replace(
       list,
-      table(
-        ['Received', 'From', 'Study', 'Instances', 'State', 'Models', 'Time per stage', 'Actions'],
-        studies.map((s) =>
-          h(
-            'tr',
-            { dataset: { study: s.studyUid } },
-            h('td', {}, time(s.firstReceivedAt)),
-            h('td', {}, s.callingAe || 'STOW-RS'),
-            h('td', { className: 'uid' }, h('a', { href: `#/study/${uidPath(s.studyUid)}` }, s.studyUid)),
-            h('td', {}, s.instanceCount),
-            h(
-              'td',
-              {},
-              badge(s.state),
-              s.failure || s.detail ? h('div', { className: 'muted' }, s.failure || s.detail) : null,
-              s.completion && s.completion.incomplete
-                ? h('div', { className: 'muted' }, `incomplete: ${s.completion.missing} missing`)
-                : null,
-            ),
-            h(
-              'td',
-              {},
-              s.models.length ? s.models.map((m) => h('div', {}, `${m.model} (${m.provider})`)) : '–',
-            ),
-            h(
-              'td',
-              { className: 'stages' },
-              h('span', {}, `recv ${dur(s.stages.receiving)}`),
-              h('span', {}, `wait ${dur(s.stages.waiting)}`),
-              h('span', {}, `infer ${dur(s.stages.inference)}`),
-              h('span', {}, `deliver ${dur(s.stages.delivery)}`),
-              h('span', {}, `total ${dur(s.stages.total)}`),
-            ),
-            h(
-              'td',
-              {},
-              actionButton('Reprocess', `/api/studies/${uidPath(s.studyUid)}/reprocess`, 'reprocess'),
-              s.state === 'failed'
-                ? actionButton('Retry', `/api/studies/${uidPath(s.studyUid)}/retry`, 'retry')
-                : null,
-              s.state !== 'done' && s.state !== 'failed'
-                ? actionButton('Cancel', `/api/studies/${uidPath(s.studyUid)}/cancel`, 'cancel', true)
-                : null,
-            ),
-          ),
-        ),
-        'No studies match.',
-      ),
+      rows.length
+        ? h('table', { className: 'worklist' }, h('thead', {}, h('tr', {}, head)), h('tbody', {}, rows))
+        : h('p', { className: 'muted' }, 'No studies match.'),
     );
   };
 }
@@ -272,6 +448,16 @@ function studyPage(uid) {
           h('span', {}, `${k}: ${dur(s.stages[k])}`),
         ),
       ),
+      h(
+        'p',
+        { id: 'study-identity' },
+        `${(s.modalities || []).join(', ') || 'no modality'} · ${s.description || 'no description'} · accession `,
+        phiValue(s, 'accessionNumber'),
+        ' · patient ID ',
+        phiValue(s, 'patientId'),
+        ' · patient ',
+        phiValue(s, 'patientName'),
+      ),
       s.detail ? h('p', { id: 'study-detail' }, s.detail) : [],
       s.completion ? h('p', { id: 'study-completion' }, describeCompletion(s.completion)) : [],
       s.reports && s.reports.length
@@ -290,6 +476,10 @@ function studyPage(uid) {
             ),
           )
         : [],
+      h('h2', {}, 'Findings'),
+      findingsTables(s.findings ?? []),
+      h('h2', {}, 'Series'),
+      seriesTable(uid, s.instances ?? []),
       h('h2', {}, 'Routing'),
       routingTable(s.series ?? []),
       h('h2', {}, 'Models'),
@@ -314,6 +504,97 @@ function studyPage(uid) {
       jobTable(s.jobs, 'No jobs kept.'),
     );
   };
+}
+
+/** Each model's current report as a table, as the SR states it. */
+function findingsTables(findings) {
+  if (!findings.length) return h('p', { className: 'muted' }, 'No report yet.');
+  return findings.map((f) =>
+    h(
+      'div',
+      { className: 'report', dataset: { model: f.model } },
+      h(
+        'h3',
+        {},
+        `${f.model}@${f.version} (run ${f.run}) `,
+        f.positive ? badge('positive') : null,
+        ' SR ',
+        shortUid(f.srUid),
+      ),
+      table(
+        ['Code', 'Finding', 'Probability', 'Presence', 'Other'],
+        f.rows.map((r) =>
+          h(
+            'tr',
+            {},
+            h('td', { className: 'mono' }, r.code ? `${r.code.scheme} ${r.code.value}` : '–'),
+            h('td', {}, r.meaning || '–'),
+            h('td', {}, pct(r.probability) || '–'),
+            h(
+              'td',
+              {},
+              r.presence ? badge(r.presence, r.presence === 'Present' ? 'present' : 'absent') : '–',
+            ),
+            h(
+              'td',
+              { className: 'small' },
+              r.volumeMl !== undefined ? `${r.volumeMl.toFixed(1)} mL` : '',
+              (r.classes || []).map((c) => `${c.meaning} ${pct(c.probability)}`).join(' · '),
+            ),
+          ),
+        ),
+        'The report states no finding.',
+      ),
+    ),
+  );
+}
+
+/** Series with their attributes and a thumbnail of up to four of their images. */
+function seriesTable(uid, instances) {
+  const bySeries = new Map();
+  for (const i of instances) {
+    if (!bySeries.has(i.seriesUid)) bySeries.set(i.seriesUid, []);
+    bySeries.get(i.seriesUid).push(i);
+  }
+  const rows = [...bySeries].map(([seriesUid, list]) => {
+    const first = list[0];
+    return h(
+      'tr',
+      { dataset: { series: seriesUid } },
+      h('td', {}, shortUid(seriesUid)),
+      h('td', {}, first.modality || '–'),
+      h('td', {}, first.seriesDescription || '–'),
+      h('td', {}, first.bodyPartExamined || '–'),
+      h('td', {}, String(list.length)),
+      h(
+        'td',
+        {},
+        first.rows
+          ? `${first.columns}×${first.rows}${first.numberOfFrames > 1 ? `×${first.numberOfFrames}` : ''}`
+          : '–',
+      ),
+      h(
+        'td',
+        { className: 'thumbs' },
+        list.slice(0, 4).map((i) => {
+          const img = h('img', {
+            className: 'thumb',
+            alt: `instance ${i.instanceNumber ?? ''}`,
+            loading: 'lazy',
+            src: `/api/studies/${uidPath(uid)}/instances/${uidPath(i.sopInstanceUid)}/thumbnail.png`,
+            dataset: { sop: i.sopInstanceUid },
+          });
+          img.onerror = () => img.replaceWith(h('span', { className: 'muted small' }, 'no preview'));
+          return img;
+        }),
+      ),
+    );
+  });
+  return table(
+    ['Series', 'Modality', 'Description', 'Body part', 'Instances', 'Size', 'Images'],
+    rows,
+    'No instances indexed.',
+  );
 }
 
 /** How the latest run found the study complete: the MPPS evidence, or the quiet period (and what was missing). */
