@@ -134,6 +134,8 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
     // Forgotten studies left the sorted set: the next page starts that much earlier.
     offset += uids.length - forgottenInPage;
   }
+  // The console's changed-studies set is trimmed by Redis time whether or not a console reads it.
+  await deps.index.trimChanged();
   result.resultFiles = await removeOldFiles(deps.resultsDir, now - p.resultsMs);
   for (const queue of deps.queues) result.failedJobs += await cleanFailedJobs(queue, p.failedJobMs);
   pipelineEvents.retentionPass(result.files, result.forgotten, result.resultFiles, result.failedJobs);

@@ -271,6 +271,16 @@ export class StudyIndex {
   }
 
   /**
+   * Drops notes of changes older than CHANGED_KEEP_MS (Redis time), so the changed-studies set stays
+   * bounded even when no console reads it (retention calls this every pass). Returns how many went.
+   */
+  async trimChanged(): Promise<number> {
+    const [seconds, micros] = await this.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    return this.redis.zremrangebyscore(this.changedKey, '-inf', now - CHANGED_KEEP_MS);
+  }
+
+  /**
    * Studies whose summary changed at or after `since` (Redis time, ms), and Redis's time now: the next
    * call's `since` (less a margin). Trims entries older than CHANGED_KEEP_MS.
    */

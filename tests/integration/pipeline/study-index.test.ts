@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { StudyIndex } from '../../../src/pipeline/study-index.ts';
+import { keys } from '../../../src/pipeline/keys.ts';
+import { CHANGED_KEEP_MS, StudyIndex } from '../../../src/pipeline/study-index.ts';
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-index-${randomBytes(4).toString('hex')}`;
@@ -64,4 +65,21 @@ test('a late instance re-opens the study: the old run settling does not mark it 
   await index.inferenceDone(uid, 2, 1, 'infer-2');
   await index.deliveryDone(uid, 2, 'deliver-2');
   assert.equal((await index.get(uid))?.state, 'done');
+});
+
+test('the changed-studies set is trimmed by Redis time, so it stays bounded without a console reading it', async () => {
+  const index = new StudyIndex(redis, prefix);
+  const [seconds] = await redis.time();
+  const nowMs = Number(seconds) * 1000;
+  const key = keys.studiesChanged(prefix);
+  await redis.zadd(
+    key,
+    nowMs - 2 * CHANGED_KEEP_MS,
+    '2.25.old1',
+    nowMs - CHANGED_KEEP_MS - 1000,
+    '2.25.old2',
+  );
+  await redis.zadd(key, nowMs, '2.25.fresh');
+  assert.equal(await index.trimChanged(), 2);
+  assert.deepEqual(await redis.zrange(key, 0, -1), ['2.25.fresh']);
 });
