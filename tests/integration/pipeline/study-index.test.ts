@@ -11,7 +11,7 @@ const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-index-${randomBytes(4).toString('hex')}`;
 const redis = new Redis(REDIS_URL);
 after(async () => {
-  const keys = await redis.keys(`${prefix}:*`);
+  const keys = await redis.keys(`${prefix}*`);
   if (keys.length) await redis.del(...keys);
   redis.disconnect();
 });
@@ -68,18 +68,14 @@ test('a late instance re-opens the study: the old run settling does not mark it 
 });
 
 test('the changed-studies set is trimmed by Redis time, so it stays bounded without a console reading it', async () => {
-  const index = new StudyIndex(redis, prefix);
+  const trimPrefix = `${prefix}-trim`;
+  const index = new StudyIndex(redis, trimPrefix);
   const [seconds] = await redis.time();
   const nowMs = Number(seconds) * 1000;
-  const key = keys.studiesChanged(prefix);
-  await redis.zadd(
-    key,
-    nowMs - 2 * CHANGED_KEEP_MS,
-    '2.25.old1',
-    nowMs - CHANGED_KEEP_MS - 1000,
-    '2.25.old2',
-  );
-  await redis.zadd(key, nowMs, '2.25.fresh');
+  const key = keys.studiesChanged(trimPrefix);
+  await redis.zadd(key, String(nowMs - 2 * CHANGED_KEEP_MS), '2.25.old1');
+  await redis.zadd(key, String(nowMs - CHANGED_KEEP_MS - 1000), '2.25.old2');
+  await redis.zadd(key, String(nowMs), '2.25.fresh');
   assert.equal(await index.trimChanged(), 2);
-  assert.deepEqual(await redis.zrange(key, 0, -1), ['2.25.fresh']);
+  assert.deepEqual(await redis.zrange(key, '0', '-1'), ['2.25.fresh']);
 });
