@@ -1033,7 +1033,11 @@ function drawChart(def, t, el) {
         width: 2,
         dash: s.dash ? [6, 4] : undefined,
         spanGaps: Boolean(def.sparse),
-        points: { show: Boolean(def.sparse), size: 5 },
+        points: {
+          show: Boolean(def.sparse),
+          size: 7,
+          fill: PALETTE[(s.color ?? i) % PALETTE.length],
+        },
       })),
     ],
   };
