@@ -14,6 +14,7 @@ import { errorMessage } from '../observability/error-message.ts';
 import type { InstanceRecord } from '../pipeline/instance-record.ts';
 import type { Queues } from '../pipeline/queues.ts';
 import { TURNAROUND_WINDOW_MS, type TurnaroundSummary } from '../pipeline/turnaround.ts';
+import { TREND_RANGES, type TrendRange, type TrendSeries } from '../pipeline/trends.ts';
 import { principalOf } from './auth.ts';
 import { PhiViewAuditor, visibleIdentity } from './phi.ts';
 import { renderThumbnail, type Thumbnail } from '../imaging/thumbnail.ts';
@@ -48,6 +49,8 @@ export interface ApiDeps {
   explainRouting?: RoutingExplainer;
   /** Receive → SR delivered over the last hour, and each rule's SLO (the gateway role's turnaround log). */
   turnaround?: () => Promise<TurnaroundSummary>;
+  /** The trend charts' series over the last hour or day (the gateway role's trends reader). */
+  trends?: (range: TrendRange) => Promise<TrendSeries>;
 }
 
 /** Which models would run on these instances, and why not: a JSON-serialisable explanation. */
@@ -505,6 +508,20 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         slos: [],
       };
       res.json(deps.turnaround ? await deps.turnaround() : none);
+    }),
+  );
+
+  api.get(
+    '/trends',
+    handle(async (req, res) => {
+      const range = req.query.range ?? 'hour';
+      if (typeof range !== 'string' || !Object.hasOwn(TREND_RANGES, range))
+        throw new BadRequest(`range must be one of ${Object.keys(TREND_RANGES).join(', ')}`);
+      if (!deps.trends) {
+        res.status(404).json({ error: 'no trends in this role' });
+        return;
+      }
+      res.json(await deps.trends(range as TrendRange));
     }),
   );
 

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import { metrics } from '../observability/metrics.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
 import { createApiRouter, type RoutingExplainer } from './api.ts';
 import type { TurnaroundSummary } from '../pipeline/turnaround.ts';
+import type { TrendRange, TrendSeries } from '../pipeline/trends.ts';
 import { principalOf, requireAdminForActions, requireAuth } from './auth.ts';
 import { adminEvents } from './events.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
@@ -37,9 +39,13 @@ export interface AdminDeps {
   explainRouting?: RoutingExplainer;
   /** GET /api/turnaround: the last hour's turnaround and SLOs (gateway role). */
   turnaround?: () => Promise<TurnaroundSummary>;
+  /** GET /api/trends: the console's charts (gateway role). */
+  trends?: (range: TrendRange) => Promise<TrendSeries>;
 }
 
 export const PUBLIC_DIR = path.join(import.meta.dirname, 'public');
+/** uPlot (npm `uplot`), the console's chart library, served from node_modules: no CDN, works offline. */
+const UPLOT_DIR = path.dirname(createRequire(import.meta.url).resolve('uplot'));
 
 /**
  * Admin HTTP: health (open), then behind auth: /metrics, the REST API (/api, described at
@@ -110,6 +116,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       workerStaleMs: WORKER_STALE_MS,
       explainRouting: deps.explainRouting,
       turnaround: deps.turnaround,
+      trends: deps.trends,
     }),
   );
   app.use('/api', (_req, res) => {
@@ -145,6 +152,8 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   app.use('/admin/queues', board.getRouter() as express.Router);
 
   app.use(express.static(PUBLIC_DIR, { index: 'index.html', maxAge: 0 }));
+  // Static files, not API routes: uPlot's dist folder (the console loads uPlot.iife.min.js and its CSS).
+  app.use('/vendor', express.static(UPLOT_DIR, { index: false, maxAge: 3600_000 }));
   return app;
 }
 

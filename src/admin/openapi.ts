@@ -572,6 +572,15 @@ export const openapiDocument = {
         responses: { '200': json({ type: 'object' }), ...errors },
       },
     },
+    '/api/trends': {
+      get: {
+        summary:
+          "The console's trend charts over the last hour (1-minute points) or day (10-minute points): instances and studies per minute, receive → SR delivered p50/p95 per priority lane and per model, queue depths, final failures by stage and by calling AE, reports and positive-finding rate per model. `t` holds each point's start (seconds since 1970); every series has one value per point (null: no data)",
+        tags: ['status'],
+        parameters: [q('range', { type: 'string', enum: ['hour', 'day'], default: 'hour' })],
+        responses: { '200': json({ type: 'object' }), ...errors },
+      },
+    },
     '/api/associations': {
       get: {
         summary: 'Recent DIMSE associations, newest first',

@@ -120,6 +120,22 @@ export class DestinationBreakers {
     )) as DestinationStatus['breaker'];
   }
 
+  /** Each named destination and whether its breaker holds deliveries back (open or half-open). */
+  async openStates(destinations: string[]): Promise<{ destination: string; open: boolean }[]> {
+    const raw = destinations.length
+      ? await this.redis.hmget(keys.destinations(this.prefix), ...destinations)
+      : [];
+    return destinations.map((destination, i) => {
+      let breaker: string | undefined;
+      try {
+        breaker = raw[i] ? (JSON.parse(raw[i]!) as Partial<DestinationStatus>).breaker : undefined;
+      } catch {
+        breaker = undefined; // a malformed entry reads as closed
+      }
+      return { destination, open: breaker === 'open' || breaker === 'half-open' };
+    });
+  }
+
   async status(destination: string): Promise<DestinationStatus | undefined> {
     const raw = await this.redis.hget(keys.destinations(this.prefix), destination);
     return raw ? (JSON.parse(raw) as DestinationStatus) : undefined;

@@ -13,6 +13,26 @@ export const instancesReceived = new Counter({
   registers: [metrics],
 });
 
+export const studiesReceived = new Counter({
+  name: 'aigw_studies_received_total',
+  help: 'Studies whose first instance was stored (new in the study index)',
+  registers: [metrics],
+});
+
+export const jobFailures = new Counter({
+  name: 'aigw_job_failures_total',
+  help: 'Jobs failed for good (no retry left), by pipeline stage and the calling AE title of the study',
+  labelNames: ['stage', 'calling_ae'] as const,
+  registers: [metrics],
+});
+
+export const reportsWritten = new Counter({
+  name: 'aigw_reports_total',
+  help: "Reports written, by model and whether a finding is positive (the positive rate drifting is a model's first sign of drift)",
+  labelNames: ['model', 'positive'] as const,
+  registers: [metrics],
+});
+
 export const bytesReceived = new Counter({
   name: 'aigw_bytes_received_total',
   help: 'Bytes of stored instances, by ingest path',
@@ -66,8 +86,23 @@ export const studyTurnaroundSeconds = new Histogram({
 });
 
 /** What the SLO gauges read at scrape time: each rule with a target and whether its last hour missed it. */
-export type SloSource = () => Promise<{ rule: string; breached: boolean; p95: number | null }[]>;
+export type SloSource = () => Promise<
+  { rule: string; breached: boolean; p95: number | null; targetP95Seconds: number }[]
+>;
 let sloSource: SloSource | undefined;
+
+/**
+ * One read shared by the gauges of a scrape: prom-client collects every metric at once, so gauges fed by
+ * the same source await the same promise (dropped once it settles).
+ */
+function shared<T>(read: () => Promise<T>): () => Promise<T> {
+  let inFlight: Promise<T> | undefined;
+  return () =>
+    (inFlight ??= read().finally(() => {
+      inFlight = undefined;
+    }));
+}
+const readSlos = shared(async () => (sloSource ? sloSource() : undefined));
 
 export const sloBreached = new Gauge({
   name: 'aigw_slo_breached',
@@ -75,9 +110,9 @@ export const sloBreached = new Gauge({
   labelNames: ['rule'] as const,
   registers: [metrics],
   async collect() {
-    if (!sloSource) return;
     try {
-      const slos = await sloSource();
+      const slos = await readSlos();
+      if (!slos) return;
       this.reset();
       for (const s of slos) this.set({ rule: s.rule }, s.breached ? 1 : 0);
     } catch {
@@ -85,6 +120,116 @@ export const sloBreached = new Gauge({
     }
   },
 });
+
+export const sloP95 = new Gauge({
+  name: 'aigw_slo_p95_seconds',
+  help: "A routing rule's turnaround p95 over the last hour, seconds (absent without deliveries)",
+  labelNames: ['rule'] as const,
+  registers: [metrics],
+  async collect() {
+    try {
+      const slos = await readSlos();
+      if (!slos) return;
+      this.reset();
+      for (const s of slos) if (s.p95 !== null) this.set({ rule: s.rule }, s.p95);
+    } catch {
+      // Redis away: the series keep their last values.
+    }
+  },
+});
+
+export const sloTarget = new Gauge({
+  name: 'aigw_slo_target_seconds',
+  help: "A routing rule's turnaround p95 target, seconds (routing.rules[].slo.p95Seconds)",
+  labelNames: ['rule'] as const,
+  registers: [metrics],
+  async collect() {
+    try {
+      const slos = await readSlos();
+      if (!slos) return;
+      this.reset();
+      for (const s of slos) this.set({ rule: s.rule }, s.targetP95Seconds);
+    } catch {
+      // Redis away: the series keep their last values.
+    }
+  },
+});
+
+/** What the gateway role reads at scrape time for the alerts: workers, breakers, spool disk. */
+export interface HealthSources {
+  /** Inference workers with a fresh heartbeat (whichever host they run on). */
+  workersAlive: () => Promise<number>;
+  /** Each configured destination and whether its breaker is open or half-open. */
+  breakers: () => Promise<{ destination: string; open: boolean }[]>;
+  /** Free bytes on the spool's disk and the watermark below which ingest refuses instances. */
+  spool: () => Promise<{ freeBytes: number; minFreeBytes: number }>;
+}
+let healthSources: HealthSources | undefined;
+const readSpool = shared(async () => (healthSources ? healthSources.spool() : undefined));
+
+export const workersAlive = new Gauge({
+  name: 'aigw_workers_alive',
+  help: 'Inference workers with a fresh heartbeat in Redis, read at scrape time by the gateway',
+  registers: [metrics],
+  async collect() {
+    if (!healthSources) return;
+    try {
+      this.set(await healthSources.workersAlive());
+    } catch {
+      // Redis away: keeps its last value; /readyz reports the outage.
+    }
+  },
+});
+
+export const breakerOpen = new Gauge({
+  name: 'aigw_destination_breaker_open',
+  help: "1 while a destination's circuit breaker is open or half-open (deliveries held back), else 0",
+  labelNames: ['destination'] as const,
+  registers: [metrics],
+  async collect() {
+    if (!healthSources) return;
+    try {
+      const states = await healthSources.breakers();
+      this.reset();
+      for (const b of states) this.set({ destination: b.destination }, b.open ? 1 : 0);
+    } catch {
+      // Redis away: the series keep their last values.
+    }
+  },
+});
+
+export const spoolFreeBytes = new Gauge({
+  name: 'aigw_spool_free_bytes',
+  help: "Free bytes on the spool's disk, available to the gateway",
+  registers: [metrics],
+  async collect() {
+    try {
+      const s = await readSpool();
+      if (s) this.set(s.freeBytes);
+    } catch {
+      // unreadable: keeps its last value; /readyz reports it.
+    }
+  },
+});
+
+export const spoolMinFreeBytes = new Gauge({
+  name: 'aigw_spool_min_free_bytes',
+  help: 'The spool watermark (spool.minFreeBytes): below it ingest refuses new instances',
+  registers: [metrics],
+  async collect() {
+    try {
+      const s = await readSpool();
+      if (s) this.set(s.minFreeBytes);
+    } catch {
+      // unreadable: keeps its last value.
+    }
+  },
+});
+
+/** The gateway role registers where the alerts' health gauges come from. */
+export function collectHealth(sources: HealthSources): void {
+  healthSources = sources;
+}
 
 /** The role that serves the console registers where SLO status comes from (the turnaround log). */
 export function collectSloStatus(source: SloSource): void {

@@ -57,11 +57,18 @@ export const keys = {
    */
   studyCounts: (prefix: string, studyUid: string) => `${prefix}:study:${studyUid}:counts`,
   /**
-   * Hash (expires after 2 h): one minute's SR deliveries (minute = ms since 1970 / 60 000), counted per
+   * Hash (expires after 26 h, so the console can chart a day): one minute's SR deliveries (minute = ms since 1970 / 60 000), counted per
    * series (lane and model, or rule) and logarithmic turnaround bucket. Written by delivery through the
    * turnaround log (pipeline/turnaround.ts), read by the console and the SLO metric.
    */
   turnaround: (prefix: string, minute: number) => `${prefix}:turnaround:${minute}`,
+  /**
+   * Hash (expires after 26 h): one minute's activity for the console's trend charts (pipeline/trends.ts):
+   * instances and new studies received, final job failures per stage and calling AE, reports and positive
+   * reports per model, and the last sampled queue depths. Written by ingest (counted in memory, flushed
+   * every few seconds), the failed-job hook, the study index (reports) and the gateway's queue sampler.
+   */
+  trends: (prefix: string, minute: number) => `${prefix}:trends:${minute}`,
   /** Hash: workerId → JSON WorkerHeartbeat. Written by workers, read by the admin console and /readyz. */
   workers: (prefix: string) => `${prefix}:workers`,
   /** List (newest first, trimmed): JSON AssociationRecord. Written by the DIMSE SCP. */

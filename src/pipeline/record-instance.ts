@@ -7,6 +7,8 @@ import { pipelineEvents } from './events.ts';
 import type { InstanceRecord } from './instance-record.ts';
 import type { StudyCompleteJob } from './jobs.ts';
 import type { StudyIndex } from './study-index.ts';
+import type { TrendCounter } from './trends.ts';
+import { studiesReceived } from '../observability/metrics.ts';
 
 export interface RecordInstanceDeps {
   index: StudyIndex;
@@ -25,6 +27,8 @@ export interface RecordInstanceDeps {
    * gateway role); its routing job overtakes less urgent ones. BullMQ's default when absent.
    */
   priorityOf?: (inst: InstanceRecord) => number;
+  /** Instances and new studies per minute for the console's trend charts, counted in memory. */
+  trends?: TrendCounter;
 }
 
 /** Well inside any sender's DIMSE timeout, and well above a healthy Redis round trip. */
@@ -50,6 +54,8 @@ export function createInstanceRecorder(deps: RecordInstanceDeps): (inst: Instanc
     if (i.status === 'rejected') throw i.reason;
     if (a.status === 'rejected') throw a.reason;
     audit.noteReceived(inst.studyUid, inst.callingAe, inst.callingAddress, inst.size);
+    if (i.value.newStudy) studiesReceived.inc();
+    deps.trends?.instance(i.value.newStudy);
     if (i.value.evidenceComplete) {
       // The last instance a completed MPPS announced, or the one that made the study whole by its counts
       // under a rule's completeWhen: no need to wait for the quiet period. After the re-arm above (same

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { countEvidence, NO_COUNT_PLAN, type CountPlan } from './counts.ts';
 import type { InstanceRecord } from './instance-record.ts';
 import { keys } from './keys.ts';
+import { trendField, trendMinute, TRENDS_TTL_S } from './trends.ts';
 
 export type { InstanceRecord } from './instance-record.ts';
 
@@ -305,7 +306,7 @@ export class StudyIndex {
   async recordInstance(
     rec: InstanceRecord,
     plan: CountPlan = NO_COUNT_PLAN,
-  ): Promise<{ evidenceComplete: boolean; evidence?: 'mpps' | 'counts' }> {
+  ): Promise<{ evidenceComplete: boolean; evidence?: 'mpps' | 'counts'; newStudy: boolean }> {
     const ev = countEvidence(rec);
     // Identifying data stays on the study (masked by the API), never in the instance record.
     const { identity, ...stored } = rec;
@@ -339,11 +340,12 @@ export class StudyIndex {
         identity?.patientId ?? '',
         identity?.patientName ?? '',
       ],
-    )) as [number, number];
-    const [mpps, counts] = reply.map(Number);
-    if (mpps === 1) return { evidenceComplete: true, evidence: 'mpps' };
-    if (counts === 1) return { evidenceComplete: true, evidence: 'counts' };
-    return { evidenceComplete: false };
+    )) as [number, number, number];
+    const [mpps, counts, first] = reply.map(Number);
+    const newStudy = first === 1;
+    if (mpps === 1) return { evidenceComplete: true, evidence: 'mpps', newStudy };
+    if (counts === 1) return { evidenceComplete: true, evidence: 'counts', newStudy };
+    return { evidenceComplete: false, newStudy };
   }
 
   /** EVALSHA, loading the script on NOSCRIPT (the first call after a start or a Redis restart). */
@@ -442,11 +444,24 @@ export class StudyIndex {
     return this.redis.zrevrange(this.studiesKey, offset, offset + count - 1);
   }
 
-  /** The findings table of a model's current report (read from the SR by the reports stage). */
-  async setReportFindings(studyUid: string, findings: ReportFindings): Promise<void> {
-    await this.changing(studyUid)
+  /**
+   * The findings table of a model's current report (read from the SR by the reports stage). The report
+   * is counted in the same transaction in the current minute's trends (reports, positive reports per
+   * model: the console's positive-finding rate).
+   */
+  async setReportFindings(studyUid: string, findings: ReportFindings, at = Date.now()): Promise<void> {
+    const trend = keys.trends(this.prefix, trendMinute(at));
+    const multi = this.changing(studyUid)
       .hset(this.studyKey(studyUid), `findings:${findings.model}`, JSON.stringify(findings))
-      .exec();
+      .hincrby(trend, trendField.reports(findings.model), 1);
+    if (findings.positive) multi.hincrby(trend, trendField.positive(findings.model), 1);
+    const replies = (await multi.expire(trend, TRENDS_TTL_S).exec()) ?? [];
+    for (const [err] of replies) if (err) throw err;
+  }
+
+  /** The AE title that sent the study ('' when unknown). */
+  async callingAe(studyUid: string): Promise<string> {
+    return (await this.redis.hget(this.studyKey(studyUid), 'callingAe')) ?? '';
   }
 
   /** Most recently active studies first. */
@@ -694,7 +709,7 @@ function script(body: string): Script {
  */
 const RECORD_INSTANCE = script(`
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSETNX', KEYS[2], 'firstReceivedAt', ARGV[3])
+local first = redis.call('HSETNX', KEYS[2], 'firstReceivedAt', ARGV[3])
 redis.call('HSETNX', KEYS[2], 'run', '0')
 redis.call('HSET', KEYS[2], 'studyUid', ARGV[4], 'lastReceivedAt', ARGV[3], 'callingAe', ARGV[5],
   'state', 'receiving')
@@ -711,7 +726,7 @@ local left = redis.call('SCARD', KEYS[4])
 local open = tonumber(redis.call('HGET', KEYS[5], 'open') or '0') or 0
 local mpps = 0
 if removed == 1 and left == 0 and open <= 0 then mpps = 1 end
-if new == 0 then return {mpps, 0} end
+if new == 0 then return {mpps, 0, first} end
 
 local C, s = KEYS[6], ARGV[6]
 local function complete()
@@ -769,7 +784,7 @@ if ARGV[12] ~= '' and tonumber(redis.call('HGET', C, 'complete') or '0') == seri
 end
 if counts == 1 then redis.call('HSET', KEYS[2], 'completeByCounts', '1')
 else redis.call('HDEL', KEYS[2], 'completeByCounts') end
-return {mpps, counts}`);
+return {mpps, counts, first}`);
 
 const FORGET_STUDY_IF_IDLE = `
 local last = redis.call('HGET', KEYS[1], 'lastReceivedAt')

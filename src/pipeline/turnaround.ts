@@ -9,8 +9,8 @@ import { keys } from './keys.ts';
 const MINUTE_MS = 60_000;
 /** The window the console and the SLOs look at. */
 export const TURNAROUND_WINDOW_MS = 3600_000;
-/** A minute's hash outlives the window it serves, with slack for clock skew between gateways. */
-export const TURNAROUND_TTL_S = 2 * 3600;
+/** A minute's hash outlives the longest window it serves (the trend charts' day), with slack for skew. */
+export const TURNAROUND_TTL_S = 26 * 3600;
 /** Bucket i holds [BASE·RATIOⁱ, BASE·RATIOⁱ⁺¹) seconds; below BASE is bucket 0, above the last the last. */
 const BUCKET_BASE_S = 0.01;
 const BUCKET_RATIO = 1.05;
@@ -66,7 +66,8 @@ const laneModelField = (lane: string, model: string, bucket: number) =>
   JSON.stringify(['m', lane, model, bucket]);
 const ruleField = (rule: string, bucket: number) => JSON.stringify(['r', rule, bucket]);
 
-type Histogram = Map<number, number>;
+/** Logarithmic bucket → count. */
+export type Histogram = Map<number, number>;
 
 function add(into: Map<string, Histogram>, series: string, bucket: number, count: number): void {
   let h = into.get(series);
@@ -157,6 +158,53 @@ export class TurnaroundLog {
       }),
     };
   }
+}
+
+/** One minute's deliveries per lane and per model (every lane together), as histograms. */
+export interface MinuteHistograms {
+  lanes: Map<string, Histogram>;
+  models: Map<string, Histogram>;
+}
+
+/**
+ * Minutes `first`..`last` (minute = ms since 1970 / 60 000), one entry each, for the trend charts: per lane
+ * and per model, so a chart can merge any run of minutes and read quantiles off the merged histogram.
+ */
+export async function turnaroundMinutes(
+  redis: Redis,
+  prefix: string,
+  first: number,
+  last: number,
+): Promise<MinuteHistograms[]> {
+  const pipeline = redis.pipeline();
+  for (let m = first; m <= last; m++) pipeline.hgetall(keys.turnaround(prefix, m));
+  const out: MinuteHistograms[] = [];
+  for (const [err, fields] of (await pipeline.exec()) ?? []) {
+    if (err) throw err;
+    const minute: MinuteHistograms = { lanes: new Map(), models: new Map() };
+    for (const [field, raw] of Object.entries((fields ?? {}) as Record<string, string>)) {
+      const count = Number(raw);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(field);
+      } catch {
+        continue; // not ours
+      }
+      if (!Array.isArray(parsed) || parsed[0] !== 'm' || parsed.length !== 4 || !Number.isFinite(count))
+        continue;
+      const [, lane, model, bucket] = parsed as [string, string, string, number];
+      if (typeof lane !== 'string' || typeof model !== 'string' || !Number.isInteger(bucket)) continue;
+      add(minute.lanes, lane, bucket, count);
+      add(minute.models, model, bucket, count);
+    }
+    out.push(minute);
+  }
+  return out;
+}
+
+/** Adds every count of `from` into `into`. */
+export function mergeHistograms(into: Map<string, Histogram>, from: Map<string, Histogram>): void {
+  for (const [series, h] of from) for (const [bucket, c] of h) add(into, series, bucket, c);
 }
 
 /** Rule name → p95 target, for the rules that set an SLO. */

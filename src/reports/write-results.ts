@@ -20,6 +20,7 @@ import { buildSegmentation } from './seg/segmentation.ts';
 import { buildMeasurementReport, COMPREHENSIVE_SR_SOP_CLASS } from './sr/tid1500.ts';
 import { readSrFindings, topFinding } from './sr/read-findings.ts';
 import { isPositiveRow } from '../pipeline/study-index.ts';
+import { reportsWritten } from '../observability/metrics.ts';
 
 export const SR_SERIES_NUMBER = 9000;
 export const SEG_SERIES_NUMBER = 9001;
@@ -98,6 +99,7 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
   if (!last || last.run <= run) {
     // The console's findings table, read back from the SR just built: what the PACS will show.
     const rows = readSrFindings(sr);
+    const positive = rows.some(isPositiveRow);
     await index.setReportFindings(studyUid, {
       model: modelId,
       version: modelVersion,
@@ -105,8 +107,9 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
       srUid: sopInstanceUid,
       rows,
       top: topFinding(rows),
-      positive: rows.some(isPositiveRow),
+      positive,
     });
+    reportsWritten.inc({ model: modelId, positive: String(positive) });
     await index.setLastReport(studyUid, modelId, {
       sopInstanceUid,
       seriesUid,

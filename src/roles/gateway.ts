@@ -9,7 +9,7 @@ import { createDestinations, defaultDestinationName, destinationSummaries } from
 import { deliveryBackoffStrategy } from '../delivery/backoff.ts';
 import { DestinationBreakers } from '../delivery/breaker.ts';
 import { loadModels } from '../models/registry.ts';
-import { collectSloStatus, observeStageTimings } from '../observability/metrics.ts';
+import { collectHealth, collectSloStatus, observeStageTimings } from '../observability/metrics.ts';
 import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
 import { closeWorker, createStudyCompleteQueue } from '../pipeline/queues.ts';
@@ -23,6 +23,10 @@ import { allQueues } from '../pipeline/queues.ts';
 import { createIngestRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
 import { sloTargets, TurnaroundLog } from '../pipeline/turnaround.ts';
+import { readTrends, sampleQueueDepths, TrendCounter } from '../pipeline/trends.ts';
+import { listWorkers } from '../admin/queries.ts';
+import { WORKER_STALE_MS } from '../admin/health.ts';
+import { freeBytesOf } from '../storage/disk-watermark.ts';
 import { OUTBOX_DIR, RESULTS_DIR } from '../storage/layout.ts';
 import { explainRouting } from '../routing/dry-run.ts';
 import { createRoutingProcessor } from '../routing/processor.ts';
@@ -68,7 +72,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     }),
     { connection, prefix, concurrency: 4 },
   );
-  markStudiesFailedOnFinalFailure(routing, index, 'routing');
+  markStudiesFailedOnFinalFailure(routing, index, 'routing', { redis: ctx.redis, prefix });
   observeStageTimings(routing, 'routing');
   const breakers = new DestinationBreakers(ctx.redis, prefix, {
     threshold: config.delivery.breakerThreshold,
@@ -91,7 +95,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       },
     },
   );
-  markStudiesFailedOnFinalFailure(delivery, index, 'delivery');
+  markStudiesFailedOnFinalFailure(delivery, index, 'delivery', { redis: ctx.redis, prefix });
   observeStageTimings(delivery, 'delivery');
   const stopRetention = scheduleRetention(
     {
@@ -109,6 +113,9 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   // DIMSE (plain + TLS) and STOW-RS share one path: spool commit, then the recorder. One armer re-arms
   // completion for stored instances and completes studies at once on the modality's evidence (MPPS).
   const armer = new CompletionArmer(ingestStudyComplete, config.study.quietPeriodMs);
+  // Instances and new studies per minute for the console's charts: counted in memory, flushed every few s.
+  const trendCounter = new TrendCounter(ingestRedis, prefix);
+  trendCounter.start();
   const ingest = await startIngest(
     config,
     spool,
@@ -120,6 +127,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       // Completion from the counts the images carry, where a rule's completeWhen says which series.
       countRules: new CountRules(config.routing.rules),
       priorityOf: ingestPriority(config.routing.rules, { anatomyKeywords: config.routing.anatomyKeywords }),
+      trends: trendCounter,
     }),
     ingestRedis,
     // Completion from evidence: the modality's performed procedure steps (N-CREATE / N-SET).
@@ -129,6 +137,19 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   // Read over the fail-fast connection, like the console: an outage answers at once.
   const turnaroundReader = new TurnaroundLog(ingestRedis, prefix, sloTargets(config.routing.rules));
   collectSloStatus(async () => (await turnaroundReader.summary()).slos);
+  // What the alerts read (deploy/prometheus/alerts.yml): workers alive, breakers, spool disk.
+  const destinationNames = destinationSummaries(config).map((d) => d.name);
+  collectHealth({
+    workersAlive: async () =>
+      (await listWorkers(ingestRedis, prefix, WORKER_STALE_MS)).filter((w) => w.alive).length,
+    breakers: () => breakers.openStates(destinationNames),
+    spool: async () => ({
+      freeBytes: await freeBytesOf(spool.root),
+      minFreeBytes: config.spool.minFreeBytes,
+    }),
+  });
+  // Queue depths for the charts, sampled into the per-minute trends.
+  const stopQueueSampler = sampleQueueDepths(ingestRedis, prefix, allQueues(queues));
 
   // HTTP last: /readyz answering means every listener is up.
   const localWorker = ctx.localInference;
@@ -144,6 +165,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     warnings: ingest.warnings,
     destinations: destinationSummaries(config),
     turnaround: () => turnaroundReader.summary(),
+    trends: (range) => readTrends(ingestRedis, prefix, range),
     explainRouting: async (instances) =>
       explainRouting(
         instances,
@@ -165,6 +187,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     () => closeWorker(delivery, ctx.redis),
     async () => stopRetention(),
     () => ingestStudyComplete.close(),
+    async () => stopQueueSampler(),
+    () => trendCounter.close().catch(() => undefined),
     async () => ingestRedis.disconnect(),
   ];
 }

@@ -75,7 +75,10 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
       lockDuration: lockDurationMs,
     },
   );
-  markStudiesFailedOnFinalFailure(worker, index, 'inference');
+  markStudiesFailedOnFinalFailure(worker, index, 'inference', {
+    redis: ctx.redis,
+    prefix: ctx.config.redis.prefix,
+  });
   observeStageTimings(worker, 'inference');
   ctx.localInference = worker;
   const heartbeat = new WorkerHeartbeatPublisher({

@@ -5,6 +5,12 @@ import { statfs } from 'node:fs/promises';
 /** How long one statfs answer is trusted: cheap enough per instance, fresh enough to stop a flood. */
 const REFRESH_MS = 1000;
 
+/** Free bytes on the disk holding `dir`, available to this process. */
+export async function freeBytesOf(dir: string): Promise<number> {
+  const fs = await statfs(dir);
+  return fs.bavail * fs.bsize;
+}
+
 export class DiskWatermark {
   private freeBytes = Number.POSITIVE_INFINITY;
   private checkedAt = 0;
@@ -19,8 +25,7 @@ export class DiskWatermark {
   async refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
-        const fs = await statfs(this.dir);
-        this.freeBytes = fs.bavail * fs.bsize;
+        this.freeBytes = await freeBytesOf(this.dir);
       } catch {
         // An unreadable spool directory fails every commit anyway; count it as full so nothing is accepted.
         this.freeBytes = 0;

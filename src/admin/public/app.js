@@ -1,6 +1,6 @@
 // The admin console: a small single-page app over the REST API (/api, see /api/openapi.json).
 // No build step. Every value from the server is put in the page with textContent, never as HTML.
-/* global document, window, fetch, setTimeout, setInterval, URLSearchParams */
+/* global document, window, fetch, setTimeout, setInterval, URLSearchParams, uPlot */
 'use strict';
 
 const REFRESH_MS = 2000;
@@ -922,6 +922,181 @@ function turnaroundPage() {
   };
 }
 
+// ----- trends: charts drawn by uPlot (/vendor, from node_modules) -----
+
+const PALETTE = ['#0969da', '#cf222e', '#1f883d', '#b7791f', '#8250df', '#bf3989', '#1b7c83', '#6e7781'];
+/** How often a chart's data is re-read, per range (the day has 10-minute points). */
+const TRENDS_REFRESH_MS = { hour: 5000, day: 60000 };
+const charts = new Map();
+
+/** The charts: each a title, a y-axis label and the series it draws from GET /api/trends. */
+const CHARTS = [
+  {
+    id: 'ingest',
+    title: 'Received per minute',
+    unit: '/min',
+    series: (t) => [
+      { label: 'studies', values: t.studiesPerMinute },
+      { label: 'instances', values: t.instancesPerMinute },
+    ],
+  },
+  {
+    id: 'latency-priority',
+    title: 'Receive → report latency by priority (s)',
+    unit: 's',
+    sparse: true,
+    series: (t) =>
+      t.latency.lanes.flatMap((l, i) => [
+        { label: `${l.lane} p50`, values: l.p50, color: i },
+        { label: `${l.lane} p95`, values: l.p95, color: i, dash: true },
+      ]),
+  },
+  {
+    id: 'latency-model',
+    title: 'Receive → report latency by model (s)',
+    unit: 's',
+    sparse: true,
+    series: (t) =>
+      t.latency.models.flatMap((m, i) => [
+        { label: `${m.model} p50`, values: m.p50, color: i },
+        { label: `${m.model} p95`, values: m.p95, color: i, dash: true },
+      ]),
+  },
+  {
+    id: 'queues',
+    title: 'Queue depths (jobs waiting, delayed or running)',
+    unit: 'jobs',
+    sparse: true,
+    series: (t) => t.queues.map((q) => ({ label: q.queue, values: q.jobs })),
+  },
+  {
+    id: 'failures-stage',
+    title: 'Failures by stage',
+    unit: 'jobs',
+    series: (t) => t.failuresByStage.map((f) => ({ label: f.stage, values: f.count })),
+  },
+  {
+    id: 'failures-ae',
+    title: 'Failures by calling AE',
+    unit: 'jobs',
+    series: (t) => t.failuresByAe.map((f) => ({ label: f.callingAe || '(unknown)', values: f.count })),
+  },
+  {
+    id: 'positive-rate',
+    title: 'Positive-finding rate per model (drift)',
+    unit: '%',
+    sparse: true,
+    series: (t) =>
+      t.positiveRate.map((m) => ({
+        label: m.model,
+        values: m.rate.map((r) => (r === null ? null : Math.round(r * 1000) / 10)),
+      })),
+  },
+];
+
+function chartWidth(el) {
+  return Math.max(280, Math.floor(el.clientWidth) - 2);
+}
+
+/** Draws or updates one chart; a change in the set of series makes a new plot. */
+function drawChart(def, t, el) {
+  const series = def.series(t);
+  const shape = series.map((s) => s.label).join('\u0000');
+  const data = [t.t, ...series.map((s) => s.values)];
+  const points = series.reduce((n, s) => n + s.values.filter((v) => v !== null && v !== 0).length, 0);
+  el.dataset.series = String(series.length);
+  el.dataset.points = String(points);
+  const holder = el.querySelector('.plot');
+  const old = charts.get(def.id);
+  if (old && old.shape === shape && old.range === t.range) {
+    old.plot.setData(data);
+    return;
+  }
+  if (old) old.plot.destroy();
+  holder.replaceChildren();
+  if (series.length === 0) {
+    holder.append(h('p', { className: 'empty' }, 'No data in this range yet.'));
+    charts.delete(def.id);
+    return;
+  }
+  const opts = {
+    width: chartWidth(holder),
+    height: 220,
+    cursor: { drag: { x: true, y: false } },
+    scales: { x: { time: true }, y: { range: (_u, min, max) => [0, Math.max(1, max * 1.1)] } },
+    axes: [{}, { label: def.unit, size: 56 }],
+    series: [
+      {},
+      ...series.map((s, i) => ({
+        label: s.label,
+        stroke: PALETTE[(s.color ?? i) % PALETTE.length],
+        width: 2,
+        dash: s.dash ? [6, 4] : undefined,
+        spanGaps: Boolean(def.sparse),
+        points: {
+          show: Boolean(def.sparse),
+          size: 7,
+          fill: PALETTE[(s.color ?? i) % PALETTE.length],
+        },
+      })),
+    ],
+  };
+  charts.set(def.id, { plot: new uPlot(opts, data, holder), shape, range: t.range });
+}
+
+function trendsPage() {
+  let range = window.sessionStorage.getItem('trends-range') || 'hour';
+  let lastRead = 0;
+  for (const c of charts.values()) c.plot.destroy();
+  charts.clear();
+  const buttons = ['hour', 'day'].map((r) =>
+    h(
+      'button',
+      {
+        className: r === range ? 'range active' : 'range',
+        dataset: { range: r },
+        onclick: () => {
+          range = r;
+          window.sessionStorage.setItem('trends-range', r);
+          for (const b of buttons) b.classList.toggle('active', b.dataset.range === r);
+          lastRead = 0;
+          void tick();
+        },
+      },
+      r === 'hour' ? 'Last hour' : 'Last day',
+    ),
+  );
+  const boxes = CHARTS.map((def) =>
+    h(
+      'section',
+      { className: 'chart', id: `chart-${def.id}` },
+      h('h3', {}, def.title),
+      h('div', { className: 'plot' }),
+    ),
+  );
+  replace(
+    pageEl,
+    h('h2', {}, 'Trends'),
+    h('div', { className: 'range-picker' }, buttons),
+    h('div', { className: 'charts' }, boxes),
+  );
+  return async () => {
+    if (Date.now() - lastRead < TRENDS_REFRESH_MS[range]) return;
+    const t = await getJson(`/api/trends?range=${range}`);
+    lastRead = Date.now();
+    if (!document.body.contains(boxes[0])) return; // the page changed while reading
+    for (const [i, def] of CHARTS.entries()) drawChart(def, t, boxes[i]);
+    document.getElementById('page').dataset.trendsRange = t.range;
+  };
+}
+
+window.addEventListener('resize', () => {
+  for (const [id, c] of charts) {
+    const holder = document.querySelector(`#chart-${id} .plot`);
+    if (holder) c.plot.setSize({ width: chartWidth(holder), height: 220 });
+  }
+});
+
 // ----- shell -----
 
 /** A banner on every page while a rule's SLO is missed. */
@@ -993,6 +1168,7 @@ function route() {
     queues: queuesPage,
     audit: auditPage,
     turnaround: turnaroundPage,
+    trends: trendsPage,
   };
   let refresh;
   if (name === 'study' && rest.length) refresh = studyPage(decodeURIComponent(rest.join('/')));
