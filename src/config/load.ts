@@ -8,6 +8,18 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** "host:port,host:port" → [{host, port}]; a malformed entry is left for the schema to reject. */
+function parseSentinels(value: string): unknown {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((s) => {
+      const at = s.lastIndexOf(':');
+      return at > 0 ? { host: s.slice(0, at), port: Number(s.slice(at + 1)) } : { host: s };
+    });
+}
+
 /** Environment variables for the settings Docker users expect to set without a file. */
 export const ENV_SETTINGS: Record<string, { path: string[]; parse: (v: string) => unknown }> = {
   GATEWAY_AE_TITLE: { path: ['dimse', 'aeTitle'], parse: String },
@@ -15,6 +27,11 @@ export const ENV_SETTINGS: Record<string, { path: string[]; parse: (v: string) =
   GATEWAY_HTTP_HOST: { path: ['http', 'host'], parse: String },
   GATEWAY_HTTP_PORT: { path: ['http', 'port'], parse: Number },
   GATEWAY_REDIS_URL: { path: ['redis', 'url'], parse: String },
+  // Redis Sentinel: "host:port,host:port,…", the master name, and the passwords (from a Secret).
+  GATEWAY_REDIS_SENTINELS: { path: ['redis', 'sentinels'], parse: parseSentinels },
+  GATEWAY_REDIS_MASTER_NAME: { path: ['redis', 'name'], parse: String },
+  GATEWAY_REDIS_PASSWORD: { path: ['redis', 'password'], parse: String },
+  GATEWAY_REDIS_SENTINEL_PASSWORD: { path: ['redis', 'sentinelPassword'], parse: String },
   GATEWAY_DATA_DIR: { path: ['dataDir'], parse: String },
   GATEWAY_MODELS_DIR: { path: ['modelsDir'], parse: String },
   GATEWAY_QUIET_PERIOD_MS: { path: ['study', 'quietPeriodMs'], parse: Number },

@@ -10,6 +10,12 @@ const aeTitle = z
 
 const port = z.coerce.number().int().min(0).max(65535);
 
+/** Why a Redis Cluster is refused at start-up (configuration and INFO cluster alike). */
+export const REDIS_CLUSTER_REFUSED =
+  'Redis Cluster is not supported: the study index runs multi-key Lua scripts and MULTI transactions ' +
+  "across a study's keys, which are not slot-safe. Use one Redis (with replicas and Sentinel for high " +
+  'availability: redis.sentinels and redis.name); see docs/scale-out.md';
+
 const matchValue = z.union([z.string(), z.array(z.string()).min(1)]);
 
 /**
@@ -380,14 +386,38 @@ export const configSchema = z
       .object({
         url: z
           .string()
+          .refine((u) => !/^[a-z]+\+cluster:/i.test(u), REDIS_CLUSTER_REFUSED)
           .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
           .default('redis://127.0.0.1:6379'),
         /** Key prefix for every queue and index key, so several gateways can share one Redis. */
         prefix: z.string().min(1).default('aigw'),
         /** Start a private redis-server when none answers at the URL (zero-config runs only). */
         autoStart: z.boolean().default(true),
+        /**
+         * Redis Sentinel: the sentinels to ask for the current master of `name`. When set, `url` is not
+         * used (nor autoStart); the master's password is `password`, the sentinels' `sentinelPassword`.
+         */
+        sentinels: z
+          .array(z.object({ host: z.string().min(1), port: port }).strict())
+          .min(1)
+          .optional(),
+        /** The master name the sentinels monitor (`sentinel monitor <name> ...`). */
+        name: z.string().min(1).optional(),
+        /** Password of the master and replicas, when they require one (with sentinels). */
+        password: z.string().min(1).optional(),
+        /** Password of the sentinels themselves, when they require one. */
+        sentinelPassword: z.string().min(1).optional(),
+        /** Redis Cluster is refused (see docs/scale-out.md); `true` here says so at configuration time. */
+        cluster: z
+          .boolean()
+          .refine((v) => !v, REDIS_CLUSTER_REFUSED)
+          .optional(),
       })
       .strict()
+      .refine((r) => (r.sentinels === undefined) === (r.name === undefined), {
+        message: 'redis.sentinels and redis.name go together (the master name the sentinels monitor)',
+        path: ['name'],
+      })
       .prefault({}),
     dataDir: z.string().min(1).default('./data'),
     spool: spoolSchema,

@@ -2,14 +2,15 @@ import type { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { Queues } from '../pipeline/queues.ts';
+import type { RedisTarget } from '../pipeline/redis.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
 
 /** What every role of one process shares: settings, the Redis connection, the study index, the queues. */
 export interface RoleContext {
   config: GatewayConfig;
   redis: Redis;
-  /** The URL that Redis answers on (a private redis-server's when one was started). */
-  redisUrl: string;
+  /** Where Redis answers (a private redis-server's URL when one was started, or the sentinels). */
+  redisTarget: RedisTarget;
   index: StudyIndex;
   queues: Queues;
   /** The in-process inference worker, which /readyz counts as alive while it runs. */

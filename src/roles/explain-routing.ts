@@ -9,7 +9,7 @@ import { defaultDestinationName } from '../delivery/registry.ts';
 import { loadModels } from '../models/registry.ts';
 import { errorMessage } from '../observability/error-message.ts';
 import type { InstanceRecord } from '../pipeline/instance-record.ts';
-import { createRedis } from '../pipeline/redis.ts';
+import { createRedis, redisTarget } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
 import { explainRouting, formatExplanation, type RoutingExplanation } from '../routing/dry-run.ts';
 
@@ -67,7 +67,7 @@ export async function explainRoutingCommand(config: GatewayConfig, opts: Explain
   let instances: InstanceRecord[];
   let unreadable: string[] = [];
   if (opts.studyUid) {
-    const redis = createRedis(config.redis.url);
+    const redis = createRedis(redisTarget(config));
     try {
       instances = await new StudyIndex(redis, config.redis.prefix).instances(opts.studyUid);
     } finally {

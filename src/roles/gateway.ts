@@ -46,7 +46,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
 
   // The ingest path has its own fail-fast connection: during a Redis outage a sender is answered at once
   // (C-STORE A700, STOW-RS 503) instead of waiting in an offline queue. BullMQ workers keep ctx.redis.
-  const ingestRedis = await createIngestRedis(config.redis.url);
+  const ingestRedis = await createIngestRedis(ctx.redisTarget);
   const ingestIndex = new StudyIndex(ingestRedis, prefix);
   const ingestStudyComplete = createStudyCompleteQueue(ingestRedis, config);
   const stopReconciler = startSpoolReconciler({

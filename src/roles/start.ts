@@ -31,11 +31,11 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
   const workerHttp = role === 'worker' && config.worker.httpPort !== undefined;
   if (role !== 'worker' || workerHttp) assertAuthForBinding(config.http);
   const redisHandle = await ensureRedis(config);
-  const redis = createRedis(redisHandle.url);
+  const redis = createRedis(redisHandle.target);
   const ctx: RoleContext = {
     config,
     redis,
-    redisUrl: redisHandle.url,
+    redisTarget: redisHandle.target,
     index: new StudyIndex(redis, config.redis.prefix),
     queues: createQueues(redis, config),
   };

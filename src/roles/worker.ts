@@ -60,7 +60,7 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   // so the stalled-job check of another worker does not run the same model twice.
   const lockDurationMs = config.worker.lockDurationMs;
   const renewer = new LockRenewer({
-    redisUrl: ctx.redisUrl,
+    redisTarget: ctx.redisTarget,
     prefix: config.redis.prefix,
     queueName: QUEUE.inference,
     lockDurationMs,

@@ -80,7 +80,6 @@ export async function startGateway(opts: {
   const httpPort = await freePort();
   const prefix = `aigw-e2e-${randomBytes(4).toString('hex')}`;
   const config = {
-    redis: { url: REDIS_URL, prefix, autoStart: false },
     dataDir,
     modelsDir: opts.modelsDir,
     study: { quietPeriodMs: 1000 },
@@ -88,6 +87,13 @@ export async function startGateway(opts: {
     worker: { concurrency: 2, ...(opts.role === 'worker' ? { httpPort } : {}) },
     delivery: { attempts: 20, backoffMs: 200 },
     ...opts.config,
+    // Settings given for redis (another server, sentinels) add to the helper's prefix.
+    redis: {
+      url: REDIS_URL,
+      prefix,
+      autoStart: false,
+      ...(opts.config?.redis as Record<string, unknown> | undefined),
+    },
     // Settings given for http (auth) add to the helper's host and port.
     http: {
       host: '127.0.0.1',

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Job, Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import { connectRedis, type RedisTarget } from '../../pipeline/redis.ts';
 
 // The lock renewer's thread: it extends the BullMQ lock of every job the main thread is running, on its
 // own event loop and Redis connection, so a model whose session.run (or decoding) holds the main thread
@@ -10,14 +10,14 @@ export type RenewerMessage =
   { kind: 'track'; jobId: string; token: string } | { kind: 'untrack'; jobId: string } | { kind: 'close' };
 
 export interface RenewerData {
-  redisUrl: string;
+  redisTarget: RedisTarget;
   prefix: string;
   queueName: string;
   lockDurationMs: number;
 }
 
 const data = workerData as RenewerData;
-const connection = new Redis(data.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+const connection = connectRedis(data.redisTarget, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
 connection.on('error', () => undefined);
 const queue = new Queue(data.queueName, { connection, prefix: data.prefix });
 const running = new Map<string, string>();

@@ -57,7 +57,7 @@ async function runLongJob(withRenewer: boolean): Promise<{ ranHere: number; ranE
   const queue = new Queue(queueName, { connection: redis, prefix });
   const events = new QueueEvents(queueName, { connection: { url: REDIS_URL }, prefix });
   const renewer = withRenewer
-    ? new LockRenewer({ redisUrl: REDIS_URL, prefix, queueName, lockDurationMs: LOCK_MS })
+    ? new LockRenewer({ redisTarget: { url: REDIS_URL }, prefix, queueName, lockDurationMs: LOCK_MS })
     : undefined;
   let ranHere = 0;
   let started!: () => void;

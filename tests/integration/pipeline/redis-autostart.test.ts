@@ -16,7 +16,7 @@ test('with no Redis answering, a private redis-server is started, persisting und
   });
   const handle = await ensureRedis(config);
   try {
-    const client = new Redis(handle.url);
+    const client = new Redis(handle.target.url);
     assert.equal(await client.ping(), 'PONG');
     await client.set('k', 'v');
     assert.equal(await client.config('GET', 'appendonly').then((r) => (r as string[])[1]), 'yes');
@@ -31,7 +31,7 @@ test('with no Redis answering, a private redis-server is started, persisting und
 test('an existing Redis is used as it is, and stop() leaves it running', async () => {
   const handle = await ensureRedis(loadConfig({ env: {} }));
   await handle.stop();
-  const client = new Redis(handle.url);
+  const client = new Redis(handle.target.url);
   assert.equal(await client.ping(), 'PONG');
   client.disconnect();
 });

@@ -120,3 +120,30 @@ test('GATEWAY_ADMIN_TOKEN adds an admin token beside the configured ones, replac
     { name: 'env-admin', token: 'env-token-0123456789', role: 'admin' },
   ]);
 });
+
+test('Redis Sentinel from the environment: sentinels, master name and passwords, validated', () => {
+  const c = loadConfig({
+    env: {
+      GATEWAY_REDIS_SENTINELS: 'sentinel-0.redis:26379, sentinel-1.redis:26380',
+      GATEWAY_REDIS_MASTER_NAME: 'aigw',
+      GATEWAY_REDIS_PASSWORD: 'master-password-1',
+      GATEWAY_REDIS_SENTINEL_PASSWORD: 'sentinel-password-1',
+    },
+  });
+  assert.deepEqual(c.redis.sentinels, [
+    { host: 'sentinel-0.redis', port: 26379 },
+    { host: 'sentinel-1.redis', port: 26380 },
+  ]);
+  assert.equal(c.redis.name, 'aigw');
+  assert.equal(c.redis.password, 'master-password-1');
+  assert.equal(c.redis.sentinelPassword, 'sentinel-password-1');
+  assert.throws(
+    () => loadConfig({ env: { GATEWAY_REDIS_SENTINELS: 'no-port', GATEWAY_REDIS_MASTER_NAME: 'aigw' } }),
+    (err: unknown) => err instanceof ConfigError && /redis\.sentinels\.0\.port/.test(err.message),
+  );
+  assert.throws(
+    () => loadConfig({ env: { GATEWAY_REDIS_SENTINELS: 'sentinel-0.redis:26379' } }),
+    (err: unknown) =>
+      err instanceof ConfigError && /redis\.sentinels and redis\.name go together/.test(err.message),
+  );
+});
