@@ -104,55 +104,59 @@ function shared<T>(read: () => Promise<T>): () => Promise<T> {
 }
 const readSlos = shared(async () => (sloSource ? sloSource() : undefined));
 
-export const sloBreached = new Gauge({
+/**
+ * A gauge read at scrape time from a shared source: `series` gives each labelled value (null: absent).
+ * When the source cannot be read (Redis away, a disk unreadable) the series keep their last values, and
+ * /readyz reports the outage.
+ */
+function scrapedGauge<T, L extends string>(opts: {
+  name: string;
+  help: string;
+  labelNames: readonly L[];
+  read: () => Promise<T | undefined>;
+  series: (source: T) => { labels: Partial<Record<L, string>>; value: number | null }[];
+}): Gauge<L> {
+  return new Gauge<L>({
+    name: opts.name,
+    help: opts.help,
+    labelNames: opts.labelNames,
+    registers: [metrics],
+    async collect() {
+      let source: T | undefined;
+      try {
+        source = await opts.read();
+      } catch {
+        return;
+      }
+      if (source === undefined) return;
+      if (opts.labelNames.length > 0) this.reset();
+      for (const { labels, value } of opts.series(source)) if (value !== null) this.set(labels, value);
+    },
+  });
+}
+
+export const sloBreached = scrapedGauge({
   name: 'aigw_slo_breached',
   help: "1 while a routing rule's turnaround SLO is missed (p95 over the last hour above its target), else 0",
   labelNames: ['rule'] as const,
-  registers: [metrics],
-  async collect() {
-    try {
-      const slos = await readSlos();
-      if (!slos) return;
-      this.reset();
-      for (const s of slos) this.set({ rule: s.rule }, s.breached ? 1 : 0);
-    } catch {
-      // Redis away: the series keep their last values; /readyz reports the outage.
-    }
-  },
+  read: readSlos,
+  series: (slos) => slos.map((s) => ({ labels: { rule: s.rule }, value: s.breached ? 1 : 0 })),
 });
 
-export const sloP95 = new Gauge({
+export const sloP95 = scrapedGauge({
   name: 'aigw_slo_p95_seconds',
   help: "A routing rule's turnaround p95 over the last hour, seconds (absent without deliveries)",
   labelNames: ['rule'] as const,
-  registers: [metrics],
-  async collect() {
-    try {
-      const slos = await readSlos();
-      if (!slos) return;
-      this.reset();
-      for (const s of slos) if (s.p95 !== null) this.set({ rule: s.rule }, s.p95);
-    } catch {
-      // Redis away: the series keep their last values.
-    }
-  },
+  read: readSlos,
+  series: (slos) => slos.map((s) => ({ labels: { rule: s.rule }, value: s.p95 })),
 });
 
-export const sloTarget = new Gauge({
+export const sloTarget = scrapedGauge({
   name: 'aigw_slo_target_seconds',
   help: "A routing rule's turnaround p95 target, seconds (routing.rules[].slo.p95Seconds)",
   labelNames: ['rule'] as const,
-  registers: [metrics],
-  async collect() {
-    try {
-      const slos = await readSlos();
-      if (!slos) return;
-      this.reset();
-      for (const s of slos) this.set({ rule: s.rule }, s.targetP95Seconds);
-    } catch {
-      // Redis away: the series keep their last values.
-    }
-  },
+  read: readSlos,
+  series: (slos) => slos.map((s) => ({ labels: { rule: s.rule }, value: s.targetP95Seconds })),
 });
 
 /** What the gateway role reads at scrape time for the alerts: workers, breakers, spool disk. */
@@ -198,32 +202,20 @@ export const breakerOpen = new Gauge({
   },
 });
 
-export const spoolFreeBytes = new Gauge({
+export const spoolFreeBytes = scrapedGauge({
   name: 'aigw_spool_free_bytes',
   help: "Free bytes on the spool's disk, available to the gateway",
-  registers: [metrics],
-  async collect() {
-    try {
-      const s = await readSpool();
-      if (s) this.set(s.freeBytes);
-    } catch {
-      // unreadable: keeps its last value; /readyz reports it.
-    }
-  },
+  labelNames: [] as const,
+  read: readSpool,
+  series: (s) => [{ labels: {}, value: s.freeBytes }],
 });
 
-export const spoolMinFreeBytes = new Gauge({
+export const spoolMinFreeBytes = scrapedGauge({
   name: 'aigw_spool_min_free_bytes',
   help: 'The spool watermark (spool.minFreeBytes): below it ingest refuses new instances',
-  registers: [metrics],
-  async collect() {
-    try {
-      const s = await readSpool();
-      if (s) this.set(s.minFreeBytes);
-    } catch {
-      // unreadable: keeps its last value.
-    }
-  },
+  labelNames: [] as const,
+  read: readSpool,
+  series: (s) => [{ labels: {}, value: s.minFreeBytes }],
 });
 
 /** The gateway role registers where the alerts' health gauges come from. */
