@@ -122,23 +122,11 @@ export class TurnaroundLog {
     const rules = new Map<string, Histogram>();
     for (const [err, fields] of (await pipeline.exec()) ?? []) {
       if (err) throw err;
-      for (const [field, raw] of Object.entries((fields ?? {}) as Record<string, string>)) {
-        const count = Number(raw);
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(field);
-        } catch {
-          continue; // not ours
-        }
-        if (!Array.isArray(parsed) || !Number.isFinite(count)) continue;
-        if (parsed[0] === 'm' && parsed.length === 4) {
-          const [, lane, model, bucket] = parsed as [string, string, string, number];
-          add(lanes, lane, bucket, count);
-          add(models, JSON.stringify([lane, model]), bucket, count);
-        } else if (parsed[0] === 'r' && parsed.length === 3) {
-          const [, rule, bucket] = parsed as [string, string, number];
-          add(rules, rule, bucket, count);
-        }
+      for (const f of minuteFields(fields)) {
+        if (f.kind === 'model') {
+          add(lanes, f.lane, f.bucket, f.count);
+          add(models, JSON.stringify([f.lane, f.model]), f.bucket, f.count);
+        } else add(rules, f.rule, f.bucket, f.count);
       }
     }
     return {
@@ -182,22 +170,37 @@ export async function turnaroundMinutes(
   for (const [err, fields] of (await pipeline.exec()) ?? []) {
     if (err) throw err;
     const minute: MinuteHistograms = { lanes: new Map(), models: new Map() };
-    for (const [field, raw] of Object.entries((fields ?? {}) as Record<string, string>)) {
-      const count = Number(raw);
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(field);
-      } catch {
-        continue; // not ours
-      }
-      if (!Array.isArray(parsed) || parsed[0] !== 'm' || parsed.length !== 4 || !Number.isFinite(count))
-        continue;
-      const [, lane, model, bucket] = parsed as [string, string, string, number];
-      if (typeof lane !== 'string' || typeof model !== 'string' || !Number.isInteger(bucket)) continue;
-      add(minute.lanes, lane, bucket, count);
-      add(minute.models, model, bucket, count);
+    for (const f of minuteFields(fields)) {
+      if (f.kind !== 'model') continue;
+      add(minute.lanes, f.lane, f.bucket, f.count);
+      add(minute.models, f.model, f.bucket, f.count);
     }
     out.push(minute);
+  }
+  return out;
+}
+
+type MinuteField =
+  | { kind: 'model'; lane: string; model: string; bucket: number; count: number }
+  | { kind: 'rule'; rule: string; bucket: number; count: number };
+
+/** The fields of one minute's hash, parsed and checked (laneModelField / ruleField); others skipped. */
+function minuteFields(fields: unknown): MinuteField[] {
+  const out: MinuteField[] = [];
+  for (const [field, raw] of Object.entries((fields ?? {}) as Record<string, string>)) {
+    const count = Number(raw);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(field);
+    } catch {
+      continue; // not ours
+    }
+    if (!Array.isArray(parsed) || !Number.isFinite(count)) continue;
+    const [kind, a, b, c] = parsed as unknown[];
+    if (kind === 'm' && parsed.length === 4 && typeof a === 'string' && typeof b === 'string')
+      if (Number.isInteger(c)) out.push({ kind: 'model', lane: a, model: b, bucket: c as number, count });
+    if (kind === 'r' && parsed.length === 3 && typeof a === 'string' && Number.isInteger(b))
+      out.push({ kind: 'rule', rule: a, bucket: b as number, count });
   }
   return out;
 }
