@@ -196,7 +196,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     '/whoami',
     handle(async (_req, res) => {
       const who = principalOf(res);
-      res.json({ name: who.name, role: who.role, via: who.via });
+      res.json({ name: who.name, role: who.role, via: who.via, phi: who.phi });
     }),
   );
 
@@ -318,11 +318,19 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       const uid = studyUidParam(req);
       const sop = req.params.sop;
       if (typeof sop !== 'string' || !isValidUid(sop)) throw new BadRequest('not a valid SOP Instance UID');
+      // Pixels may carry identifying data burned in (ultrasound, secondary capture): like the text fields,
+      // shown only to users with the PHI permission, and each view audited.
+      const who = principalOf(res);
+      if (!who.phi) {
+        res.status(403).json({ error: 'images may carry identifying data: the PHI permission is needed' });
+        return;
+      }
       const inst = (await index.instances(uid)).find((i) => i.sopInstanceUid === sop);
       if (!inst) {
         res.status(404).json({ error: 'unknown instance' });
         return;
       }
+      await phiViews.viewed(who, `thumbnail ${uid}`, uid, 'thumbnail');
       let t: Thumbnail;
       try {
         t = await thumbnail(`${uid}/${sop}/${inst.path}`, inst.path);

@@ -98,6 +98,7 @@ export class InstanceAcceptor {
     expected: Expected = {},
     written?: WrittenFile,
   ): Promise<AcceptOutcome> {
+    let committed = false;
     try {
       let header: InstanceHeader;
       try {
@@ -119,6 +120,7 @@ export class InstanceAcceptor {
       try {
         size = written?.size ?? (await stat(tempPath)).size;
         finalPath = await this.spool.commit(tempPath, checked.key, { alreadySynced: true });
+        committed = true;
       } catch (err) {
         return failed(STATUS_OUT_OF_RESOURCES, 'cannot store instance', checked.key, err);
       }
@@ -142,7 +144,7 @@ export class InstanceAcceptor {
       return { ok: true, instance };
     } finally {
       // Whatever did not make it into the spool goes (after a commit the temp path no longer exists).
-      await this.spool.discard(tempPath).catch(() => undefined);
+      if (!committed) await this.spool.discard(tempPath).catch(() => undefined);
     }
   }
 }

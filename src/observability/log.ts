@@ -8,6 +8,8 @@ const PHI_KEYS = [
   'patientName',
   'patientId',
   'patientBirthDate',
+  'AccessionNumber',
+  'accessionNumber',
 ];
 
 export const log = pino({

@@ -135,7 +135,8 @@ function scrapedGauge<T, L extends string>(opts: {
   });
 }
 
-export const sloBreached = scrapedGauge({
+// sloBreached: registered on the registry, read at scrape time.
+scrapedGauge({
   name: 'aigw_slo_breached',
   help: "1 while a routing rule's turnaround SLO is missed (p95 over the last hour above its target), else 0",
   labelNames: ['rule'] as const,
@@ -143,7 +144,8 @@ export const sloBreached = scrapedGauge({
   series: (slos) => slos.map((s) => ({ labels: { rule: s.rule }, value: s.breached ? 1 : 0 })),
 });
 
-export const sloP95 = scrapedGauge({
+// sloP95: registered on the registry, read at scrape time.
+scrapedGauge({
   name: 'aigw_slo_p95_seconds',
   help: "A routing rule's turnaround p95 over the last hour, seconds (absent without deliveries)",
   labelNames: ['rule'] as const,
@@ -151,7 +153,8 @@ export const sloP95 = scrapedGauge({
   series: (slos) => slos.map((s) => ({ labels: { rule: s.rule }, value: s.p95 })),
 });
 
-export const sloTarget = scrapedGauge({
+// sloTarget: registered on the registry, read at scrape time.
+scrapedGauge({
   name: 'aigw_slo_target_seconds',
   help: "A routing rule's turnaround p95 target, seconds (routing.rules[].slo.p95Seconds)",
   labelNames: ['rule'] as const,
@@ -202,7 +205,8 @@ export const breakerOpen = new Gauge({
   },
 });
 
-export const spoolFreeBytes = scrapedGauge({
+// spoolFreeBytes: registered on the registry, read at scrape time.
+scrapedGauge({
   name: 'aigw_spool_free_bytes',
   help: "Free bytes on the spool's disk, available to the gateway",
   labelNames: [] as const,
@@ -210,7 +214,8 @@ export const spoolFreeBytes = scrapedGauge({
   series: (s) => [{ labels: {}, value: s.freeBytes }],
 });
 
-export const spoolMinFreeBytes = scrapedGauge({
+// spoolMinFreeBytes: registered on the registry, read at scrape time.
+scrapedGauge({
   name: 'aigw_spool_min_free_bytes',
   help: 'The spool watermark (spool.minFreeBytes): below it ingest refuses new instances',
   labelNames: [] as const,

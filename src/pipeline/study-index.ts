@@ -439,11 +439,6 @@ export class StudyIndex {
     return this.redis.zcard(this.studiesKey);
   }
 
-  /** Study UIDs, newest activity first, `count` from `offset`. */
-  async uids(offset: number, count: number): Promise<string[]> {
-    return this.redis.zrevrange(this.studiesKey, offset, offset + count - 1);
-  }
-
   /**
    * The findings table of a model's current report (read from the SR by the reports stage). The report
    * is counted in the same transaction in the current minute's trends (reports, positive reports per
@@ -711,8 +706,11 @@ const RECORD_INSTANCE = script(`
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local first = redis.call('HSETNX', KEYS[2], 'firstReceivedAt', ARGV[3])
 redis.call('HSETNX', KEYS[2], 'run', '0')
-redis.call('HSET', KEYS[2], 'studyUid', ARGV[4], 'lastReceivedAt', ARGV[3], 'callingAe', ARGV[5],
-  'state', 'receiving')
+redis.call('HSET', KEYS[2], 'studyUid', ARGV[4], 'lastReceivedAt', ARGV[3], 'state', 'receiving')
+-- Reconcile re-indexes a file with no calling AE: it keeps the one the sender was recorded with.
+if ARGV[5] ~= '' or redis.call('HEXISTS', KEYS[2], 'callingAe') == 0 then
+  redis.call('HSET', KEYS[2], 'callingAe', ARGV[5])
+end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('HSET', KEYS[2], 'ser:' .. ARGV[6], ARGV[13])
 if ARGV[14] ~= '' then redis.call('HSETNX', KEYS[2], 'description', ARGV[14]) end

@@ -230,9 +230,6 @@ for (const region of REGIONS) {
   for (const code of [...region.sct, ...region.srt]) BY_CODE.set(code.toUpperCase(), region.term);
 }
 
-/** Every defined term the table maps to. */
-export const KNOWN_BODY_PARTS: readonly string[] = [...new Set(REGIONS.map((r) => r.term))];
-
 /**
  * The defined term a Body Part Examined value (or a code meaning, or a term in a manifest or rule) stands
  * for, or undefined when the table does not know it. Tried whole, then without view words.

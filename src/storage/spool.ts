@@ -183,7 +183,8 @@ export class Spool {
       throw err;
     }
     try {
-      if ((await stat(aside)).mtimeMs <= writtenBy) return 'removed';
+      // receivedAt is whole milliseconds; the file's mtime of the same millisecond may carry a fraction.
+      if (Math.floor((await stat(aside)).mtimeMs) <= writtenBy) return 'removed';
       // A re-sent copy: back into place, unless an even newer commit already holds the name.
       await link(aside, target).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err;
@@ -286,6 +287,9 @@ export class TempFileStream extends Writable {
 
   override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
     const ok = typeof encoding === 'string' ? super.write(chunk, encoding, cb) : super.write(chunk, encoding);
+    // A stream that failed (over the size limit) or ended drains nothing: pausing the socket then would
+    // stall the association until its idle timeout instead of letting the refusal be answered.
+    if (this.destroyed || this.writableEnded) return true;
     if (!ok) this.flow?.pause();
     return ok;
   }

@@ -576,17 +576,20 @@ function seriesTable(uid, instances) {
       h(
         'td',
         { className: 'thumbs' },
-        list.slice(0, 4).map((i) => {
-          const img = h('img', {
-            className: 'thumb',
-            alt: `instance ${i.instanceNumber ?? ''}`,
-            loading: 'lazy',
-            src: `/api/studies/${uidPath(uid)}/instances/${uidPath(i.sopInstanceUid)}/thumbnail.png`,
-            dataset: { sop: i.sopInstanceUid },
-          });
-          img.onerror = () => img.replaceWith(h('span', { className: 'muted small' }, 'no preview'));
-          return img;
-        }),
+        // Pixels may carry burned-in identifying data: previews only for users with the PHI permission.
+        me.phi === false
+          ? h('span', { className: 'muted small' }, 'previews need the PHI permission')
+          : list.slice(0, 4).map((i) => {
+              const img = h('img', {
+                className: 'thumb',
+                alt: `instance ${i.instanceNumber ?? ''}`,
+                loading: 'lazy',
+                src: `/api/studies/${uidPath(uid)}/instances/${uidPath(i.sopInstanceUid)}/thumbnail.png`,
+                dataset: { sop: i.sopInstanceUid },
+              });
+              img.onerror = () => img.replaceWith(h('span', { className: 'muted small' }, 'no preview'));
+              return img;
+            }),
       ),
     );
   });
