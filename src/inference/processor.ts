@@ -30,7 +30,8 @@ export function createInferenceProcessor(deps: InferenceDeps) {
     const { studyUid, seriesUids, modelId, modelVersion, run, destinations, priority } = job.data;
     const session = deps.sessions.get(`${modelId}@${modelVersion}`);
     if (!session) throw new Error(`model ${modelId}@${modelVersion} is not loaded on this worker`);
-    await deps.index.setState(studyUid, 'inferring');
+    // A job of an earlier run (superseded meanwhile) leaves the current run's state alone.
+    if (run === (await deps.index.currentRun(studyUid))) await deps.index.setState(studyUid, 'inferring');
 
     const instances = (await deps.index.instances(studyUid))
       .filter((i) => seriesUids.includes(i.seriesUid))

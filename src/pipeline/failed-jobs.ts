@@ -30,11 +30,23 @@ export function markStudiesFailedOnFinalFailure(
     pipelineEvents.jobFailed(stage, { jobId: job.id, studyUid, attempt: job.attemptsMade, final }, err);
     if (final && studyUid) {
       const reason = errorMessage(err);
-      void index.setState(studyUid, 'failed', `${stage}: ${reason}`).catch(() => undefined);
+      const run = (job.data as { run?: number }).run;
+      void markFailed(index, studyUid, run, `${stage}: ${reason}`).catch(() => undefined);
       void audit.record({ type: 'failed', studyUid, stage, reason, jobId: String(job.id) });
     }
     if (final) void countFailure(index, stage, studyUid, trends);
   });
+}
+
+/** A job of an earlier run (a reprocess or a late instance started a new one) does not fail the current run. */
+async function markFailed(
+  index: StudyIndex,
+  studyUid: string,
+  run: number | undefined,
+  detail: string,
+): Promise<void> {
+  if (run !== undefined && run !== (await index.currentRun(studyUid))) return;
+  await index.setState(studyUid, 'failed', detail);
 }
 
 async function countFailure(
