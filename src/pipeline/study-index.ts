@@ -37,6 +37,8 @@ export interface StudySummary {
   callingAe: string;
   firstReceivedAt: number;
   lastReceivedAt: number;
+  /** When the study last reached 'done' (every delivery of its run landed), if it has. */
+  doneAt?: number;
   instanceCount: number;
   /** Completed processing runs; a re-run supersedes the previous one. */
   run: number;
@@ -140,6 +142,7 @@ export function studyFromFields(
     callingAe: fields.callingAe ?? '',
     firstReceivedAt: Number(fields.firstReceivedAt),
     lastReceivedAt: Number(fields.lastReceivedAt),
+    ...(fields.doneAt ? { doneAt: Number(fields.doneAt) } : {}),
     instanceCount,
     run: Number(fields.run ?? 0),
     detail: fields.detail || undefined,
@@ -461,9 +464,7 @@ export class StudyIndex {
 
   /** Most recently active studies first. */
   async list(limit = 100): Promise<StudySummary[]> {
-    const uids = await this.redis.zrevrange(this.studiesKey, 0, limit - 1);
-    const studies = await Promise.all(uids.map((uid) => this.get(uid)));
-    return studies.filter((s): s is StudySummary => s !== undefined);
+    return this.many(await this.redis.zrevrange(this.studiesKey, 0, limit - 1));
   }
 
   /**
@@ -604,12 +605,6 @@ export class StudyIndex {
       studyUid,
     );
     return Number(removed) === 1;
-  }
-
-  /** When the study last reached 'done' (every delivery succeeded), if it has. */
-  async doneAt(studyUid: string): Promise<number | undefined> {
-    const v = await this.redis.hget(this.studyKey(studyUid), 'doneAt');
-    return v ? Number(v) : undefined;
   }
 
   /**

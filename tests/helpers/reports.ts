@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { ModelResult, SegmentationResult } from '../../src/pipeline/findings.ts';
+import type { ModelResult, SegmentationResult, SourceInstanceRef } from '../../src/pipeline/findings.ts';
 import { buildMeasurementReport } from '../../src/reports/sr/tid1500.ts';
 import { mrSlices, sourcesOf } from './dicom-tools.ts';
 
@@ -63,30 +63,52 @@ export function whiteMatterResult(
 } {
   const mr = sourcesOf(mrSlices(from, to));
   const headers = mr.map((x) => x.header);
+  return {
+    headers,
+    studyUid: headers[0]!.StudyInstanceUID as string,
+    result: whiteMatterResultOver(
+      headers,
+      mr.map((x) => x.ref),
+      opts,
+    ),
+  };
+}
+
+/** The white-matter segmentation result over these headers and their files (e.g. edited copies). */
+export function whiteMatterResultOver(
+  headers: Record<string, unknown>[],
+  sources: SourceInstanceRef[] | string[],
+  opts: { empty?: boolean } = {},
+): ModelResult & { segmentation: SegmentationResult } {
   const rows = headers[0]!.Rows as number;
   const columns = headers[0]!.Columns as number;
   const wm = { value: '33999003', scheme: 'SCT', meaning: 'White matter' };
   return {
-    headers,
-    studyUid: headers[0]!.StudyInstanceUID as string,
-    result: {
-      model: {
-        id: 'meshnet-brain-gwm',
-        name: 'MeshNet',
-        version: '1.0',
-        manufacturer: 'brainchop',
-        uid: '2.25.77',
-      },
-      findings: [{ kind: 'volume', label: 'white matter', concept: wm, volumeMl: 3.25, voxelCount: 800 }],
-      sources: mr.map((x) => x.ref),
-      provider: 'cpu',
-      inferenceMs: 1,
-      segmentation: {
-        rows,
-        columns,
-        slices: headers.map(() => new Uint8Array(rows * columns).fill(opts.empty ? 0 : 1, 5000, 6000)),
-        segments: [{ labelValue: 1, label: 'White Matter', concept: wm }],
-      },
+    model: {
+      id: 'meshnet-brain-gwm',
+      name: 'MeshNet',
+      version: '1.0',
+      manufacturer: 'brainchop',
+      uid: '2.25.77',
+    },
+    findings: [{ kind: 'volume', label: 'white matter', concept: wm, volumeMl: 3.25, voxelCount: 800 }],
+    sources: sources.map((src, i) =>
+      typeof src === 'string'
+        ? {
+            sopClassUid: headers[i]!.SOPClassUID as string,
+            sopInstanceUid: headers[i]!.SOPInstanceUID as string,
+            seriesUid: headers[i]!.SeriesInstanceUID as string,
+            path: src,
+          }
+        : src,
+    ),
+    provider: 'cpu',
+    inferenceMs: 1,
+    segmentation: {
+      rows,
+      columns,
+      slices: headers.map(() => new Uint8Array(rows * columns).fill(opts.empty ? 0 : 1, 5000, 6000)),
+      segments: [{ labelValue: 1, label: 'White Matter', concept: wm }],
     },
   };
 }

@@ -5,7 +5,7 @@ import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { readNaturalizedHeader } from '../../../src/dicom/part10.ts';
-import type { ModelResult, SegmentationResult } from '../../../src/pipeline/findings.ts';
+import { whiteMatterResultOver } from '../../helpers/reports.ts';
 import { buildSegmentation } from '../../../src/reports/seg/segmentation.ts';
 import { buildMeasurementReport } from '../../../src/reports/sr/tid1500.ts';
 import { dciodvfy, dsrdump, mrSlices } from '../../helpers/dicom-tools.ts';
@@ -16,7 +16,6 @@ import { replaceTopLevelValues, tagNumber, topLevelValue } from '../../helpers/r
 // and 7-bit names in any set. Each source is a real MR slice whose character set and name are rewritten
 // in the file with the bytes given here.
 
-const WM = { value: '33999003', scheme: 'SCT', meaning: 'White matter' };
 let dir: string;
 
 before(async () => {
@@ -66,26 +65,8 @@ async function derivedFrom(
     patientName.toString('latin1'),
   );
   const headers = await Promise.all(files.map((f) => readNaturalizedHeader(f)));
-  const rows = headers[0]!.Rows as number;
-  const columns = headers[0]!.Columns as number;
-  const result: ModelResult & { segmentation: SegmentationResult } = {
-    model: { id: 'm', name: 'MeshNet', version: '1.0', manufacturer: 'brainchop', uid: '2.25.77' },
-    findings: [{ kind: 'volume', label: 'white matter', concept: WM, volumeMl: 3.25, voxelCount: 800 }],
-    sources: headers.map((h, i) => ({
-      sopClassUid: h.SOPClassUID as string,
-      sopInstanceUid: h.SOPInstanceUID as string,
-      seriesUid: h.SeriesInstanceUID as string,
-      path: files[i]!,
-    })),
-    provider: 'cpu',
-    inferenceMs: 1,
-    segmentation: {
-      rows,
-      columns,
-      slices: headers.map(() => new Uint8Array(rows * columns).fill(1, 5000, 6000)),
-      segments: [{ labelValue: 1, label: 'White Matter', concept: WM }],
-    },
-  };
+  const result = whiteMatterResultOver(headers, files);
+
   const sr = buildMeasurementReport({
     result,
     sourceHeader: headers[0]!,

@@ -7,7 +7,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { readNaturalizedHeader } from '../../../src/dicom/part10.ts';
 import { log } from '../../../src/observability/log.ts';
-import type { ModelResult, SegmentationResult } from '../../../src/pipeline/findings.ts';
+import { whiteMatterResultOver } from '../../helpers/reports.ts';
 import { buildSegmentation } from '../../../src/reports/seg/segmentation.ts';
 import { buildMeasurementReport } from '../../../src/reports/sr/tid1500.ts';
 import { dciodvfy, dsrdump, mrSlices, parseDicom } from '../../helpers/dicom-tools.ts';
@@ -17,7 +17,6 @@ import { dciodvfy, dsrdump, mrSlices, parseDicom } from '../../helpers/dicom-too
 // their DICOM form; a value with no DICOM form is left out and named in the log, never quoted.
 
 const NOW = new Date(2024, 4, 17, 13, 45, 30);
-const WM = { value: '33999003', scheme: 'SCT', meaning: 'White matter' };
 const LONG_DESCRIPTION = `Legacy study description ${'x'.repeat(175)}`;
 let dir: string;
 
@@ -57,45 +56,13 @@ async function legacySlices(
   return { files, headers: await Promise.all(files.map((f) => readNaturalizedHeader(f))) };
 }
 
-function result(
-  files: string[],
-  headers: Record<string, unknown>[],
-): ModelResult & { segmentation: SegmentationResult } {
-  const rows = headers[0]!.Rows as number;
-  const columns = headers[0]!.Columns as number;
-  return {
-    model: {
-      id: 'meshnet-brain-gwm',
-      name: 'MeshNet',
-      version: '1.0',
-      manufacturer: 'brainchop',
-      uid: '2.25.77',
-    },
-    findings: [{ kind: 'volume', label: 'white matter', concept: WM, volumeMl: 3.25, voxelCount: 800 }],
-    sources: headers.map((h, i) => ({
-      sopClassUid: h.SOPClassUID as string,
-      sopInstanceUid: h.SOPInstanceUID as string,
-      seriesUid: h.SeriesInstanceUID as string,
-      path: files[i]!,
-    })),
-    provider: 'cpu',
-    inferenceMs: 1,
-    segmentation: {
-      rows,
-      columns,
-      slices: headers.map(() => new Uint8Array(rows * columns).fill(1, 5000, 6000)),
-      segments: [{ labelValue: 1, label: 'White Matter', concept: WM }],
-    },
-  };
-}
-
 /** Builds the SR and the SEG, writes them out, and collects the log lines written meanwhile. */
 async function build(
   name: string,
   files: string[],
   headers: Record<string, unknown>[],
 ): Promise<{ sr: string; seg: string; logLines: Record<string, unknown>[] }> {
-  const r = result(files, headers);
+  const r = whiteMatterResultOver(headers, files);
   const stream = (log as unknown as Record<symbol, { write(s: string): boolean }>)[pino.symbols.streamSym]!;
   const write = stream.write;
   const lines: string[] = [];
