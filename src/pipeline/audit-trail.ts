@@ -208,6 +208,7 @@ export class AuditTrail {
   /** JSON lines waiting for the stream (Redis away or a send in progress). */
   private streamBuffer: string[] = [];
   private streaming = false;
+  private waitingForReady = false;
 
   /** Starts recording. Until then (unit tests, tools) events are dropped. */
   async open(options: AuditOptions): Promise<void> {
@@ -340,10 +341,26 @@ export class AuditTrail {
       auditStreamDropped.inc(over);
       pipelineEvents.auditStreamDropped(over, new Error('Redis away and the stream buffer is full'));
     }
-    if (this.streaming || redis.status !== 'ready') return;
+    this.kickStream(redis, keys.auditStream(prefix), streamMaxLen);
+  }
+
+  /** Sends the buffer now if Redis is ready, else as soon as it is. */
+  private kickStream(redis: Redis, key: string, maxLen: number): void {
+    if (this.streaming) return;
+    if (redis.status !== 'ready') {
+      if (this.waitingForReady) return;
+      this.waitingForReady = true;
+      redis.once('ready', () => {
+        this.waitingForReady = false;
+        if (this.options?.redis === redis) this.kickStream(redis, key, maxLen);
+      });
+      return;
+    }
     this.streaming = true;
-    void this.sendStream(redis, keys.auditStream(prefix), streamMaxLen).finally(() => {
+    void this.sendStream(redis, key, maxLen).finally(() => {
       this.streaming = false;
+      // Lines queued while the last chunk was out, or Redis lost meanwhile: go on, or wait for it.
+      if (this.streamBuffer.length > 0 && this.options?.redis === redis) this.kickStream(redis, key, maxLen);
     });
   }
 
@@ -558,7 +575,9 @@ export class AuditTrail {
     };
     const first = await bounded(redis.xrange(key, '-', '+', 'COUNT', 1));
     if (first.length === 0) return { lines: [], complete: false, startMs: Date.now() };
-    const firstAt = Date.parse((JSON.parse(fieldOf(first[0]![1], 'rec') ?? '{}') as { at?: string }).at ?? '');
+    const firstAt = Date.parse(
+      (JSON.parse(fieldOf(first[0]![1], 'rec') ?? '{}') as { at?: string }).at ?? '',
+    );
     // The stream's start, on the records' own clock: the earlier of its first id and its first record's time.
     const startMs = Number.isNaN(firstAt)
       ? streamIdMs(first[0]![0])

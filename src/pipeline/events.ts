@@ -139,7 +139,7 @@ export const pipelineEvents = {
   auditStreamDropped(dropped: number, err: unknown): void {
     pipelineLog.warn(
       { event: 'pipeline.audit.stream_dropped', dropped, err: errorMessage(err) },
-      'audit records not added to the cluster stream (they are in this node\'s segments)',
+      "audit records not added to the cluster stream (they are in this node's segments)",
     );
   },
   auditPruned(segments: string[]): void {

@@ -67,7 +67,8 @@ export class MaintenanceLease {
   private stopping: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: MaintenanceLeaseOptions) {
-    if (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 300) throw new Error(`invalid lease ttl: ${opts.ttlMs}`);
+    if (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 300)
+      throw new Error(`invalid lease ttl: ${opts.ttlMs}`);
     this.id = opts.id ?? NODE_ID;
   }
 
@@ -196,11 +197,7 @@ export class MaintenanceLease {
 
   /** Who holds the lease now, read from Redis. */
   async holder(): Promise<LeaseHolder> {
-    const [[, holder], [, pttl]] = ((await this.opts.redis
-      .multi()
-      .get(this.key)
-      .pttl(this.key)
-      .exec()) ?? [
+    const [[, holder], [, pttl]] = ((await this.opts.redis.multi().get(this.key).pttl(this.key).exec()) ?? [
       [null, null],
       [null, -2],
     ]) as [[unknown, string | null], [unknown, number]];

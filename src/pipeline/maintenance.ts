@@ -36,7 +36,9 @@ export function clusterMaintenance(deps: ClusterMaintenanceDeps): MaintenanceSta
     const sweep = () => {
       if (sweeping || signal.aborted) return;
       sweeping = (async () => {
-        await deps.sweepTemp().catch((err: unknown) => pipelineEvents.maintenanceStepFailed('temp-sweep', err));
+        await deps
+          .sweepTemp()
+          .catch((err: unknown) => pipelineEvents.maintenanceStepFailed('temp-sweep', err));
         if (signal.aborted) return;
         await deps
           .pruneWorkers()

@@ -73,7 +73,12 @@ export async function pruneDeadWorkers(
   prefix: string,
   deadWorkerRetentionMs = DEAD_WORKER_RETENTION_MS,
 ): Promise<string[]> {
-  const removed = (await redis.eval(PRUNE_SCRIPT, 1, keys.workers(prefix), deadWorkerRetentionMs)) as string[];
+  const removed = (await redis.eval(
+    PRUNE_SCRIPT,
+    1,
+    keys.workers(prefix),
+    deadWorkerRetentionMs,
+  )) as string[];
   if (removed.length > 0) inferenceEvents.heartbeatPruned(removed);
   return removed;
 }
