@@ -2,7 +2,8 @@
 // (retention, the periodic spool reconcile, the stale temp sweep, dead-worker pruning) runs on one gateway
 // at a time, the holder of a Redis lease with expiry.
 //
-// - Acquire: SET <key> <instance id> NX PX ttl. Tried every ttl/3 by every gateway that does not hold it.
+// - Acquire: SET <key> <instance id> NX PX ttl (in a script that also re-adopts a key still holding our own
+//   id). Tried every ttl/3 by every gateway that does not hold it, and at once when Redis answers again.
 // - Renew: every ttl/3, a Lua compare-and-pexpire (only the holder's own token is extended).
 // - Release (clean stop): a Lua compare-and-del, so the next gateway takes over at its next try, not after
 //   the expiry.
@@ -16,6 +17,16 @@ import { maintenanceLeaseHeld } from '../observability/metrics.ts';
 import { pipelineEvents } from './events.ts';
 import { keys } from './keys.ts';
 import { NODE_ID } from './node-id.ts';
+
+// KEYS[1] the lease; ARGV: token, ttl ms. SET NX PX, or re-adopts a lease still holding our own token (we gave
+// it up locally after a failed renewal, but nobody else can have held it since). 1 when ours now.
+const ACQUIRE = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0`;
 
 // KEYS[1] the lease; ARGV: token, ttl ms. 1 when still ours (extended), 0 otherwise.
 const RENEW = `
@@ -81,12 +92,15 @@ export class MaintenanceLease {
     return this.held;
   }
 
-  /** Tries at once, then renews or retries every ttl/3. */
+  /** Tries at once, then renews or retries every ttl/3, and as soon as Redis answers again after an outage. */
   start(): void {
+    this.opts.redis.on('ready', this.onReady);
     this.tick();
     this.timer = setInterval(() => this.tick(), Math.max(100, Math.floor(this.opts.ttlMs / 3)));
     this.timer.unref();
   }
+
+  private readonly onReady = (): void => this.tick();
 
   /** One try, or one renewal; a tick while the previous one is out is skipped. */
   private tick(): void {
@@ -98,14 +112,14 @@ export class MaintenanceLease {
 
   private async acquire(): Promise<void> {
     const sentAt = Date.now();
-    let ok: string | null;
+    let ok: boolean;
     try {
-      ok = await this.opts.redis.set(this.key, this.id, 'PX', this.opts.ttlMs, 'NX');
+      ok = Number(await this.opts.redis.eval(ACQUIRE, 1, this.key, this.id, this.opts.ttlMs)) === 1;
     } catch {
-      return; // Redis away: nobody can hold it; the next tick tries again
+      return; // Redis away: nobody can hold it; the next tick (or Redis's return) tries again
     }
-    if (ok !== 'OK' || this.stopped) {
-      if (ok === 'OK') await this.release();
+    if (!ok || this.stopped) {
+      if (ok) await this.release();
       return;
     }
     this.held = true;
@@ -186,6 +200,7 @@ export class MaintenanceLease {
   /** Stops trying; when held, stops the maintenance, then releases the lease (another takes over at once). */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.opts.redis.off('ready', this.onReady);
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.running;
