@@ -15,7 +15,8 @@ import { pipelineEvents } from './events.ts';
 import { keys } from './keys.ts';
 import { NODE_ID } from './node-id.ts';
 
-// KEYS: one sorted set per scope. ARGV: association id, ttl ms, then one limit per key.
+// KEYS: one sorted set per scope. ARGV: association id, ttl ms, then one limit per key. A key's own expiry only
+// ever grows (a gateway configured with a shorter ttl does not cut another's entries short).
 // Returns 0 when added everywhere, else the 1-based index of the first scope at its limit (nothing added).
 const ACQUIRE = `
 local t = redis.call('TIME')
@@ -29,7 +30,7 @@ for i, k in ipairs(KEYS) do
 end
 for i, k in ipairs(KEYS) do
   redis.call('ZADD', k, now + ttl, ARGV[1])
-  redis.call('PEXPIRE', k, ttl * 2)
+  if redis.call('PTTL', k) < ttl * 2 then redis.call('PEXPIRE', k, ttl * 2) end
 end
 return 0`;
 
@@ -41,7 +42,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 for i, k in ipairs(KEYS) do
   redis.call('ZADD', k, 'XX', now + ttl, ARGV[i + 1])
-  redis.call('PEXPIRE', k, ttl * 2)
+  if redis.call('PTTL', k) < ttl * 2 then redis.call('PEXPIRE', k, ttl * 2) end
 end
 return #KEYS`;
 
