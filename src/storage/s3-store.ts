@@ -87,12 +87,7 @@ export class S3StoreError extends Error {
 }
 
 export type S3FailureReason =
-  | 'bucket-missing'
-  | 'access-denied'
-  | 'unreachable'
-  | 'timeout'
-  | 'no-credentials'
-  | 'other';
+  'bucket-missing' | 'access-denied' | 'unreachable' | 'timeout' | 'no-credentials' | 'other';
 
 interface SdkError {
   name?: string;
@@ -313,7 +308,9 @@ export class S3ObjectStore implements ObjectStore {
     const staging = this.prefix + STAGING;
     let removed = 0;
     for await (const page of this.pages(prefix)) {
-      const keys = page.map((o) => o.Key).filter((k): k is string => k !== undefined && !k.startsWith(staging));
+      const keys = page
+        .map((o) => o.Key)
+        .filter((k): k is string => k !== undefined && !k.startsWith(staging));
       removed += await this.deleteKeys(keys);
     }
     return removed;
@@ -632,7 +629,8 @@ class S3StagedWrite implements StagedWrite {
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
-    if (!this.stream.writableFinished) throw new Error('staged bytes are readable only after the stream finished');
+    if (!this.stream.writableFinished)
+      throw new Error('staged bytes are readable only after the stream finished');
     const size = this.stream.bytesWritten;
     const end = Math.min(offset + length, size);
     if (offset >= end) return Buffer.alloc(0);
@@ -658,8 +656,7 @@ class S3StagedWrite implements StagedWrite {
       else throw new Error(`cannot commit a staged write that is ${this.phase}`);
     }
     const full = this.store.fullKey(key);
-    if (this.stream.bytesWritten > S3_MAX_COPY_BYTES)
-      throw new InstanceTooLargeError(S3_MAX_COPY_BYTES);
+    if (this.stream.bytesWritten > S3_MAX_COPY_BYTES) throw new InstanceTooLargeError(S3_MAX_COPY_BYTES);
     this.phase = 'committing';
     const bucket = this.store.bucketName;
     try {
@@ -768,7 +765,8 @@ class S3StagingStream extends Writable implements StagedStream {
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
     if (this.uploadError !== undefined) return done(this.uploadError);
-    if (this.bytesWritten + chunk.length > this.maxBytes) return done(new InstanceTooLargeError(this.maxBytes));
+    if (this.bytesWritten + chunk.length > this.maxBytes)
+      return done(new InstanceTooLargeError(this.maxBytes));
     this.bytesWritten += chunk.length;
     this.noteHead(chunk);
     if (this.body.write(chunk)) return done();

@@ -389,6 +389,58 @@ describe('S3ObjectStore against s3rver', () => {
     await a.deletePrefix('studies/1.2.11/');
   });
 
+  test('requests per stored instance and per SR, from ingest to retention (the docs/scale-out.md figures)', async () => {
+    const store = makeStore();
+    const diff = (before: Record<string, number>) => {
+      const out: Record<string, number> = {};
+      for (const [op, n] of Object.entries(store.operationCounts()))
+        if (n - (before[op] ?? 0) > 0) out[op] = n - (before[op] ?? 0);
+      return out;
+    };
+    // Ingest: staged, header parsed from the head (no request), committed.
+    let mark = store.operationCounts();
+    const key = 'studies/1.2.14/1.2.14.1/1.2.14.1.1.dcm';
+    const w = store.stage();
+    w.stream.write(randomBytes(300 * 1024));
+    await finish(w.stream);
+    await w.read(0, 4096);
+    await w.commit(key);
+    const ingest = diff(mark);
+    assert.deepEqual(ingest, { CopyObject: 1, DeleteObject: 1, PutObject: 1 });
+    // A header longer than the 64 KiB head costs one ranged GET more.
+    mark = store.operationCounts();
+    const long = store.stage();
+    long.stream.write(randomBytes(300 * 1024));
+    await finish(long.stream);
+    await long.read(60 * 1024, 16 * 1024);
+    await long.discard();
+    assert.deepEqual(diff(mark), { DeleteObject: 1, GetObject: 1, PutObject: 1 });
+    // Inference reads it once (a local copy for the decoder); retention retires it.
+    mark = store.operationCounts();
+    const copy = await store.localCopy(key);
+    await copy.release();
+    const read = diff(mark);
+    assert.deepEqual(read, { GetObject: 1 });
+    mark = store.operationCounts();
+    assert.equal(await store.retire(key, Date.now()), 'removed');
+    const retire = diff(mark);
+    assert.deepEqual(retire, { DeleteObject: 1, HeadObject: 1 });
+    // An SR: written to the outbox, read for each delivery, the study's outbox removed when done.
+    mark = store.operationCounts();
+    await store.put('outbox/1.2.14/1.2.14.99.dcm', randomBytes(20 * 1024));
+    const srWrite = diff(mark);
+    mark = store.operationCounts();
+    await store.get('outbox/1.2.14/1.2.14.99.dcm');
+    const srDeliver = diff(mark);
+    mark = store.operationCounts();
+    assert.equal(await store.deletePrefix('outbox/1.2.14/'), 1);
+    const outboxGone = diff(mark);
+    assert.deepEqual(srWrite, { PutObject: 1 });
+    assert.deepEqual(srDeliver, { GetObject: 1 });
+    assert.deepEqual(outboxGone, { DeleteObjects: 1, ListObjectsV2: 1 });
+    console.log(JSON.stringify({ ingest, read, retire, srWrite, srDeliver, outboxGone }));
+  });
+
   test('createS3ObjectStore builds the store from the configuration, with the cache under dataDir', async () => {
     const store = createS3ObjectStore({ dataDir: work, storage: { s3: options({ prefix: '' }) } });
     stores.push(store);
