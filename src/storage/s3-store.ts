@@ -737,15 +737,30 @@ class S3StagingStream extends Writable implements StagedStream {
       params: { Bucket: store.bucketName, Key: stagingKey, Body: this.body },
       partSize: store.options.partSizeBytes,
       queueSize: store.options.queueSize,
-      leavePartsOnError: false,
+      // We abort a failed multipart upload ourselves: lib-storage would report the abort's own failure (a
+      // server that is down, or lacks AbortMultipartUpload) instead of the error that stopped the upload.
+      leavePartsOnError: true,
     });
     this.settled = upload.done().then(
       () => {
         this.uploadDone = true;
       },
-      (err: unknown) => {
-        this.uploadDone = true;
+      async (err: unknown) => {
         this.uploadError = store.describe(err, 'upload', undefined);
+        // Every part in flight has ended by now. Best effort: cleanupStaging and the bucket's lifecycle
+        // rule remove what an unreachable server keeps.
+        const uploadId = upload.uploadId;
+        if (uploadId !== undefined)
+          await store.client
+            .send(
+              new AbortMultipartUploadCommand({
+                Bucket: store.bucketName,
+                Key: stagingKey,
+                UploadId: uploadId,
+              }),
+            )
+            .catch(() => undefined);
+        this.uploadDone = true;
         this.release(this.uploadError);
       },
     );
@@ -797,8 +812,8 @@ class S3StagingStream extends Writable implements StagedStream {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    // Unfinished: fail the source, so lib-storage stops reading, waits for its parts in flight and aborts
-    // the multipart upload (or never sends the single PUT).
+    // Unfinished: fail the source, so lib-storage stops reading and waits for its parts in flight (then the
+    // multipart upload is aborted above), or never sends the single PUT.
     if (!this.uploadDone) this.body.destroy(err ?? new Error('staged write discarded'));
     this.pending = undefined;
     done(err);

@@ -518,6 +518,45 @@ describe('S3ObjectStore failures an operator understands', () => {
     await store.deletePrefix('outbox/1.2.13/');
   });
 
+  test('server gone in the middle of a multipart upload: the stream fails, the source is resumed', async () => {
+    const store = makeStore();
+    let paused = false;
+    let resumeWaiter: (() => void) | undefined;
+    const flow = {
+      pause: () => void (paused = true),
+      resume: () => {
+        paused = false;
+        resumeWaiter?.();
+      },
+    };
+    const staged = store.stage(undefined, flow);
+    const failed = new Promise<Error>((resolve) => staged.stream.once('error', resolve));
+    let sent = 0;
+    let stopped: Promise<void> | undefined;
+    let failedAt = 0;
+    try {
+      for (; sent < 64 * MiB && !staged.stream.destroyed; sent += 256 * 1024) {
+        if (sent === 12 * MiB) {
+          stopped = server.stop();
+          failedAt = performance.now();
+        }
+        if (paused) await new Promise<void>((r) => (resumeWaiter = r));
+        staged.stream.write(randomBytes(256 * 1024));
+      }
+      const err = await failed;
+      const ms = performance.now() - failedAt;
+      console.log(`mid-upload outage surfaced in ${ms.toFixed(0)} ms: ${err.message}`);
+      assert.match(err.message, /unreachable|did not answer|socket hang up|ECONNRESET|EPIPE/);
+      assert.ok(ms < 10_000, `the failure took ${ms.toFixed(0)} ms to surface`);
+      assert.ok(sent < 64 * MiB, 'the source stopped sending once the stream failed');
+      assert.equal(paused, false, 'the source is not left paused');
+      await staged.discard();
+    } finally {
+      await stopped;
+      await server.start();
+    }
+  });
+
   test('a server that accepts connections but never answers: rejected after the request timeout', async () => {
     const sockets = new Set<Socket>();
     const silent: Server = createServer((s) => {
