@@ -47,6 +47,8 @@ const STAGING = 'staging/';
 const CONTENT_TYPE = 'application/dicom';
 /** Local copies older than this are leftovers of a crashed process (a reader holds one for minutes). */
 const STALE_CACHE_MS = 24 * 3600_000;
+/** A HEAD's 404 is trusted without a HeadBucket this long after the bucket was last seen. */
+const BUCKET_RECHECK_MS = 10_000;
 /** DeleteObjects takes at most this many keys. */
 const DELETE_BATCH = 1000;
 
@@ -157,6 +159,8 @@ export class S3ObjectStore implements ObjectStore {
   /** Cleared when the server answered a conditional DeleteObject with NotImplemented. */
   private conditionalDelete = true;
   private closed = false;
+  /** When HeadBucket last answered (see head()). */
+  private bucketSeenAt = 0;
 
   constructor(private readonly opts: S3StoreOptions) {
     if (opts.prefix !== '' && !opts.prefix.endsWith('/'))
@@ -204,7 +208,8 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async check(): Promise<void> {
-    // Readiness must answer quickly: one attempt, bounded by the connect and request timeouts and 5 s.
+    // Readiness must answer quickly: bounded by 5 s (or connect + request timeout when shorter), retries
+    // included.
     const limit = Math.min(5_000, this.opts.connectTimeoutMs + this.opts.requestTimeoutMs);
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), {
@@ -475,14 +480,23 @@ export class S3ObjectStore implements ObjectStore {
     return new S3StoreError(`${what} failed: ${name ? `${name}: ` : ''}${detail}`, 'other', { cause: err });
   }
 
+  /**
+   * HeadObject, undefined when absent. A HEAD answer has no body, so a missing bucket looks like a missing
+   * object (404): before saying absent (retention would then forget the instance), the bucket is checked,
+   * at most once per BUCKET_RECHECK_MS.
+   */
   private async head(key: string): Promise<HeadObjectCommandOutput | undefined> {
     const full = this.fullKey(key);
     try {
       return await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: full }));
     } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw this.describe(err, 'HeadObject', key);
+      if (!isNotFound(err)) throw this.describe(err, 'HeadObject', key);
     }
+    if (Date.now() - this.bucketSeenAt > BUCKET_RECHECK_MS) {
+      await this.check();
+      this.bucketSeenAt = Date.now();
+    }
+    return undefined;
   }
 
   /** ListObjectsV2 pages under <prefix><relPrefix>; raw keys. */
