@@ -122,12 +122,17 @@ function isNotFound(err: unknown): boolean {
 }
 
 /**
- * A new client for one store. The SDK's NodeVersionSupportWarning (it will need Node 22 from 2027; this
- * project pins its SDK version) is switched off through the SDK's own variable, unless the operator set it;
- * every other warning is left alone.
+ * Switches off the AWS SDK's NodeVersionSupportWarning (SDK releases from 2027 will need Node 22; this
+ * project pins its SDK version) through the SDK's own variable, unless the operator set it. Every other
+ * warning is left alone. Call before creating an S3Client.
  */
-function createClient(o: S3StoreOptions): S3Client {
+export function silenceSdkNodeVersionWarning(): void {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+}
+
+/** A new client for one store. */
+function createClient(o: S3StoreOptions): S3Client {
+  silenceSdkNodeVersionWarning();
   return new S3Client({
     region: o.region,
     ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}),

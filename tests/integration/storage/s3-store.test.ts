@@ -14,7 +14,7 @@ import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/clien
 import { createS3ObjectStore } from '../../../src/storage/create-object-store.ts';
 import { InstanceTooLargeError, ObjectNotFoundError } from '../../../src/storage/object-store.ts';
 import { S3ObjectStore, type S3StoreOptions } from '../../../src/storage/s3-store.ts';
-import { startS3Server, type S3TestServer } from '../../helpers/s3-server.ts';
+import { s3TestClient, startS3Server, type S3TestServer } from '../../helpers/s3-server.ts';
 
 const execFileP = promisify(execFile);
 const BUCKET = 'dicom-ai-gateway';
@@ -106,12 +106,7 @@ async function putSentinel(): Promise<void> {
 }
 
 function rawClient(): S3Client {
-  return new S3Client({
-    region: server.region,
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-  });
+  return s3TestClient(server);
 }
 
 after(async () => {
