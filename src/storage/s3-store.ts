@@ -248,12 +248,11 @@ export class S3ObjectStore implements ObjectStore {
 
   async get(key: string): Promise<Buffer> {
     const full = this.fullKey(key);
-    const res = await this.send('GetObject', key, () =>
-      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: full })),
-    );
-    if (res.Body === undefined) return Buffer.alloc(0);
-    const bytes = await res.Body.transformToByteArray();
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // The body is read inside send(): a connection lost mid-download is described like any failure.
+    return this.send('GetObject', key, async () => {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: full }));
+      return bodyBytes(res.Body);
+    });
   }
 
   async localCopy(key: string): Promise<LocalCopy> {
@@ -611,6 +610,13 @@ function writtenAt(head: HeadObjectCommandOutput): number {
   return head.LastModified?.getTime() ?? 0;
 }
 
+/** A GetObject body as one Buffer (no copy). */
+async function bodyBytes(body: { transformToByteArray(): Promise<Uint8Array> } | undefined): Promise<Buffer> {
+  if (body === undefined) return Buffer.alloc(0);
+  const bytes = await body.transformToByteArray();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 function sortedRecord(counts: Map<string, number>): Record<string, number> {
   return Object.fromEntries([...counts].sort(([a], [b]) => (a < b ? -1 : 1)));
 }
@@ -656,17 +662,16 @@ class S3StagedWrite implements StagedWrite {
     const head = this.stream.head;
     // The header parser mostly asks for what the head already holds: no request then.
     if (end <= head.length) return Buffer.from(head.subarray(offset, end));
-    const res = await this.store.send('GetObject', undefined, () =>
-      this.store.client.send(
+    return this.store.send('GetObject', undefined, async () => {
+      const res = await this.store.client.send(
         new GetObjectCommand({
           Bucket: this.store.bucketName,
           Key: this.stagingKey,
           Range: `bytes=${offset}-${end - 1}`,
         }),
-      ),
-    );
-    const bytes = (await res.Body?.transformToByteArray()) ?? new Uint8Array();
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      );
+      return bodyBytes(res.Body);
+    });
   }
 
   async commit(key: string): Promise<void> {
