@@ -4,7 +4,7 @@
 // becomes visible by a server-side CopyObject to its key, which also stamps the write time in the object's
 // metadata; the staging object is deleted after. Nothing here assumes a single writer: staging names are
 // unique per write, S3 replaces an object atomically, and retire() compares write times (see below).
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, stat as statFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -193,6 +193,21 @@ export class S3ObjectStore implements ObjectStore {
         return next(args);
       },
       { step: 'deserialize', name: 'aigwRequestCounter' },
+    );
+    // DeleteObjects must carry an integrity header. The SDK sends only x-amz-checksum-crc32, which some
+    // S3-compatible servers (older MinIO and Ceph releases among them) do not accept in place of the
+    // Content-MD5 that S3 long required; S3 accepts both.
+    this.client.middlewareStack.add(
+      (next, context) => (args) => {
+        const request = args.request as { headers?: Record<string, string>; body?: unknown };
+        if (context.commandName === 'DeleteObjectsCommand' && request.headers !== undefined) {
+          const body = request.body;
+          if (typeof body === 'string' || body instanceof Uint8Array)
+            request.headers['content-md5'] = createHash('md5').update(body).digest('base64');
+        }
+        return next(args);
+      },
+      { step: 'build', name: 'aigwDeleteObjectsContentMd5' },
     );
   }
 

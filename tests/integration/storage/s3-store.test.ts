@@ -353,8 +353,20 @@ describe('S3ObjectStore against s3rver', () => {
     const keys = Array.from({ length: 1003 }, (_, i) => `outbox/1.2.10/1.2.10.${i + 1}.dcm`);
     for (let i = 0; i < keys.length; i += 32)
       await Promise.all(keys.slice(i, i + 32).map((k) => store.put(k, Buffer.from('x'))));
+    // Each DeleteObjects carries Content-MD5 of its body (older MinIO and Ceph insist on it).
+    const md5s: boolean[] = [];
+    store.client.middlewareStack.add(
+      (next, context) => (args) => {
+        const req = args.request as { headers: Record<string, string>; body: string };
+        if (context.commandName === 'DeleteObjectsCommand')
+          md5s.push(req.headers['content-md5'] === createHash('md5').update(req.body).digest('base64'));
+        return next(args);
+      },
+      { step: 'finalizeRequest', priority: 'low', name: 'testContentMd5' },
+    );
     const before = store.operationCounts();
     assert.equal(await store.deletePrefix('outbox/1.2.10/'), keys.length);
+    assert.ok(md5s.length >= 2 && md5s.every(Boolean), `Content-MD5 right: ${JSON.stringify(md5s)}`);
     const after = store.operationCounts();
     assert.equal(after.DeleteObjects! - (before.DeleteObjects ?? 0), 2);
     assert.equal(after.ListObjectsV2! - (before.ListObjectsV2 ?? 0), 2);
