@@ -84,6 +84,8 @@ export interface ReportFindings {
   version: string;
   run: number;
   srUid: string;
+  /** The run's DICOM SEG (segmentation models), kept in the outbox with the SR; absent when none was written. */
+  segUid?: string;
   rows: FindingRow[];
   /** The most probable finding (or the first row). */
   top?: FindingRow;
