@@ -21,6 +21,9 @@ import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { OUTBOX_DIR } from '../../../src/storage/layout.ts';
 import { writeModelResults } from '../../../src/reports/write-results.ts';
 import { mrSlices, sourcesOf } from '../../helpers/dicom-tools.ts';
+import { ENHANCED_MR_IMAGE_STORAGE, writeEnhancedFromSlices } from '../../helpers/enhanced-mr.ts';
+import { decodeImage } from '../../../src/imaging/decode.ts';
+import { display } from '../../../src/imaging/thumbnail.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
 import type { Server } from 'node:http';
 
@@ -65,20 +68,23 @@ function pngPixels(png: Buffer): { width: number; height: number; rgb: Uint8Arra
   return { width, height, rgb };
 }
 
-function brainResult(): ModelResult & { segmentation: SegmentationResult } {
+function brainResult(
+  sides = SIDES,
+  sources = mr.map((x) => x.ref),
+): ModelResult & { segmentation: SegmentationResult } {
   const rows = mr[0]!.header.Rows as number;
   const columns = mr[0]!.header.Columns as number;
   const wm = { value: '389080008', scheme: 'SCT', meaning: 'White matter' };
   return {
     model: { id: BRAIN, name: 'MeshNet', version: '1.0.0', manufacturer: 'brainchop', uid: '2.25.77' },
     findings: [{ kind: 'volume', label: 'White matter', concept: wm, volumeMl: 3.2, voxelCount: 5400 }],
-    sources: mr.map((x) => x.ref),
+    sources,
     provider: 'cpu',
     inferenceMs: 1,
     segmentation: {
       rows,
       columns,
-      slices: SIDES.map((side) => {
+      slices: sides.map((side) => {
         const map = new Uint8Array(rows * columns);
         for (let r = 80; r < 80 + side; r++) for (let c = 90; c < 90 + side; c++) map[r * columns + c] = 1;
         return map;
@@ -88,18 +94,11 @@ function brainResult(): ModelResult & { segmentation: SegmentationResult } {
   };
 }
 
-before(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'aigw-overlay-'));
-  redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-  index = new StudyIndex(redis, prefix);
-  const config: GatewayConfig = configSchema.parse({
-    redis: { url: REDIS_URL, prefix, autoStart: false },
-    dataDir: dir,
-    http: { auth: { basic: Object.values(USERS) } },
-  });
-  queues = createQueues(redis, config);
-  await audit.open({ dir: path.join(dir, 'audit'), retentionDays: 30, redis, prefix });
-  for (const { ref } of mr) {
+/** Indexes these images as ingest would (their headers, the spool path where they lie). */
+async function recordInstances(
+  refs: { path: string; seriesUid: string; sopInstanceUid: string; sopClassUid: string }[],
+) {
+  for (const ref of refs) {
     const header = await readInstanceHeader(ref.path);
     await index.recordInstance({
       ...header,
@@ -115,6 +114,20 @@ before(async () => {
       receivedAt: Date.now(),
     });
   }
+}
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'aigw-overlay-'));
+  redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+  index = new StudyIndex(redis, prefix);
+  const config: GatewayConfig = configSchema.parse({
+    redis: { url: REDIS_URL, prefix, autoStart: false },
+    dataDir: dir,
+    http: { auth: { basic: Object.values(USERS) } },
+  });
+  queues = createQueues(redis, config);
+  await audit.open({ dir: path.join(dir, 'audit'), retentionDays: 30, redis, prefix });
+  await recordInstances(mr.map((x) => x.ref));
   // The reports stage, as a worker runs it: SR and SEG into <dataDir>/outbox, the findings recorded.
   const written = await writeModelResults({
     result: brainResult(),
@@ -240,4 +253,56 @@ test('refused without the PHI permission; a clear 404 when there is no SEG to dr
   await notFound('retired-seg', /no longer kept/);
   assert.equal((await get(`/api/studies/2.25.1/segmentations/${BRAIN}/overlay.png`)).status, 404);
   assert.equal((await overlay('bad%20model', 'png')).status, 400);
+});
+
+test('an Enhanced MR source: the SEG frame names a frame, and that frame is the one drawn', async () => {
+  // Four real slices as one multi-frame object; the mask is largest on frame 2.
+  const file = path.join(dir, 'enhanced.dcm');
+  const header = await writeEnhancedFromSlices(mrSlices(20, 24), file, {
+    sopInstanceUid: '2.25.880001',
+    seriesInstanceUid: '2.25.880002',
+  });
+  const ref = {
+    sopClassUid: ENHANCED_MR_IMAGE_STORAGE,
+    sopInstanceUid: '2.25.880001',
+    seriesUid: '2.25.880002',
+    path: file,
+  };
+  assert.equal(header.NumberOfFrames, 4);
+  await recordInstances([ref]);
+  const model = 'brain-enhanced';
+  await writeModelResults({
+    result: brainResult(
+      [20, 60, 30, 40],
+      [1, 2, 3, 4].map((frameNumber) => ({ ...ref, frameNumber })),
+    ),
+    studyUid,
+    modelId: model,
+    modelVersion: '1.0.0',
+    run: 1,
+    index,
+    outboxDir: path.join(dir, OUTBOX_DIR),
+  });
+  const facts = (await (await overlay(model, 'json')).json()) as Record<string, unknown>;
+  assert.equal(facts.sourceSopInstanceUid, ref.sopInstanceUid);
+  assert.equal(facts.sourceFrame, 2);
+  assert.deepEqual([facts.slice, facts.slices, facts.area], [2, 4, 3600]);
+  const { width, rgb } = pngPixels(Buffer.from(await (await overlay(model, 'png')).arrayBuffer()));
+  // Outside the mask the overlay is frame 2 windowed, pixel for pixel (not frame 1).
+  const image = await decodeImage(file, { frames: 'all' });
+  const frame2 = display(image, 1).data;
+  const frame1 = display(image, 0).data;
+  let same2 = 0;
+  let same1 = 0;
+  let outside = 0;
+  for (let p = 0; p < width * width; p++) {
+    const y = Math.floor(p / width);
+    const x = p % width;
+    if (y >= 80 && y < 140 && x >= 90 && x < 150) continue;
+    outside++;
+    if (rgb[p * 3] === frame2[p]) same2++;
+    if (rgb[p * 3] === frame1[p]) same1++;
+  }
+  assert.equal(same2, outside);
+  assert.ok(same1 < outside, 'frame 1 differs');
 });
