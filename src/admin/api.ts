@@ -1,5 +1,5 @@
 // The console's REST API: every page's data and every action, as JSON. Described in openapi.ts.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import express, { type Request, type Response } from 'express';
@@ -17,7 +17,14 @@ import { TURNAROUND_WINDOW_MS, type TurnaroundSummary } from '../pipeline/turnar
 import { TREND_RANGES, type TrendRange, type TrendSeries } from '../pipeline/trends.ts';
 import { principalOf } from './auth.ts';
 import { PhiViewAuditor, visibleIdentity } from './phi.ts';
-import { renderThumbnail, type Thumbnail } from '../imaging/thumbnail.ts';
+import { thumbnailOf, type Thumbnail } from '../imaging/thumbnail.ts';
+import { decodeImageBytes, decodeLimits, DecodeError } from '../imaging/decode.ts';
+import {
+  readSegMasks,
+  renderOverlay,
+  representativeSlice,
+  type OverlaySegment,
+} from '../imaging/seg-overlay.ts';
 import { adminEvents } from './events.ts';
 import {
   jobsForStudy,
@@ -51,6 +58,8 @@ export interface ApiDeps {
   turnaround?: () => Promise<TurnaroundSummary>;
   /** The trend charts' series over the last hour or day (the gateway role's trends reader). */
   trends?: (range: TrendRange) => Promise<TrendSeries>;
+  /** Where the SRs and SEGs wait, per study (<dataDir>/outbox), for the segmentation overlays. */
+  outboxDir?: string;
 }
 
 /** Which models would run on these instances, and why not: a JSON-serialisable explanation. */
@@ -60,11 +69,53 @@ export type RoutingExplainer = (instances: InstanceRecord[]) => Promise<unknown>
 const MAX_DRY_RUN_BYTES = 64 * 1024 * 1024;
 
 class BadRequest extends Error {}
+/** What a preview needs is not (or no longer) kept: a 404 with the reason. */
+class NotFound extends Error {}
+
+/**
+ * Reads a kept object (a spooled instance, an SR or SEG in the outbox) by its path: the one place the
+ * console reads stored files, within the decode size limit. Undefined when it is not (or no longer) there.
+ */
+async function readStoredObject(file: string): Promise<Buffer | undefined> {
+  try {
+    const info = await stat(file);
+    if (!info.isFile()) return undefined;
+    const max = decodeLimits().maxFileBytes;
+    if (info.size > max) throw new DecodeError(`file is ${info.size} bytes, over the ${max}-byte limit`);
+    return await readFile(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** A segmentation overlay: the PNG, and what its caption says. */
+interface SegOverlay {
+  png: Buffer;
+  meta: {
+    model: string;
+    segUid: string;
+    sourceSopInstanceUid: string;
+    sourceFrame: number;
+    /** The slice's place in its series (instance number order, frames within an instance), 1-based. */
+    slice: number;
+    slices: number;
+    /** Mask pixels on the slice, every segment together (source resolution). */
+    area: number;
+    rows: number;
+    columns: number;
+    segments: OverlaySegment[];
+  };
+}
+
+const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** Thumbnails rendered at once (each decodes one image); further requests wait their turn. */
 const THUMBNAIL_CONCURRENCY = 2;
 /** Rendered thumbnails kept (about 20-60 KB each). */
 const THUMBNAIL_CACHE = 256;
+/** Rendered segmentation overlays kept (about 50-150 KB each, RGB). */
+const OVERLAY_CACHE = 64;
 
 function offsetParam(value: unknown): number {
   if (value === undefined || value === '') return 0;
@@ -137,26 +188,91 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     return out;
   }
 
-  const thumbnails = new Map<string, Promise<Thumbnail>>();
+  // Previews (thumbnails, overlays) are rendered a few at a time and kept, so a polled page costs nothing.
   let rendering = 0;
   const waiting: (() => void)[] = [];
-  async function thumbnail(key: string, file: string): Promise<Thumbnail> {
-    const cached = thumbnails.get(key);
+  function cachedRender<T>(cache: Map<string, Promise<T>>, max: number, key: string, fn: () => Promise<T>) {
+    const cached = cache.get(key);
     if (cached) return cached;
     const render = (async () => {
       if (rendering >= THUMBNAIL_CONCURRENCY) await new Promise<void>((r) => waiting.push(r));
       rendering++;
       try {
-        return await renderThumbnail(file);
+        return await fn();
       } finally {
         rendering--;
         waiting.shift()?.();
       }
     })();
-    thumbnails.set(key, render);
-    render.catch(() => thumbnails.delete(key));
-    if (thumbnails.size > THUMBNAIL_CACHE) thumbnails.delete(thumbnails.keys().next().value!);
+    cache.set(key, render);
+    render.catch(() => cache.delete(key));
+    if (cache.size > max) cache.delete(cache.keys().next().value!);
     return render;
+  }
+  const thumbnails = new Map<string, Promise<Thumbnail>>();
+  const thumbnail = (key: string, file: string) =>
+    cachedRender(thumbnails, THUMBNAIL_CACHE, key, async () => {
+      const bytes = await readStoredObject(file);
+      if (!bytes) throw new NotFound('the image is no longer kept');
+      return thumbnailOf(await decodeImageBytes(bytes, { frames: 'first' }));
+    });
+
+  const overlays = new Map<string, Promise<SegOverlay>>();
+  /** The overlay of a model's current SEG on its representative slice (the largest mask area). */
+  async function segOverlay(uid: string, model: string): Promise<SegOverlay> {
+    const study = await index.get(uid);
+    if (!study) throw new NotFound('unknown study');
+    const report = study.findings.find((f) => f.model === model);
+    if (!report) throw new NotFound(`no report of ${model} for this study`);
+    const segUid = report.segUid;
+    if (!segUid)
+      throw new NotFound(`no SEG in ${model}'s current report (not a segmentation, or nothing segmented)`);
+    const outboxDir = deps.outboxDir;
+    if (!outboxDir) throw new NotFound('SEGs are not kept by this process');
+    return cachedRender(overlays, OVERLAY_CACHE, `${uid}/${segUid}`, async () => {
+      const segBytes = await readStoredObject(path.join(outboxDir, uid, `${segUid}.dcm`));
+      if (!segBytes) throw new NotFound('the SEG is no longer kept (outbox retention)');
+      const seg = readSegMasks(segBytes);
+      const slice = representativeSlice(seg);
+      if (!slice) throw new NotFound('the SEG marks no pixel');
+      const instances = await index.instances(uid);
+      const source = instances.find((i) => i.sopInstanceUid === slice.sopInstanceUid);
+      const sourceBytes = source && (await readStoredObject(source.path));
+      if (!source || !sourceBytes) throw new NotFound('the source image is no longer kept');
+      const multiFrame = (source.numberOfFrames ?? 1) > 1 || slice.frame > 1;
+      const image = await decodeImageBytes(sourceBytes, { frames: multiFrame ? 'all' : 'first' });
+      const overlay = renderOverlay(image, multiFrame ? slice.frame - 1 : 0, seg, slice);
+      // Where the slice lies in its series, as a viewer pages through it: instance number order, then
+      // the frames of a multi-frame instance.
+      const series = instances
+        .filter((i) => i.seriesUid === source.seriesUid)
+        .sort(
+          (a, b) =>
+            (a.instanceNumber ?? 0) - (b.instanceNumber ?? 0) ||
+            a.sopInstanceUid.localeCompare(b.sopInstanceUid),
+        );
+      let before = 0;
+      for (const i of series) {
+        if (i.sopInstanceUid === source.sopInstanceUid) break;
+        before += Math.max(1, i.numberOfFrames ?? 1);
+      }
+      const slices = series.reduce((n, i) => n + Math.max(1, i.numberOfFrames ?? 1), 0);
+      return {
+        png: overlay.png,
+        meta: {
+          model,
+          segUid,
+          sourceSopInstanceUid: source.sopInstanceUid,
+          sourceFrame: slice.frame,
+          slice: before + (multiFrame ? slice.frame : 1),
+          slices,
+          area: slice.area,
+          rows: overlay.rows,
+          columns: overlay.columns,
+          segments: overlay.segments,
+        },
+      };
+    });
   }
 
   /** Records an action with who did it, in the audit trail and the log, and answers with its outcome. */
@@ -335,6 +451,10 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       try {
         t = await thumbnail(`${uid}/${sop}/${inst.path}`, inst.path);
       } catch (err) {
+        if (err instanceof NotFound) {
+          res.status(404).json({ error: err.message });
+          return;
+        }
         res.status(422).json({ error: `cannot render this image: ${errorMessage(err)}` });
         return;
       }
@@ -343,6 +463,43 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       res.send(t.png);
     }),
   );
+
+  // A segmentation model's result drawn on its source: the mask of its current SEG (in the outbox) blended
+  // over the slice where it covers the most. The PNG, and its caption's facts as JSON.
+  for (const format of ['png', 'json'] as const) {
+    api.get(
+      `/studies/:uid/segmentations/:model/overlay.${format}`,
+      handle(async (req, res) => {
+        const uid = studyUidParam(req);
+        const model = req.params.model;
+        if (typeof model !== 'string' || !MODEL_ID.test(model)) throw new BadRequest('not a model id');
+        // The source slice shows the patient's anatomy (and may carry burned-in text): as thumbnails.
+        const who = principalOf(res);
+        if (!who.phi) {
+          res.status(403).json({ error: 'images may carry identifying data: the PHI permission is needed' });
+          return;
+        }
+        let overlay: SegOverlay;
+        try {
+          overlay = await segOverlay(uid, model);
+        } catch (err) {
+          if (err instanceof NotFound) res.status(404).json({ error: err.message });
+          else if (err instanceof DecodeError)
+            res.status(422).json({ error: `cannot render this overlay: ${errorMessage(err)}` });
+          else throw err;
+          return;
+        }
+        res.setHeader('Cache-Control', 'private, max-age=300');
+        if (format === 'json') {
+          res.json(overlay.meta);
+          return;
+        }
+        await phiViews.viewed(who, `segmentation overlay ${uid}`, uid, `overlay of ${model}`);
+        res.setHeader('Content-Type', 'image/png');
+        res.send(overlay.png);
+      }),
+    );
+  }
 
   // The rule tester: POST {"studyUid": "..."} for a study in the spool, or one DICOM file as
   // application/dicom. Nothing is queued; the answer says which models would run and why each did not.

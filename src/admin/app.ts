@@ -22,6 +22,7 @@ import { principalOf, requireAdminForActions, requireAuth } from './auth.ts';
 import { adminEvents } from './events.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
 import { openapiDocument } from './openapi.ts';
+import { OUTBOX_DIR } from '../storage/layout.ts';
 
 export interface AdminDeps {
   config: GatewayConfig;
@@ -126,6 +127,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       explainRouting: deps.explainRouting,
       turnaround: deps.turnaround,
       trends: deps.trends,
+      outboxDir: path.join(config.dataDir, OUTBOX_DIR),
     }),
   );
   app.use('/api', (_req, res) => {

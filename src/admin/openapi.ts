@@ -490,6 +490,70 @@ export const openapiDocument = {
         },
       },
     },
+    '/api/studies/{uid}/segmentations/{model}/overlay.png': {
+      get: {
+        summary:
+          "A PNG of the model's current SEG blended over its representative source slice (the one with the largest mask area), a colour per segment, at most 256 pixels a side; needs the PHI permission",
+        tags: ['status'],
+        parameters: [uidParam, { name: 'model', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: {
+          '200': {
+            description: 'PNG',
+            content: { 'image/png': { schema: { type: 'string', format: 'binary' } } },
+          },
+          '403': json(ref('Error'), 'The caller lacks the PHI permission'),
+          '404': json(
+            ref('Error'),
+            'No such study or report, no SEG in it, or the SEG or source no longer kept',
+          ),
+          '422': json(ref('Error'), 'The SEG or its source image cannot be read'),
+          ...errors,
+        },
+      },
+    },
+    '/api/studies/{uid}/segmentations/{model}/overlay.json': {
+      get: {
+        summary:
+          "What the overlay shows: the source slice (its place in the series, 'slice N of M'), mask area, and each segment's label, colour and area",
+        tags: ['status'],
+        parameters: [uidParam, { name: 'model', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: {
+          '200': json({
+            type: 'object',
+            properties: {
+              model: { type: 'string' },
+              segUid: { type: 'string' },
+              sourceSopInstanceUid: { type: 'string' },
+              sourceFrame: { type: 'integer' },
+              slice: { type: 'integer' },
+              slices: { type: 'integer' },
+              area: { type: 'integer' },
+              rows: { type: 'integer' },
+              columns: { type: 'integer' },
+              segments: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    number: { type: 'integer' },
+                    label: { type: 'string' },
+                    colour: { type: 'array', items: { type: 'integer' } },
+                    area: { type: 'integer' },
+                  },
+                },
+              },
+            },
+          }),
+          '403': json(ref('Error'), 'The caller lacks the PHI permission'),
+          '404': json(
+            ref('Error'),
+            'No such study or report, no SEG in it, or the SEG or source no longer kept',
+          ),
+          '422': json(ref('Error'), 'The SEG or its source image cannot be read'),
+          ...errors,
+        },
+      },
+    },
     '/api/studies/{uid}/reprocess': action(
       'Run routing again: a new run that supersedes earlier results',
       [uidParam],

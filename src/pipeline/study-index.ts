@@ -84,6 +84,8 @@ export interface ReportFindings {
   version: string;
   run: number;
   srUid: string;
+  /** The run's DICOM SEG (segmentation models), kept in the outbox with the SR; absent when none was written. */
+  segUid?: string;
   rows: FindingRow[];
   /** The most probable finding (or the first row). */
   top?: FindingRow;
@@ -288,14 +290,25 @@ export class StudyIndex {
    * Studies whose summary changed at or after `since` (Redis time, ms), and Redis's time now: the next
    * call's `since` (less a margin). Trims entries older than CHANGED_KEEP_MS.
    */
-  async changedSince(since: number): Promise<{ uids: string[]; now: number }> {
-    const replies = await this.redis.multi().time().zrangebyscore(this.changedKey, since, '+inf').exec();
+  async changedSince(since: number): Promise<{ uids: string[]; scores: number[]; now: number }> {
+    const replies = await this.redis
+      .multi()
+      .time()
+      .zrangebyscore(this.changedKey, since, '+inf', 'WITHSCORES')
+      .exec();
     if (replies === null) throw new Error('reading changed studies: transaction aborted');
     for (const [err] of replies) if (err) throw err;
     const [seconds, micros] = replies[0]![1] as [string, string];
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     await this.redis.zremrangebyscore(this.changedKey, '-inf', now - CHANGED_KEEP_MS);
-    return { uids: replies[1]![1] as string[], now };
+    const flat = replies[1]![1] as string[];
+    const uids: string[] = [];
+    const scores: number[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      uids.push(flat[i]!);
+      scores.push(Number(flat[i + 1]));
+    }
+    return { uids, scores, now };
   }
 
   /**
@@ -613,7 +626,9 @@ export class StudyIndex {
    */
   async forgetInstances(studyUid: string, records: InstanceRecord[]): Promise<number> {
     if (records.length === 0) return 0;
-    const pipeline = this.redis.pipeline().eval(NOTE_CHANGED, 1, this.changedKey, studyUid);
+    // The change is noted after the records go (the commands run in order): a reader that sees the note
+    // reads the study without them (the console's cache relies on it).
+    const pipeline = this.redis.pipeline();
     for (const rec of records)
       pipeline.eval(
         FORGET_IF_UNCHANGED,
@@ -622,7 +637,8 @@ export class StudyIndex {
         rec.sopInstanceUid,
         JSON.stringify(rec),
       );
-    const replies = ((await pipeline.exec()) ?? []).slice(1);
+    pipeline.eval(NOTE_CHANGED, 1, this.changedKey, studyUid);
+    const replies = ((await pipeline.exec()) ?? []).slice(0, -1);
     let forgotten = 0;
     for (const [err, value] of replies) {
       if (err) throw err;

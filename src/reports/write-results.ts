@@ -89,8 +89,9 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
   await writeFileDurable(srPath, sr);
   objects.push({ kind: 'sr', sopInstanceUid, path: srPath });
 
+  let seg: WrittenObject | undefined;
   if (result.segmentation) {
-    const seg = await writeSegmentation(input, { ...result, segmentation: result.segmentation }, headerOf);
+    seg = await writeSegmentation(input, { ...result, segmentation: result.segmentation }, headerOf);
     if (seg) objects.push(seg);
   }
 
@@ -105,6 +106,7 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
       version: modelVersion,
       run,
       srUid: sopInstanceUid,
+      ...(seg ? { segUid: seg.sopInstanceUid } : {}),
       rows,
       top: topFinding(rows),
       positive,

@@ -477,7 +477,7 @@ function studyPage(uid) {
           )
         : [],
       h('h2', {}, 'Findings'),
-      findingsTables(s.findings ?? []),
+      findingsTables(uid, s.findings ?? []),
       h('h2', {}, 'Series'),
       seriesTable(uid, s.instances ?? []),
       h('h2', {}, 'Routing'),
@@ -506,8 +506,8 @@ function studyPage(uid) {
   };
 }
 
-/** Each model's current report as a table, as the SR states it. */
-function findingsTables(findings) {
+/** Each model's current report as a table, as the SR states it; a segmentation's mask over its source. */
+function findingsTables(uid, findings) {
   if (!findings.length) return h('p', { className: 'muted' }, 'No report yet.');
   return findings.map((f) =>
     h(
@@ -545,8 +545,60 @@ function findingsTables(findings) {
         ),
         'The report states no finding.',
       ),
+      f.segUid ? segOverlay(uid, f) : null,
     ),
   );
+}
+
+/** Overlay facts by SEG UID: fetched once per page load (a SEG never changes), not on every poll. */
+const overlayFacts = new Map();
+
+/** A segmentation's mask blended over the source slice where it covers the most, with its legend. */
+function segOverlay(uid, f) {
+  const base = `/api/studies/${uidPath(uid)}/segmentations/${encodeURIComponent(f.model)}`;
+  if (me.phi === false)
+    return h(
+      'p',
+      { className: 'muted small overlay-refused' },
+      'The segmentation overlay shows the patient’s anatomy: it needs the PHI permission.',
+    );
+  const caption = h('figcaption', { className: 'small' }, 'SEG ', shortUid(f.segUid), ' · loading…');
+  const img = h('img', {
+    className: 'overlay',
+    alt: `${f.model} segmentation overlay`,
+    src: `${base}/overlay.png?seg=${encodeURIComponent(f.segUid)}`,
+    dataset: { seg: f.segUid },
+  });
+  img.onerror = () => img.replaceWith(h('span', { className: 'muted small' }, 'no overlay'));
+  if (!overlayFacts.has(f.segUid))
+    overlayFacts.set(
+      f.segUid,
+      getJson(`${base}/overlay.json?seg=${encodeURIComponent(f.segUid)}`).catch((err) => {
+        overlayFacts.delete(f.segUid);
+        throw err;
+      }),
+    );
+  overlayFacts.get(f.segUid).then(
+    (o) =>
+      replace(
+        caption,
+        'SEG ',
+        shortUid(f.segUid),
+        ' · ',
+        h('span', { className: 'overlay-slice' }, `slice ${o.slice} of ${o.slices}, largest area`),
+        ` (${o.area} px) · `,
+        o.segments.map((seg) =>
+          h(
+            'span',
+            { className: 'legend', dataset: { segment: String(seg.number) } },
+            h('span', { className: 'swatch', style: `background: rgb(${seg.colour.join(',')})` }),
+            `${seg.label} `,
+          ),
+        ),
+      ),
+    (err) => replace(caption, 'SEG ', shortUid(f.segUid), ` · no overlay: ${err.message}`),
+  );
+  return h('figure', { className: 'seg-overlay', dataset: { model: f.model } }, img, caption);
 }
 
 /** Series with their attributes and a thumbnail of up to four of their images. */
