@@ -60,7 +60,11 @@ export function describeObjectStoreContract(name: string, makeStore: () => Promi
         const s = await staged(store, bytes);
         assert.equal(s.stream.bytesWritten, bytes.length);
         assert.deepEqual(s.stream.head, bytes.subarray(0, 64 * 1024), 'the head is the first 64 KiB');
-        assert.deepEqual(await s.read(100_000, 8), bytes.subarray(100_000, 100_008), 'staged bytes read back');
+        assert.deepEqual(
+          await s.read(100_000, 8),
+          bytes.subarray(100_000, 100_008),
+          'staged bytes read back',
+        );
         assert.deepEqual(await s.read(bytes.length - 4, 100), bytes.subarray(-4), 'fewer at the end');
         const k = key('2.25.1001.1.1');
         assert.equal(await store.stat(k), undefined);
@@ -137,7 +141,10 @@ export function describeObjectStoreContract(name: string, makeStore: () => Promi
         const info = await store.stat(c);
         assert.equal(info?.key, c);
         assert.equal(info?.size, 3);
-        assert.ok(info!.modifiedAt >= before - 1000 && info!.modifiedAt <= Date.now() + 1000, 'a recent time');
+        assert.ok(
+          info!.modifiedAt >= before - 1000 && info!.modifiedAt <= Date.now() + 1000,
+          'a recent time',
+        );
         await store.put(b, Buffer.from('replaced'));
         assert.equal((await store.get(b)).toString(), 'replaced');
 

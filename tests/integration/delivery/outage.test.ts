@@ -155,11 +155,7 @@ test('Orthanc stopped while an SR waits, then started again: the SR arrives, exa
   assert.ok(status?.lastSuccessAt);
 
   // Pushing the finished delivery again (a re-run of the inference job) does not deliver again.
-  await queue.add(
-    'deliver',
-    { studyUid, sopInstanceUid: uid, destination: 'pacs' },
-    { jobId: id },
-  );
+  await queue.add('deliver', { studyUid, sopInstanceUid: uid, destination: 'pacs' }, { jobId: id });
   const again = await queue.getJob(id);
   assert.ok(await again!.isCompleted());
   assert.equal(await deliveryCount('pacs', 'success'), 1);
@@ -169,11 +165,7 @@ test('basic auth with a wrong password: a permanent failure with a clear reason;
   const uid = '2.25.500000000000000000000000000000000002';
   await writeSr(uid);
   const id = jobId.delivery(uid, 'secured');
-  await queue.add(
-    'deliver',
-    { studyUid, sopInstanceUid: uid, destination: 'secured' },
-    { jobId: id },
-  );
+  await queue.add('deliver', { studyUid, sopInstanceUid: uid, destination: 'secured' }, { jobId: id });
   const failed = await waitFor('the job to fail', async () => {
     const j = await queue.getJob(id);
     return j && (await j.isFailed()) ? j : undefined;

@@ -116,7 +116,11 @@ test(`retention brings disk and Redis back to a flat line (${STUDIES_PER_WAVE} s
       const staged = store.stage();
       staged.stream.end(tinyInstance(studyUid, `${studyUid}.1`, `${studyUid}.1.1`));
       await finished(staged.stream);
-      const outcome = await acceptor.accept(staged, { path: 'dimse', callingAe: 'SOAK', address: '127.0.0.1' });
+      const outcome = await acceptor.accept(staged, {
+        path: 'dimse',
+        callingAe: 'SOAK',
+        address: '127.0.0.1',
+      });
       assert.ok(outcome.ok, `stored ${studyUid}`);
       // One in ten studies fails; the rest are delivered.
       await index.startRun(studyUid, 1, 1);

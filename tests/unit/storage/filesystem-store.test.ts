@@ -14,7 +14,11 @@ import { Spool } from '../../../src/storage/spool.ts';
 import { describeObjectStoreContract } from '../../helpers/object-store-contract.ts';
 import { configSchema } from '../../../src/config/schema.ts';
 
-async function tempStore(): Promise<{ store: FilesystemObjectStore; dataDir: string; cleanup(): Promise<void> }> {
+async function tempStore(): Promise<{
+  store: FilesystemObjectStore;
+  dataDir: string;
+  cleanup(): Promise<void>;
+}> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-fsstore-'));
   return {
     store: new FilesystemObjectStore(dataDir),
@@ -33,8 +37,14 @@ test('keys map onto the layout the spool always had: spool/studies/… and outbo
   await store.init();
   await store.put(objectKey.instance(inst), Buffer.from('image'));
   await store.put(objectKey.outbox('2.25.7', '2.25.99'), Buffer.from('sr'));
-  assert.deepEqual(await readdir(path.join(dataDir, 'spool', 'studies', '2.25.7', '2.25.7.1')), ['2.25.7.1.1.dcm']);
-  assert.deepEqual(await readdir(path.join(dataDir, 'outbox', '2.25.7')), ['2.25.99.dcm'], 'no temp file left');
+  assert.deepEqual(await readdir(path.join(dataDir, 'spool', 'studies', '2.25.7', '2.25.7.1')), [
+    '2.25.7.1.1.dcm',
+  ]);
+  assert.deepEqual(
+    await readdir(path.join(dataDir, 'outbox', '2.25.7')),
+    ['2.25.99.dcm'],
+    'no temp file left',
+  );
   assert.equal(store.location, path.resolve(dataDir));
   assert.equal(store.kind, 'filesystem');
   // localCopy is the store's own file; release leaves it alone.
