@@ -1,7 +1,4 @@
 // The console's REST API: every page's data and every action, as JSON. Described in openapi.ts.
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import express, { type Request, type Response } from 'express';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -26,6 +23,8 @@ import {
   type OverlaySegment,
 } from '../imaging/seg-overlay.ts';
 import { adminEvents } from './events.ts';
+import { objectKey } from '../storage/object-keys.ts';
+import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.ts';
 import {
   jobsForStudy,
   listAssociations,
@@ -52,14 +51,14 @@ export interface ApiDeps {
   queues: Queues;
   destinations: { name: string; kind: string; isDefault: boolean }[];
   workerStaleMs: number;
+  /** Where the spooled instances are (thumbnails are rendered from a local copy). */
+  store: ObjectStore;
   /** The routing dry run (the routing stage's explainRouting, injected by the gateway role). */
   explainRouting?: RoutingExplainer;
   /** Receive → SR delivered over the last hour, and each rule's SLO (the gateway role's turnaround log). */
   turnaround?: () => Promise<TurnaroundSummary>;
   /** The trend charts' series over the last hour or day (the gateway role's trends reader). */
   trends?: (range: TrendRange) => Promise<TrendSeries>;
-  /** Where the SRs and SEGs wait, per study (<dataDir>/outbox), for the segmentation overlays. */
-  outboxDir?: string;
 }
 
 /** Which models would run on these instances, and why not: a JSON-serialisable explanation. */
@@ -73,18 +72,18 @@ class BadRequest extends Error {}
 class NotFound extends Error {}
 
 /**
- * Reads a kept object (a spooled instance, an SR or SEG in the outbox) by its path: the one place the
- * console reads stored files, within the decode size limit. Undefined when it is not (or no longer) there.
+ * Reads a kept object (a spooled instance, an SR or SEG in the outbox) from the store: the one place the
+ * console reads stored bytes, within the decode size limit. Undefined when it is not (or no longer) there.
  */
-async function readStoredObject(file: string): Promise<Buffer | undefined> {
+async function readStoredObject(store: ObjectStore, key: string): Promise<Buffer | undefined> {
+  const info = await store.stat(key);
+  if (info === undefined) return undefined;
+  const max = decodeLimits().maxFileBytes;
+  if (info.size > max) throw new DecodeError(`object is ${info.size} bytes, over the ${max}-byte limit`);
   try {
-    const info = await stat(file);
-    if (!info.isFile()) return undefined;
-    const max = decodeLimits().maxFileBytes;
-    if (info.size > max) throw new DecodeError(`file is ${info.size} bytes, over the ${max}-byte limit`);
-    return await readFile(file);
+    return await store.get(key);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (err instanceof ObjectNotFoundError) return undefined;
     throw err;
   }
 }
@@ -210,9 +209,9 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     return render;
   }
   const thumbnails = new Map<string, Promise<Thumbnail>>();
-  const thumbnail = (key: string, file: string) =>
+  const thumbnail = (key: string) =>
     cachedRender(thumbnails, THUMBNAIL_CACHE, key, async () => {
-      const bytes = await readStoredObject(file);
+      const bytes = await readStoredObject(deps.store, key);
       if (!bytes) throw new NotFound('the image is no longer kept');
       return thumbnailOf(await decodeImageBytes(bytes, { frames: 'first' }));
     });
@@ -227,17 +226,15 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     const segUid = report.segUid;
     if (!segUid)
       throw new NotFound(`no SEG in ${model}'s current report (not a segmentation, or nothing segmented)`);
-    const outboxDir = deps.outboxDir;
-    if (!outboxDir) throw new NotFound('SEGs are not kept by this process');
     return cachedRender(overlays, OVERLAY_CACHE, `${uid}/${segUid}`, async () => {
-      const segBytes = await readStoredObject(path.join(outboxDir, uid, `${segUid}.dcm`));
+      const segBytes = await readStoredObject(deps.store, objectKey.outbox(uid, segUid));
       if (!segBytes) throw new NotFound('the SEG is no longer kept (outbox retention)');
       const seg = readSegMasks(segBytes);
       const slice = representativeSlice(seg);
       if (!slice) throw new NotFound('the SEG marks no pixel');
       const instances = await index.instances(uid);
       const source = instances.find((i) => i.sopInstanceUid === slice.sopInstanceUid);
-      const sourceBytes = source && (await readStoredObject(source.path));
+      const sourceBytes = source && (await readStoredObject(deps.store, objectKey.instance(source)));
       if (!source || !sourceBytes) throw new NotFound('the source image is no longer kept');
       const multiFrame = (source.numberOfFrames ?? 1) > 1 || slice.frame > 1;
       const image = await decodeImageBytes(sourceBytes, { frames: multiFrame ? 'all' : 'first' });
@@ -427,7 +424,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     }),
   );
 
-  // A small PNG of one instance's first frame, rendered here from the spool (pixels only, no header).
+  // A small PNG of one instance's first frame, rendered here from the stored instance (pixels only, no header).
   api.get(
     '/studies/:uid/instances/:sop/thumbnail.png',
     handle(async (req, res) => {
@@ -449,7 +446,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       await phiViews.viewed(who, `thumbnail ${uid}`, uid, 'thumbnail');
       let t: Thumbnail;
       try {
-        t = await thumbnail(`${uid}/${sop}/${inst.path}`, inst.path);
+        t = await thumbnail(objectKey.instance(inst));
       } catch (err) {
         if (err instanceof NotFound) {
           res.status(404).json({ error: err.message });
@@ -741,13 +738,15 @@ export function createApiRouter(deps: ApiDeps): express.Router {
 
 /** The header of a posted DICOM file, as ingest would index it (the file is not kept). */
 async function instanceFromUpload(body: Buffer): Promise<InstanceRecord> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-dry-run-'));
-  try {
-    const file = path.join(dir, 'upload.dcm');
-    await writeFile(file, body);
+  {
     let h;
     try {
-      h = await readInstanceHeader(file);
+      // Parsed from the posted bytes in memory: nothing is written anywhere.
+      const source = {
+        size: body.length,
+        read: async (offset: number, length: number) => body.subarray(offset, offset + length),
+      };
+      h = await readInstanceHeader(source);
     } catch (err) {
       throw new BadRequest(`not a readable DICOM file: ${errorMessage(err)}`);
     }
@@ -760,13 +759,10 @@ async function instanceFromUpload(body: Buffer): Promise<InstanceRecord> {
       sopInstanceUid: h.sopInstanceUid!,
       sopClassUid: h.sopClassUid ?? '',
       transferSyntaxUid: h.transferSyntaxUid ?? '',
-      path: '',
       size: body.length,
       callingAe: '',
       callingAddress: '',
       receivedAt: 0,
     };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
   }
 }

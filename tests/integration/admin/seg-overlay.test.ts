@@ -4,7 +4,7 @@
 // for users with the PHI permission (each view audited), with a clear 404 when there is no SEG to draw.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { inflateSync } from 'node:zlib';
@@ -18,9 +18,9 @@ import { configSchema, type GatewayConfig } from '../../../src/config/schema.ts'
 import type { ModelResult, SegmentationResult } from '../../../src/pipeline/findings.ts';
 import { createQueues, type Queues } from '../../../src/pipeline/queues.ts';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
-import { OUTBOX_DIR } from '../../../src/storage/layout.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 import { writeModelResults } from '../../../src/reports/write-results.ts';
-import { mrSlices, sourcesOf } from '../../helpers/dicom-tools.ts';
+import { instanceKeyOf, mrSlices, sourcesOf } from '../../helpers/dicom-tools.ts';
 import { ENHANCED_MR_IMAGE_STORAGE, writeEnhancedFromSlices } from '../../helpers/enhanced-mr.ts';
 import { decodeImage } from '../../../src/imaging/decode.ts';
 import { display } from '../../../src/imaging/thumbnail.ts';
@@ -40,6 +40,7 @@ let redis: Redis;
 let queues: Queues;
 let index: StudyIndex;
 let dir: string;
+let store: FilesystemObjectStore;
 let server: Server;
 let base: string;
 const mr = sourcesOf(mrSlices(10, 14));
@@ -94,12 +95,13 @@ function brainResult(
   };
 }
 
-/** Indexes these images as ingest would (their headers, the spool path where they lie). */
+/** Stores and indexes these images as ingest would (the bytes under their key, their headers). */
 async function recordInstances(
-  refs: { path: string; seriesUid: string; sopInstanceUid: string; sopClassUid: string }[],
+  refs: { file: string; key: string; seriesUid: string; sopInstanceUid: string; sopClassUid: string }[],
 ) {
   for (const ref of refs) {
-    const header = await readInstanceHeader(ref.path);
+    await store.put(ref.key, await readFile(ref.file));
+    const header = await readInstanceHeader(ref.file);
     await index.recordInstance({
       ...header,
       studyUid,
@@ -107,7 +109,6 @@ async function recordInstances(
       sopInstanceUid: ref.sopInstanceUid,
       sopClassUid: ref.sopClassUid,
       transferSyntaxUid: header.transferSyntaxUid ?? '1.2.840.10008.1.2.1',
-      path: ref.path,
       size: 1,
       callingAe: 'MR1',
       callingAddress: '127.0.0.1',
@@ -118,6 +119,8 @@ async function recordInstances(
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'aigw-overlay-'));
+  store = new FilesystemObjectStore(dir);
+  await store.init();
   redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
   index = new StudyIndex(redis, prefix);
   const config: GatewayConfig = configSchema.parse({
@@ -136,7 +139,7 @@ before(async () => {
     modelVersion: '1.0.0',
     run: 1,
     index,
-    outboxDir: path.join(dir, OUTBOX_DIR),
+    store,
   });
   assert.deepEqual(
     written.map((w) => w.kind),
@@ -148,6 +151,7 @@ before(async () => {
     index,
     queues,
     spoolDir: dir,
+    store,
     destinations: destinationSummaries(config),
   });
   server = await listen(app, '127.0.0.1', 0);
@@ -266,7 +270,12 @@ test('an Enhanced MR source: the SEG frame names a frame, and that frame is the 
     sopClassUid: ENHANCED_MR_IMAGE_STORAGE,
     sopInstanceUid: '2.25.880001',
     seriesUid: '2.25.880002',
-    path: file,
+    key: instanceKeyOf({
+      StudyInstanceUID: studyUid,
+      SeriesInstanceUID: '2.25.880002',
+      SOPInstanceUID: '2.25.880001',
+    }),
+    file,
   };
   assert.equal(header.NumberOfFrames, 4);
   await recordInstances([ref]);
@@ -281,7 +290,7 @@ test('an Enhanced MR source: the SEG frame names a frame, and that frame is the 
     modelVersion: '1.0.0',
     run: 1,
     index,
-    outboxDir: path.join(dir, OUTBOX_DIR),
+    store,
   });
   const facts = (await (await overlay(model, 'json')).json()) as Record<string, unknown>;
   assert.equal(facts.sourceSopInstanceUid, ref.sopInstanceUid);

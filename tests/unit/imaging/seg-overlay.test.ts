@@ -127,7 +127,7 @@ test('the overlay: the source slice in grey, the mask blended in its segment col
   const { mr, seg, rows, columns } = fixture();
   const masks = readSegMasks(seg);
   const slice = representativeSlice(masks)!;
-  const image = await decodeImage(mr[3]!.ref.path);
+  const image = await decodeImage(mr[3]!.ref.file);
   const overlay = renderOverlay(image, 0, masks, slice);
   assert.deepEqual(overlay.segments, [
     { number: 1, label: 'White Matter', colour: [255, 48, 48], area: 2500 },
