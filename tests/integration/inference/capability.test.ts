@@ -5,12 +5,13 @@
 // worker whose data directory is replaced by a file (a storage fault root feels too) is not ready, is not
 // counted for its model, and takes no job until the directory is back.
 import assert from 'node:assert/strict';
-import { rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { inferenceQueueName, jobId } from '../../../src/pipeline/jobs.ts';
+import { Queue } from 'bullmq';
+import { inferenceQueueName, jobId, QUEUE, type InferenceJob } from '../../../src/pipeline/jobs.ts';
 import { InferenceQueues } from '../../../src/pipeline/queues.ts';
 import { keys, type WorkerHeartbeat } from '../../../src/pipeline/keys.ts';
 import {
@@ -155,6 +156,17 @@ test('each worker takes only its models’ jobs; a job without a worker waits vi
   assert.equal(await metric(`aigw_inference_model_jobs_pending{model="${CXR}"}`), 1);
   assert.equal(await metric(`aigw_inference_model_workers{model="${UNIFORMITY}"}`), 1);
 
+  // The gateway's log says it too, once.
+  const logged = () => readFile(gateway.logPath, 'utf8');
+  await until(
+    'the log line',
+    async () => (await logged()).includes('"event":"admin.models.no_worker"'),
+    20_000,
+  );
+  const line = (await logged()).split('\n').find((l) => l.includes('"event":"admin.models.no_worker"'))!;
+  assert.equal(JSON.parse(line).msg, `no worker for model ${CXR}`);
+  assert.equal(JSON.parse(line).model, CXR);
+
   // A worker with the chest model starts: it takes the waiting job, which completes on its first attempt.
   cxrWorker = await startGateway({ modelsDir: await makeModelsDir(['cxr']), role: 'worker', config: shared });
   await until(
@@ -183,6 +195,11 @@ test('each worker takes only its models’ jobs; a job without a worker waits vi
     const s = await gateway.api<{ state: string }>(`/api/studies/${studyUid}`);
     return s.state === 'done';
   });
+  await until(
+    'the log to say the model has a worker again',
+    async () => (await logged()).includes('"event":"admin.models.worker_back"'),
+    20_000,
+  );
   const after = await readyz(gateway);
   assert.equal(after.body.checks.models!.ok, true);
   assert.ok(!after.body.warnings.some((w) => w.startsWith('models:')));
@@ -255,4 +272,44 @@ test('a worker whose storage is unreachable is not ready, is not counted, and ta
     run: 1,
   });
   assert.equal((await queues.forModel('image-uniformity', '1.0.0').getJob(id))!.attemptsMade, 1);
+});
+
+test('jobs an older version left in the single inference queue are forwarded to their model queues and run', async () => {
+  // The chest study of the first test, as an older gateway would have queued a new run of it.
+  const rows = await gateway.api<{ studyUid: string; modalities: string[] }[]>('/api/studies');
+  const studyUid = rows.find((r) => r.modalities.includes('CR'))!.studyUid;
+  const legacy = new Queue<InferenceJob>(QUEUE.inference, { connection: redis, prefix });
+  try {
+    const added: { id: string; model: [string, string] }[] = [];
+    for (const [modelId, modelVersion] of [
+      ['image-uniformity', '1.0.0'],
+      ['squeezenet1_1-cxr-pneumonia', '1.0.0'],
+    ] as const) {
+      const data: InferenceJob = {
+        studyUid,
+        seriesUids: (
+          await gateway.api<{ series: { seriesUid: string }[] }>(`/api/studies/${studyUid}`)
+        ).series.map((s) => s.seriesUid),
+        modelId,
+        modelVersion,
+        destinations: [],
+        priority: 10,
+        run: 7,
+      };
+      const id = jobId.inference(data);
+      await legacy.add('infer', data, { jobId: id, priority: 10, attempts: 3 });
+      added.push({ id, model: [modelId, modelVersion] });
+    }
+    for (const { id, model } of added) {
+      const queue = queues.forModel(...model);
+      await until(`${id} to run in ${queue.name}`, async () => (await queue.getJobState(id)) === 'completed');
+      assert.equal((await queue.getJob(id))!.attemptsMade, 1);
+      const forwarded = (await legacy.getJob(id))!;
+      assert.equal(await forwarded.getState(), 'completed');
+      assert.deepEqual(forwarded.returnvalue, { forwardedTo: queue.name });
+    }
+    assert.equal(await legacy.getFailedCount(), 0);
+  } finally {
+    await legacy.close();
+  }
 });
