@@ -27,8 +27,8 @@ import { createIngestRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
 import { sloTargets, TurnaroundLog } from '../pipeline/turnaround.ts';
 import { readTrends, sampleQueueDepths, TrendCounter } from '../pipeline/trends.ts';
-import { listWorkers } from '../admin/queries.ts';
-import { WORKER_STALE_MS } from '../admin/health.ts';
+import { listWorkers, modelWorkers } from '../admin/queries.ts';
+import { watchModelWorkers, WORKER_STALE_MS } from '../admin/health.ts';
 import { freeBytesOf } from '../storage/disk-watermark.ts';
 import { RESULTS_DIR } from '../storage/layout.ts';
 import { explainRouting } from '../routing/dry-run.ts';
@@ -59,7 +59,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     QUEUE.studyComplete,
     createRoutingProcessor({
       index,
-      inferenceQueue: queues.inference,
+      inferenceQueues: queues.inference,
       models: async () => catalogue.models.map((m) => m.manifest),
       rules: config.routing.rules,
       anatomyKeywords: config.routing.anatomyKeywords,
@@ -104,7 +104,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
         index,
         store,
         deliveryQueue: queues.delivery,
-        queues: allQueues(queues),
+        queues: () => allQueues(queues),
         resultsDir: path.join(config.dataDir, RESULTS_DIR),
         policy: retentionPolicy(config),
       },
@@ -162,9 +162,13 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       freeBytes: await freeBytesOf(config.dataDir),
       minFreeBytes: config.spool.minFreeBytes,
     }),
+    // Per model queue: live workers with the model, and jobs waiting for it (the no-worker alert).
+    modelWorkers: () => modelWorkers(ingestRedis, prefix, queues, WORKER_STALE_MS),
   });
+  // `no worker for model X` in the log when jobs start to wait for a model no live worker has.
+  const stopModelWatch = watchModelWorkers(() => modelWorkers(ingestRedis, prefix, queues, WORKER_STALE_MS));
   // Queue depths for the charts, sampled into the per-minute trends.
-  const stopQueueSampler = sampleQueueDepths(ingestRedis, prefix, allQueues(queues));
+  const stopQueueSampler = sampleQueueDepths(ingestRedis, prefix, () => allQueues(queues));
 
   // HTTP last: /readyz answering means every listener is up.
   const localWorker = ctx.localInference;
@@ -204,6 +208,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     () => closeWorker(delivery, ctx.redis),
     () => ingestStudyComplete.close(),
     async () => stopQueueSampler(),
+    async () => stopModelWatch(),
     () => trendCounter.close().catch(() => undefined),
     async () => ingestRedis.disconnect(),
   ];
