@@ -4,21 +4,38 @@
 // make, the largest share of the gateway's CPU time while it receives.
 //
 // This receiver frames PDUs itself, straight off the socket chunks. One case only takes a fast path: a
-// P-DATA-TF PDV that is a data-set fragment, neither the first nor the last of its C-STORE data set, while
-// the library has that C-STORE's stream open (host.storeStream()). Its value is written to that stream as a
-// view of the socket chunk: no copy. Everything else (association PDUs, commands, the first data-set
-// fragment that makes the library open the stream, the last one that makes it finish the store, any
-// non-C-STORE data set) is handed to the library as the whole PDU it would have collected itself, one PDU at
-// a time and in order (each handed PDU is awaited before the next byte is looked at). Inside one PDU, once a
+// P-DATA-TF PDV that is a data-set fragment of a C-STORE the library has read the command of. Its value is
+// written to that C-STORE's stream as views of the socket chunks: no copy. At the first fragment the host
+// opens the stream as the library would (host.openStore: the library's createStoreWritableStream hook),
+// and after the last one it ends it as the library would (host.finishStore: end the stream, make the
+// data set, dispatch the C-STORE). Everything else (association PDUs, commands, any non-C-STORE data set,
+// and every fragment when the host offers no openStore) is handed to the library as the whole PDU it would
+// have collected itself, one PDU at a time and in order (each handed PDU is awaited before the next byte
+// is looked at). Inside one PDU, once a
 // PDV has gone the slow way, the rest of that PDU goes with it, so the library sees the PDVs in order.
 // An unknown PDU type hands this and every later byte to the library's own accumulator (host.fallback),
 // which reports it as it always did. Malformed PDV framing is also the PDU guard's to catch (it runs first
 // and cuts the connection); the receiver stops at it too.
 
+/** Where a C-STORE's data set goes: the library's store stream (a Writable). */
+export interface StoreSink {
+  write(chunk: Buffer): boolean;
+  /** Held while one PDV's pieces are written, so that they reach the file together (one writev). */
+  cork?(): void;
+  uncork?(): void;
+}
+
 /** What the receiver needs from the association it serves. */
 export interface PDataHost {
   /** The open data-set stream of the C-STORE being received, if there is one. */
-  storeStream(): { write(chunk: Buffer): boolean } | undefined;
+  storeStream(): StoreSink | undefined;
+  /**
+   * At the first data-set fragment of a C-STORE: opens its store stream as the library would and returns it;
+   * undefined when the library must see this fragment itself (no C-STORE pending, unknown context...).
+   */
+  openStore?(presentationContextId: number): StoreSink | undefined;
+  /** After the last data-set fragment of a C-STORE went to its stream: ends it as the library would. */
+  finishStore?(presentationContextId: number): void;
   /** Hands one whole PDU to the library; the receiver waits for the returned promise before going on. */
   toLibrary(pdu: Buffer): Promise<void> | void;
   /** From now on the library's own accumulator gets the bytes, starting with these. */
@@ -54,7 +71,9 @@ export class PDataReceiver {
   /** Bytes of the current PDV value not yet read. */
   private pdvRemaining = 0;
   /** Where the current PDV's value goes: straight to the store stream, or into the slow PDU. */
-  private fastStream: { write(chunk: Buffer): boolean } | undefined;
+  private fastStream: StoreSink | undefined;
+  /** The presentation context of the current fast PDV when it is the last fragment of its data set. */
+  private finishPc: number | undefined;
   /** Whether some PDV of the current P-DATA-TF PDU goes to the library (then all later ones of it do). */
   private slowInPdu = false;
 
@@ -172,11 +191,22 @@ export class PDataReceiver {
     if (itemLength < 2) throw new Error(`PDV item length ${itemLength} is too short`);
     this.pdvRemaining = itemLength - 2;
     if (this.pdvRemaining > this.pduRemaining) throw new Error('PDV runs past the end of its PDU');
+    const pc = this.pdvHeader[4]!;
     const control = this.pdvHeader[5]!;
-    // 0x00: a data-set fragment that is not the last one.
-    const stream = !this.slowInPdu && control === 0x00 ? this.host.storeStream() : undefined;
+    // Bit 0 of the message control header: 1 command, 0 data set; bit 1: the last fragment.
+    const dataSet = (control & 0x01) === 0;
+    const last = (control & 0x02) !== 0;
+    let stream: StoreSink | undefined;
+    if (!this.slowInPdu && dataSet) {
+      stream = this.host.storeStream();
+      if (stream === undefined && this.host.openStore !== undefined) stream = this.host.openStore(pc);
+      // Without finishStore the library must see the last fragment to finish the store.
+      if (last && this.host.finishStore === undefined) stream = undefined;
+    }
     if (stream !== undefined) {
       this.fastStream = stream;
+      this.finishPc = last ? pc : undefined;
+      stream.cork?.();
       this.counts.fastPdvs++;
     } else {
       this.fastStream = undefined;
@@ -199,7 +229,14 @@ export class PDataReceiver {
   }
 
   private endPdv(): Promise<void> | void {
+    const stream = this.fastStream;
     this.fastStream = undefined;
+    if (stream !== undefined) {
+      stream.uncork?.();
+      const pc = this.finishPc;
+      this.finishPc = undefined;
+      if (pc !== undefined) this.host.finishStore!(pc);
+    }
     this.mode = 'pdv-header';
     return this.pduRemaining === 0 ? this.endPData() : undefined;
   }

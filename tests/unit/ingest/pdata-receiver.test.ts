@@ -188,3 +188,98 @@ test('a PDV running past its PDU, or shorter than its header, stops the receiver
     assert.equal(lib.handed.length, 0, 'nothing after the broken PDU is read');
   }
 });
+
+/**
+ * A host that also opens and finishes stores (as scp.ts does for dcmjs-dimse): no data-set fragment of a
+ * C-STORE should then reach the library. Checks that each PDV's pieces are written corked, and that the
+ * stream is finished once, after its last byte, with the PDV's presentation context.
+ */
+class LeanLibrary extends FakeLibrary {
+  opened = 0;
+  finishedPcs: number[] = [];
+  corked = 0;
+  declineContext: number | undefined;
+  private open: Buffer[] | undefined;
+  private pending = false;
+
+  override storeStream() {
+    return this.open !== undefined ? this.sink(this.open) : undefined;
+  }
+
+  openStore(pc: number) {
+    if (!this.pending || this.open !== undefined || pc === this.declineContext) return undefined;
+    this.opened++;
+    this.open = [];
+    return this.sink(this.open);
+  }
+
+  finishStore(pc: number): void {
+    assert.equal(this.corked, 0, 'finished after the last PDV was uncorked');
+    assert.ok(this.open !== undefined, 'finish without an open store');
+    this.finishedPcs.push(pc);
+    this.stored.push(Buffer.concat(this.open));
+    this.open = undefined;
+    this.pending = false;
+  }
+
+  override async toLibrary(p: Buffer): Promise<void> {
+    if (p[0] === 0x04) {
+      const pdvs = parsePData(p);
+      // A C-STORE command (last command fragment) makes a store pending, as the library's dimse does.
+      if (pdvs.length === 1 && pdvs[0]!.control === 0x03 && pdvs[0]!.value.length === 120)
+        this.pending = true;
+    }
+    return super.toLibrary(p);
+  }
+
+  private sink(parts: Buffer[]) {
+    return {
+      write: (chunk: Buffer) => {
+        assert.ok(this.corked > 0, 'pieces are written corked');
+        parts.push(Buffer.from(chunk));
+        return true;
+      },
+      cork: () => void this.corked++,
+      uncork: () => void this.corked--,
+    };
+  }
+}
+
+test('with openStore and finishStore, no data-set fragment reaches the library, under any chunking', async () => {
+  for (let seed = 1; seed <= 25; seed++) {
+    const datasets = [randomBytes(200_000 + seed * 1000), randomBytes(130_000 + seed)];
+    const { wire, others } = association(datasets);
+    const lib = new LeanLibrary();
+    const receiver = new PDataReceiver(lib);
+    await feedChunked(receiver, wire, seed);
+    assert.deepEqual(lib.malformedReasons, []);
+    assert.equal(lib.stored.length, 2, `seed ${seed}: two stores`);
+    assert.ok(lib.stored[0]!.equals(datasets[0]!), `seed ${seed}: first data set intact`);
+    assert.ok(lib.stored[1]!.equals(datasets[1]!), `seed ${seed}: second data set intact`);
+    assert.equal(lib.opened, 2);
+    assert.deepEqual(lib.finishedPcs, [1, 1]);
+    assert.equal(lib.corked, 0, 'every cork undone');
+    // The library saw the association, the C-ECHO, the two C-STORE commands and the release: nothing else.
+    assert.equal(lib.handed.length, 5, `seed ${seed}: PDUs handed ${lib.handed.length}`);
+    assert.ok(lib.handed[0]!.equals(others[0]!));
+    assert.ok(lib.handed[1]!.equals(others[1]!));
+    assert.ok(lib.handed.at(-1)!.equals(others[2]!));
+    const fragments = datasets.reduce((n, d) => n + Math.ceil(d.length / 16_000), 0);
+    assert.equal(receiver.counts.fastPdvs, fragments, `seed ${seed}: every data-set PDV fast`);
+  }
+});
+
+test('when the host declines to open the store, the first fragment and its PDU go to the library', async () => {
+  const datasets = [randomBytes(100_000), randomBytes(130_000)];
+  const { wire } = association(datasets);
+  const lib = new LeanLibrary();
+  lib.declineContext = 1;
+  const receiver = new PDataReceiver(lib);
+  await feedChunked(receiver, wire, 11);
+  // The library (FakeLibrary's path) then stores both data sets from whole PDUs, as before.
+  assert.equal(lib.opened, 0);
+  assert.deepEqual(lib.finishedPcs, []);
+  assert.equal(lib.stored.length, 2);
+  assert.ok(lib.stored[0]!.equals(datasets[0]!));
+  assert.ok(lib.stored[1]!.equals(datasets[1]!));
+});
