@@ -30,8 +30,23 @@ function option(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);
   return i > 0 ? (process.argv[i + 1] ?? fallback) : fallback;
 }
-const repos = process.argv.flatMap((a, i) => (a === '--repo' ? [path.resolve(process.argv[i + 1]!)] : []));
+/** `--repo DIR` or `--repo DIR::NAME=VALUE,...` (extra environment for that gateway, e.g. UV_THREADPOOL_SIZE). */
+const repos = process.argv.flatMap((a, i) => (a === '--repo' ? [process.argv[i + 1]!] : []));
 if (repos.length === 0) repos.push(REPO);
+function repoSpec(spec: string): { dir: string; env: Record<string, string>; label: string } {
+  const [dir, vars] = spec.split('::');
+  const env = Object.fromEntries(
+    (vars ?? '')
+      .split(',')
+      .filter(Boolean)
+      .map((kv) => kv.split('=', 2)),
+  );
+  return {
+    dir: path.resolve(dir!),
+    env,
+    label: `${path.basename(path.resolve(dir!))}${vars ? ` ${vars}` : ''}`,
+  };
+}
 const ROUNDS = Number(option('--rounds', '5'));
 const INSTANCES = Number(option('--instances', '200'));
 const ASSOCIATIONS = Number(option('--associations', '4'));
@@ -41,12 +56,14 @@ const STRACE = process.argv.includes('--strace') ? option('--strace', '/tmp/stra
 
 interface Gateway {
   repo: string;
+  label: string;
   pid: number;
   port: number;
   stop(): Promise<void>;
 }
 
-async function startGateway(repo: string, dir: string): Promise<Gateway> {
+async function startGateway(spec: string, dir: string): Promise<Gateway> {
+  const { dir: repo, env, label } = repoSpec(spec);
   const port = await freePort();
   const prefix = `aigw-cpu-${randomBytes(4).toString('hex')}`;
   await mkdir(path.join(dir, 'models'), { recursive: true });
@@ -68,7 +85,7 @@ async function startGateway(repo: string, dir: string): Promise<Gateway> {
     [
       ...(PERF !== undefined ? ['--perf-basic-prof'] : []),
       ...(CPU_PROF !== undefined
-        ? ['--cpu-prof', '--cpu-prof-dir', path.join(CPU_PROF, path.basename(repo))]
+        ? ['--cpu-prof', '--cpu-prof-dir', path.join(CPU_PROF, label.replace(/\W+/g, '_'))]
         : []),
       '--import',
       'tsx',
@@ -77,7 +94,7 @@ async function startGateway(repo: string, dir: string): Promise<Gateway> {
       '--config',
       configPath,
     ],
-    { cwd: repo, env: { ...process.env, TCP_NODELAY: '1', LOG_LEVEL: 'warn' }, stdio: 'ignore' },
+    { cwd: repo, env: { ...process.env, TCP_NODELAY: '1', LOG_LEVEL: 'warn', ...env }, stdio: 'ignore' },
   );
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -91,6 +108,7 @@ async function startGateway(repo: string, dir: string): Promise<Gateway> {
   }
   return {
     repo,
+    label,
     pid: child.pid!,
     port,
     async stop() {
@@ -107,13 +125,13 @@ async function startGateway(repo: string, dir: string): Promise<Gateway> {
 }
 
 /** User and system CPU ms of a process, all threads (/proc/<pid>/stat fields 14 and 15). */
-async function cpu(pid: number): Promise<{ user: number; sys: number }> {
+async function cpu(pid: number): Promise<{ user: number; sys: number; minflt: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const f = stat
     .slice(stat.lastIndexOf(')') + 2)
     .split(' ')
     .map(Number);
-  return { user: (f[11]! * 1000) / CLK_TCK, sys: (f[12]! * 1000) / CLK_TCK };
+  return { user: (f[11]! * 1000) / CLK_TCK, sys: (f[12]! * 1000) / CLK_TCK, minflt: f[7]! };
 }
 
 async function send(port: number, files: string[]): Promise<number> {
@@ -136,6 +154,8 @@ async function send(port: number, files: string[]): Promise<number> {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** Other people's load only ever adds CPU time: the lower quartile is the least disturbed figure. */
+const quartile = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 4)]!;
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-bench-cpu-'));
@@ -145,7 +165,12 @@ async function main(): Promise<void> {
       gateways.push(await startGateway(repo, path.join(dir, `gw${i}`)));
     const warmup = await synthesizeCtSeries({ dir: path.join(dir, 'warmup'), instances: 40 });
     for (const g of gateways) await send(g.port, warmup);
-    const results = gateways.map(() => ({ user: [] as number[], sys: [] as number[], rate: [] as number[] }));
+    const results = gateways.map(() => ({
+      user: [] as number[],
+      sys: [] as number[],
+      rate: [] as number[],
+      faults: [] as number[],
+    }));
     for (let round = 0; round < ROUNDS; round++) {
       // Each round in a different order, so neither gateway always follows the other.
       const order = gateways.map((_, i) => i);
@@ -186,8 +211,9 @@ async function main(): Promise<void> {
         r.user.push((after.user - before.user) / files.length);
         r.sys.push((after.sys - before.sys) / files.length);
         r.rate.push(rate);
+        r.faults.push((after.minflt - before.minflt) / files.length);
         console.log(
-          `round ${round} ${path.basename(g.repo)}: user ${r.user.at(-1)!.toFixed(2)} + sys ` +
+          `round ${round} ${g.label}: user ${r.user.at(-1)!.toFixed(2)} + sys ` +
             `${r.sys.at(-1)!.toFixed(2)} ms/instance, ${rate.toFixed(0)} inst/s`,
         );
       }
@@ -197,9 +223,10 @@ async function main(): Promise<void> {
       const r = results[i]!;
       const total = r.user.map((u, k) => u + r.sys[k]!);
       console.log(
-        `${g.repo}: user ${median(r.user).toFixed(2)} + sys ${median(r.sys).toFixed(2)} = ` +
-          `${median(total).toFixed(2)} CPU ms/instance (range ${Math.min(...total).toFixed(2)}–` +
-          `${Math.max(...total).toFixed(2)}), ${median(r.rate).toFixed(0)} inst/s`,
+        `${g.label}: user ${median(r.user).toFixed(2)} + sys ${median(r.sys).toFixed(2)} = ` +
+          `${median(total).toFixed(2)} CPU ms/instance (min ${Math.min(...total).toFixed(2)}, lower quartile ` +
+          `${quartile(total).toFixed(2)}, max ${Math.max(...total).toFixed(2)}; user min ${Math.min(...r.user).toFixed(2)}), ` +
+          `${median(r.rate).toFixed(0)} inst/s, ${median(r.faults).toFixed(1)} page faults/instance`,
       );
     });
     console.log(`load average: ${(await readFile('/proc/loadavg', 'utf8')).trim()}`);

@@ -44,6 +44,13 @@ export interface PDataHost {
   malformed(reason: string): void;
 }
 
+/**
+ * A C-STORE data set's fragments are held (corked) in its stream until its last fragment or this many bytes,
+ * then reach the file in one writev: one write for a typical image instead of one per PDU, while memory per
+ * association stays bounded (the held pieces are views of socket chunks, no copies).
+ */
+export const CORK_BYTES = 1024 * 1024;
+
 const PDU_HEADER = 6;
 const PDV_HEADER = 6;
 const P_DATA_TF = 0x04;
@@ -74,6 +81,9 @@ export class PDataReceiver {
   private fastStream: StoreSink | undefined;
   /** The presentation context of the current fast PDV when it is the last fragment of its data set. */
   private finishPc: number | undefined;
+  /** The stream holding corked pieces, and how many bytes it holds. */
+  private corked: StoreSink | undefined;
+  private corkedBytes = 0;
   /** Whether some PDV of the current P-DATA-TF PDU goes to the library (then all later ones of it do). */
   private slowInPdu = false;
 
@@ -206,9 +216,15 @@ export class PDataReceiver {
     if (stream !== undefined) {
       this.fastStream = stream;
       this.finishPc = last ? pc : undefined;
-      stream.cork?.();
+      if (this.corked !== stream) {
+        this.uncork();
+        stream.cork?.();
+        this.corked = stream;
+      }
       this.counts.fastPdvs++;
     } else {
+      // Whatever the library does next (write the last fragment, end the stream) follows what is held.
+      this.uncork();
       this.fastStream = undefined;
       this.slowInPdu = true;
       this.addPart(Buffer.from(this.pdvHeader));
@@ -220,8 +236,10 @@ export class PDataReceiver {
   private readPdvValue(chunk: Buffer): Promise<void> | void {
     const take = Math.min(this.pdvRemaining, chunk.length - this.pos);
     const piece = chunk.subarray(this.pos, this.pos + take);
-    if (this.fastStream !== undefined) this.fastStream.write(piece);
-    else this.addPart(piece);
+    if (this.fastStream !== undefined) {
+      this.fastStream.write(piece);
+      this.corkedBytes += take;
+    } else this.addPart(piece);
     this.pos += take;
     this.pdvRemaining -= take;
     this.pduRemaining -= take;
@@ -232,13 +250,20 @@ export class PDataReceiver {
     const stream = this.fastStream;
     this.fastStream = undefined;
     if (stream !== undefined) {
-      stream.uncork?.();
       const pc = this.finishPc;
       this.finishPc = undefined;
+      if (pc !== undefined || this.corkedBytes >= CORK_BYTES) this.uncork();
       if (pc !== undefined) this.host.finishStore!(pc);
     }
     this.mode = 'pdv-header';
     return this.pduRemaining === 0 ? this.endPData() : undefined;
+  }
+
+  /** Lets the corked pieces go to the file. */
+  private uncork(): void {
+    this.corked?.uncork?.();
+    this.corked = undefined;
+    this.corkedBytes = 0;
   }
 
   /** End of a P-DATA-TF PDU: the PDVs that went the slow way go to the library as one PDU of their own. */

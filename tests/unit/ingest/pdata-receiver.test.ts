@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { PDataReceiver, type PDataHost } from '../../../src/ingest/dimse/pdata-receiver.ts';
+import { CORK_BYTES, PDataReceiver, type PDataHost } from '../../../src/ingest/dimse/pdata-receiver.ts';
 
 function pdu(type: number, body: Buffer): Buffer {
   const h = Buffer.alloc(6);
@@ -198,19 +198,26 @@ class LeanLibrary extends FakeLibrary {
   opened = 0;
   finishedPcs: number[] = [];
   corked = 0;
+  corks = 0;
+  /** The most bytes written while corked at once. */
+  mostHeld = 0;
+  private held = 0;
   declineContext: number | undefined;
   private open: Buffer[] | undefined;
   private pending = false;
 
+  private openSink: ReturnType<LeanLibrary['sink']> | undefined;
+
   override storeStream() {
-    return this.open !== undefined ? this.sink(this.open) : undefined;
+    return this.openSink;
   }
 
   openStore(pc: number) {
     if (!this.pending || this.open !== undefined || pc === this.declineContext) return undefined;
     this.opened++;
     this.open = [];
-    return this.sink(this.open);
+    this.openSink = this.sink(this.open);
+    return this.openSink;
   }
 
   finishStore(pc: number): void {
@@ -219,6 +226,7 @@ class LeanLibrary extends FakeLibrary {
     this.finishedPcs.push(pc);
     this.stored.push(Buffer.concat(this.open));
     this.open = undefined;
+    this.openSink = undefined;
     this.pending = false;
   }
 
@@ -237,10 +245,18 @@ class LeanLibrary extends FakeLibrary {
       write: (chunk: Buffer) => {
         assert.ok(this.corked > 0, 'pieces are written corked');
         parts.push(Buffer.from(chunk));
+        this.held += chunk.length;
+        this.mostHeld = Math.max(this.mostHeld, this.held);
         return true;
       },
-      cork: () => void this.corked++,
-      uncork: () => void this.corked--,
+      cork: () => {
+        this.corked++;
+        this.corks++;
+      },
+      uncork: () => {
+        this.corked--;
+        this.held = 0;
+      },
     };
   }
 }
@@ -259,6 +275,7 @@ test('with openStore and finishStore, no data-set fragment reaches the library, 
     assert.equal(lib.opened, 2);
     assert.deepEqual(lib.finishedPcs, [1, 1]);
     assert.equal(lib.corked, 0, 'every cork undone');
+    assert.equal(lib.corks, 2, 'each data set (under CORK_BYTES) held whole: one write');
     // The library saw the association, the C-ECHO, the two C-STORE commands and the release: nothing else.
     assert.equal(lib.handed.length, 5, `seed ${seed}: PDUs handed ${lib.handed.length}`);
     assert.ok(lib.handed[0]!.equals(others[0]!));
@@ -282,4 +299,17 @@ test('when the host declines to open the store, the first fragment and its PDU g
   assert.equal(lib.stored.length, 2);
   assert.ok(lib.stored[0]!.equals(datasets[0]!));
   assert.ok(lib.stored[1]!.equals(datasets[1]!));
+});
+
+test('a data set bigger than CORK_BYTES is let go in parts of about CORK_BYTES', async () => {
+  const datasets = [randomBytes(Math.floor(2.5 * CORK_BYTES)), randomBytes(130_000)];
+  const { wire } = association(datasets);
+  const lib = new LeanLibrary();
+  const receiver = new PDataReceiver(lib);
+  await feedChunked(receiver, wire, 5);
+  assert.ok(lib.stored[0]!.equals(datasets[0]!));
+  assert.ok(lib.stored[1]!.equals(datasets[1]!));
+  assert.equal(lib.corks, 3 + 1);
+  assert.ok(lib.mostHeld < CORK_BYTES + 16_000, `held at most ${lib.mostHeld} bytes`);
+  assert.equal(lib.corked, 0);
 });

@@ -260,3 +260,18 @@ test('directory syncs keep the directory open, but never sync a removed one in p
     assert.equal(syncs.opened, 2 + 40 + 1, 'an evicted directory is opened again');
     assert.equal(await fdsUnder(dataDir), 32);
   }));
+
+test('a temp file written across the in-place limit (first MiB in place, the rest in the pool) is whole', () =>
+  withSpool(async (spool) => {
+    const { path: tmp, stream } = spool.createTempWriteStream(10 * 1024 * 1024);
+    const parts = Array.from({ length: 48 }, (_, i) => Buffer.alloc(65_536 + i, i));
+    for (const [i, p] of parts.entries()) {
+      stream.write(p);
+      if (i % 5 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((resolve, reject) => {
+      stream.once('error', reject);
+      stream.end(resolve);
+    });
+    assert.ok((await readFile(tmp)).equals(Buffer.concat(parts)));
+  }));
