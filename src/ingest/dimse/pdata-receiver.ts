@@ -40,6 +40,8 @@ export interface PDataHost {
   toLibrary(pdu: Buffer): Promise<void> | void;
   /** From now on the library's own accumulator gets the bytes, starting with these. */
   fallback(bytes: Buffer): void;
+  /** Every PDU's start, fast or not (the library's idle timer counts from the last PDU it saw). */
+  pduStarted?(): void;
   /** Framing that cannot be right (the PDU guard normally cuts the connection first). */
   malformed(reason: string): void;
 }
@@ -165,6 +167,7 @@ export class PDataReceiver {
     this.pos += take;
     if (this.headerLength < PDU_HEADER) return undefined;
     this.headerLength = 0;
+    this.host.pduStarted?.();
     const type = this.header[0]!;
     const length = this.header.readUInt32BE(2);
     if (!KNOWN_PDU_TYPES.has(type)) {
@@ -237,8 +240,9 @@ export class PDataReceiver {
     const take = Math.min(this.pdvRemaining, chunk.length - this.pos);
     const piece = chunk.subarray(this.pos, this.pos + take);
     if (this.fastStream !== undefined) {
-      this.fastStream.write(piece);
       this.corkedBytes += take;
+      // The stream is full and pauses the socket until it drains: a corked stream never drains, so let go.
+      if (!this.fastStream.write(piece)) this.uncork();
     } else this.addPart(piece);
     this.pos += take;
     this.pdvRemaining -= take;

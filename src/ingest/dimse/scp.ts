@@ -164,6 +164,9 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
           lib.lastPduTime = Date.now();
           return lib._processPdu(pdu);
         },
+        pduStarted: () => {
+          lib.lastPduTime = Date.now();
+        },
         fallback: (bytes) => libraryListener.call(socket, bytes),
         malformed: (reason) => {
           if (socket.destroyed) return;

@@ -202,11 +202,20 @@ class LeanLibrary extends FakeLibrary {
   /** The most bytes written while corked at once. */
   mostHeld = 0;
   private held = 0;
+  /** write() answers false (full: the socket is paused until a drain) once this much is held corked. */
+  fullAt = Infinity;
+  fullAnswers = 0;
+  private full = false;
   declineContext: number | undefined;
   private open: Buffer[] | undefined;
   private pending = false;
 
   private openSink: ReturnType<LeanLibrary['sink']> | undefined;
+  pdusStarted = 0;
+
+  pduStarted(): void {
+    this.pdusStarted++;
+  }
 
   override storeStream() {
     return this.openSink;
@@ -243,11 +252,15 @@ class LeanLibrary extends FakeLibrary {
   private sink(parts: Buffer[]) {
     return {
       write: (chunk: Buffer) => {
-        assert.ok(this.corked > 0, 'pieces are written corked');
+        // A corked stream never drains: writing on while full and corked would wait forever.
+        assert.ok(!(this.full && this.corked > 0), 'full and still corked');
         parts.push(Buffer.from(chunk));
+        if (this.corked === 0) return true;
         this.held += chunk.length;
         this.mostHeld = Math.max(this.mostHeld, this.held);
-        return true;
+        this.full = this.held >= this.fullAt;
+        if (this.full) this.fullAnswers++;
+        return !this.full;
       },
       cork: () => {
         this.corked++;
@@ -256,6 +269,7 @@ class LeanLibrary extends FakeLibrary {
       uncork: () => {
         this.corked--;
         this.held = 0;
+        this.full = false;
       },
     };
   }
@@ -276,6 +290,9 @@ test('with openStore and finishStore, no data-set fragment reaches the library, 
     assert.deepEqual(lib.finishedPcs, [1, 1]);
     assert.equal(lib.corked, 0, 'every cork undone');
     assert.equal(lib.corks, 2, 'each data set (under CORK_BYTES) held whole: one write');
+    let pdus = 0;
+    for (let o = 0; o < wire.length; o += 6 + wire.readUInt32BE(o + 2)) pdus++;
+    assert.equal(lib.pdusStarted, pdus, 'every PDU, fast or not, restarts the idle timer');
     // The library saw the association, the C-ECHO, the two C-STORE commands and the release: nothing else.
     assert.equal(lib.handed.length, 5, `seed ${seed}: PDUs handed ${lib.handed.length}`);
     assert.ok(lib.handed[0]!.equals(others[0]!));
@@ -311,5 +328,18 @@ test('a data set bigger than CORK_BYTES is let go in parts of about CORK_BYTES',
   assert.ok(lib.stored[1]!.equals(datasets[1]!));
   assert.equal(lib.corks, 3 + 1);
   assert.ok(lib.mostHeld < CORK_BYTES + 16_000, `held at most ${lib.mostHeld} bytes`);
+  assert.equal(lib.corked, 0);
+});
+
+test('a stream that reports full is uncorked at once (a corked stream never drains: no stall)', async () => {
+  const datasets = [randomBytes(Math.floor(2.5 * CORK_BYTES)), randomBytes(130_000)];
+  const { wire } = association(datasets);
+  const lib = new LeanLibrary();
+  lib.fullAt = 300_000;
+  const receiver = new PDataReceiver(lib);
+  await feedChunked(receiver, wire, 9);
+  assert.ok(lib.fullAnswers >= 5, `full ${lib.fullAnswers} times`);
+  assert.ok(lib.stored[0]!.equals(datasets[0]!));
+  assert.ok(lib.stored[1]!.equals(datasets[1]!));
   assert.equal(lib.corked, 0);
 });
