@@ -20,9 +20,11 @@
 /** Where a C-STORE's data set goes: the library's store stream (a Writable). */
 export interface StoreSink {
   write(chunk: Buffer): boolean;
-  /** Held while one PDV's pieces are written, so that they reach the file together (one writev). */
+  /** Held while a data set's pieces are written, so that they reach the file together (one writev). */
   cork?(): void;
   uncork?(): void;
+  /** A write said the stream is full and it has not drained since (Writable's writableNeedDrain). */
+  readonly writableNeedDrain?: boolean;
 }
 
 /** What the receiver needs from the association it serves. */
@@ -219,11 +221,6 @@ export class PDataReceiver {
     if (stream !== undefined) {
       this.fastStream = stream;
       this.finishPc = last ? pc : undefined;
-      if (this.corked !== stream) {
-        this.uncork();
-        stream.cork?.();
-        this.corked = stream;
-      }
       this.counts.fastPdvs++;
     } else {
       // Whatever the library does next (write the last fragment, end the stream) follows what is held.
@@ -239,10 +236,20 @@ export class PDataReceiver {
   private readPdvValue(chunk: Buffer): Promise<void> | void {
     const take = Math.min(this.pdvRemaining, chunk.length - this.pos);
     const piece = chunk.subarray(this.pos, this.pos + take);
-    if (this.fastStream !== undefined) {
+    const stream = this.fastStream;
+    if (stream !== undefined) {
+      // A full stream pauses the socket until it drains, and a corked stream never drains: so a stream is
+      // corked only right before a write and only while it is not waiting to drain, and let go as soon as a
+      // write says it is full. It is never left corked while the socket waits for it.
+      if (this.corked !== stream) {
+        this.uncork();
+        if (stream.writableNeedDrain !== true) {
+          stream.cork?.();
+          this.corked = stream;
+        }
+      }
       this.corkedBytes += take;
-      // The stream is full and pauses the socket until it drains: a corked stream never drains, so let go.
-      if (!this.fastStream.write(piece)) this.uncork();
+      if (!stream.write(piece)) this.uncork();
     } else this.addPart(piece);
     this.pos += take;
     this.pdvRemaining -= take;

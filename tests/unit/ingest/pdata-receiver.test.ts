@@ -4,6 +4,7 @@
 // broken PDV framing stops the receiver.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { CORK_BYTES, PDataReceiver, type PDataHost } from '../../../src/ingest/dimse/pdata-receiver.ts';
 
@@ -250,26 +251,35 @@ class LeanLibrary extends FakeLibrary {
   }
 
   private sink(parts: Buffer[]) {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const lib = this;
     return {
       write: (chunk: Buffer) => {
         // A corked stream never drains: writing on while full and corked would wait forever.
         assert.ok(!(this.full && this.corked > 0), 'full and still corked');
         parts.push(Buffer.from(chunk));
-        if (this.corked === 0) return true;
-        this.held += chunk.length;
-        this.mostHeld = Math.max(this.mostHeld, this.held);
-        this.full = this.held >= this.fullAt;
+        if (this.corked > 0) {
+          this.held += chunk.length;
+          this.mostHeld = Math.max(this.mostHeld, this.held);
+          if (this.held >= this.fullAt) this.full = true;
+        }
         if (this.full) this.fullAnswers++;
         return !this.full;
       },
       cork: () => {
+        // The socket waits for this stream's drain, which a corked stream never gives.
+        assert.ok(!this.full, 'corked while the stream waits to drain');
         this.corked++;
         this.corks++;
       },
       uncork: () => {
         this.corked--;
         this.held = 0;
-        this.full = false;
+        // What was held goes to the file; the stream drains later (as a Writable does), if not corked again.
+        if (this.full) setImmediate(() => this.corked === 0 && (this.full = false));
+      },
+      get writableNeedDrain() {
+        return lib.full;
       },
     };
   }
@@ -342,4 +352,105 @@ test('a stream that reports full is uncorked at once (a corked stream never drai
   assert.ok(lib.stored[0]!.equals(datasets[0]!));
   assert.ok(lib.stored[1]!.equals(datasets[1]!));
   assert.equal(lib.corked, 0);
+});
+
+/**
+ * The store stream as it really is (a Writable with a slow disk behind it and a small high-water mark), and
+ * the socket as scp.ts drives it: paused when a write says the stream is full, resumed at its 'drain'. A
+ * stream left corked while the socket waits never drains: the feed then stalls.
+ */
+class WritableLibrary extends FakeLibrary {
+  paused = false;
+  pauses = 0;
+  private pending = false;
+  private sink: (Writable & { parts: Buffer[] }) | undefined;
+  readonly sinks: (Writable & { parts: Buffer[] })[] = [];
+
+  override storeStream() {
+    return this.sink;
+  }
+
+  openStore() {
+    if (!this.pending || this.sink !== undefined) return undefined;
+    const parts: Buffer[] = [];
+    const slowDisk = (cb: () => void) => setTimeout(cb, 1);
+    const w = new Writable({
+      highWaterMark: 200_000,
+      write: (chunk: Buffer, _enc, cb) => (parts.push(Buffer.from(chunk)), slowDisk(cb)),
+      writev: (chunks, cb) => (
+        parts.push(...chunks.map((c) => Buffer.from(c.chunk as Buffer))),
+        slowDisk(cb)
+      ),
+    });
+    const write = w.write.bind(w);
+    w.write = ((chunk: Buffer) => {
+      const ok = write(chunk);
+      if (!ok && !this.paused) {
+        this.paused = true;
+        this.pauses++;
+        w.once('drain', () => (this.paused = false));
+      }
+      return ok;
+    }) as typeof w.write;
+    this.sink = Object.assign(w, { parts });
+    this.sinks.push(this.sink);
+    return this.sink;
+  }
+
+  finishStore(): void {
+    this.sink!.end();
+    this.sink = undefined;
+    this.pending = false;
+  }
+
+  override async toLibrary(p: Buffer): Promise<void> {
+    if (p[0] === 0x04) {
+      const pdvs = parsePData(p);
+      if (pdvs.length === 1 && pdvs[0]!.control === 0x03 && pdvs[0]!.value.length === 120)
+        this.pending = true;
+    }
+    return super.toLibrary(p);
+  }
+}
+
+test('a slow store stream pauses the socket and resumes it: never left corked while it waits (no stall)', async () => {
+  for (const seed of [1, 2, 3]) {
+    const datasets = [randomBytes(Math.floor(1.5 * CORK_BYTES)), randomBytes(700_000)];
+    const { wire } = association(datasets);
+    const lib = new WritableLibrary();
+    const receiver = new PDataReceiver(lib);
+    let x = seed;
+    const rand = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff), x);
+    // Chunks as a socket often delivers them: some end right after a PDU's and its PDV's headers.
+    const cuts: number[] = [];
+    for (let o = 0; o < wire.length; o += 6 + wire.readUInt32BE(o + 2)) {
+      const end = o + 6 + wire.readUInt32BE(o + 2);
+      cuts.push(Math.min(o + 12, end));
+      for (let c = o + 12 + (rand() % 70_000); c < end; c += 1 + (rand() % 70_000)) cuts.push(c);
+      cuts.push(end);
+    }
+    let pos = 0;
+    for (const cut of cuts) {
+      // The socket: nothing more is read while paused.
+      for (let wait = 0; lib.paused; wait++) {
+        assert.ok(wait < 2000, `seed ${seed}: stalled at byte ${pos} of ${wire.length}, paused for good`);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      if (cut <= pos) continue;
+      receiver.feed(wire.subarray(pos, cut));
+      pos = cut;
+      await new Promise((r) => setImmediate(r));
+    }
+    for (let i = 0; i < 200; i++) await new Promise((r) => setImmediate(r));
+    assert.ok(lib.pauses > 0, 'the stream was full at times');
+    assert.equal(lib.sinks.length, 2);
+    await Promise.all(
+      lib.sinks.map((w) => (w.writableFinished ? undefined : new Promise((r) => w.once('finish', r)))),
+    );
+    assert.ok(Buffer.concat(lib.sinks[0]!.parts).equals(datasets[0]!), `seed ${seed}: first data set intact`);
+    assert.ok(
+      Buffer.concat(lib.sinks[1]!.parts).equals(datasets[1]!),
+      `seed ${seed}: second data set intact`,
+    );
+  }
 });
