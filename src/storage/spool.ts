@@ -424,6 +424,7 @@ interface OpenDir {
   /** fsyncs running on fd: it is closed only once none is. */
   users: number;
   evicted: boolean;
+  lastUsed: number;
 }
 
 /**
@@ -442,6 +443,10 @@ export class DirectorySyncs {
   opened = 0;
   private readonly state = new Map<string, { running: Promise<void>; next?: Promise<void> }>();
   private readonly open = new Map<string, OpenDir>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  /** @param idleMs a kept descriptor unused this long is closed (a spool at rest holds none open). */
+  constructor(private readonly idleMs = 2000) {}
 
   sync(dir: string): Promise<void> {
     const current = this.state.get(dir);
@@ -476,8 +481,22 @@ export class DirectorySyncs {
       throw err;
     } finally {
       d.users--;
+      d.lastUsed = Date.now();
       if (d.evicted) this.closeIfIdle(d);
+      else this.sweepLater();
     }
+  }
+
+  /** Closes kept descriptors idle for idleMs, checking every idleMs while any is kept. */
+  private sweepLater(): void {
+    if (this.sweeper !== undefined) return;
+    this.sweeper = setTimeout(() => {
+      this.sweeper = undefined;
+      const cutoff = Date.now() - this.idleMs;
+      for (const [dir, d] of this.open) if (d.users === 0 && d.lastUsed <= cutoff) this.evict(dir, d);
+      if (this.open.size > 0) this.sweepLater();
+    }, this.idleMs);
+    this.sweeper.unref();
   }
 
   /** The kept descriptor of dir (counted as a user) if it is still the directory at that path; else none. */
@@ -511,7 +530,7 @@ export class DirectorySyncs {
       closeSync(fd);
       throw err;
     }
-    const d: OpenDir = { fd, dev: info.dev, ino: info.ino, users: 1, evicted: false };
+    const d: OpenDir = { fd, dev: info.dev, ino: info.ino, users: 1, evicted: false, lastUsed: Date.now() };
     const previous = this.open.get(dir);
     if (previous !== undefined) this.evict(dir, previous);
     this.open.set(dir, d);

@@ -261,6 +261,19 @@ test('directory syncs keep the directory open, but never sync a removed one in p
     assert.equal(await fdsUnder(dataDir), 32);
   }));
 
+test('kept directory descriptors are closed once idle', () =>
+  withSpool(async (_spool, dataDir) => {
+    const syncs = new DirectorySyncs(50);
+    const dirs = Array.from({ length: 3 }, (_, i) => path.join(dataDir, `s${i}`));
+    for (const d of dirs) await mkdir(d);
+    await Promise.all(dirs.map((d) => syncs.sync(d)));
+    assert.equal(await fdsUnder(dataDir), 3);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await fdsUnder(dataDir), 0, 'a spool at rest holds no directory open');
+    await syncs.sync(dirs[0]!);
+    assert.equal(syncs.opened, 4);
+  }));
+
 test('a temp file written across the in-place limit (first MiB in place, the rest in the pool) is whole', () =>
   withSpool(async (spool) => {
     const { path: tmp, stream } = spool.createTempWriteStream(10 * 1024 * 1024);
