@@ -44,7 +44,7 @@ function timeAsync(proto: object, method: string, name: string): void {
   };
 }
 
-// File write: every _write (PDU-sized chunk) until the last; fdatasync: _final.
+// File write: every _write / _writev until the last; fdatasync: _final.
 const perStream = new WeakMap<object, { created: number; writing: number }>();
 {
   const proto = TempFileStream.prototype as unknown as Record<string, (...a: unknown[]) => void>;
@@ -54,6 +54,17 @@ const perStream = new WeakMap<object, { created: number; writing: number }>();
     const s = perStream.get(this) ?? { created: t0, writing: 0 };
     perStream.set(this, s);
     write.call(this, chunk, enc, (err?: Error | null) => {
+      s.writing += now() - t0;
+      (done as (e?: Error | null) => void)(err);
+    });
+  };
+  // Corked data sets (pdata-receiver.ts) reach the file through _writev.
+  const writev = proto._writev!;
+  proto._writev = function (this: object, chunks: unknown, done: unknown) {
+    const t0 = now();
+    const s = perStream.get(this) ?? { created: t0, writing: 0 };
+    perStream.set(this, s);
+    writev.call(this, chunks, (err?: Error | null) => {
       s.writing += now() - t0;
       (done as (e?: Error | null) => void)(err);
     });

@@ -241,6 +241,40 @@ async function startStorescp(dir: string): Promise<{ target: Target; pid: number
   };
 }
 
+/** Linux clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on). */
+const CLK_TCK = 100;
+
+/**
+ * CPU time (user + system, all threads) a process has used, in ms, from /proc/<pid>/stat; with `children`,
+ * plus that of its children it has waited for (storescp --fork: one child per association).
+ */
+async function cpuMs(pid: number, children = false): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after "(comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17 (proc(5)).
+  const f = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .split(' ')
+    .map(Number);
+  const ticks = f[11]! + f[12]! + (children ? f[13]! + f[14]! : 0);
+  return (ticks * 1000) / CLK_TCK;
+}
+
+/** The local Redis server's process id (its CPU is part of the gateway's cost), if it runs on this host. */
+async function redisPid(): Promise<number | undefined> {
+  const redis = new Redis(REDIS_URL);
+  try {
+    const info = await redis.info('server');
+    const pid = Number(/process_id:(\d+)/.exec(info)?.[1]);
+    if (!Number.isInteger(pid)) return undefined;
+    await readFile(`/proc/${pid}/stat`, 'utf8');
+    return pid;
+  } catch {
+    return undefined;
+  } finally {
+    redis.disconnect();
+  }
+}
+
 /** Peak and current resident set size of a process, in MiB (Linux /proc). */
 async function memory(pid: number): Promise<{ peakMiB: number; rssMiB: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -276,6 +310,7 @@ async function main(): Promise<void> {
       await assertReceiverNoDelay(pids.get(t.name), t, dir);
     }
     console.log('socket check: every sender and receiver runs with TCP_NODELAY=1; every receiver sets it');
+    console.log(`load average at the start: ${(await readFile('/proc/loadavg', 'utf8')).trim()}`);
     const rss0 = await memory(gateway.pid);
 
     const warmup = await synthesizeCtSeries({ dir: path.join(dir, 'warmup'), instances: WARMUP_INSTANCES });
@@ -284,6 +319,16 @@ async function main(): Promise<void> {
       await send(target, warmup, 4);
     }
     const rates = new Map<string, number>();
+    /** CPU ms per instance of each receiver (and of Redis during the gateway's runs), by `name/associations`. */
+    const cpu = new Map<string, number>();
+    const redis = await redisPid();
+    // storescp forks a child per association: its CPU is the parent's plus its reaped children's. A child is
+    // reaped when the parent next accepts, so one C-ECHO after each series makes it count that series.
+    const settle = async (t: Target) => {
+      if (t.name !== 'storescp') return;
+      await dcmtk('echoscu', ['-aet', 'BENCH', '-aec', t.aet, '127.0.0.1', String(t.port)]);
+      await new Promise((r) => setTimeout(r, 300));
+    };
     let runNo = 0;
     for (const associations of [1, 4]) {
       for (const target of targets) {
@@ -291,9 +336,22 @@ async function main(): Promise<void> {
           dir: path.join(dir, `series-${runNo++}`),
           instances: INSTANCES,
         });
+        const pid = pids.get(target.name)!;
+        const withChildren = target.name === 'storescp';
+        await settle(target);
+        const cpu0 = await cpuMs(pid, withChildren);
+        const redis0 = redis !== undefined ? await cpuMs(redis) : NaN;
         const rate = await send(target, files, associations);
+        const redis1 = redis !== undefined ? await cpuMs(redis) : NaN;
+        await settle(target);
+        const used = ((await cpuMs(pid, withChildren)) - cpu0) / files.length;
         rates.set(`${target.name}/${associations}`, rate);
-        console.log(`  ${target.name.padEnd(9)} ${associations} assoc: ${rate.toFixed(1)} instances/s`);
+        cpu.set(`${target.name}/${associations}`, used);
+        if (target.name === 'gateway') cpu.set(`redis/${associations}`, (redis1 - redis0) / files.length);
+        console.log(
+          `  ${target.name.padEnd(9)} ${associations} assoc: ${rate.toFixed(1)} instances/s, ` +
+            `${used.toFixed(2)} CPU ms/instance`,
+        );
         await rm(path.dirname(files[0]!), { recursive: true, force: true });
       }
     }
@@ -326,6 +384,18 @@ async function main(): Promise<void> {
           `gateway/orthanc (${a}): ${(r(`gateway/${a}`) / r(`orthanc/${a}`)).toFixed(2)}×`,
       );
     }
+    // CPU per instance does not swing with other people's load as the rates do: the fair comparison of cost.
+    const c = (k: string) => cpu.get(k) ?? NaN;
+    console.log('\n| receiver | CPU ms/instance, 1 association | CPU ms/instance, 4 associations |');
+    console.log('| --- | ---: | ---: |');
+    for (const t of targets) {
+      console.log(`| ${t.name} | ${c(`${t.name}/1`).toFixed(2)} | ${c(`${t.name}/4`).toFixed(2)} |`);
+    }
+    console.log(
+      `| Redis during the gateway's runs (shared server: other clients' work included) | ` +
+        `${c('redis/1').toFixed(2)} | ${c('redis/4').toFixed(2)} |`,
+    );
+    console.log(`load average at the end: ${(await readFile('/proc/loadavg', 'utf8')).trim()}`);
     const bigMB = (bigFiles.length * perInstance) / 1024 ** 2;
     console.log(
       `big study: ${bigFiles.length} instances, ${bigMB.toFixed(0)} MiB in ${bigSeconds.toFixed(1)} s ` +

@@ -2,7 +2,17 @@
 // <dataDir>/spool/studies/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm; the directory is fsync'd after the
 // rename, so an instance that was answered Success survives a crash or power loss.
 import { randomUUID } from 'node:crypto';
-import { close, fdatasync, openSync, write, writev } from 'node:fs';
+import {
+  closeSync,
+  fdatasync,
+  fstatSync,
+  fsync,
+  open as openFd,
+  statSync,
+  write,
+  writev,
+  writevSync,
+} from 'node:fs';
 import {
   link,
   mkdir,
@@ -262,6 +272,14 @@ export class Spool {
 /** Enough for the attributes before Pixel Data of nearly every image. */
 const HEAD_BYTES = 64 * 1024;
 
+/**
+ * A file's first bytes up to this are written in place, on the calling thread: into the page cache that is a
+ * copy of tens of microseconds, less than a round trip through libuv's thread pool, whose wake-ups can also
+ * preempt the event loop on a busy machine. Beyond it (big multi-frame instances) writes go to the pool, so
+ * that a disk throttling its writers never stalls the event loop that serves every association.
+ */
+const IN_PLACE_BYTES = 1024 * 1024;
+
 type WriteCallback = (error: Error | null | undefined) => void;
 
 /**
@@ -284,15 +302,23 @@ export class TempFileStream extends Writable {
     private readonly flow?: FlowControl,
   ) {
     super({ highWaterMark: 4 * 1024 * 1024 });
-    try {
-      this.fd = openSync(path, 'wx', FILE_MODE);
-    } catch (err) {
-      process.nextTick(() => this.destroy(err as Error));
-    }
     if (flow !== undefined) {
       this.on('drain', () => flow.resume());
       this.on('close', () => flow.resume());
     }
+  }
+
+  /**
+   * Opens the file off the main thread: creating a file can wait on the file system (inode allocation, the
+   * directory's lock while other files are renamed out of it), and the event loop serves every association.
+   * Writes made meanwhile are kept by the stream and go out together (one writev) once it is open.
+   */
+  override _construct(done: (err?: Error | null) => void): void {
+    openFd(this.path, 'wx', FILE_MODE, (err, fd) => {
+      if (err) return done(err);
+      this.fd = fd;
+      done();
+    });
   }
 
   override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
@@ -311,6 +337,7 @@ export class TempFileStream extends Writable {
       return done(new InstanceTooLargeError(this.maxBytes));
     this.bytesWritten += chunk.length;
     this.noteHead(chunk);
+    if (this.bytesWritten <= IN_PLACE_BYTES) return writeInPlace(fd, [chunk], done);
     writeAll(fd, chunk, done);
   }
 
@@ -326,6 +353,7 @@ export class TempFileStream extends Writable {
     if (this.bytesWritten + total > this.maxBytes) return done(new InstanceTooLargeError(this.maxBytes));
     for (const b of buffers) this.noteHead(b);
     this.bytesWritten += total;
+    if (this.bytesWritten <= IN_PLACE_BYTES) return writeInPlace(fd, buffers, done);
     writev(fd, buffers, null, (err, n) => {
       if (err) return done(err);
       if (n >= total) return done();
@@ -356,8 +384,32 @@ export class TempFileStream extends Writable {
     const { fd } = this;
     this.fd = undefined;
     if (fd === undefined) return done(err);
-    close(fd, (closeErr) => done(err ?? closeErr));
+    // Closing a local file whose data is synced (or abandoned) is a few microseconds in the kernel: done
+    // here rather than as a round trip through libuv's thread pool.
+    let closeErr: Error | undefined;
+    try {
+      closeSync(fd);
+    } catch (e) {
+      closeErr = e as Error;
+    }
+    done(err ?? closeErr);
   }
+}
+
+/** Writes all of buffers at the file's position on this thread (writev, then the rest of a short write). */
+function writeInPlace(fd: number, buffers: Buffer[], done: (err?: Error | null) => void): void {
+  let err: Error | undefined;
+  try {
+    const total = buffers.reduce((n, b) => n + b.length, 0);
+    let written = writevSync(fd, buffers);
+    if (written < total) {
+      const rest = Buffer.concat(buffers).subarray(written);
+      while (written < total) written += writevSync(fd, [rest.subarray(written - (total - rest.length))]);
+    }
+  } catch (e) {
+    err = e as Error;
+  }
+  done(err);
 }
 
 /** Writes all of chunk at the file's position, however many write calls it takes. */
@@ -372,13 +424,39 @@ function writeAll(fd: number, chunk: Buffer, done: (err?: Error | null) => void)
   writeFrom(0);
 }
 
+/** Directory descriptors kept open for their fsyncs, at most (least recently used closed first). */
+const MAX_OPEN_DIRS = 32;
+
+interface OpenDir {
+  fd: number;
+  dev: number;
+  ino: number;
+  /** fsyncs running on fd: it is closed only once none is. */
+  users: number;
+  evicted: boolean;
+  lastUsed: number;
+}
+
 /**
  * Group commit for directory fsyncs: instances of one series land in one directory, often several at once
  * (parallel associations). A caller arriving while a sync of that directory runs waits for the next one,
  * which covers its rename; everyone arriving meanwhile shares that next sync.
+ *
+ * The directory stays open between syncs (one fsync instead of open + fsync + close per instance). A kept
+ * descriptor is used only while it still IS the directory at that path: the path's device and inode match
+ * the descriptor's, and the descriptor's directory has not been removed (nlink > 0; an inode number can be
+ * reused by a directory made after the removal). The spool never renames directories, so a directory that
+ * is at the path now, after the caller's rename, was there at the rename: the rename went into it.
  */
-class DirectorySyncs {
+export class DirectorySyncs {
+  /** Directories opened (for tests: a kept descriptor is not opened again). */
+  opened = 0;
   private readonly state = new Map<string, { running: Promise<void>; next?: Promise<void> }>();
+  private readonly open = new Map<string, OpenDir>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  /** @param idleMs a kept descriptor unused this long is closed (a spool at rest holds none open). */
+  constructor(private readonly idleMs = 2000) {}
 
   sync(dir: string): Promise<void> {
     const current = this.state.get(dir);
@@ -388,7 +466,7 @@ class DirectorySyncs {
   }
 
   private start(dir: string): Promise<void> {
-    const running = fsyncPath(dir, 'r').finally(() => {
+    const running = this.syncNow(dir).finally(() => {
       const s = this.state.get(dir);
       if (s?.running !== running) return;
       if (s.next === undefined) this.state.delete(dir);
@@ -400,6 +478,94 @@ class DirectorySyncs {
       entry.next = undefined;
     }
     return running;
+  }
+
+  private async syncNow(dir: string): Promise<void> {
+    // Either way d comes counted as a user, so nothing closes it before the fsync below is done.
+    const d = this.kept(dir) ?? (await this.openDir(dir));
+    try {
+      await new Promise<void>((resolve, reject) => fsync(d.fd, (err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      // A failed fsync may have dropped the error state with it: never trust this descriptor again.
+      this.evict(dir, d);
+      throw err;
+    } finally {
+      d.users--;
+      d.lastUsed = Date.now();
+      if (d.evicted) this.closeIfIdle(d);
+      else this.sweepLater();
+    }
+  }
+
+  /** Closes kept descriptors idle for idleMs, checking every idleMs while any is kept. */
+  private sweepLater(): void {
+    if (this.sweeper !== undefined) return;
+    this.sweeper = setTimeout(() => {
+      this.sweeper = undefined;
+      const cutoff = Date.now() - this.idleMs;
+      for (const [dir, d] of this.open) if (d.users === 0 && d.lastUsed <= cutoff) this.evict(dir, d);
+      if (this.open.size > 0) this.sweepLater();
+    }, this.idleMs);
+    this.sweeper.unref();
+  }
+
+  /** The kept descriptor of dir (counted as a user) if it is still the directory at that path; else none. */
+  private kept(dir: string): OpenDir | undefined {
+    const d = this.open.get(dir);
+    if (d === undefined) return undefined;
+    try {
+      const atPath = statSync(dir);
+      if (atPath.dev === d.dev && atPath.ino === d.ino && fstatSync(d.fd).nlink > 0) {
+        this.open.delete(dir); // most recently used last
+        this.open.set(dir, d);
+        d.users++;
+        return d;
+      }
+    } catch {
+      // The path is gone or the descriptor unusable: open afresh (which reports a missing path).
+    }
+    this.evict(dir, d);
+    return undefined;
+  }
+
+  private async openDir(dir: string): Promise<OpenDir> {
+    const fd = await new Promise<number>((resolve, reject) =>
+      openFd(dir, 'r', (err, fd) => (err ? reject(err) : resolve(fd))),
+    );
+    this.opened++;
+    let info;
+    try {
+      info = fstatSync(fd);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    const d: OpenDir = { fd, dev: info.dev, ino: info.ino, users: 1, evicted: false, lastUsed: Date.now() };
+    const previous = this.open.get(dir);
+    if (previous !== undefined) this.evict(dir, previous);
+    this.open.set(dir, d);
+    while (this.open.size > MAX_OPEN_DIRS) {
+      const [oldest, od] = this.open.entries().next().value!;
+      this.evict(oldest, od);
+    }
+    return d;
+  }
+
+  private evict(dir: string, d: OpenDir): void {
+    if (this.open.get(dir) === d) this.open.delete(dir);
+    d.evicted = true;
+    this.closeIfIdle(d);
+  }
+
+  private closeIfIdle(d: OpenDir): void {
+    if (d.users > 0 || d.fd < 0) return;
+    const { fd } = d;
+    d.fd = -1;
+    try {
+      closeSync(fd);
+    } catch {
+      // Nothing more to do with it.
+    }
   }
 }
 

@@ -4,28 +4,56 @@
 // make, the largest share of the gateway's CPU time while it receives.
 //
 // This receiver frames PDUs itself, straight off the socket chunks. One case only takes a fast path: a
-// P-DATA-TF PDV that is a data-set fragment, neither the first nor the last of its C-STORE data set, while
-// the library has that C-STORE's stream open (host.storeStream()). Its value is written to that stream as a
-// view of the socket chunk: no copy. Everything else (association PDUs, commands, the first data-set
-// fragment that makes the library open the stream, the last one that makes it finish the store, any
-// non-C-STORE data set) is handed to the library as the whole PDU it would have collected itself, one PDU at
-// a time and in order (each handed PDU is awaited before the next byte is looked at). Inside one PDU, once a
+// P-DATA-TF PDV that is a data-set fragment of a C-STORE the library has read the command of. Its value is
+// written to that C-STORE's stream as views of the socket chunks: no copy. At the first fragment the host
+// opens the stream as the library would (host.openStore: the library's createStoreWritableStream hook),
+// and after the last one it ends it as the library would (host.finishStore: end the stream, make the
+// data set, dispatch the C-STORE). Everything else (association PDUs, commands, any non-C-STORE data set,
+// and every fragment when the host offers no openStore) is handed to the library as the whole PDU it would
+// have collected itself, one PDU at a time and in order (each handed PDU is awaited before the next byte
+// is looked at). Inside one PDU, once a
 // PDV has gone the slow way, the rest of that PDU goes with it, so the library sees the PDVs in order.
 // An unknown PDU type hands this and every later byte to the library's own accumulator (host.fallback),
 // which reports it as it always did. Malformed PDV framing is also the PDU guard's to catch (it runs first
 // and cuts the connection); the receiver stops at it too.
 
+/** Where a C-STORE's data set goes: the library's store stream (a Writable). */
+export interface StoreSink {
+  write(chunk: Buffer): boolean;
+  /** Held while a data set's pieces are written, so that they reach the file together (one writev). */
+  cork?(): void;
+  uncork?(): void;
+  /** A write said the stream is full and it has not drained since (Writable's writableNeedDrain). */
+  readonly writableNeedDrain?: boolean;
+}
+
 /** What the receiver needs from the association it serves. */
 export interface PDataHost {
   /** The open data-set stream of the C-STORE being received, if there is one. */
-  storeStream(): { write(chunk: Buffer): boolean } | undefined;
+  storeStream(): StoreSink | undefined;
+  /**
+   * At the first data-set fragment of a C-STORE: opens its store stream as the library would and returns it;
+   * undefined when the library must see this fragment itself (no C-STORE pending, unknown context...).
+   */
+  openStore?(presentationContextId: number): StoreSink | undefined;
+  /** After the last data-set fragment of a C-STORE went to its stream: ends it as the library would. */
+  finishStore?(presentationContextId: number): void;
   /** Hands one whole PDU to the library; the receiver waits for the returned promise before going on. */
   toLibrary(pdu: Buffer): Promise<void> | void;
   /** From now on the library's own accumulator gets the bytes, starting with these. */
   fallback(bytes: Buffer): void;
+  /** Every PDU's start, fast or not (the library's idle timer counts from the last PDU it saw). */
+  pduStarted?(): void;
   /** Framing that cannot be right (the PDU guard normally cuts the connection first). */
   malformed(reason: string): void;
 }
+
+/**
+ * A C-STORE data set's fragments are held (corked) in its stream until its last fragment or this many bytes,
+ * then reach the file in one writev: one write for a typical image instead of one per PDU, while memory per
+ * association stays bounded (the held pieces are views of socket chunks, no copies).
+ */
+export const CORK_BYTES = 1024 * 1024;
 
 const PDU_HEADER = 6;
 const PDV_HEADER = 6;
@@ -54,7 +82,12 @@ export class PDataReceiver {
   /** Bytes of the current PDV value not yet read. */
   private pdvRemaining = 0;
   /** Where the current PDV's value goes: straight to the store stream, or into the slow PDU. */
-  private fastStream: { write(chunk: Buffer): boolean } | undefined;
+  private fastStream: StoreSink | undefined;
+  /** The presentation context of the current fast PDV when it is the last fragment of its data set. */
+  private finishPc: number | undefined;
+  /** The stream holding corked pieces, and how many bytes it holds. */
+  private corked: StoreSink | undefined;
+  private corkedBytes = 0;
   /** Whether some PDV of the current P-DATA-TF PDU goes to the library (then all later ones of it do). */
   private slowInPdu = false;
 
@@ -136,6 +169,7 @@ export class PDataReceiver {
     this.pos += take;
     if (this.headerLength < PDU_HEADER) return undefined;
     this.headerLength = 0;
+    this.host.pduStarted?.();
     const type = this.header[0]!;
     const length = this.header.readUInt32BE(2);
     if (!KNOWN_PDU_TYPES.has(type)) {
@@ -172,13 +206,25 @@ export class PDataReceiver {
     if (itemLength < 2) throw new Error(`PDV item length ${itemLength} is too short`);
     this.pdvRemaining = itemLength - 2;
     if (this.pdvRemaining > this.pduRemaining) throw new Error('PDV runs past the end of its PDU');
+    const pc = this.pdvHeader[4]!;
     const control = this.pdvHeader[5]!;
-    // 0x00: a data-set fragment that is not the last one.
-    const stream = !this.slowInPdu && control === 0x00 ? this.host.storeStream() : undefined;
+    // Bit 0 of the message control header: 1 command, 0 data set; bit 1: the last fragment.
+    const dataSet = (control & 0x01) === 0;
+    const last = (control & 0x02) !== 0;
+    let stream: StoreSink | undefined;
+    if (!this.slowInPdu && dataSet) {
+      stream = this.host.storeStream();
+      if (stream === undefined && this.host.openStore !== undefined) stream = this.host.openStore(pc);
+      // Without finishStore the library must see the last fragment to finish the store.
+      if (last && this.host.finishStore === undefined) stream = undefined;
+    }
     if (stream !== undefined) {
       this.fastStream = stream;
+      this.finishPc = last ? pc : undefined;
       this.counts.fastPdvs++;
     } else {
+      // Whatever the library does next (write the last fragment, end the stream) follows what is held.
+      this.uncork();
       this.fastStream = undefined;
       this.slowInPdu = true;
       this.addPart(Buffer.from(this.pdvHeader));
@@ -190,8 +236,21 @@ export class PDataReceiver {
   private readPdvValue(chunk: Buffer): Promise<void> | void {
     const take = Math.min(this.pdvRemaining, chunk.length - this.pos);
     const piece = chunk.subarray(this.pos, this.pos + take);
-    if (this.fastStream !== undefined) this.fastStream.write(piece);
-    else this.addPart(piece);
+    const stream = this.fastStream;
+    if (stream !== undefined) {
+      // A full stream pauses the socket until it drains, and a corked stream never drains: so a stream is
+      // corked only right before a write and only while it is not waiting to drain, and let go as soon as a
+      // write says it is full. It is never left corked while the socket waits for it.
+      if (this.corked !== stream) {
+        this.uncork();
+        if (stream.writableNeedDrain !== true) {
+          stream.cork?.();
+          this.corked = stream;
+        }
+      }
+      this.corkedBytes += take;
+      if (!stream.write(piece)) this.uncork();
+    } else this.addPart(piece);
     this.pos += take;
     this.pdvRemaining -= take;
     this.pduRemaining -= take;
@@ -199,9 +258,23 @@ export class PDataReceiver {
   }
 
   private endPdv(): Promise<void> | void {
+    const stream = this.fastStream;
     this.fastStream = undefined;
+    if (stream !== undefined) {
+      const pc = this.finishPc;
+      this.finishPc = undefined;
+      if (pc !== undefined || this.corkedBytes >= CORK_BYTES) this.uncork();
+      if (pc !== undefined) this.host.finishStore!(pc);
+    }
     this.mode = 'pdv-header';
     return this.pduRemaining === 0 ? this.endPData() : undefined;
+  }
+
+  /** Lets the corked pieces go to the file. */
+  private uncork(): void {
+    this.corked?.uncork?.();
+    this.corked = undefined;
+    this.corkedBytes = 0;
   }
 
   /** End of a P-DATA-TF PDU: the PDVs that went the slow way go to the library as one PDU of their own. */

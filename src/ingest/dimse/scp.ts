@@ -34,11 +34,14 @@ const C_STORE_RQ = 0x0001;
 
 /** The library's receive state this file reads (dcmjs-dimse 0.3 Network; not in its type declarations). */
 interface LibraryNetwork {
-  dimse?: { getCommandFieldType(): number };
+  association?: Association;
+  dimse?: { getCommandFieldType(): number; setDataset(dataset: unknown): void };
+  dimseStream?: unknown;
   dimseStoreStream?: Writable;
   lastPduTime?: number;
   statistics?: { addBytesReceived(n: number): void };
   _processPdu(pdu: Buffer): Promise<void>;
+  _performDimse(context: PresentationContext, dimse: unknown): void;
 }
 const { CEchoResponse, CStoreResponse, NCreateResponse, NSetResponse } = dimse.responses;
 const { PresentationContextResult, Status } = constants;
@@ -150,9 +153,20 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       const receiver = new PDataReceiver({
         storeStream: () =>
           lib.dimse?.getCommandFieldType() === C_STORE_RQ ? lib.dimseStoreStream : undefined,
+        // The first and the last data-set fragment, done as the library's _processPDataTf does them (dcmjs-dimse
+        // 0.3), so that no fragment of a C-STORE data set is collected and copied by the library.
+        ...(typeof lib._performDimse === 'function'
+          ? {
+              openStore: (pc: number) => this.openStore(lib, pc),
+              finishStore: (pc: number) => this.finishStore(lib, pc),
+            }
+          : {}),
         toLibrary: (pdu) => {
           lib.lastPduTime = Date.now();
           return lib._processPdu(pdu);
+        },
+        pduStarted: () => {
+          lib.lastPduTime = Date.now();
         },
         fallback: (bytes) => libraryListener.call(socket, bytes),
         malformed: (reason) => {
@@ -168,6 +182,41 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
         receiver.feed(chunk);
       });
       socket.once('close', () => receiver.stop());
+    }
+
+    /** The library's step at a C-STORE's first data-set fragment: open the store stream (our hook). */
+    private openStore(lib: LibraryNetwork, pc: number): Writable | undefined {
+      const dimse = lib.dimse;
+      if (dimse?.getCommandFieldType() !== C_STORE_RQ || lib.dimseStoreStream !== undefined) return undefined;
+      let context: PresentationContext | undefined;
+      try {
+        context = lib.association?.getPresentationContext(pc);
+      } catch {
+        return undefined; // an unknown context: the library reports it as it always did
+      }
+      if (context === undefined) return undefined;
+      lib.dimseStream = undefined;
+      const stream = this.createStoreWritableStream(context, dimse as unknown as CStoreRequest);
+      lib.dimseStoreStream = stream;
+      return stream;
+    }
+
+    /** The library's step after a C-STORE's last data-set fragment: end the stream and dispatch the store. */
+    private finishStore(lib: LibraryNetwork, pc: number): void {
+      const { dimse, dimseStoreStream: stream } = lib;
+      try {
+        const context = lib.association!.getPresentationContext(pc);
+        stream!.end();
+        this.createDatasetFromStoreWritableStream(stream!, context, (dataset) => {
+          dimse!.setDataset(dataset);
+          lib._performDimse(context, dimse);
+          lib.dimseStream = undefined;
+          lib.dimseStoreStream = undefined;
+          lib.dimse = undefined;
+        });
+      } catch (err) {
+        events.networkError(this.peer, err);
+      }
     }
 
     override associationRequested(assoc: Association): void {

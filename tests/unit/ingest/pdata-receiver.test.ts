@@ -4,8 +4,9 @@
 // broken PDV framing stops the receiver.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { PDataReceiver, type PDataHost } from '../../../src/ingest/dimse/pdata-receiver.ts';
+import { CORK_BYTES, PDataReceiver, type PDataHost } from '../../../src/ingest/dimse/pdata-receiver.ts';
 
 function pdu(type: number, body: Buffer): Buffer {
   const h = Buffer.alloc(6);
@@ -186,5 +187,270 @@ test('a PDV running past its PDU, or shorter than its header, stops the receiver
     await feedChunked(receiver, Buffer.concat([pdu(0x04, body), pdu(0x05, Buffer.alloc(4))]), 3);
     assert.equal(lib.malformedReasons.length, 1, body.toString('hex'));
     assert.equal(lib.handed.length, 0, 'nothing after the broken PDU is read');
+  }
+});
+
+/**
+ * A host that also opens and finishes stores (as scp.ts does for dcmjs-dimse): no data-set fragment of a
+ * C-STORE should then reach the library. Checks that each PDV's pieces are written corked, and that the
+ * stream is finished once, after its last byte, with the PDV's presentation context.
+ */
+class LeanLibrary extends FakeLibrary {
+  opened = 0;
+  finishedPcs: number[] = [];
+  corked = 0;
+  corks = 0;
+  /** The most bytes written while corked at once. */
+  mostHeld = 0;
+  private held = 0;
+  /** write() answers false (full: the socket is paused until a drain) once this much is held corked. */
+  fullAt = Infinity;
+  fullAnswers = 0;
+  private full = false;
+  declineContext: number | undefined;
+  private open: Buffer[] | undefined;
+  private pending = false;
+
+  private openSink: ReturnType<LeanLibrary['sink']> | undefined;
+  pdusStarted = 0;
+
+  pduStarted(): void {
+    this.pdusStarted++;
+  }
+
+  override storeStream() {
+    return this.openSink;
+  }
+
+  openStore(pc: number) {
+    if (!this.pending || this.open !== undefined || pc === this.declineContext) return undefined;
+    this.opened++;
+    this.open = [];
+    this.openSink = this.sink(this.open);
+    return this.openSink;
+  }
+
+  finishStore(pc: number): void {
+    assert.equal(this.corked, 0, 'finished after the last PDV was uncorked');
+    assert.ok(this.open !== undefined, 'finish without an open store');
+    this.finishedPcs.push(pc);
+    this.stored.push(Buffer.concat(this.open));
+    this.open = undefined;
+    this.openSink = undefined;
+    this.pending = false;
+  }
+
+  override async toLibrary(p: Buffer): Promise<void> {
+    if (p[0] === 0x04) {
+      const pdvs = parsePData(p);
+      // A C-STORE command (last command fragment) makes a store pending, as the library's dimse does.
+      if (pdvs.length === 1 && pdvs[0]!.control === 0x03 && pdvs[0]!.value.length === 120)
+        this.pending = true;
+    }
+    return super.toLibrary(p);
+  }
+
+  private sink(parts: Buffer[]) {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const lib = this;
+    return {
+      write: (chunk: Buffer) => {
+        // A corked stream never drains: writing on while full and corked would wait forever.
+        assert.ok(!(this.full && this.corked > 0), 'full and still corked');
+        parts.push(Buffer.from(chunk));
+        if (this.corked > 0) {
+          this.held += chunk.length;
+          this.mostHeld = Math.max(this.mostHeld, this.held);
+          if (this.held >= this.fullAt) this.full = true;
+        }
+        if (this.full) this.fullAnswers++;
+        return !this.full;
+      },
+      cork: () => {
+        // The socket waits for this stream's drain, which a corked stream never gives.
+        assert.ok(!this.full, 'corked while the stream waits to drain');
+        this.corked++;
+        this.corks++;
+      },
+      uncork: () => {
+        this.corked--;
+        this.held = 0;
+        // What was held goes to the file; the stream drains later (as a Writable does), if not corked again.
+        if (this.full) setImmediate(() => this.corked === 0 && (this.full = false));
+      },
+      get writableNeedDrain() {
+        return lib.full;
+      },
+    };
+  }
+}
+
+test('with openStore and finishStore, no data-set fragment reaches the library, under any chunking', async () => {
+  for (let seed = 1; seed <= 25; seed++) {
+    const datasets = [randomBytes(200_000 + seed * 1000), randomBytes(130_000 + seed)];
+    const { wire, others } = association(datasets);
+    const lib = new LeanLibrary();
+    const receiver = new PDataReceiver(lib);
+    await feedChunked(receiver, wire, seed);
+    assert.deepEqual(lib.malformedReasons, []);
+    assert.equal(lib.stored.length, 2, `seed ${seed}: two stores`);
+    assert.ok(lib.stored[0]!.equals(datasets[0]!), `seed ${seed}: first data set intact`);
+    assert.ok(lib.stored[1]!.equals(datasets[1]!), `seed ${seed}: second data set intact`);
+    assert.equal(lib.opened, 2);
+    assert.deepEqual(lib.finishedPcs, [1, 1]);
+    assert.equal(lib.corked, 0, 'every cork undone');
+    assert.equal(lib.corks, 2, 'each data set (under CORK_BYTES) held whole: one write');
+    let pdus = 0;
+    for (let o = 0; o < wire.length; o += 6 + wire.readUInt32BE(o + 2)) pdus++;
+    assert.equal(lib.pdusStarted, pdus, 'every PDU, fast or not, restarts the idle timer');
+    // The library saw the association, the C-ECHO, the two C-STORE commands and the release: nothing else.
+    assert.equal(lib.handed.length, 5, `seed ${seed}: PDUs handed ${lib.handed.length}`);
+    assert.ok(lib.handed[0]!.equals(others[0]!));
+    assert.ok(lib.handed[1]!.equals(others[1]!));
+    assert.ok(lib.handed.at(-1)!.equals(others[2]!));
+    const fragments = datasets.reduce((n, d) => n + Math.ceil(d.length / 16_000), 0);
+    assert.equal(receiver.counts.fastPdvs, fragments, `seed ${seed}: every data-set PDV fast`);
+  }
+});
+
+test('when the host declines to open the store, the first fragment and its PDU go to the library', async () => {
+  const datasets = [randomBytes(100_000), randomBytes(130_000)];
+  const { wire } = association(datasets);
+  const lib = new LeanLibrary();
+  lib.declineContext = 1;
+  const receiver = new PDataReceiver(lib);
+  await feedChunked(receiver, wire, 11);
+  // The library (FakeLibrary's path) then stores both data sets from whole PDUs, as before.
+  assert.equal(lib.opened, 0);
+  assert.deepEqual(lib.finishedPcs, []);
+  assert.equal(lib.stored.length, 2);
+  assert.ok(lib.stored[0]!.equals(datasets[0]!));
+  assert.ok(lib.stored[1]!.equals(datasets[1]!));
+});
+
+test('a data set bigger than CORK_BYTES is let go in parts of about CORK_BYTES', async () => {
+  const datasets = [randomBytes(Math.floor(2.5 * CORK_BYTES)), randomBytes(130_000)];
+  const { wire } = association(datasets);
+  const lib = new LeanLibrary();
+  const receiver = new PDataReceiver(lib);
+  await feedChunked(receiver, wire, 5);
+  assert.ok(lib.stored[0]!.equals(datasets[0]!));
+  assert.ok(lib.stored[1]!.equals(datasets[1]!));
+  assert.equal(lib.corks, 3 + 1);
+  assert.ok(lib.mostHeld < CORK_BYTES + 16_000, `held at most ${lib.mostHeld} bytes`);
+  assert.equal(lib.corked, 0);
+});
+
+test('a stream that reports full is uncorked at once (a corked stream never drains: no stall)', async () => {
+  const datasets = [randomBytes(Math.floor(2.5 * CORK_BYTES)), randomBytes(130_000)];
+  const { wire } = association(datasets);
+  const lib = new LeanLibrary();
+  lib.fullAt = 300_000;
+  const receiver = new PDataReceiver(lib);
+  await feedChunked(receiver, wire, 9);
+  assert.ok(lib.fullAnswers >= 5, `full ${lib.fullAnswers} times`);
+  assert.ok(lib.stored[0]!.equals(datasets[0]!));
+  assert.ok(lib.stored[1]!.equals(datasets[1]!));
+  assert.equal(lib.corked, 0);
+});
+
+/**
+ * The store stream as it really is (a Writable with a slow disk behind it and a small high-water mark), and
+ * the socket as scp.ts drives it: paused when a write says the stream is full, resumed at its 'drain'. A
+ * stream left corked while the socket waits never drains: the feed then stalls.
+ */
+class WritableLibrary extends FakeLibrary {
+  paused = false;
+  pauses = 0;
+  private pending = false;
+  private sink: (Writable & { parts: Buffer[] }) | undefined;
+  readonly sinks: (Writable & { parts: Buffer[] })[] = [];
+
+  override storeStream() {
+    return this.sink;
+  }
+
+  openStore() {
+    if (!this.pending || this.sink !== undefined) return undefined;
+    const parts: Buffer[] = [];
+    const slowDisk = (cb: () => void) => setTimeout(cb, 1);
+    const w = new Writable({
+      highWaterMark: 200_000,
+      write: (chunk: Buffer, _enc, cb) => (parts.push(Buffer.from(chunk)), slowDisk(cb)),
+      writev: (chunks, cb) => (
+        parts.push(...chunks.map((c) => Buffer.from(c.chunk as Buffer))),
+        slowDisk(cb)
+      ),
+    });
+    const write = w.write.bind(w);
+    w.write = ((chunk: Buffer) => {
+      const ok = write(chunk);
+      if (!ok && !this.paused) {
+        this.paused = true;
+        this.pauses++;
+        w.once('drain', () => (this.paused = false));
+      }
+      return ok;
+    }) as typeof w.write;
+    this.sink = Object.assign(w, { parts });
+    this.sinks.push(this.sink);
+    return this.sink;
+  }
+
+  finishStore(): void {
+    this.sink!.end();
+    this.sink = undefined;
+    this.pending = false;
+  }
+
+  override async toLibrary(p: Buffer): Promise<void> {
+    if (p[0] === 0x04) {
+      const pdvs = parsePData(p);
+      if (pdvs.length === 1 && pdvs[0]!.control === 0x03 && pdvs[0]!.value.length === 120)
+        this.pending = true;
+    }
+    return super.toLibrary(p);
+  }
+}
+
+test('a slow store stream pauses the socket and resumes it: never left corked while it waits (no stall)', async () => {
+  for (const seed of [1, 2, 3]) {
+    const datasets = [randomBytes(Math.floor(1.5 * CORK_BYTES)), randomBytes(700_000)];
+    const { wire } = association(datasets);
+    const lib = new WritableLibrary();
+    const receiver = new PDataReceiver(lib);
+    let x = seed;
+    const rand = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff), x);
+    // Chunks as a socket often delivers them: some end right after a PDU's and its PDV's headers.
+    const cuts: number[] = [];
+    for (let o = 0; o < wire.length; o += 6 + wire.readUInt32BE(o + 2)) {
+      const end = o + 6 + wire.readUInt32BE(o + 2);
+      cuts.push(Math.min(o + 12, end));
+      for (let c = o + 12 + (rand() % 70_000); c < end; c += 1 + (rand() % 70_000)) cuts.push(c);
+      cuts.push(end);
+    }
+    let pos = 0;
+    for (const cut of cuts) {
+      // The socket: nothing more is read while paused.
+      for (let wait = 0; lib.paused; wait++) {
+        assert.ok(wait < 2000, `seed ${seed}: stalled at byte ${pos} of ${wire.length}, paused for good`);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      if (cut <= pos) continue;
+      receiver.feed(wire.subarray(pos, cut));
+      pos = cut;
+      await new Promise((r) => setImmediate(r));
+    }
+    for (let i = 0; i < 200; i++) await new Promise((r) => setImmediate(r));
+    assert.ok(lib.pauses > 0, 'the stream was full at times');
+    assert.equal(lib.sinks.length, 2);
+    await Promise.all(
+      lib.sinks.map((w) => (w.writableFinished ? undefined : new Promise((r) => w.once('finish', r)))),
+    );
+    assert.ok(Buffer.concat(lib.sinks[0]!.parts).equals(datasets[0]!), `seed ${seed}: first data set intact`);
+    assert.ok(
+      Buffer.concat(lib.sinks[1]!.parts).equals(datasets[1]!),
+      `seed ${seed}: second data set intact`,
+    );
   }
 });

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { InvalidUidError } from '../../../src/dicom/uid.ts';
-import { InstanceTooLargeError, Spool } from '../../../src/storage/spool.ts';
+import { DirectorySyncs, InstanceTooLargeError, Spool } from '../../../src/storage/spool.ts';
 
 async function withSpool(fn: (spool: Spool, dataDir: string) => Promise<void>): Promise<void> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-spool-'));
@@ -221,4 +221,70 @@ test('chunks queued behind a write go out in one writev: content, head and size 
     const failed = new Promise<Error>((resolve) => small.once('error', resolve));
     for (let i = 0; i < 5; i++) small.write(Buffer.alloc(300));
     assert.ok((await failed) instanceof InstanceTooLargeError);
+  }));
+
+/** This process's descriptors open on a path under dir. */
+async function fdsUnder(dir: string): Promise<number> {
+  let n = 0;
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target.startsWith(dir)) n++;
+  }
+  return n;
+}
+
+test('directory syncs keep the directory open, but never sync a removed one in place of a new one', () =>
+  withSpool(async (_spool, dataDir) => {
+    const syncs = new DirectorySyncs();
+    const dir = path.join(dataDir, 'series');
+    await mkdir(dir);
+    await syncs.sync(dir);
+    await syncs.sync(dir);
+    assert.equal(syncs.opened, 1, 'the second sync used the kept descriptor');
+    // Retention removed the series, a new instance made it again: the kept descriptor is the old directory.
+    await rm(dir, { recursive: true });
+    await mkdir(dir);
+    await syncs.sync(dir);
+    assert.equal(syncs.opened, 2, 'the new directory was opened and synced');
+    await syncs.sync(dir);
+    assert.equal(syncs.opened, 2);
+    // A directory that is gone fails the sync (the caller's rename cannot have gone into it).
+    await rm(dir, { recursive: true });
+    await assert.rejects(syncs.sync(dir), { code: 'ENOENT' });
+    // At most 32 directories stay open; the least recently used are closed.
+    const many = Array.from({ length: 40 }, (_, i) => path.join(dataDir, `d${i}`));
+    for (const d of many) await mkdir(d);
+    await Promise.all(many.map((d) => syncs.sync(d)));
+    assert.equal(await fdsUnder(dataDir), 32);
+    await syncs.sync(many[0]!);
+    assert.equal(syncs.opened, 2 + 40 + 1, 'an evicted directory is opened again');
+    assert.equal(await fdsUnder(dataDir), 32);
+  }));
+
+test('kept directory descriptors are closed once idle', () =>
+  withSpool(async (_spool, dataDir) => {
+    const syncs = new DirectorySyncs(50);
+    const dirs = Array.from({ length: 3 }, (_, i) => path.join(dataDir, `s${i}`));
+    for (const d of dirs) await mkdir(d);
+    await Promise.all(dirs.map((d) => syncs.sync(d)));
+    assert.equal(await fdsUnder(dataDir), 3);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await fdsUnder(dataDir), 0, 'a spool at rest holds no directory open');
+    await syncs.sync(dirs[0]!);
+    assert.equal(syncs.opened, 4);
+  }));
+
+test('a temp file written across the in-place limit (first MiB in place, the rest in the pool) is whole', () =>
+  withSpool(async (spool) => {
+    const { path: tmp, stream } = spool.createTempWriteStream(10 * 1024 * 1024);
+    const parts = Array.from({ length: 48 }, (_, i) => Buffer.alloc(65_536 + i, i));
+    for (const [i, p] of parts.entries()) {
+      stream.write(p);
+      if (i % 5 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((resolve, reject) => {
+      stream.once('error', reject);
+      stream.end(resolve);
+    });
+    assert.ok((await readFile(tmp)).equals(Buffer.concat(parts)));
   }));
