@@ -1,5 +1,6 @@
 // Composition root of the worker role: models, decode threads, the inference processor (with the reports
 // stage injected as its result writer), the heartbeat, and the worker's own probe HTTP when asked for.
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'bullmq';
 import { listen } from '../admin/app.ts';
@@ -65,6 +66,9 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
     queueName: QUEUE.inference,
     lockDurationMs,
   });
+  // One name for this process in the heartbeat and on every job it takes (BullMQ keeps it as the job's
+  // processedBy), so an operator, or a test, sees which worker holds a running job.
+  const workerId = `${hostname()}:${process.pid}`;
   const worker = new Worker<InferenceJob>(
     QUEUE.inference,
     (job, token) => renewer.hold(job.id, token, () => infer(job)),
@@ -73,6 +77,10 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
       prefix: config.redis.prefix,
       concurrency: config.worker.concurrency,
       lockDuration: lockDurationMs,
+      // A dead worker's job is looked for as often as its lock lasts (BullMQ's default is every 30 s
+      // whatever the lock), so lockDurationMs bounds how long the job waits for another worker.
+      stalledInterval: lockDurationMs,
+      name: workerId,
     },
   );
   markStudiesFailedOnFinalFailure(worker, index, 'inference', {
@@ -82,6 +90,7 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   observeStageTimings(worker, 'inference');
   ctx.localInference = worker;
   const heartbeat = new WorkerHeartbeatPublisher({
+    workerId,
     redis: ctx.redis,
     prefix: config.redis.prefix,
     concurrency: config.worker.concurrency,
