@@ -1,7 +1,4 @@
 // The console's REST API: every page's data and every action, as JSON. Described in openapi.ts.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import express, { type Request, type Response } from 'express';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -19,6 +16,8 @@ import { principalOf } from './auth.ts';
 import { PhiViewAuditor, visibleIdentity } from './phi.ts';
 import { renderThumbnail, type Thumbnail } from '../imaging/thumbnail.ts';
 import { adminEvents } from './events.ts';
+import { objectKey } from '../storage/object-keys.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 import {
   jobsForStudy,
   listAssociations,
@@ -45,6 +44,8 @@ export interface ApiDeps {
   queues: Queues;
   destinations: { name: string; kind: string; isDefault: boolean }[];
   workerStaleMs: number;
+  /** Where the spooled instances are (thumbnails are rendered from a local copy). */
+  store: ObjectStore;
   /** The routing dry run (the routing stage's explainRouting, injected by the gateway role). */
   explainRouting?: RoutingExplainer;
   /** Receive → SR delivered over the last hour, and each rule's SLO (the gateway role's turnaround log). */
@@ -140,14 +141,20 @@ export function createApiRouter(deps: ApiDeps): express.Router {
   const thumbnails = new Map<string, Promise<Thumbnail>>();
   let rendering = 0;
   const waiting: (() => void)[] = [];
-  async function thumbnail(key: string, file: string): Promise<Thumbnail> {
+  /** The thumbnail of a stored instance, rendered from a local copy of it (released at once). */
+  async function thumbnailOf(key: string): Promise<Thumbnail> {
     const cached = thumbnails.get(key);
     if (cached) return cached;
     const render = (async () => {
       if (rendering >= THUMBNAIL_CONCURRENCY) await new Promise<void>((r) => waiting.push(r));
       rendering++;
       try {
-        return await renderThumbnail(file);
+        const copy = await deps.store.localCopy(key);
+        try {
+          return await renderThumbnail(copy.path);
+        } finally {
+          await copy.release();
+        }
       } finally {
         rendering--;
         waiting.shift()?.();
@@ -311,7 +318,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
     }),
   );
 
-  // A small PNG of one instance's first frame, rendered here from the spool (pixels only, no header).
+  // A small PNG of one instance's first frame, rendered here from the stored instance (pixels only, no header).
   api.get(
     '/studies/:uid/instances/:sop/thumbnail.png',
     handle(async (req, res) => {
@@ -333,7 +340,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       await phiViews.viewed(who, `thumbnail ${uid}`, uid, 'thumbnail');
       let t: Thumbnail;
       try {
-        t = await thumbnail(`${uid}/${sop}/${inst.path}`, inst.path);
+        t = await thumbnailOf(objectKey.instance(inst));
       } catch (err) {
         res.status(422).json({ error: `cannot render this image: ${errorMessage(err)}` });
         return;
@@ -582,13 +589,15 @@ export function createApiRouter(deps: ApiDeps): express.Router {
 
 /** The header of a posted DICOM file, as ingest would index it (the file is not kept). */
 async function instanceFromUpload(body: Buffer): Promise<InstanceRecord> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-dry-run-'));
-  try {
-    const file = path.join(dir, 'upload.dcm');
-    await writeFile(file, body);
+  {
     let h;
     try {
-      h = await readInstanceHeader(file);
+      // Parsed from the posted bytes in memory: nothing is written anywhere.
+      const source = {
+        size: body.length,
+        read: async (offset: number, length: number) => body.subarray(offset, offset + length),
+      };
+      h = await readInstanceHeader(source);
     } catch (err) {
       throw new BadRequest(`not a readable DICOM file: ${errorMessage(err)}`);
     }
@@ -601,13 +610,10 @@ async function instanceFromUpload(body: Buffer): Promise<InstanceRecord> {
       sopInstanceUid: h.sopInstanceUid!,
       sopClassUid: h.sopClassUid ?? '',
       transferSyntaxUid: h.transferSyntaxUid ?? '',
-      path: '',
       size: body.length,
       callingAe: '',
       callingAddress: '',
       receivedAt: 0,
     };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
   }
 }

@@ -20,13 +20,17 @@ import { principalOf, requireAdminForActions, requireAuth } from './auth.ts';
 import { adminEvents } from './events.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
 import { openapiDocument } from './openapi.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 
 export interface AdminDeps {
   config: GatewayConfig;
   redis: Redis;
   index: StudyIndex;
   queues: Queues;
+  /** A local directory on the data disk: /readyz probes that it is writable and watches its free space. */
   spoolDir: string;
+  /** The object store: /readyz asks it to answer (check()), the console renders thumbnails from it. */
+  store: ObjectStore;
   /** Role 'all': the in-process inference worker counts as alive for /readyz while it runs. */
   localWorkerRunning?: () => boolean;
   /** Extra routers (for example STOW-RS ingest) mounted on the same listener; they do their own auth. */
@@ -75,6 +79,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       redis: deps.redis,
       prefix,
       spoolDir: deps.spoolDir,
+      store: deps.store,
       minFreeBytes: config.spool.minFreeBytes,
       workerStaleMs: WORKER_STALE_MS,
       localWorkerRunning: deps.localWorkerRunning,
@@ -114,6 +119,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       queues: deps.queues,
       destinations: deps.destinations,
       workerStaleMs: WORKER_STALE_MS,
+      store: deps.store,
       explainRouting: deps.explainRouting,
       turnaround: deps.turnaround,
       trends: deps.trends,

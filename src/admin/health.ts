@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis';
 import { errorMessage } from '../observability/error-message.ts';
 import { keys, type WorkerHeartbeat } from '../pipeline/keys.ts';
 import { redisTimeMs } from '../pipeline/redis.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 
 export interface CheckResult {
   ok: boolean;
@@ -16,6 +17,8 @@ export interface ReadinessDeps {
   redis: Redis;
   prefix: string;
   spoolDir: string;
+  /** The object store, asked to answer (its check()); absent: no storage check (tools, tests). */
+  store?: ObjectStore;
   /** Free bytes below which ingest should stop (spool.minFreeBytes when configured). */
   minFreeBytes: number;
   /** A worker whose last heartbeat is older than this counts as gone. */
@@ -42,6 +45,19 @@ export async function checkRedis(redis: Redis): Promise<CheckResult> {
       : { ok: false, reason: `unexpected answer to PING: ${String(pong)}` };
   } catch (err) {
     return { ok: false, reason: `Redis does not answer: ${errorMessage(err)}` };
+  }
+}
+
+/** The object store answers (the filesystem's directories are writable; the bucket is reachable). */
+async function checkStore(store: ObjectStore): Promise<CheckResult> {
+  try {
+    await Promise.race([
+      store.check(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 5 s')), 5000).unref()),
+    ]);
+    return { ok: true, reason: `${store.kind} store at ${store.location} answers` };
+  } catch (err) {
+    return { ok: false, reason: `${store.kind} store at ${store.location}: ${errorMessage(err)}` };
   }
 }
 
@@ -130,13 +146,20 @@ export async function readiness(
   deps: ReadinessDeps,
 ): Promise<{ ready: boolean; checks: Record<string, CheckResult>; warnings: string[] }> {
   const redis = await checkRedis(deps.redis);
-  const [spool, disk, workers] = await Promise.all([
+  const [spool, disk, workers, storage] = await Promise.all([
     checkSpoolWritable(deps.spoolDir),
     checkDisk(deps.spoolDir, deps.minFreeBytes),
     redis.ok ? checkWorkers(deps) : Promise.resolve({ ok: false, reason: 'unknown: Redis does not answer' }),
+    deps.store ? checkStore(deps.store) : undefined,
   ]);
-  const checks = { redis, spool, disk, workers };
-  const required = [redis, spool, disk, ...(deps.localWorkerRunning ? [workers] : [])];
+  const checks = { redis, spool, disk, workers, ...(storage ? { storage } : {}) };
+  const required = [
+    redis,
+    spool,
+    disk,
+    ...(storage ? [storage] : []),
+    ...(deps.localWorkerRunning ? [workers] : []),
+  ];
   const warnings = deps.localWorkerRunning || workers.ok ? [] : [`workers: ${workers.reason}`];
   return { ready: required.every((c) => c.ok), checks, warnings };
 }

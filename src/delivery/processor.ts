@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
@@ -7,12 +6,16 @@ import { deliveries, studyTurnaroundSeconds } from '../observability/metrics.ts'
 import { priorityLane, ROUTINE_PRIORITY } from '../config/schema.ts';
 import type { TurnaroundLog } from '../pipeline/turnaround.ts';
 import type { DeliveryJob } from '../pipeline/jobs.ts';
+import { objectKey } from '../storage/object-keys.ts';
+import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.ts';
 import type { DestinationBreakers } from './breaker.ts';
 import { TransientDeliveryError, type Destination } from './destination.ts';
 import { deliveryEvents } from './events.ts';
 
 export interface DeliveryProcessorDeps {
   destinations: Map<string, Destination>;
+  /** Where the objects to deliver wait (the outbox keys). */
+  store: ObjectStore;
   index: StudyIndex;
   /** Per-destination circuit breakers; without them every job goes straight to its destination. */
   breakers?: DestinationBreakers;
@@ -41,7 +44,7 @@ async function observeTurnaround(deps: DeliveryProcessorDeps, job: DeliveryJob, 
  */
 export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
   return async (job: Job<DeliveryJob>, token?: string) => {
-    const { studyUid, sopInstanceUid, destination, path, kind } = job.data;
+    const { studyUid, sopInstanceUid, destination, kind } = job.data;
     const dest = deps.destinations.get(destination);
     if (!dest) throw new UnrecoverableError(`destination '${destination}' is not configured`);
 
@@ -59,9 +62,13 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
 
     let bytes: Buffer;
     try {
-      bytes = await readFile(path);
+      bytes = await deps.store.get(objectKey.outbox(studyUid, sopInstanceUid));
     } catch (err) {
-      throw new UnrecoverableError(`file to deliver is missing: ${errorMessage(err)}`);
+      // Gone for good (retention, a lost volume): no retry brings it back. A store that does not answer
+      // is transient: BullMQ retries with backoff.
+      if (err instanceof ObjectNotFoundError)
+        throw new UnrecoverableError(`object to deliver is missing: ${errorMessage(err)}`);
+      throw err;
     }
     let receipt;
     try {

@@ -186,6 +186,13 @@ export interface ReadHeaderOptions {
   prefix?: { bytes: Buffer; fileSize: number };
 }
 
+/** Random access to an object's bytes without a file path (a staged write, an object in a store). */
+export interface ByteSource {
+  size: number;
+  /** Bytes [offset, offset + length), fewer at the end. */
+  read(offset: number, length: number): Promise<Buffer>;
+}
+
 // dcmjs warns (with a stack trace) on every prefix that ends mid-element, which we expect and handle;
 // dcmjs-dimse sets the same level whenever it builds a Dataset.
 dcmjs.log.setLevel('error');
@@ -216,7 +223,7 @@ type DcmjsDict = Record<string, DcmjsElement | undefined>;
  * Throws Part10Error for anything that is not a readable Part-10 file (InflatedTooLargeError for a bomb).
  */
 export async function readInstanceHeader(
-  path: string,
+  path: string | ByteSource,
   opts: ReadHeaderOptions = {},
 ): Promise<InstanceHeader> {
   const { meta, dict: d } = await readHeaderDict(path, opts);
@@ -269,7 +276,7 @@ function personName(el: DcmjsElement | undefined): string | undefined {
  * bounded reading as readInstanceHeader.
  */
 export async function readNaturalizedHeader(
-  path: string,
+  path: string | ByteSource,
   opts: ReadHeaderOptions = {},
 ): Promise<Record<string, unknown>> {
   const { dict, rawText } = await readHeaderDict(path, opts);
@@ -307,7 +314,7 @@ interface HeaderDict {
   rawText?: Map<string, Buffer>;
 }
 
-async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<HeaderDict> {
+async function readHeaderDict(path: string | ByteSource, opts: ReadHeaderOptions): Promise<HeaderDict> {
   const maxBytes = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   // What the file read starts with: a prefix already in memory that did not hold the header is not
   // read and parsed again, the read starts where growing it would have gone.
@@ -321,18 +328,18 @@ async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<He
     const kind = parsed.kind;
     next = (size) => grow(kind, Math.max(usable.length, 1), size, maxBytes);
   }
-  const handle = await open(path, 'r');
+  const { source, done } = await openSource(path);
   try {
-    const { size } = await handle.stat();
+    const { size } = source;
     let want = next(size);
     for (;;) {
-      const buf = Buffer.alloc(want);
-      const { bytesRead } = await handle.read(buf, 0, want, 0);
+      const got = await source.read(0, want);
+      const bytesRead = got.length;
       const complete = bytesRead >= size;
-      const parsed = parsePrefix(buf.subarray(0, bytesRead), complete, size);
+      const parsed = parsePrefix(got, complete, size);
       if (parsed.kind === 'done') return parsed.message;
       if (parsed.kind === 'deflated') {
-        return await readDeflated(buf.subarray(0, bytesRead), maxBytes, opts.maxInflatedBytes);
+        return await readDeflated(got, maxBytes, opts.maxInflatedBytes);
       }
       if (want >= size) throw new Part10Error(`unparseable DICOM header: ${parsed.reason}`);
       if (want >= maxBytes) {
@@ -341,7 +348,25 @@ async function readHeaderDict(path: string, opts: ReadHeaderOptions): Promise<He
       want = grow(parsed.kind, want, size, maxBytes);
     }
   } finally {
+    await done();
+  }
+}
+
+/** A file path opened as a ByteSource (closed by done()), or the caller's ByteSource as it is. */
+async function openSource(from: string | ByteSource): Promise<{ source: ByteSource; done(): Promise<void> }> {
+  if (typeof from !== 'string') return { source: from, done: async () => undefined };
+  const handle = await open(from, 'r');
+  try {
+    const { size } = await handle.stat();
+    const read = async (offset: number, length: number) => {
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buf, 0, length, offset);
+      return buf.subarray(0, bytesRead);
+    };
+    return { source: { size, read }, done: () => handle.close() };
+  } catch (err) {
     await handle.close();
+    throw err;
   }
 }
 

@@ -5,11 +5,15 @@ import { jobId, type DeliveryJob, type InferenceJob } from '../pipeline/jobs.ts'
 import { UnbuildableReportError, type ResultWriter, type SourceInstanceRef } from '../pipeline/findings.ts';
 import { NoUsableImagesError, runModel, type LoadedModelSession } from './run-model.ts';
 import { inferenceEvents } from './events.ts';
+import { objectKey } from '../storage/object-keys.ts';
+import type { LocalCopy, ObjectStore } from '../storage/object-store.ts';
 import { STAT_PRIORITY } from '../config/schema.ts';
 
 export interface InferenceDeps {
   index: StudyIndex;
   deliveryQueue: Queue<DeliveryJob>;
+  /** Where the study's instances are: local copies are made for the decoders and the report's headers. */
+  store: ObjectStore;
   /** Open sessions keyed by `<id>@<version>`. */
   sessions: Map<string, LoadedModelSession>;
   /** The reports stage: writes the SR (and a SEG for segmentation models) and says where they are. */
@@ -37,13 +41,20 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       .filter((i) => seriesUids.includes(i.seriesUid))
       .sort(byPosition);
     if (instances.length === 0) throw new UnrecoverableError('the routed series hold no instances');
-    const sources: SourceInstanceRef[] = instances.map((i) => ({
-      sopClassUid: i.sopClassUid,
-      sopInstanceUid: i.sopInstanceUid,
-      seriesUid: i.seriesUid,
-      path: i.path,
-    }));
+    // The decoders and the SR builder read files: each instance as a local file (the store's own on the
+    // filesystem backend), released once the job is done with them, whatever happens.
+    const copies: LocalCopy[] = [];
+    try {
+      const sources = await materialise(deps.store, instances, copies);
+      return await inferAndReport(job, sources);
+    } finally {
+      await Promise.all(copies.map((c) => c.release().catch(() => undefined)));
+    }
+  };
 
+  async function inferAndReport(job: Job<InferenceJob>, sources: SourceInstanceRef[]) {
+    const { studyUid, modelId, modelVersion, run, destinations, priority } = job.data;
+    const session = deps.sessions.get(`${modelId}@${modelVersion}`)!;
     let result;
     try {
       result = await runModel(session, sources, { urgent: priority <= STAT_PRIORITY });
@@ -79,7 +90,6 @@ export function createInferenceProcessor(deps: InferenceDeps) {
             studyUid,
             run,
             sopInstanceUid: object.sopInstanceUid,
-            path: object.path,
             destination,
             kind: object.kind,
             model: modelId,
@@ -132,5 +142,38 @@ export function createInferenceProcessor(deps: InferenceDeps) {
       images: imageCount,
       inferenceMs: result.inferenceMs,
     };
+  }
+}
+
+/** Local copies fetched at once, at most this many at a time (a study may have thousands of images). */
+const COPY_CONCURRENCY = 8;
+
+/**
+ * Each instance's local copy, in the instances' order; every copy made is pushed to `copies` as soon as it
+ * exists, so the caller releases them all even when a later one fails.
+ */
+async function materialise(
+  store: ObjectStore,
+  instances: InstanceRecord[],
+  copies: LocalCopy[],
+): Promise<SourceInstanceRef[]> {
+  const sources: SourceInstanceRef[] = new Array(instances.length);
+  let next = 0;
+  const lane = async () => {
+    for (let i = next++; i < instances.length; i = next++) {
+      const inst = instances[i]!;
+      const key = objectKey.instance(inst);
+      const copy = await store.localCopy(key);
+      copies.push(copy);
+      sources[i] = {
+        sopClassUid: inst.sopClassUid,
+        sopInstanceUid: inst.sopInstanceUid,
+        seriesUid: inst.seriesUid,
+        key,
+        file: copy.path,
+      };
+    }
   };
+  await Promise.all(Array.from({ length: Math.min(COPY_CONCURRENCY, instances.length) }, lane));
+  return sources;
 }

@@ -240,7 +240,7 @@ async function runInstances(
       const source = sources[i]!;
       let input;
       try {
-        input = await prepare(source.path);
+        input = await prepare(source.file);
       } catch (err) {
         if (!(err instanceof DecodeError)) throw err; // I/O trouble is not the image's fault: let the job retry
         skipped.push(`${source.sopInstanceUid}: ${err.message}`);

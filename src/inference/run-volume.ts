@@ -171,7 +171,7 @@ export async function runVolumeModel(
     const window = Math.min(DECODE_AHEAD, sources.length - i);
     const share = Math.floor(Math.max(0, maxSeriesVoxels - voxels) / window);
     for (let k = i; k < i + window; k++) {
-      ahead[k] ??= decode(sources[k]!.path, share).catch((err: unknown) =>
+      ahead[k] ??= decode(sources[k]!.file, share).catch((err: unknown) =>
         err instanceof Error ? err : new Error(String(err)),
       );
     }

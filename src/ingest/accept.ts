@@ -1,14 +1,14 @@
-// The one step every ingest path shares (DIMSE C-STORE, STOW-RS): a Part-10 file that has reached a temp file
-// in the spool is checked (readable header, valid UIDs, what the sender claimed, sane dimensions), committed
-// into place, and indexed (onStored). Only then may the sender hear Success.
-import { stat } from 'node:fs/promises';
+// The one step every ingest path shares (DIMSE C-STORE, STOW-RS): a Part-10 object staged in the object
+// store is checked (readable header, valid UIDs, what the sender claimed, sane dimensions), committed under
+// its key, and indexed (onStored). Only then may the sender hear Success.
 import { InflatedTooLargeError, readInstanceHeader, type InstanceHeader } from '../dicom/part10.ts';
 import { INGEST_TRANSFER_SYNTAXES } from '../dicom/transfer-syntax.ts';
 import { isValidUid, trimUid } from '../dicom/uid.ts';
 import { errorMessage } from '../observability/error-message.ts';
 import { bytesReceived, instancesReceived } from '../observability/metrics.ts';
 import type { DiskWatermark } from '../storage/disk-watermark.ts';
-import { InstanceTooLargeError, type Spool } from '../storage/spool.ts';
+import { objectKey } from '../storage/object-keys.ts';
+import { InstanceTooLargeError, type ObjectStore, type StagedWrite } from '../storage/object-store.ts';
 import type { InstanceRecord } from '../pipeline/instance-record.ts';
 
 // Failure statuses shared by C-STORE (PS3.4 Table B.2-1) and STOW-RS FailureReason (PS3.18 Table 10.5.3-2).
@@ -41,13 +41,6 @@ export interface Expected {
   studyUid?: string;
 }
 
-/** What the writer of the temp file still knows about it, to spare reading it back. */
-export interface WrittenFile {
-  /** The file's first bytes. */
-  head: Buffer;
-  size: number;
-}
-
 export type AcceptOutcome =
   | { ok: true; instance: InstanceRecord }
   | {
@@ -62,49 +55,48 @@ export type AcceptOutcome =
     };
 
 export interface InstanceAcceptorOptions {
-  spool: Spool;
+  store: ObjectStore;
   onStored: OnStored;
+  /** The local data disk's watermark (with S3, the local staging disk: see docs/storage.md). */
   disk: DiskWatermark;
 }
 
 export class InstanceAcceptor {
-  readonly spool: Spool;
+  readonly store: ObjectStore;
   readonly disk: DiskWatermark;
   private readonly onStored: OnStored;
 
   constructor(opts: InstanceAcceptorOptions) {
-    this.spool = opts.spool;
+    this.store = opts.store;
     this.disk = opts.disk;
     this.onStored = opts.onStored;
   }
 
   /**
-   * The temp file could not be written whole: it is deleted. An instance over the size limit is the
+   * The staged write could not be written whole: it is discarded. An instance over the size limit is the
    * sender's fault (refused); anything else is ours (failed, the sender may retry). Never rejects.
    */
-  async writeFailed(tempPath: string, error: unknown): Promise<Extract<AcceptOutcome, { ok: false }>> {
-    await this.spool.discard(tempPath).catch(() => undefined);
+  async writeFailed(staged: StagedWrite, error: unknown): Promise<Extract<AcceptOutcome, { ok: false }>> {
+    await staged.discard().catch(() => undefined);
     return error instanceof InstanceTooLargeError
       ? refused(STATUS_OUT_OF_RESOURCES, error.message, {})
-      : failed(STATUS_OUT_OF_RESOURCES, 'cannot write to spool', {}, error);
+      : failed(STATUS_OUT_OF_RESOURCES, 'cannot write to storage', {}, error);
   }
 
   /**
-   * Takes ownership of the temp file: it ends up committed or deleted, whatever the outcome. Never rejects.
+   * Takes ownership of the staged write (its stream finished without error): it ends up committed or
+   * discarded, whatever the outcome. Never rejects.
    */
-  async accept(
-    tempPath: string,
-    source: IngestSource,
-    expected: Expected = {},
-    written?: WrittenFile,
-  ): Promise<AcceptOutcome> {
+  async accept(staged: StagedWrite, source: IngestSource, expected: Expected = {}): Promise<AcceptOutcome> {
     let committed = false;
+    const size = staged.stream.bytesWritten;
     try {
       let header: InstanceHeader;
       try {
+        // Parsed from the head the stream kept; read back from staging only when the header is longer.
         header = await readInstanceHeader(
-          tempPath,
-          written !== undefined ? { prefix: { bytes: written.head, fileSize: written.size } } : {},
+          { size, read: (offset, length) => staged.read(offset, length) },
+          { prefix: { bytes: staged.stream.head, fileSize: size } },
         );
       } catch (err) {
         // A deflate bomb is refused as too large, like an instance over the size limit.
@@ -115,11 +107,8 @@ export class InstanceAcceptor {
       const checked = checkHeader(header, expected);
       if (!checked.ok) return checked;
 
-      let size: number;
-      let finalPath: string;
       try {
-        size = written?.size ?? (await stat(tempPath)).size;
-        finalPath = await this.spool.commit(tempPath, checked.key, { alreadySynced: true });
+        await staged.commit(objectKey.instance(checked.key));
         committed = true;
       } catch (err) {
         return failed(STATUS_OUT_OF_RESOURCES, 'cannot store instance', checked.key, err);
@@ -127,7 +116,6 @@ export class InstanceAcceptor {
       const instance: InstanceRecord = {
         ...header,
         ...checked.key,
-        path: finalPath,
         size,
         callingAe: source.callingAe,
         callingAddress: source.address,
@@ -136,15 +124,15 @@ export class InstanceAcceptor {
       try {
         await this.onStored(instance);
       } catch (err) {
-        // The file stays in the spool (a resend overwrites it; start-up reconciliation indexes it).
+        // The object stays in the store (a resend overwrites it; reconciliation indexes it).
         return failed(STATUS_OUT_OF_RESOURCES, 'cannot index instance', checked.key, err);
       }
       instancesReceived.inc({ path: source.path });
       bytesReceived.inc({ path: source.path }, size);
       return { ok: true, instance };
     } finally {
-      // Whatever did not make it into the spool goes (after a commit the temp path no longer exists).
-      if (!committed) await this.spool.discard(tempPath).catch(() => undefined);
+      // Whatever was not committed goes (discard is a no-op after a commit).
+      if (!committed) await staged.discard().catch(() => undefined);
     }
   }
 }

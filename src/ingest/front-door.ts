@@ -1,5 +1,5 @@
 // Starts the ingest front doors from the configuration: the DIMSE SCP (plain and optional TLS) and the
-// STOW-RS router, both feeding the same InstanceAcceptor path (spool commit, then onStored). Every
+// STOW-RS router, both feeding the same InstanceAcceptor path (object store commit, then onStored). Every
 // association is also recorded in Redis for the admin console.
 import { readFile } from 'node:fs/promises';
 import type express from 'express';
@@ -10,7 +10,7 @@ import { InstanceAcceptor, type OnStored } from './accept.ts';
 import { DiskWatermark } from '../storage/disk-watermark.ts';
 import { startDimseServer, type DimseServer, type MppsHandler } from './dimse/index.ts';
 import * as dimseEvents from './dimse/events.ts';
-import type { Spool } from '../storage/spool.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 import { createStowRouter } from './stowrs/index.ts';
 
 /** The admin console shows the latest associations; older ones are trimmed. */
@@ -50,7 +50,7 @@ export function dimseAdmission(config: GatewayConfig): { promiscuous: boolean; w
 
 export async function startIngest(
   config: GatewayConfig,
-  spool: Spool,
+  store: ObjectStore,
   onStored: OnStored,
   redis?: Redis,
   mpps?: MppsHandler,
@@ -72,7 +72,8 @@ export async function startIngest(
     host: d.host,
     port: d.port,
     maxPduLength: d.maxPduLength,
-    spool,
+    store,
+    dataDir: config.dataDir,
     onStored,
     peers: d.peers,
     promiscuous: admission.promiscuous,
@@ -87,12 +88,13 @@ export async function startIngest(
 
   const routers: IngestFrontDoors['routers'] = [];
   if (stowrs.enabled) {
-    const disk = new DiskWatermark(spool.root, spoolSettings.minFreeBytes);
+    // The local data disk (with S3: the staging disk only).
+    const disk = new DiskWatermark(config.dataDir, spoolSettings.minFreeBytes);
     await disk.refresh();
     routers.push({
       path: '/dicomweb',
       router: createStowRouter({
-        acceptor: new InstanceAcceptor({ spool, onStored, disk }),
+        acceptor: new InstanceAcceptor({ store, onStored, disk }),
         maxRequestBytes: stowrs.maxRequestBytes,
         maxInstanceBytes: spoolSettings.maxInstanceBytes,
         ...(stowrs.auth !== undefined ? { auth: stowrs.auth } : {}),

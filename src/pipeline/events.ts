@@ -33,10 +33,10 @@ export const pipelineEvents = {
       'study complete by evidence, without waiting for the quiet period',
     );
   },
-  reconcileUnreadable(studyUid: string, file: string, err: unknown): void {
+  reconcileUnreadable(studyUid: string, key: string, err: unknown): void {
     pipelineLog.error(
-      { event: 'pipeline.reconcile.unreadable', studyUid, file, err: errorMessage(err) },
-      'spooled file unreadable',
+      { event: 'pipeline.reconcile.unreadable', studyUid, key, err: errorMessage(err) },
+      'stored instance unreadable',
     );
   },
   reconcileDone(studies: number, reindexed: number, rearmed: number): void {

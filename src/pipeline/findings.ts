@@ -64,8 +64,14 @@ export interface SourceInstanceRef {
   sopClassUid: string;
   sopInstanceUid: string;
   seriesUid: string;
-  /** Absolute spool path; the SR builder reads patient/study attributes from the first one. */
-  path: string;
+  /** The instance's object key in the store (objectKey.instance). */
+  key: string;
+  /**
+   * A local file with its bytes, materialised by the inference processor (ObjectStore.localCopy) for the
+   * decoders and the SR builder (which reads patient/study attributes from the first one). Valid only while
+   * the job runs, on this machine; never stored nor put in job data.
+   */
+  file: string;
   /** 1-based frame of a multi-frame image used as one slice of a volume; absent for a whole image. */
   frameNumber?: number;
 }
@@ -106,8 +112,8 @@ export interface ModelResult {
 export interface WrittenObject {
   kind: 'sr' | 'seg';
   sopInstanceUid: string;
-  /** Where the Part-10 file is kept until every delivery has landed. */
-  path: string;
+  /** Its key in the object store (objectKey.outbox), where it is kept until every delivery has landed. */
+  key: string;
 }
 
 /** One model's result for one run of a study, as the reports stage receives it. */

@@ -38,8 +38,11 @@ export interface DeliveryJob {
   /** The processing run whose object this is (absent in jobs queued by older versions). */
   run?: number;
   sopInstanceUid: string;
-  /** Absolute path of the Part-10 file to deliver. */
-  path: string;
+  /*
+   * No path: the object's key derives from studyUid + sopInstanceUid (objectKey.outbox), so any node that
+   * reaches the store can deliver it. Jobs queued before the storage seam carry a `path` nobody reads; their
+   * objects lie at the same key on the filesystem backend.
+   */
   destination: string;
   /** What the object is, for the log; jobs queued before this field existed lack it. */
   kind?: 'sr' | 'seg';

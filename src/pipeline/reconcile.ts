@@ -4,18 +4,20 @@ import { readInstanceHeader } from '../dicom/part10.ts';
 import { pipelineEvents } from './events.ts';
 import type { StudyCompleteJob } from './jobs.ts';
 import { rearmStudyComplete } from './completion.ts';
-import type { Spool } from '../storage/spool.ts';
+import { objectKey, parseInstanceKey } from '../storage/object-keys.ts';
+import type { ObjectStore, StoredObject } from '../storage/object-store.ts';
 import type { InstanceRecord, StudyIndex } from './study-index.ts';
 
 /**
- * Pass over the spool (at start-up, when Redis comes back, and periodically). Any instance on disk that the
- * index does not know (Redis lost its data, or the process died between the rename and the index write, or
- * the index write failed during an outage) is indexed again, and its study's completion re-armed, so an
- * acknowledged instance is never forgotten. With `rearmReceiving`, studies still receiving are re-armed too,
- * since their delayed completion job may have been lost with Redis.
+ * Pass over the object store's instances (at start-up, when Redis comes back, and periodically). Any
+ * instance stored that the index does not know (Redis lost its data, or the process died between the commit
+ * and the index write, or the index write failed during an outage) is indexed again, and its study's
+ * completion re-armed, so an acknowledged instance is never forgotten. With `rearmReceiving`, studies still
+ * receiving are re-armed too, since their delayed completion job may have been lost with Redis. The store
+ * is listed (keys in order, so one study's instances come together), never a directory read.
  */
 export async function reconcileSpool(
-  spool: Spool,
+  store: ObjectStore,
   index: StudyIndex,
   studyCompleteQueue: Queue<StudyCompleteJob>,
   quietPeriodMs: number,
@@ -23,48 +25,65 @@ export async function reconcileSpool(
 ): Promise<{ studies: number; reindexed: number }> {
   let reindexed = 0;
   let rearmed = 0;
-  const studies = await spool.listStudies();
-  for (const studyUid of studies) {
-    let added = 0;
-    for (const series of await spool.listInstances(studyUid)) {
-      for (const file of series.paths) {
-        const sopInstanceUid = file.slice(file.lastIndexOf('/') + 1, -'.dcm'.length);
-        if (await index.hasInstance(studyUid, sopInstanceUid)) continue;
-        try {
-          const h = await readInstanceHeader(file);
-          const rec: InstanceRecord = {
-            ...h,
-            studyUid,
-            seriesUid: series.seriesUid,
-            sopInstanceUid,
-            sopClassUid: h.sopClassUid ?? '',
-            transferSyntaxUid: h.transferSyntaxUid ?? '',
-            path: file,
-            size: 0,
-            callingAe: '',
-            callingAddress: '',
-            receivedAt: Date.now(),
-          };
-          await index.recordInstance(rec);
-          added++;
-        } catch (err) {
-          pipelineEvents.reconcileUnreadable(studyUid, file, err);
-        }
-      }
-    }
+  let studies = 0;
+  let current: { studyUid: string; added: number } | undefined;
+  const finishStudy = async () => {
+    if (current === undefined) return;
+    const { studyUid, added } = current;
+    studies++;
     reindexed += added;
     const state = (await index.get(studyUid))?.state;
     if (added > 0 || (rearmReceiving && state === 'receiving')) {
       await rearmStudyComplete(studyCompleteQueue, studyUid, quietPeriodMs);
       rearmed++;
     }
+  };
+  for await (const object of store.list(objectKey.studiesPrefix)) {
+    const key = parseInstanceKey(object.key);
+    if (key === undefined) continue;
+    if (current?.studyUid !== key.studyUid) {
+      await finishStudy();
+      current = { studyUid: key.studyUid, added: 0 };
+    }
+    if (await index.hasInstance(key.studyUid, key.sopInstanceUid)) continue;
+    try {
+      await index.recordInstance(await recordOf(store, object, key));
+      current.added++;
+    } catch (err) {
+      pipelineEvents.reconcileUnreadable(key.studyUid, object.key, err);
+    }
   }
-  pipelineEvents.reconcileDone(studies.length, reindexed, rearmed);
-  return { studies: studies.length, reindexed };
+  await finishStudy();
+  pipelineEvents.reconcileDone(studies, reindexed, rearmed);
+  return { studies, reindexed };
+}
+
+/** The index record of a stored instance nobody indexed, from its header. */
+async function recordOf(
+  store: ObjectStore,
+  object: StoredObject,
+  key: NonNullable<ReturnType<typeof parseInstanceKey>>,
+): Promise<InstanceRecord> {
+  const copy = await store.localCopy(object.key);
+  try {
+    const h = await readInstanceHeader(copy.path);
+    return {
+      ...h,
+      ...key,
+      sopClassUid: h.sopClassUid ?? '',
+      transferSyntaxUid: h.transferSyntaxUid ?? '',
+      size: object.size,
+      callingAe: '',
+      callingAddress: '',
+      receivedAt: Date.now(),
+    };
+  } finally {
+    await copy.release();
+  }
 }
 
 export interface SpoolReconcilerOptions {
-  spool: Spool;
+  store: ObjectStore;
   index: StudyIndex;
   studyCompleteQueue: Queue<StudyCompleteJob>;
   quietPeriodMs: number;
@@ -75,7 +94,7 @@ export interface SpoolReconcilerOptions {
 }
 
 /**
- * Keeps the index in step with the spool while the gateway runs: a pass each time Redis comes back after a
+ * Keeps the index in step with the object store while the gateway runs: a pass each time Redis comes back after a
  * lost connection (it may have restarted without persistence), and one every intervalMs. Passes never
  * overlap; a trigger during a pass runs one more pass after it. Returns stop(), which waits for a running pass.
  */
@@ -89,7 +108,7 @@ export function startSpoolReconciler(opts: SpoolReconcilerOptions): () => Promis
       again = again === 'redis-back' ? again : trigger;
       return;
     }
-    running = reconcileSpool(opts.spool, opts.index, opts.studyCompleteQueue, opts.quietPeriodMs, {
+    running = reconcileSpool(opts.store, opts.index, opts.studyCompleteQueue, opts.quietPeriodMs, {
       rearmReceiving: trigger === 'redis-back',
     })
       .then(

@@ -10,7 +10,7 @@
 // - failed queue jobs go failedJobDays after they failed (BullMQ's clean).
 // Studies still in flight (receiving, queued, inferring, delivering) are never touched. Only the instances
 // the index knew at the check are removed, and of those only the copy on disk that the record describes
-// (Spool.retireInstance, then a compare-and-delete of the record): an instance re-sent meanwhile stays,
+// (ObjectStore.retire, then a compare-and-delete of the record): an instance re-sent meanwhile stays,
 // with its record, and re-opens the study as usual.
 import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -18,7 +18,8 @@ import type { Queue } from 'bullmq';
 import type { InstanceRecord } from './instance-record.ts';
 import type { StudyIndex, StudySummary } from './study-index.ts';
 import { pipelineEvents } from './events.ts';
-import type { Spool } from '../storage/spool.ts';
+import { objectKey } from '../storage/object-keys.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 import type { DeliveryJob } from './jobs.ts';
 
 const HOUR_MS = 3_600_000;
@@ -59,13 +60,12 @@ export function retentionPolicy(config: {
 
 export interface RetentionDeps {
   index: StudyIndex;
-  spool: Spool;
+  /** The spooled instances and the outbox (SRs and SEGs per study until delivered). */
+  store: ObjectStore;
   deliveryQueue: Queue<DeliveryJob>;
   /** Every queue whose failed jobs age out (the three pipeline queues). */
   queues: Queue[];
-  /** <dataDir>/outbox: SRs and SEGs per study until delivered. */
-  outboxDir: string;
-  /** <dataDir>/results: the built-in folder destination. */
+  /** <dataDir>/results: the built-in folder destination (a destination, not storage: a local folder). */
   resultsDir: string;
   policy: RetentionPolicy;
   now?: () => number;
@@ -114,7 +114,8 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
       // Read the queue once per pass, only when some study is due.
       open ??= await studiesWithOpenDeliveries(deps.deliveryQueue);
       if (done && open.has(uid)) continue;
-      if (outboxDue && (await removeDir(path.join(deps.outboxDir, uid)))) result.outboxStudies++;
+      if (outboxDue && (await deps.store.deletePrefix(objectKey.outboxPrefix(uid))) > 0)
+        result.outboxStudies++;
       if (!imagesDue) continue;
       const removed = await retireStudyImages(deps, study);
       if (removed === undefined) continue;
@@ -157,14 +158,13 @@ async function retireStudyImages(deps: RetentionDeps, study: StudySummary): Prom
   for (const inst of instances) {
     try {
       // Only the copy the record describes goes: one re-sent since is kept, with its new record.
-      const outcome = await deps.spool.retireInstance(inst, inst.receivedAt);
+      const outcome = await deps.store.retire(objectKey.instance(inst), inst.receivedAt);
       if (outcome !== 'kept') removed.push(inst);
     } catch (e) {
       pipelineEvents.retentionError(uid, e);
     }
   }
   await deps.index.forgetInstances(uid, removed);
-  await deps.spool.pruneStudyDirs(uid);
   if (removed.length > 0) pipelineEvents.retentionCleaned(uid, removed.length);
   return removed.length;
 }
@@ -180,15 +180,6 @@ async function studiesWithOpenDeliveries(queue: Queue<DeliveryJob>): Promise<Set
     }
   }
   return open;
-}
-
-async function removeDir(dir: string): Promise<boolean> {
-  const exists = await stat(dir).then(
-    () => true,
-    () => false,
-  );
-  if (exists) await rm(dir, { recursive: true, force: true });
-  return exists;
 }
 
 /** Files under dir/<study>/ written before `cutoff`; empty study folders go with them. */

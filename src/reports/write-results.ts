@@ -2,11 +2,11 @@
 // segmentation models. UIDs derive from study + model + version + run, so a retried job rewrites the
 // same objects; a new run (late instances, reprocess) gets new UIDs and its SR names the previous
 // run's SR in PredecessorDocumentsSequence.
-import path from 'node:path';
 import { readNaturalizedHeader } from '../dicom/part10.ts';
 import { uidFromName } from '../dicom/uid.ts';
 import type { ReportRecord, StudyIndex } from '../pipeline/study-index.ts';
-import { writeFileDurable } from '../storage/durable-write.ts';
+import { objectKey } from '../storage/object-keys.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 import {
   UnbuildableReportError,
   type ModelResult,
@@ -27,8 +27,8 @@ export const SEG_SERIES_NUMBER = 9001;
 
 export interface WriteResultsInput extends ResultToReport {
   index: StudyIndex;
-  /** Objects are kept here, per study, until every delivery has landed. */
-  outboxDir: string;
+  /** Objects are kept here, under their outbox keys, until every delivery has landed. */
+  store: ObjectStore;
 }
 
 /** Stable per study + model (not version), so every run's SR lands in the same series. */
@@ -53,7 +53,7 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
     predecessor = { seriesUid: s, sopClassUid, sopInstanceUid: uid, run: r };
   }
 
-  const sourcePath = result.sources[0]?.path;
+  const sourcePath = result.sources[0]?.file;
   if (!sourcePath) throw new Error('the model result references no source instance');
   // Each source file's header is read once, for the SR and the SEG alike (frames of one multi-frame
   // image share a file).
@@ -85,9 +85,9 @@ export async function writeModelResults(input: WriteResultsInput): Promise<Writt
     // try, so the job is not retried.
     throw new UnbuildableReportError(`the SR cannot be built: ${buildFailure(err)}`, { cause: err });
   }
-  const srPath = path.join(input.outboxDir, studyUid, `${sopInstanceUid}.dcm`);
-  await writeFileDurable(srPath, sr);
-  objects.push({ kind: 'sr', sopInstanceUid, path: srPath });
+  const srKey = objectKey.outbox(studyUid, sopInstanceUid);
+  await input.store.put(srKey, sr);
+  objects.push({ kind: 'sr', sopInstanceUid, key: srKey });
 
   if (result.segmentation) {
     const seg = await writeSegmentation(input, { ...result, segmentation: result.segmentation }, headerOf);
@@ -128,7 +128,7 @@ async function writeSegmentation(
 ): Promise<WrittenObject | undefined> {
   const { studyUid, modelId, modelVersion, run } = input;
   const sopInstanceUid = uidFromName(`seg|${studyUid}|${modelId}@${modelVersion}|${run}`);
-  const sourceHeaders = await Promise.all(result.sources.map((s) => headerOf(s.path)));
+  const sourceHeaders = await Promise.all(result.sources.map((s) => headerOf(s.file)));
   let seg: Buffer | undefined;
   try {
     seg = buildSegmentation({
@@ -149,9 +149,9 @@ async function writeSegmentation(
     reportsEvents.segEmpty(studyUid, `${modelId}@${modelVersion}`);
     return undefined;
   }
-  const segPath = path.join(input.outboxDir, studyUid, `${sopInstanceUid}.dcm`);
-  await writeFileDurable(segPath, seg);
-  return { kind: 'seg', sopInstanceUid, path: segPath };
+  const segKey = objectKey.outbox(studyUid, sopInstanceUid);
+  await input.store.put(segKey, seg);
+  return { kind: 'seg', sopInstanceUid, key: segKey };
 }
 
 /**

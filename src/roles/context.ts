@@ -4,8 +4,12 @@ import type { GatewayConfig } from '../config/schema.ts';
 import type { Queues } from '../pipeline/queues.ts';
 import type { RedisTarget } from '../pipeline/redis.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 
-/** What every role of one process shares: settings, the Redis connection, the study index, the queues. */
+/**
+ * What every role of one process shares: settings, the Redis connection, the study index, the queues, and
+ * the object store every byte the gateway keeps goes through (instances, SRs and SEGs).
+ */
 export interface RoleContext {
   config: GatewayConfig;
   redis: Redis;
@@ -13,6 +17,8 @@ export interface RoleContext {
   redisTarget: RedisTarget;
   index: StudyIndex;
   queues: Queues;
+  /** init()'d before any role starts, closed after they all stopped. */
+  store: ObjectStore;
   /** The in-process inference worker, which /readyz counts as alive while it runs. */
   localInference?: Worker;
   /** How many models the in-process worker loaded. */

@@ -50,7 +50,6 @@ export async function recordsFromFiles(
         sopInstanceUid: h.sopInstanceUid,
         sopClassUid: h.sopClassUid ?? '',
         transferSyntaxUid: h.transferSyntaxUid ?? '',
-        path: file,
         size: 0,
         callingAe,
         callingAddress: '',

@@ -27,22 +27,20 @@ import { readTrends, sampleQueueDepths, TrendCounter } from '../pipeline/trends.
 import { listWorkers } from '../admin/queries.ts';
 import { WORKER_STALE_MS } from '../admin/health.ts';
 import { freeBytesOf } from '../storage/disk-watermark.ts';
-import { OUTBOX_DIR, RESULTS_DIR } from '../storage/layout.ts';
+import { RESULTS_DIR } from '../storage/layout.ts';
 import { explainRouting } from '../routing/dry-run.ts';
 import { createRoutingProcessor } from '../routing/processor.ts';
 import { ingestPriority } from '../routing/rules.ts';
-import { Spool } from '../storage/spool.ts';
 import type { Closer, RoleContext } from './context.ts';
 
 export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   const { config, index, queues } = ctx;
   const connection = ctx.redis;
   const prefix = config.redis.prefix;
-  const spool = new Spool(config.dataDir);
-  await spool.init();
-  // Only abandoned temp files: another gateway sharing this spool may be writing the younger ones.
-  await spool.cleanupTemp(config.spool.staleTempAfterMs);
-  await reconcileSpool(spool, index, queues.studyComplete, config.study.quietPeriodMs);
+  const { store } = ctx;
+  // Only abandoned staged writes: another gateway sharing this store may be writing the younger ones.
+  await store.cleanupStaging(config.spool.staleTempAfterMs);
+  await reconcileSpool(store, index, queues.studyComplete, config.study.quietPeriodMs);
 
   // The ingest path has its own fail-fast connection: during a Redis outage a sender is answered at once
   // (C-STORE A700, STOW-RS 503) instead of waiting in an offline queue. BullMQ workers keep ctx.redis.
@@ -50,7 +48,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   const ingestIndex = new StudyIndex(ingestRedis, prefix);
   const ingestStudyComplete = createStudyCompleteQueue(ingestRedis, config);
   const stopReconciler = startSpoolReconciler({
-    spool,
+    store,
     index: ingestIndex,
     studyCompleteQueue: ingestStudyComplete,
     quietPeriodMs: config.study.quietPeriodMs,
@@ -82,7 +80,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   const turnaround = new TurnaroundLog(ctx.redis, prefix, sloTargets(config.routing.rules));
   const delivery = new Worker(
     QUEUE.delivery,
-    createDeliveryProcessor({ destinations, index, breakers, turnaround }),
+    createDeliveryProcessor({ destinations, store, index, breakers, turnaround }),
     {
       connection,
       prefix,
@@ -100,10 +98,9 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   const stopRetention = scheduleRetention(
     {
       index,
-      spool,
+      store,
       deliveryQueue: queues.delivery,
       queues: allQueues(queues),
-      outboxDir: path.join(config.dataDir, OUTBOX_DIR),
       resultsDir: path.join(config.dataDir, RESULTS_DIR),
       policy: retentionPolicy(config),
     },
@@ -118,7 +115,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   trendCounter.start();
   const ingest = await startIngest(
     config,
-    spool,
+    store,
     createInstanceRecorder({
       index: ingestIndex,
       studyCompleteQueue: ingestStudyComplete,
@@ -144,7 +141,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       (await listWorkers(ingestRedis, prefix, WORKER_STALE_MS)).filter((w) => w.alive).length,
     breakers: () => breakers.openStates(destinationNames),
     spool: async () => ({
-      freeBytes: await freeBytesOf(spool.root),
+      // The local data disk (with S3: the staging disk).
+      freeBytes: await freeBytesOf(config.dataDir),
       minFreeBytes: config.spool.minFreeBytes,
     }),
   });
@@ -159,7 +157,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     redis: ingestRedis,
     index: ingestIndex,
     queues,
-    spoolDir: spool.root,
+    spoolDir: path.resolve(config.dataDir),
+    store,
     localWorkerRunning: localWorker ? () => localWorker.isRunning() : undefined,
     routers: ingest.routers,
     warnings: ingest.warnings,

@@ -6,6 +6,7 @@ import { collectQueueDepths } from '../observability/metrics.ts';
 import { createQueues } from '../pipeline/queues.ts';
 import { createRedis, ensureRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
+import { createObjectStore } from '../storage/create-object-store.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { Closer, RoleContext } from './context.ts';
 import { processEvents } from './events.ts';
@@ -32,12 +33,16 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
   if (role !== 'worker' || workerHttp) assertAuthForBinding(config.http);
   const redisHandle = await ensureRedis(config);
   const redis = createRedis(redisHandle.target);
+  // The store answers before anything is accepted or run: a role never starts against missing storage.
+  const store = createObjectStore(config);
+  await store.init();
   const ctx: RoleContext = {
     config,
     redis,
     redisTarget: redisHandle.target,
     index: new StudyIndex(redis, config.redis.prefix),
     queues: createQueues(redis, config),
+    store,
   };
   await audit.open({
     dir: path.join(config.dataDir, 'audit'),
@@ -67,6 +72,7 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
       for (const [i, close] of closers.entries()) await bounded(`closer ${i}`, close);
       await bounded('audit trail', () => audit.close());
       await bounded('queues', () => ctx.queues.close());
+      await bounded('object store', () => store.close());
       redis.disconnect();
       await bounded('redis-server', () => redisHandle.stop());
     },

@@ -1,7 +1,6 @@
 // Composition root of the worker role: models, decode threads, the inference processor (with the reports
 // stage injected as its result writer), the heartbeat, and the worker's own probe HTTP when asked for.
 import { hostname } from 'node:os';
-import path from 'node:path';
 import { Worker } from 'bullmq';
 import { listen } from '../admin/app.ts';
 import { createWorkerApp } from '../admin/worker-app.ts';
@@ -18,7 +17,6 @@ import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE, type InferenceJob } from '../pipeline/jobs.ts';
 import { closeWorker } from '../pipeline/queues.ts';
 import { writeModelResults } from '../reports/write-results.ts';
-import { OUTBOX_DIR } from '../storage/layout.ts';
 import type { Closer, RoleContext } from './context.ts';
 
 export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
@@ -50,12 +48,13 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   }
   if (sessions.size === 0) inferenceEvents.noModels(config.modelsDir);
   ctx.loadedModels = sessions.size;
-  const outboxDir = path.join(config.dataDir, OUTBOX_DIR);
+  const { store } = ctx;
   const infer = createInferenceProcessor({
     index,
     deliveryQueue: queues.delivery,
+    store,
     sessions,
-    writeResults: (r) => writeModelResults({ ...r, index, outboxDir }),
+    writeResults: (r) => writeModelResults({ ...r, index, store }),
   });
   // session.run and decoding can hold this thread past the job's lock; a thread of its own renews it,
   // so the stalled-job check of another worker does not run the same model twice.

@@ -18,6 +18,10 @@ import {
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { isValidUid, requireUid } from '../dicom/uid.ts';
+import { InstanceTooLargeError, type FlowControl } from './object-store.ts';
+
+// Both live with the storage contract now; re-exported for the spool's existing users.
+export { InstanceTooLargeError, type FlowControl };
 
 export interface InstanceKey {
   studyUid: string;
@@ -99,34 +103,44 @@ export class Spool {
    * is built (InvalidUidError). A resent instance replaces the earlier file atomically.
    */
   async commit(tempPath: string, key: InstanceKey, opts: CommitOptions = {}): Promise<string> {
-    const studyUid = requireUid('StudyInstanceUID', key.studyUid);
-    const seriesUid = requireUid('SeriesInstanceUID', key.seriesUid);
-    const sopInstanceUid = requireUid('SOPInstanceUID', key.sopInstanceUid);
+    const finalPath = this.instancePath(key);
     this.assertInside(this.tmpDir, tempPath);
+    await this.commitFile(tempPath, finalPath, this.studiesDir, opts);
+    return finalPath;
+  }
 
+  /**
+   * Moves a finished file into place at finalPath (a path under base, built by the caller from validated
+   * names): rename, then fsync of the directory; where the directory was missing, it is made and every
+   * directory from it up to base is fsync'd too. A file already at finalPath is replaced atomically.
+   */
+  async commitFile(tempPath: string, finalPath: string, base: string, opts: CommitOptions = {}): Promise<void> {
     if (!opts.alreadySynced) await fsyncPath(tempPath, 'r+');
 
-    const seriesDir = path.join(this.studiesDir, studyUid, seriesUid);
-    const finalPath = path.join(seriesDir, `${sopInstanceUid}${INSTANCE_SUFFIX}`);
-    let newSeries = false;
-    // Most instances land in a series directory that exists already: try the rename first.
-    try {
-      await rename(tempPath, finalPath);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      newSeries = true;
-      await mkdir(seriesDir, { recursive: true });
-      await rename(tempPath, finalPath);
+    const dir = path.dirname(finalPath);
+    let newDir = false;
+    // Most instances land in a series directory that exists already: try the rename first. A directory
+    // that retention pruned between our mkdir and rename is made again (a few tries, then the error).
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await rename(tempPath, finalPath);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw err;
+        newDir = true;
+        await mkdir(dir, { recursive: true });
+      }
     }
 
-    // Make the rename durable; for a series directory that was missing (made by us or by a concurrent
-    // commit that may not have synced yet), the entries of the study directory and studies/ too.
-    await this.dirSyncs.sync(seriesDir);
-    if (newSeries) {
-      await this.dirSyncs.sync(path.dirname(seriesDir));
-      await this.dirSyncs.sync(this.studiesDir);
+    // Make the rename durable; for a directory that was missing (made by us or by a concurrent commit that
+    // may not have synced yet), the entries of its parents up to base too.
+    await this.dirSyncs.sync(dir);
+    if (newDir) {
+      for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+        await this.dirSyncs.sync(d);
+        if (d === base || path.dirname(d) === d || !d.startsWith(base)) break;
+      }
     }
-    return finalPath;
   }
 
   instancePath(key: InstanceKey): string {
@@ -173,7 +187,11 @@ export class Spool {
    * taken its place. No lock is shared with ingest, so commits never wait for retention.
    */
   async retireInstance(key: InstanceKey, writtenBy: number): Promise<'removed' | 'kept' | 'absent'> {
-    const target = this.instancePath(key);
+    return this.retireFile(this.instancePath(key), writtenBy);
+  }
+
+  /** retireInstance for any file on the spool's filesystem (the object store's other keys). */
+  async retireFile(target: string, writtenBy: number): Promise<'removed' | 'kept' | 'absent'> {
     await this.init();
     const aside = path.join(this.tmpDir, `${Date.now()}-${randomUUID()}${RETIRED_SUFFIX}`);
     try {
@@ -234,19 +252,6 @@ export class Spool {
       throw new Error(`path is not a file in ${dir}`);
     }
   }
-}
-
-export class InstanceTooLargeError extends Error {
-  constructor(readonly maxBytes: number) {
-    super(`instance larger than ${maxBytes} bytes`);
-    this.name = 'InstanceTooLargeError';
-  }
-}
-
-/** The source feeding a stream, paused while the disk is behind (for writers that ignore write()'s result). */
-export interface FlowControl {
-  pause(): void;
-  resume(): void;
 }
 
 /** Enough for the attributes before Pixel Data of nearly every image. */

@@ -1,5 +1,5 @@
-// One SCP instance per TCP connection: association negotiation, C-ECHO, and C-STORE streamed to the spool.
-// A C-STORE is answered Success only once the instance is durable in the spool and onStored has indexed it.
+// One SCP instance per TCP connection: association negotiation, C-ECHO, and C-STORE streamed to the object store.
+// A C-STORE is answered Success only once the instance is durable in the object store and onStored has indexed it.
 import type { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { TLSSocket } from 'node:tls';
@@ -11,7 +11,7 @@ import { errorMessage } from '../../observability/error-message.ts';
 import { associations as associationsMetric } from '../../observability/metrics.ts';
 import type { AssociationRecord } from '../../pipeline/keys.ts';
 import { STATUS_CANNOT_UNDERSTAND, STATUS_OUT_OF_RESOURCES, type InstanceAcceptor } from '../accept.ts';
-import { TempFileStream } from '../../storage/spool.ts';
+import type { StagedWrite } from '../../storage/object-store.ts';
 import type { AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';
 import { PDataReceiver } from './pdata-receiver.ts';
@@ -76,10 +76,11 @@ interface Refusal {
   reason: string;
 }
 
-/** One C-STORE dataset on its way to disk. */
+/** One C-STORE dataset on its way to storage. */
 interface Transfer {
-  tempPath: string | undefined;
-  stream: Writable | TempFileStream;
+  /** Absent for a dataset swallowed to be refused. */
+  staged: StagedWrite | undefined;
+  stream: Writable;
   closed: Promise<void>;
   writeError?: Error;
   refusal?: Refusal;
@@ -361,13 +362,13 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       } catch (err) {
         return refuseInto({ status: STATUS_CANNOT_UNDERSTAND, reason: errorMessage(err) });
       }
-      const { path: tempPath, stream } = ctx.acceptor.spool.createTempWriteStream(
-        ctx.maxInstanceBytes + meta.length,
-        { pause: () => this.socket.pause(), resume: () => this.socket.resume() },
-      );
-      this.track(request, stream, tempPath);
-      stream.write(meta);
-      return stream;
+      const staged = ctx.acceptor.store.stage(ctx.maxInstanceBytes + meta.length, {
+        pause: () => this.socket.pause(),
+        resume: () => this.socket.resume(),
+      });
+      this.track(request, staged.stream, staged);
+      staged.stream.write(meta);
+      return staged.stream;
     }
 
     /** Called right after the library ends the stream; the store itself waits for the file in cStoreRequest. */
@@ -417,11 +418,11 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
     private track(
       request: CStoreRequest,
       stream: Writable,
-      tempPath: string | undefined,
+      staged: StagedWrite | undefined,
       refusal?: Refusal,
     ): void {
       const transfer: Transfer = {
-        tempPath,
+        staged,
         stream,
         refusal,
         closed: new Promise<void>((resolve) => stream.once('close', () => resolve())),
@@ -441,27 +442,24 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       if (transfer === undefined)
         return this.refuse(request, STATUS_CANNOT_UNDERSTAND, 'no data set received');
       await transfer.closed;
-      const { tempPath, writeError } = transfer;
-      if (transfer.refusal !== undefined || tempPath === undefined) {
+      const { staged, writeError } = transfer;
+      if (transfer.refusal !== undefined || staged === undefined) {
         const r = transfer.refusal ?? { status: STATUS_CANNOT_UNDERSTAND, reason: 'invalid command' };
         return this.refuse(request, r.status, r.reason);
       }
       if (writeError !== undefined) {
-        const r = await ctx.acceptor.writeFailed(tempPath, writeError);
+        const r = await ctx.acceptor.writeFailed(staged, writeError);
         return r.kind === 'refused'
           ? this.refuse(request, r.status, r.reason)
           : this.fail(request, r.status, 'write', r.error, r.reason);
       }
       const outcome = await ctx.acceptor.accept(
-        tempPath,
+        staged,
         { path: 'dimse', callingAe: this.peer.callingAe, address: this.peer.address },
         {
           sopInstanceUid: request.getAffectedSopInstanceUid(),
           sopClassUid: request.getAffectedSopClassUid(),
         },
-        transfer.stream instanceof TempFileStream
-          ? { head: transfer.stream.head, size: transfer.stream.bytesWritten }
-          : undefined,
       );
       if (!outcome.ok) {
         return outcome.kind === 'refused'
@@ -493,14 +491,12 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
     }
 
     private onClosed(): void {
-      // An association that ended mid-transfer leaves a partial temp file: close and delete it.
+      // An association that ended mid-transfer leaves a partial staged write: close and discard it.
       for (const [, transfer] of this.transfers) {
         transfer.stream.destroy();
-        const { tempPath } = transfer;
-        if (tempPath !== undefined) {
-          const cleanup = transfer.closed
-            .then(() => ctx.acceptor.spool.discard(tempPath))
-            .catch(() => undefined);
+        const { staged } = transfer;
+        if (staged !== undefined) {
+          const cleanup = transfer.closed.then(() => staged.discard()).catch(() => undefined);
           ctx.inflight.add(cleanup);
           void cleanup.finally(() => ctx.inflight.delete(cleanup));
         }

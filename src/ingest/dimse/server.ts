@@ -1,5 +1,5 @@
 // Starts the DIMSE front door: dcmjs-dimse Servers (plain TCP, and DICOM TLS when configured) whose
-// per-connection SCP streams C-STOREs into the spool through the shared InstanceAcceptor.
+// per-connection SCP streams C-STOREs into the object store through the shared InstanceAcceptor.
 import type { Server as NetServer, Socket } from 'node:net';
 import dimse from 'dcmjs-dimse';
 import {
@@ -41,8 +41,7 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
     );
   }
   const limits: DimseLimits = { ...DEFAULT_LIMITS, ...opts.limits };
-  await opts.spool.init();
-  const disk = new DiskWatermark(opts.spool.root, opts.minFreeBytes ?? 0);
+  const disk = new DiskWatermark(opts.dataDir, opts.minFreeBytes ?? 0);
   await disk.refresh();
 
   // The library logs every PDU at info level by default; its warnings and errors are enough.
@@ -55,7 +54,7 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
 
   const ctx: ScpContext = {
     maxPduLength: opts.maxPduLength,
-    acceptor: new InstanceAcceptor({ spool: opts.spool, onStored: opts.onStored, disk }),
+    acceptor: new InstanceAcceptor({ store: opts.store, onStored: opts.onStored, disk }),
     policy: new AssociationPolicy({
       aeTitle,
       peers: opts.peers ?? [],

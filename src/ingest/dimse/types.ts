@@ -1,6 +1,6 @@
 import type { AssociationRecord } from '../../pipeline/keys.ts';
 import type { OnStored } from '../accept.ts';
-import type { Spool } from '../../storage/spool.ts';
+import type { ObjectStore } from '../../storage/object-store.ts';
 import type { PeerSettings } from './association-policy.ts';
 import type { MppsHandler } from './mpps.ts';
 
@@ -25,7 +25,13 @@ export interface DimseServerOptions {
   port: number;
   /** Largest P-DATA PDU we accept (we advertise the smaller of this and the peer's limit). */
   maxPduLength: number;
-  spool: Spool;
+  /** Where instances go (init()'d by the caller). */
+  store: ObjectStore;
+  /**
+   * The local directory whose disk the free-space watermark watches: the data directory. With an object
+   * store that is not the filesystem, that is the local staging/cache disk only.
+   */
+  dataDir: string;
   /**
    * Indexes a stored instance (study index, completion timer). Success is answered only after it resolves;
    * if it throws, the sender gets 0xA700 and will resend.
@@ -40,7 +46,7 @@ export interface DimseServerOptions {
   limits?: Partial<DimseLimits>;
   userIdentity?: { required: boolean; users: readonly { username: string; password: string }[] };
   tls?: DimseTlsOptions;
-  /** Below this much free space in the spool, C-STOREs get 0xA700 (default 0: no watermark). */
+  /** Below this much free space on the data disk, C-STOREs get 0xA700 (default 0: no watermark). */
   minFreeBytes?: number;
   /** Largest instance accepted (default: no limit). */
   maxInstanceBytes?: number;

@@ -1,5 +1,5 @@
 // STOW-RS receiver (PS3.18 §10.5): POST /studies and /studies/{StudyInstanceUID}, multipart/related with
-// application/dicom parts. Each part streams to a spool temp file and goes through the same InstanceAcceptor
+// application/dicom parts. Each part streams to a staged write in the object store and goes through the same InstanceAcceptor
 // as a C-STORE (checks, commit, index, completion timer); the answer lists what was stored and what was not.
 import type { IncomingMessage } from 'node:http';
 import express from 'express';
@@ -174,8 +174,8 @@ async function storePart(
   if (opts.acceptor.disk.isBelow())
     return refuse(STATUS_OUT_OF_RESOURCES, 'spool disk below free-space watermark');
 
-  const { spool } = opts.acceptor;
-  const { path: tempPath, stream } = spool.createTempWriteStream(opts.maxInstanceBytes);
+  const staged = opts.acceptor.store.stage(opts.maxInstanceBytes);
+  const { stream } = staged;
   let writeError: Error | undefined;
   stream.on('error', (err: Error) => (writeError ??= err));
   const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
@@ -194,20 +194,19 @@ async function storePart(
   } catch (err) {
     stream.destroy();
     await closed;
-    await spool.discard(tempPath).catch(() => undefined);
+    await staged.discard();
     throw err;
   }
   if (writeError !== undefined) {
-    const r = await opts.acceptor.writeFailed(tempPath, writeError);
+    const r = await opts.acceptor.writeFailed(staged, writeError);
     if (r.kind === 'refused') events.partRefused(from, r.status, r.reason);
     else events.partFailed(from, r.status, r.reason, r.error);
     return { ok: false, kind: 'refused', status: r.status, reason: r.reason };
   }
   const outcome = await opts.acceptor.accept(
-    tempPath,
+    staged,
     { path: 'stowrs', callingAe: '', address: from },
     studyUid !== undefined ? { studyUid } : {},
-    { head: stream.head, size: stream.bytesWritten },
   );
   if (!outcome.ok) {
     if (outcome.kind === 'refused')

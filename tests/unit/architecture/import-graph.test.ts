@@ -18,7 +18,7 @@ const LIBRARIES: Record<string, string[]> = {
   config: ['util'],
   dicom: ['util'],
   imaging: ['dicom', 'util', 'observability'],
-  storage: ['dicom', 'util', 'observability'],
+  storage: ['dicom', 'config', 'util', 'observability'],
   models: ['dicom', 'imaging', 'pipeline', 'util'],
   pipeline: ['dicom', 'storage', 'config', 'observability', 'util'],
   doctor: ['config', 'util', 'observability'],
