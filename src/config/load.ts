@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { errorMessage } from '../util/error-message.ts';
-import { configSchema, type GatewayConfig } from './schema.ts';
+import { configSchema, S3_MAX_COPY_BYTES, type GatewayConfig } from './schema.ts';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -34,6 +34,14 @@ export const ENV_SETTINGS: Record<string, { path: string[]; parse: (v: string) =
   GATEWAY_REDIS_SENTINEL_PASSWORD: { path: ['redis', 'sentinelPassword'], parse: String },
   GATEWAY_DATA_DIR: { path: ['dataDir'], parse: String },
   GATEWAY_MODELS_DIR: { path: ['modelsDir'], parse: String },
+  // Object storage: the backend, the bucket and where it is, and static credentials (from a Secret).
+  GATEWAY_STORAGE_BACKEND: { path: ['storage', 'backend'], parse: String },
+  GATEWAY_STORAGE_S3_BUCKET: { path: ['storage', 's3', 'bucket'], parse: String },
+  GATEWAY_STORAGE_S3_ENDPOINT: { path: ['storage', 's3', 'endpoint'], parse: String },
+  GATEWAY_STORAGE_S3_REGION: { path: ['storage', 's3', 'region'], parse: String },
+  GATEWAY_STORAGE_S3_PREFIX: { path: ['storage', 's3', 'prefix'], parse: String },
+  GATEWAY_STORAGE_S3_ACCESS_KEY_ID: { path: ['storage', 's3', 'accessKeyId'], parse: String },
+  GATEWAY_STORAGE_S3_SECRET_ACCESS_KEY: { path: ['storage', 's3', 'secretAccessKey'], parse: String },
   GATEWAY_QUIET_PERIOD_MS: { path: ['study', 'quietPeriodMs'], parse: Number },
   GATEWAY_WORKER_CONCURRENCY: { path: ['worker', 'concurrency'], parse: Number },
   GATEWAY_WORKER_DECODE_THREADS: { path: ['worker', 'decodeThreads'], parse: Number },
@@ -136,6 +144,13 @@ export function loadConfig(opts: LoadOptions = {}): GatewayConfig {
     throw new ConfigError(
       `spool.staleTempAfterMs (${config.spool.staleTempAfterMs}) must be at least twice ` +
         `dimse.limits.idleTimeoutMs (${minStaleMs}): a younger temp file may be a live transfer`,
+    );
+  }
+  if (config.storage.backend === 's3' && config.spool.maxInstanceBytes > S3_MAX_COPY_BYTES) {
+    // A staged write becomes visible by one server-side CopyObject, which S3 limits to 5 GiB.
+    throw new ConfigError(
+      `spool.maxInstanceBytes (${config.spool.maxInstanceBytes}) must be at most ${S3_MAX_COPY_BYTES} (5 GiB) ` +
+        'with storage.backend s3: larger objects cannot be committed by one server-side copy',
     );
   }
   if (config.defaultDestination && !config.destinations[config.defaultDestination]) {

@@ -329,6 +329,80 @@ const spoolSchema = z
   .strict()
   .prefault({});
 
+/** Largest object one S3 CopyObject can copy: commits of bigger staged writes would need UploadPartCopy. */
+export const S3_MAX_COPY_BYTES = 5 * 1024 ** 3;
+
+/**
+ * S3-compatible object storage (AWS S3, MinIO, Ceph RGW): src/storage/s3-store.ts. Several gateways may
+ * share one bucket (and prefix); each keeps only a local cache of copies it reads under <dataDir>/cache.
+ */
+const s3StorageSchema = z
+  .object({
+    bucket: z
+      .string()
+      .min(3)
+      .max(255)
+      .regex(/^[A-Za-z0-9._-]+$/, 'a bucket name: letters, digits, dots, hyphens and underscores'),
+    /** http(s) URL of a MinIO / Ceph RGW / other S3-compatible server; unset: AWS S3 for the region. */
+    endpoint: z
+      .url()
+      .refine((u) => /^https?:\/\//i.test(u), 'must be an http:// or https:// URL')
+      .optional(),
+    region: z.string().min(1).default('us-east-1'),
+    /** Put in front of every key (e.g. 'site-a/'), so several deployments can share a bucket. */
+    prefix: z
+      .string()
+      .default('')
+      .refine(
+        (p) => p === '' || (p.endsWith('/') && !p.startsWith('/') && !p.split('/').slice(0, -1).includes('')),
+        "a key prefix such as 'site-a/': ends with '/', no leading '/', no empty segment",
+      ),
+    /** Path-style URLs (endpoint/bucket/key), as MinIO and Ceph need. Unset: on when endpoint is set. */
+    forcePathStyle: z.boolean().optional(),
+    /**
+     * Static credentials (or GATEWAY_STORAGE_S3_ACCESS_KEY_ID / GATEWAY_STORAGE_S3_SECRET_ACCESS_KEY). Unset:
+     * the AWS default chain (AWS_* variables, shared config files, web identity, instance or task role).
+     */
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+    /** Multipart part size of a staged write; memory per write is about partSizeBytes × (queueSize + 2). */
+    partSizeBytes: z
+      .number()
+      .int()
+      .min(5 * 1024 ** 2)
+      .max(512 * 1024 ** 2)
+      .default(8 * 1024 ** 2),
+    /** Parts of one staged write uploaded at once. */
+    queueSize: z.number().int().min(1).max(16).default(2),
+    /** A request whose socket stays silent this long fails (then is retried, up to maxAttempts). */
+    requestTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+    /** TCP (and TLS) connection set-up allowed per attempt. */
+    connectTimeoutMs: z.number().int().min(100).max(60_000).default(3_000),
+    /** Attempts per request, the first included (transient errors and throttling are retried). */
+    maxAttempts: z.number().int().min(1).max(10).default(3),
+  })
+  .strict()
+  .refine((s) => (s.accessKeyId === undefined) === (s.secretAccessKey === undefined), {
+    message: 'storage.s3.accessKeyId and secretAccessKey go together',
+    path: ['secretAccessKey'],
+  });
+
+/**
+ * Where the gateway keeps instances and SR/SEG objects (src/storage/object-store.ts): the local filesystem
+ * under dataDir (the default), or S3-compatible object storage shared by every gateway and worker.
+ */
+const storageSchema = z
+  .object({
+    backend: z.enum(['filesystem', 's3']).default('filesystem'),
+    s3: s3StorageSchema.optional(),
+  })
+  .strict()
+  .refine((s) => s.backend !== 's3' || s.s3 !== undefined, {
+    message: 'storage.backend s3 needs storage.s3 (at least storage.s3.bucket)',
+    path: ['s3'],
+  })
+  .prefault({});
+
 /**
  * Region (a Body Part Examined term such as CHEST) → words that name it in Series Description, Protocol
  * Name or Study Description. Regions given here replace that region's default list; the others keep
@@ -420,6 +494,7 @@ export const configSchema = z
       })
       .prefault({}),
     dataDir: z.string().min(1).default('./data'),
+    storage: storageSchema,
     spool: spoolSchema,
     stowrs: stowrsSchema,
     modelsDir: z.string().min(1).default('./models'),
@@ -538,3 +613,4 @@ export type SeriesCondition = z.infer<typeof seriesConditionSchema>;
 /** Region → keywords, defaults merged in (see anatomyKeywordsSchema). */
 export type AnatomyKeywords = Record<string, string[]>;
 export type DestinationConfig = z.infer<typeof destinationSchema>;
+export type S3StorageConfig = z.infer<typeof s3StorageSchema>;

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { ConfigError, loadConfig } from '../../../src/config/load.ts';
+import { REDACTED, redactSecrets } from '../../../src/config/redact.ts';
 
 function yamlFile(text: string): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'aigw-config-'));
@@ -146,4 +147,73 @@ test('Redis Sentinel from the environment: sentinels, master name and passwords,
     (err: unknown) =>
       err instanceof ConfigError && /redis\.sentinels and redis\.name go together/.test(err.message),
   );
+});
+
+test('storage: the filesystem by default; S3 from the file and the environment, secrets redacted', () => {
+  const d = loadConfig({ env: {} });
+  assert.equal(d.storage.backend, 'filesystem');
+  assert.equal(d.storage.s3, undefined);
+
+  const file = yamlFile(
+    'storage:\n  backend: s3\n  s3:\n    bucket: dicom-ai-gateway\n    endpoint: http://minio:9000\n    prefix: site-a/\n',
+  );
+  const c = loadConfig({
+    configPath: file,
+    env: {
+      GATEWAY_STORAGE_S3_ACCESS_KEY_ID: 'AKIAEXAMPLE',
+      GATEWAY_STORAGE_S3_SECRET_ACCESS_KEY: 'super-secret-key-value',
+      GATEWAY_STORAGE_S3_REGION: 'eu-west-1',
+    },
+  });
+  assert.equal(c.storage.backend, 's3');
+  assert.deepEqual(c.storage.s3, {
+    bucket: 'dicom-ai-gateway',
+    endpoint: 'http://minio:9000',
+    region: 'eu-west-1',
+    prefix: 'site-a/',
+    accessKeyId: 'AKIAEXAMPLE',
+    secretAccessKey: 'super-secret-key-value',
+    partSizeBytes: 8 * 1024 * 1024,
+    queueSize: 2,
+    requestTimeoutMs: 10_000,
+    connectTimeoutMs: 3_000,
+    maxAttempts: 3,
+  });
+  const printed = JSON.stringify(redactSecrets(c));
+  assert.ok(!printed.includes('super-secret-key-value'), 'config check never prints the secret key');
+  const s3 = (redactSecrets(c) as { storage: { s3: Record<string, unknown> } }).storage.s3;
+  assert.equal(s3.secretAccessKey, REDACTED);
+  assert.equal(s3.accessKeyId, 'AKIAEXAMPLE', 'the key id names the credential, it is not one');
+
+  const env = loadConfig({
+    env: { GATEWAY_STORAGE_BACKEND: 's3', GATEWAY_STORAGE_S3_BUCKET: 'b-1', GATEWAY_STORAGE_S3_PREFIX: '' },
+  });
+  assert.equal(env.storage.s3?.bucket, 'b-1');
+  assert.equal(env.storage.s3?.endpoint, undefined);
+});
+
+test('storage: an unusable S3 configuration is refused at load', () => {
+  const refused = (overrides: Record<string, unknown>, message: RegExp) =>
+    assert.throws(
+      () => loadConfig({ env: {}, overrides }),
+      (err: unknown) => err instanceof ConfigError && message.test(err.message),
+    );
+  refused({ 'storage.backend': 's3' }, /storage\.backend s3 needs storage\.s3/);
+  refused(
+    { 'storage.backend': 's3', 'storage.s3.bucket': 'b', 'storage.s3.prefix': 'site-a' },
+    /ends with '\/'/,
+  );
+  refused({ 'storage.s3.bucket': 'bucket', 'storage.s3.prefix': '/a/' }, /no leading/);
+  refused(
+    { 'storage.s3.bucket': 'bucket', 'storage.s3.accessKeyId': 'AKIA' },
+    /accessKeyId and secretAccessKey go together/,
+  );
+  refused({ 'storage.s3.bucket': 'bucket', 'storage.s3.endpoint': 'ftp://minio' }, /http:\/\/ or https:\/\//);
+  refused({ 'storage.s3.bucket': 'bucket', 'storage.s3.partSizeBytes': 1024 }, /partSizeBytes/);
+  refused(
+    { 'storage.backend': 's3', 'storage.s3.bucket': 'bucket', 'spool.maxInstanceBytes': 6 * 1024 ** 3 },
+    /at most 5368709120 \(5 GiB\) with storage\.backend s3/,
+  );
+  // The same limit is fine on the filesystem.
+  loadConfig({ env: {}, overrides: { 'spool.maxInstanceBytes': 6 * 1024 ** 3 } });
 });

@@ -1,0 +1,821 @@
+// The S3-compatible ObjectStore (AWS S3, MinIO, Ceph RGW): every key lives at <prefix><key> in one bucket
+// that several gateways and workers may share. A staged write streams to a staging object
+// <prefix>staging/<time>-<uuid> (multipart for large objects, memory bounded by partSize × queueSize) and
+// becomes visible by a server-side CopyObject to its key, which also stamps the write time in the object's
+// metadata; the staging object is deleted after. Nothing here assumes a single writer: staging names are
+// unique per write, S3 replaces an object atomically, and retire() compares write times (see below).
+import { randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readdir, stat as statFile, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  AbortMultipartUploadCommand,
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type HeadObjectCommandOutput,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import {
+  InstanceTooLargeError,
+  ObjectNotFoundError,
+  type FlowControl,
+  type LocalCopy,
+  type ObjectStore,
+  type RetireOutcome,
+  type StagedStream,
+  type StagedWrite,
+  type StoredObject,
+} from './object-store.ts';
+
+/** Largest object one CopyObject can copy (S3's limit): a bigger staged write could not be committed. */
+export const S3_MAX_COPY_BYTES = 5 * 1024 ** 3;
+/** The staged write keeps this many first bytes for the header parser. */
+const HEAD_BYTES = 64 * 1024;
+/** Object metadata (x-amz-meta-written-at) holding the epoch ms of the write that made the object. */
+const WRITTEN_AT = 'written-at';
+const STAGING = 'staging/';
+const CONTENT_TYPE = 'application/dicom';
+/** Local copies older than this are leftovers of a crashed process (a reader holds one for minutes). */
+const STALE_CACHE_MS = 24 * 3600_000;
+/** DeleteObjects takes at most this many keys. */
+const DELETE_BATCH = 1000;
+
+/** The settings of storage.s3 (src/config/schema.ts) that the store uses, plus its local cache directory. */
+export interface S3StoreOptions {
+  bucket: string;
+  /** http(s) URL of MinIO / Ceph RGW / another S3-compatible server; unset: AWS S3 for the region. */
+  endpoint?: string;
+  region: string;
+  /** '' or a prefix ending in '/' put in front of every key. */
+  prefix: string;
+  /** Unset: on when endpoint is set (MinIO, Ceph). */
+  forcePathStyle?: boolean;
+  /** Both or neither; neither: the AWS default credential chain. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  partSizeBytes: number;
+  queueSize: number;
+  /** Socket inactivity allowed per request. */
+  requestTimeoutMs: number;
+  connectTimeoutMs: number;
+  maxAttempts: number;
+  /** Local directory for localCopy() files (<dataDir>/cache). */
+  cacheDir: string;
+}
+
+/** An S3 failure described for an operator: what failed, where, and the likely cause. Never holds secrets. */
+export class S3StoreError extends Error {
+  constructor(
+    message: string,
+    /** 'bucket-missing' | 'access-denied' | 'unreachable' | 'timeout' | 'no-credentials' | 'other' */
+    readonly reason: S3FailureReason,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'S3StoreError';
+  }
+}
+
+export type S3FailureReason =
+  'bucket-missing' | 'access-denied' | 'unreachable' | 'timeout' | 'no-credentials' | 'other';
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+]);
+
+function statusOf(err: unknown): number | undefined {
+  return (err as SdkError | undefined)?.$metadata?.httpStatusCode;
+}
+
+function nameOf(err: unknown): string {
+  return (err as SdkError | undefined)?.name ?? '';
+}
+
+function isNotFound(err: unknown): boolean {
+  const name = nameOf(err);
+  return name === 'NoSuchKey' || name === 'NotFound' || (statusOf(err) === 404 && name !== 'NoSuchBucket');
+}
+
+/**
+ * A new client for one store. The SDK's NodeVersionSupportWarning (it will need Node 22 from 2027; this
+ * project pins its SDK version) is switched off through the SDK's own variable, unless the operator set it;
+ * every other warning is left alone.
+ */
+function createClient(o: S3StoreOptions): S3Client {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  return new S3Client({
+    region: o.region,
+    ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}),
+    forcePathStyle: o.forcePathStyle ?? o.endpoint !== undefined,
+    ...(o.accessKeyId !== undefined && o.secretAccessKey !== undefined
+      ? { credentials: { accessKeyId: o.accessKeyId, secretAccessKey: o.secretAccessKey } }
+      : {}),
+    maxAttempts: o.maxAttempts,
+    // MinIO, Ceph and older S3-compatible servers reject the aws-chunked trailing checksums the SDK
+    // otherwise adds to every upload; parts carry Content-MD5-free plain bodies and S3 still checks
+    // Content-Length and the signature.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    // Node http handler settings: connect timeout, and socket inactivity allowed per request.
+    requestHandler: { connectionTimeout: o.connectTimeoutMs, socketTimeout: o.requestTimeoutMs },
+  });
+}
+
+export class S3ObjectStore implements ObjectStore {
+  readonly kind = 's3' as const;
+  readonly location: string;
+  readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+  /** Where the bucket is, for messages: the endpoint's origin (no userinfo), or AWS and the region. */
+  private readonly where: string;
+  private readonly attempts = new Map<string, number>();
+  private readonly operations = new Map<string, number>();
+  /** Cleared when the server answered a conditional DeleteObject with NotImplemented. */
+  private conditionalDelete = true;
+  private closed = false;
+
+  constructor(private readonly opts: S3StoreOptions) {
+    if (opts.prefix !== '' && !opts.prefix.endsWith('/'))
+      throw new Error(`S3 key prefix '${opts.prefix}' must end with '/'`);
+    this.bucket = opts.bucket;
+    this.prefix = opts.prefix;
+    this.location = `s3://${opts.bucket}/${opts.prefix}`;
+    this.where = opts.endpoint !== undefined ? safeOrigin(opts.endpoint) : `AWS S3 (${opts.region})`;
+    this.client = createClient(opts);
+    // Operations, and HTTP attempts (retries included), by operation: the request-count figures.
+    const count = (counts: Map<string, number>, name: unknown): void => {
+      const op = String(name ?? 'unknown').replace(/Command$/, '');
+      counts.set(op, (counts.get(op) ?? 0) + 1);
+    };
+    this.client.middlewareStack.add(
+      (next, context) => (args) => {
+        count(this.operations, context.commandName);
+        return next(args);
+      },
+      { step: 'initialize', name: 'aigwOperationCounter' },
+    );
+    this.client.middlewareStack.add(
+      (next, context) => (args) => {
+        count(this.attempts, context.commandName);
+        return next(args);
+      },
+      { step: 'deserialize', name: 'aigwRequestCounter' },
+    );
+  }
+
+  /** HTTP requests sent so far by operation (PutObject, CopyObject, ...), retries included. */
+  requestCounts(): Record<string, number> {
+    return sortedRecord(this.attempts);
+  }
+
+  /** Operations called so far (a retried request counts once). */
+  operationCounts(): Record<string, number> {
+    return sortedRecord(this.operations);
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.opts.cacheDir, { recursive: true });
+    await this.sweepCache();
+    await this.check();
+  }
+
+  async check(): Promise<void> {
+    // Readiness must answer quickly: one attempt, bounded by the connect and request timeouts and 5 s.
+    const limit = Math.min(5_000, this.opts.connectTimeoutMs + this.opts.requestTimeoutMs);
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), {
+        abortSignal: AbortSignal.timeout(limit),
+      });
+    } catch (err) {
+      throw this.describe(err, 'HeadBucket', undefined, limit);
+    }
+  }
+
+  stage(maxBytes = Number.MAX_SAFE_INTEGER, flow?: FlowControl): StagedWrite {
+    const stagingKey = `${this.prefix}${STAGING}${Date.now()}-${randomUUID()}`;
+    return new S3StagedWrite(this, stagingKey, Math.min(maxBytes, S3_MAX_COPY_BYTES), flow);
+  }
+
+  async put(key: string, bytes: Buffer): Promise<void> {
+    const full = this.fullKey(key);
+    await this.send('PutObject', key, () =>
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: full,
+          Body: bytes,
+          ContentLength: bytes.length,
+          ContentType: CONTENT_TYPE,
+          Metadata: { [WRITTEN_AT]: String(Date.now()) },
+        }),
+      ),
+    );
+  }
+
+  async get(key: string): Promise<Buffer> {
+    const full = this.fullKey(key);
+    const res = await this.send('GetObject', key, () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: full })),
+    );
+    if (res.Body === undefined) return Buffer.alloc(0);
+    const bytes = await res.Body.transformToByteArray();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  async localCopy(key: string): Promise<LocalCopy> {
+    const full = this.fullKey(key);
+    await mkdir(this.opts.cacheDir, { recursive: true });
+    const file = path.join(this.opts.cacheDir, `${Date.now()}-${randomUUID()}-${path.posix.basename(key)}`);
+    const res = await this.send('GetObject', key, () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: full })),
+    );
+    try {
+      const body = res.Body instanceof Readable ? res.Body : Readable.from([]);
+      await pipeline(body, createWriteStream(file, { flags: 'wx', mode: 0o640 }));
+    } catch (err) {
+      await unlinkQuietly(file);
+      throw this.describe(err, 'GetObject', key);
+    }
+    let released = false;
+    return {
+      path: file,
+      release: async () => {
+        if (released) return;
+        released = true;
+        await unlinkQuietly(file);
+      },
+    };
+  }
+
+  async stat(key: string): Promise<StoredObject | undefined> {
+    const head = await this.head(key);
+    if (head === undefined) return undefined;
+    return { key, size: head.ContentLength ?? 0, modifiedAt: writtenAt(head) };
+  }
+
+  /**
+   * Committed objects under prefix in key order. modifiedAt is the server's LastModified (whole seconds):
+   * the listing does not carry metadata, and a HEAD per object would multiply the cost; stat() gives the
+   * exact write time.
+   */
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    const staging = this.prefix + STAGING;
+    for await (const page of this.pages(prefix)) {
+      for (const o of page) {
+        if (o.Key === undefined || o.Key.startsWith(staging)) continue;
+        yield {
+          key: o.Key.slice(this.prefix.length),
+          size: o.Size ?? 0,
+          modifiedAt: o.LastModified?.getTime() ?? 0,
+        };
+      }
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const full = this.fullKey(key);
+    // S3 answers 204 for an absent key too.
+    await this.send('DeleteObject', key, () =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: full })),
+    );
+  }
+
+  async deletePrefix(prefix: string): Promise<number> {
+    const staging = this.prefix + STAGING;
+    let removed = 0;
+    for await (const page of this.pages(prefix)) {
+      const keys = page
+        .map((o) => o.Key)
+        .filter((k): k is string => k !== undefined && !k.startsWith(staging));
+      removed += await this.deleteKeys(keys);
+    }
+    return removed;
+  }
+
+  /**
+   * Removes key if the copy there was written no later than writtenBy. The write time is the metadata the
+   * gateway stamped when it wrote the object (its own clock, like writtenBy), else LastModified.
+   *
+   * Race: a newer copy may be committed between the HEAD and the DELETE. The DELETE carries If-Match with
+   * the ETag the HEAD saw, so S3 (conditional deletes) and servers that honour it refuse to delete a copy
+   * with different bytes (412: 'kept'). A byte-identical re-send has the same ETag and can still be removed
+   * in that one-round-trip window, as can any copy on a server that ignores If-Match; a server that
+   * answers NotImplemented gets plain DELETEs from then on.
+   */
+  async retire(key: string, writtenBy: number): Promise<RetireOutcome> {
+    const head = await this.head(key);
+    if (head === undefined) return 'absent';
+    if (writtenAt(head) > writtenBy) return 'kept';
+    const full = this.fullKey(key);
+    if (this.conditionalDelete && head.ETag !== undefined) {
+      try {
+        await this.client.send(
+          new DeleteObjectCommand({ Bucket: this.bucket, Key: full, IfMatch: head.ETag }),
+        );
+        return 'removed';
+      } catch (err) {
+        const status = statusOf(err);
+        if (status === 412 || nameOf(err) === 'PreconditionFailed') return 'kept';
+        if (isNotFound(err)) return 'absent';
+        if (status !== 501 && nameOf(err) !== 'NotImplemented') throw this.describe(err, 'DeleteObject', key);
+        this.conditionalDelete = false;
+      }
+    }
+    await this.delete(key);
+    return 'removed';
+  }
+
+  /**
+   * Deletes staging objects (writes finished but never committed nor discarded: a crash between the two)
+   * and aborts multipart uploads under staging/ (a crash mid-upload) started more than olderThanMs ago,
+   * by any gateway sharing the bucket. Ages come from the server's clock against ours, so keep olderThanMs
+   * far above any clock skew (the default is an hour). Also sweeps stale local copies.
+   */
+  async cleanupStaging(olderThanMs: number): Promise<number> {
+    const cutoff = Date.now() - olderThanMs;
+    const stagingPrefix = this.prefix + STAGING;
+    let removed = 0;
+    for await (const page of this.pages(STAGING, true)) {
+      const stale = page
+        .filter((o) => o.Key?.startsWith(stagingPrefix) && (o.LastModified?.getTime() ?? 0) <= cutoff)
+        .map((o) => o.Key!);
+      removed += await this.deleteKeys(stale);
+    }
+    removed += await this.abortStaleUploads(stagingPrefix, cutoff);
+    await this.sweepCache();
+    return removed;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.destroy();
+  }
+
+  // ---- internals shared with the staged write ----
+
+  /** <prefix><key>, after checking that key is a relative object key outside the staging area. */
+  fullKey(key: string): string {
+    if (
+      key === '' ||
+      key.startsWith('/') ||
+      key.startsWith(STAGING) ||
+      key.split('/').some((s) => s === '' || s === '.' || s === '..')
+    )
+      throw new Error(`not an object key: ${JSON.stringify(key)}`);
+    return this.prefix + key;
+  }
+
+  get bucketName(): string {
+    return this.bucket;
+  }
+
+  get options(): S3StoreOptions {
+    return this.opts;
+  }
+
+  /** Runs an SDK call, turning its failure into an operator-readable error (ObjectNotFoundError for 404). */
+  async send<T>(op: string, key: string | undefined, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      throw this.describe(err, op, key);
+    }
+  }
+
+  describe(err: unknown, op: string, key?: string, timeoutMs?: number): Error {
+    if (err instanceof S3StoreError || err instanceof ObjectNotFoundError) return err;
+    const name = nameOf(err);
+    const status = statusOf(err);
+    const code = (err as SdkError | undefined)?.code ?? '';
+    const what = `S3 ${op}${key !== undefined ? ` of ${key}` : ''} in bucket '${this.bucket}' at ${this.where}`;
+    if (name === 'NoSuchBucket' || (op === 'HeadBucket' && status === 404))
+      return new S3StoreError(
+        `S3 bucket '${this.bucket}' does not exist at ${this.where} (create it, or fix storage.s3.bucket)`,
+        'bucket-missing',
+        { cause: err },
+      );
+    if (key !== undefined && isNotFound(err)) return new ObjectNotFoundError(key);
+    if (name === 'InvalidAccessKeyId')
+      return new S3StoreError(
+        `${what} failed: access denied, the access key id is not known to the server (InvalidAccessKeyId); ` +
+          'check storage.s3.accessKeyId or the AWS credentials in use',
+        'access-denied',
+        { cause: err },
+      );
+    if (name === 'SignatureDoesNotMatch')
+      return new S3StoreError(
+        `${what} failed: access denied, the secret access key does not match the access key id ` +
+          '(SignatureDoesNotMatch); check storage.s3.secretAccessKey',
+        'access-denied',
+        { cause: err },
+      );
+    if (
+      status === 403 ||
+      name === 'AccessDenied' ||
+      name === 'Forbidden' ||
+      name === 'ExpiredToken' ||
+      name === 'InvalidToken'
+    )
+      return new S3StoreError(
+        `${what} failed: access denied (${name && name !== 'Unknown' ? name : `HTTP ${status}`}); the credentials lack permission on the bucket ` +
+          '(see the bucket policy in docs/scale-out.md) or have expired',
+        'access-denied',
+        { cause: err },
+      );
+    if (name === 'CredentialsProviderError')
+      return new S3StoreError(
+        `${what} failed: no S3 credentials found; set storage.s3.accessKeyId and secretAccessKey ` +
+          '(or GATEWAY_STORAGE_S3_ACCESS_KEY_ID / GATEWAY_STORAGE_S3_SECRET_ACCESS_KEY), or give the host an ' +
+          'AWS role',
+        'no-credentials',
+        { cause: err },
+      );
+    if (NETWORK_CODES.has(code) || NETWORK_CODES.has(name))
+      return new S3StoreError(
+        `${what} failed: the S3 server is unreachable (${code || name}${code === 'ECONNREFUSED' ? ': connection refused' : ''})`,
+        'unreachable',
+        { cause: err },
+      );
+    if (name === 'TimeoutError' || name === 'AbortError' || code === 'ETIMEDOUT')
+      return new S3StoreError(
+        `${what} failed: the S3 server did not answer in time (${
+          timeoutMs !== undefined
+            ? `${timeoutMs} ms`
+            : `${this.opts.connectTimeoutMs} ms to connect, ${this.opts.requestTimeoutMs} ms of silence`
+        })`,
+        'timeout',
+        { cause: err },
+      );
+    const detail = err instanceof Error ? err.message : String(err);
+    return new S3StoreError(`${what} failed: ${name ? `${name}: ` : ''}${detail}`, 'other', { cause: err });
+  }
+
+  private async head(key: string): Promise<HeadObjectCommandOutput | undefined> {
+    const full = this.fullKey(key);
+    try {
+      return await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: full }));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw this.describe(err, 'HeadObject', key);
+    }
+  }
+
+  /** ListObjectsV2 pages under <prefix><relPrefix>; raw keys. */
+  private async *pages(relPrefix: string, staging = false) {
+    if (!staging && (relPrefix.startsWith('/') || relPrefix.split('/').includes('..')))
+      throw new Error(`not a key prefix: ${JSON.stringify(relPrefix)}`);
+    let token: string | undefined;
+    do {
+      const res = await this.send('ListObjectsV2', undefined, () =>
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.prefix + relPrefix,
+            ...(token !== undefined ? { ContinuationToken: token } : {}),
+          }),
+        ),
+      );
+      yield res.Contents ?? [];
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token !== undefined);
+  }
+
+  /** DeleteObjects in batches of 1000 full keys; returns how many went. */
+  private async deleteKeys(keys: string[]): Promise<number> {
+    let removed = 0;
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      const batch = keys.slice(i, i + DELETE_BATCH);
+      const res = await this.send('DeleteObjects', undefined, () =>
+        this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+          }),
+        ),
+      );
+      const failed = res.Errors ?? [];
+      if (failed.length > 0) {
+        const first = failed[0]!;
+        throw new S3StoreError(
+          `S3 DeleteObjects in bucket '${this.bucket}' at ${this.where} failed for ${failed.length} of ` +
+            `${batch.length} keys (first: ${first.Key ?? '?'}: ${first.Code ?? ''} ${first.Message ?? ''})`,
+          first.Code === 'AccessDenied' ? 'access-denied' : 'other',
+        );
+      }
+      removed += batch.length;
+    }
+    return removed;
+  }
+
+  /**
+   * Aborts multipart uploads under staging/ initiated before cutoff. A server without
+   * ListMultipartUploads (NotImplemented) has nothing to abort that we could find: 0. The bucket's
+   * lifecycle rule (docs/scale-out.md) covers what is missed.
+   */
+  private async abortStaleUploads(stagingPrefix: string, cutoff: number): Promise<number> {
+    let aborted = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      let res;
+      try {
+        res = await this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            Prefix: stagingPrefix,
+            ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+            ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+          }),
+        );
+      } catch (err) {
+        if (statusOf(err) === 501 || nameOf(err) === 'NotImplemented') return aborted;
+        throw this.describe(err, 'ListMultipartUploads');
+      }
+      for (const u of res.Uploads ?? []) {
+        if (u.Key === undefined || u.UploadId === undefined) continue;
+        if ((u.Initiated?.getTime() ?? 0) > cutoff) continue;
+        const { Key, UploadId } = u;
+        await this.send('AbortMultipartUpload', undefined, () =>
+          this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })),
+        ).catch((err: unknown) => {
+          if (!isNotFound(err) && nameOf((err as S3StoreError).cause) !== 'NoSuchUpload') throw err;
+        });
+        aborted++;
+      }
+      keyMarker = res.IsTruncated ? res.NextKeyMarker : undefined;
+      uploadIdMarker = res.IsTruncated ? res.NextUploadIdMarker : undefined;
+    } while (keyMarker !== undefined);
+    return aborted;
+  }
+
+  /** Removes local copies a crashed process left behind. */
+  private async sweepCache(): Promise<void> {
+    const entries = await readdir(this.opts.cacheDir).catch(() => [] as string[]);
+    const cutoff = Date.now() - STALE_CACHE_MS;
+    for (const name of entries) {
+      const file = path.join(this.opts.cacheDir, name);
+      const info = await statFile(file).catch(() => undefined);
+      if (info?.isFile() && info.mtimeMs < cutoff) await unlinkQuietly(file);
+    }
+  }
+}
+
+/** The write time stamped at commit/put; LastModified (whole seconds, server clock) for foreign objects. */
+function writtenAt(head: HeadObjectCommandOutput): number {
+  const stamped = Number(head.Metadata?.[WRITTEN_AT]);
+  if (Number.isSafeInteger(stamped) && stamped > 0) return stamped;
+  return head.LastModified?.getTime() ?? 0;
+}
+
+function sortedRecord(counts: Map<string, number>): Record<string, number> {
+  return Object.fromEntries([...counts].sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+function safeOrigin(endpoint: string): string {
+  try {
+    return new URL(endpoint).origin;
+  } catch {
+    return 'the configured endpoint';
+  }
+}
+
+async function unlinkQuietly(file: string): Promise<void> {
+  await unlink(file).catch(() => undefined);
+}
+
+function encodeCopySource(bucket: string, key: string): string {
+  return `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+type Phase = 'writing' | 'staged' | 'committing' | 'committed' | 'discarded';
+
+/** A write staged in <prefix>staging/…; see ObjectStore.stage. */
+class S3StagedWrite implements StagedWrite {
+  readonly stream: S3StagingStream;
+  private phase: Phase = 'writing';
+
+  constructor(
+    private readonly store: S3ObjectStore,
+    private readonly stagingKey: string,
+    maxBytes: number,
+    flow: FlowControl | undefined,
+  ) {
+    this.stream = new S3StagingStream(store, stagingKey, maxBytes, flow);
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (!this.stream.writableFinished)
+      throw new Error('staged bytes are readable only after the stream finished');
+    const size = this.stream.bytesWritten;
+    const end = Math.min(offset + length, size);
+    if (offset >= end) return Buffer.alloc(0);
+    const head = this.stream.head;
+    // The header parser mostly asks for what the head already holds: no request then.
+    if (end <= head.length) return Buffer.from(head.subarray(offset, end));
+    const res = await this.store.send('GetObject', undefined, () =>
+      this.store.client.send(
+        new GetObjectCommand({
+          Bucket: this.store.bucketName,
+          Key: this.stagingKey,
+          Range: `bytes=${offset}-${end - 1}`,
+        }),
+      ),
+    );
+    const bytes = (await res.Body?.transformToByteArray()) ?? new Uint8Array();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  async commit(key: string): Promise<void> {
+    if (this.phase !== 'staged') {
+      if (this.phase === 'writing' && this.stream.writableFinished) this.phase = 'staged';
+      else throw new Error(`cannot commit a staged write that is ${this.phase}`);
+    }
+    const full = this.store.fullKey(key);
+    if (this.stream.bytesWritten > S3_MAX_COPY_BYTES) throw new InstanceTooLargeError(S3_MAX_COPY_BYTES);
+    this.phase = 'committing';
+    const bucket = this.store.bucketName;
+    try {
+      // Taken before the copy: a time recorded after commit() (the index's receivedAt) is never earlier.
+      const writtenAtMs = Date.now();
+      await this.store.send('CopyObject', key, () =>
+        this.store.client.send(
+          new CopyObjectCommand({
+            Bucket: bucket,
+            Key: full,
+            CopySource: encodeCopySource(bucket, this.stagingKey),
+            MetadataDirective: 'REPLACE',
+            Metadata: { [WRITTEN_AT]: String(writtenAtMs) },
+            ContentType: CONTENT_TYPE,
+          }),
+        ),
+      );
+    } catch (err) {
+      this.phase = 'staged';
+      throw err;
+    }
+    this.phase = 'committed';
+    // The object is committed; a staging object that fails to go now is swept by cleanupStaging later.
+    await this.store.client
+      .send(new DeleteObjectCommand({ Bucket: bucket, Key: this.stagingKey }))
+      .catch(() => undefined);
+  }
+
+  async discard(): Promise<void> {
+    if (this.phase === 'committed' || this.phase === 'committing' || this.phase === 'discarded') return;
+    this.phase = 'discarded';
+    try {
+      if (!this.stream.destroyed) this.stream.destroy();
+      // Waits for parts in flight, so nothing lands after the delete below; lib-storage aborts the
+      // multipart upload itself when its source fails.
+      await this.stream.settled;
+      await this.store.client.send(
+        new DeleteObjectCommand({ Bucket: this.store.bucketName, Key: this.stagingKey }),
+      );
+    } catch {
+      // Never rejects: what is left is swept by cleanupStaging.
+    }
+  }
+}
+
+type WriteCallback = (error: Error | null | undefined) => void;
+
+/**
+ * Feeds a lib-storage Upload through a small PassThrough. Each write waits until the PassThrough takes it,
+ * so at most the PassThrough's buffer, the parts being uploaded (queueSize) and the part being filled are in
+ * memory; with flow, the source is paused while this stream's own buffer is full. 'finish' comes only after
+ * the upload is acknowledged (_final).
+ */
+class S3StagingStream extends Writable implements StagedStream {
+  bytesWritten = 0;
+  /** Resolves (never rejects) once the upload ended, either way. */
+  readonly settled: Promise<void>;
+  private readonly body: PassThrough;
+  private uploadError: Error | undefined;
+  private uploadDone = false;
+  private pending: ((err?: Error | null) => void) | undefined;
+  private headChunks: Buffer[] = [];
+  private headLength = 0;
+
+  constructor(
+    private readonly store: S3ObjectStore,
+    private readonly stagingKey: string,
+    private readonly maxBytes: number,
+    private readonly flow?: FlowControl,
+  ) {
+    super({ highWaterMark: 1024 * 1024 });
+    this.body = new PassThrough({ highWaterMark: 1024 * 1024 });
+    this.body.on('drain', () => this.release());
+    // The source's error is lib-storage's to see (it stops the upload); not an unhandled 'error' here.
+    this.body.on('error', () => undefined);
+    const upload = new Upload({
+      client: store.client,
+      params: { Bucket: store.bucketName, Key: stagingKey, Body: this.body },
+      partSize: store.options.partSizeBytes,
+      queueSize: store.options.queueSize,
+      // We abort a failed multipart upload ourselves: lib-storage would report the abort's own failure (a
+      // server that is down, or lacks AbortMultipartUpload) instead of the error that stopped the upload.
+      leavePartsOnError: true,
+    });
+    this.settled = upload.done().then(
+      () => {
+        this.uploadDone = true;
+      },
+      async (err: unknown) => {
+        this.uploadError = store.describe(err, 'upload', undefined);
+        // Every part in flight has ended by now. Best effort: cleanupStaging and the bucket's lifecycle
+        // rule remove what an unreachable server keeps.
+        const uploadId = upload.uploadId;
+        if (uploadId !== undefined)
+          await store.client
+            .send(
+              new AbortMultipartUploadCommand({
+                Bucket: store.bucketName,
+                Key: stagingKey,
+                UploadId: uploadId,
+              }),
+            )
+            .catch(() => undefined);
+        this.uploadDone = true;
+        this.release(this.uploadError);
+      },
+    );
+    if (flow !== undefined) {
+      this.on('drain', () => flow.resume());
+      this.on('close', () => flow.resume());
+    }
+  }
+
+  override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
+    const ok = typeof encoding === 'string' ? super.write(chunk, encoding, cb) : super.write(chunk, encoding);
+    // A failed or ended stream drains nothing: pausing the source then would stall it for good.
+    if (this.destroyed || this.writableEnded) return true;
+    if (!ok) this.flow?.pause();
+    return ok;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    if (this.uploadError !== undefined) return done(this.uploadError);
+    if (this.bytesWritten + chunk.length > this.maxBytes)
+      return done(new InstanceTooLargeError(this.maxBytes));
+    this.bytesWritten += chunk.length;
+    this.noteHead(chunk);
+    if (this.body.write(chunk)) return done();
+    this.pending = done;
+  }
+
+  private release(err?: Error): void {
+    const done = this.pending;
+    this.pending = undefined;
+    done?.(err ?? null);
+  }
+
+  private noteHead(chunk: Buffer): void {
+    if (this.headLength >= HEAD_BYTES) return;
+    const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
+    this.headChunks.push(Buffer.from(part));
+    this.headLength += part.length;
+  }
+
+  get head(): Buffer {
+    if (this.headChunks.length > 1) this.headChunks = [Buffer.concat(this.headChunks)];
+    return this.headChunks[0] ?? Buffer.alloc(0);
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    this.body.end();
+    void this.settled.then(() => done(this.uploadError ?? null));
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    // Unfinished: fail the source, so lib-storage stops reading and waits for its parts in flight (then the
+    // multipart upload is aborted above), or never sends the single PUT.
+    if (!this.uploadDone) this.body.destroy(err ?? new Error('staged write discarded'));
+    this.pending = undefined;
+    done(err);
+  }
+}

@@ -1,0 +1,111 @@
+// An S3-compatible server for tests: s3rver in a child process on a loopback port, with its buckets in a
+// temp directory. A child, so that stopping it is a real outage (connection refused) and so that the
+// test process's RSS measures the client alone. Production points at MinIO, Ceph RGW or AWS S3, never
+// s3rver (see docs/scale-out.md).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+/** s3rver's fixed credentials. */
+export const S3RVER_ACCESS_KEY_ID = 'S3RVER';
+export const S3RVER_SECRET_ACCESS_KEY = 'S3RVER';
+
+export interface S3TestServer {
+  endpoint: string;
+  port: number;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** Where s3rver keeps its buckets. */
+  directory: string;
+  /** SIGTERM (SIGKILL after 3 s); the data directory stays, for start() again. */
+  stop(): Promise<void>;
+  /** Starts the server again on the same port and directory. */
+  start(): Promise<void>;
+  /** stop(), then removes the data directory. */
+  dispose(): Promise<void>;
+}
+
+const CHILD = `
+const S3rver = require('s3rver');
+const cfg = JSON.parse(process.env.S3_TEST_SERVER);
+const server = new S3rver({
+  port: cfg.port,
+  address: '127.0.0.1',
+  silent: true,
+  directory: cfg.directory,
+  configureBuckets: cfg.buckets.map((name) => ({ name })),
+});
+server.run().then(
+  (addr) => process.stdout.write('PORT ' + addr.port + '\\n'),
+  (err) => { process.stderr.write(String(err && err.stack || err) + '\\n'); process.exit(1); },
+);
+process.on('SIGTERM', () => server.close().finally(() => process.exit(0)));
+`;
+
+export async function startS3Server(opts: { buckets?: string[] } = {}): Promise<S3TestServer> {
+  const buckets = opts.buckets ?? ['dicom-ai-gateway'];
+  const directory = mkdtempSync(path.join(tmpdir(), 'aigw-s3rver-'));
+  let child: ChildProcess | undefined;
+  let port = 0;
+
+  const start = async (): Promise<void> => {
+    // s3rver's ListObjectsV2 continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider.
+    const proc = spawn(process.execPath, ['--openssl-legacy-provider', '-e', CHILD], {
+      cwd: path.resolve(import.meta.dirname, '../..'),
+      env: { ...process.env, S3_TEST_SERVER: JSON.stringify({ port, directory, buckets }) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child = proc;
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    port = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`s3rver did not start in 15 s: ${stderr}`)), 15_000);
+      proc.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /PORT (\d+)/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        }
+      });
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`s3rver exited with ${code}: ${stderr}`));
+      });
+    });
+  };
+
+  const stop = async (): Promise<void> => {
+    const proc = child;
+    child = undefined;
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 3_000);
+    await exited;
+    clearTimeout(timer);
+  };
+
+  await start();
+  return {
+    get endpoint() {
+      return `http://127.0.0.1:${port}`;
+    },
+    get port() {
+      return port;
+    },
+    region: 'us-east-1',
+    accessKeyId: S3RVER_ACCESS_KEY_ID,
+    secretAccessKey: S3RVER_SECRET_ACCESS_KEY,
+    directory,
+    stop,
+    start,
+    async dispose() {
+      await stop();
+      rmSync(directory, { recursive: true, force: true });
+    },
+  };
+}
