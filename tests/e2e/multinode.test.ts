@@ -233,7 +233,7 @@ test(
           .sort(),
       );
       // Each gateway's ingest wrote to S3, not only to its own disk; Redis names no host path.
-      const objects = await c.s3.listKeys(c.storagePrefix);
+      const objects = await c.listKeys(c.storagePrefix);
       assert.ok(objects.length >= files.length, `${objects.length} objects in the bucket`);
       assert.deepEqual(await hostPathsInRedis(c), [], 'Redis holds host paths');
     });

@@ -1,102 +1,31 @@
 // Several "machines" on one host: gateway and worker processes (the real CLI, role `gateway` or `worker`),
 // each with a data directory and a models directory of its own, that share nothing but Redis (through
-// Sentinel: one master, one replica, three sentinels) and an S3 server (s3rver in a process of its own).
+// Sentinel: one master, one replica, three sentinels) and an S3 server (s3rver in a process of its own,
+// tests/helpers/s3-server.ts).
 // Tests kill one node (SIGKILL, as a power cut would), wipe its data directory (the machine is lost), start
 // it again, and get every node's log when something fails.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFile, rm } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import { connectRedis, type RedisTarget } from '../../src/pipeline/redis.ts';
-import { freePort } from './dicom-tools.ts';
-import { makeModelsDir, REPO, startGateway, waitFor, type GatewayProcess } from './gateway.ts';
+import { makeModelsDir, startGateway, type GatewayProcess } from './gateway.ts';
 import { startSentinelSet, type SentinelSet } from './redis-topology.ts';
+import { startS3Server, type S3TestServer } from './s3-server.ts';
 
-/** s3rver's fixed credentials (it checks signatures made with them). */
-export const S3RVER_ACCESS_KEY = 'S3RVER';
-export const S3RVER_SECRET_KEY = 'S3RVER';
-
-export interface S3Process {
-  endpoint: string;
-  bucket: string;
-  /** Its data directory (objects live there as files; the test reads them only to count). */
-  dir: string;
-  logPath: string;
-  /** Keys of the objects in the bucket under prefix (ListObjectsV2, every page). */
-  listKeys(prefix?: string): Promise<string[]>;
-  stop(): Promise<void>;
-}
-
-/** s3rver as a process of its own on a free loopback port, with one bucket. */
-export async function startS3Process(bucket = 'aigw-test'): Promise<S3Process> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-s3rver-'));
-  const port = await freePort();
-  const logPath = path.join(dir, 's3rver.log');
-  const out = createWriteStream(logPath, { flags: 'a' });
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      path.join(REPO, 'node_modules/s3rver/bin/s3rver.js'),
-      '-d',
-      path.join(dir, 'data'),
-      '-a',
-      '127.0.0.1',
-      '-p',
-      String(port),
-      '--no-vhost-buckets',
-      '--configure-bucket',
-      bucket,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  child.stdout!.pipe(out);
-  child.stderr!.pipe(out);
-  const endpoint = `http://127.0.0.1:${port}`;
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      await new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.kill('SIGKILL');
-      });
-    }
-    await rm(dir, { recursive: true, force: true });
-  };
-  // s3rver answers an anonymous GET on the bucket (ListObjects) without checking a signature.
-  async function listKeys(prefix = ''): Promise<string[]> {
-    const keys: string[] = [];
-    let marker = '';
-    for (;;) {
-      const q = new URLSearchParams({ prefix, ...(marker ? { marker } : {}) });
-      const res = await fetch(`${endpoint}/${bucket}?${q}`);
-      if (!res.ok) throw new Error(`listing s3://${bucket}/${prefix}: ${res.status}`);
-      const xml = await res.text();
-      const page = [...xml.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => m[1]!);
-      keys.push(...page);
-      if (!/<IsTruncated>true<\/IsTruncated>/.test(xml) || page.length === 0) return keys;
-      marker = page[page.length - 1]!;
-    }
+/** Keys of the objects in a bucket under prefix (s3rver answers an anonymous ListObjects), every page. */
+export async function listS3Keys(endpoint: string, bucket: string, prefix = ''): Promise<string[]> {
+  const keys: string[] = [];
+  let marker = '';
+  for (;;) {
+    const q = new URLSearchParams({ prefix, ...(marker ? { marker } : {}) });
+    const res = await fetch(`${endpoint}/${bucket}?${q}`);
+    if (!res.ok) throw new Error(`listing s3://${bucket}/${prefix}: ${res.status}`);
+    const xml = await res.text();
+    const page = [...xml.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => m[1]!);
+    keys.push(...page);
+    if (!/<IsTruncated>true<\/IsTruncated>/.test(xml) || page.length === 0) return keys;
+    marker = page[page.length - 1]!;
   }
-  try {
-    await waitFor(
-      `s3rver to answer on ${endpoint}`,
-      async () => {
-        if (child.exitCode !== null) throw new Error(`s3rver exited: ${await readFile(logPath, 'utf8')}`);
-        try {
-          return (await fetch(`${endpoint}/${bucket}`)).ok ? true : undefined;
-        } catch {
-          return undefined;
-        }
-      },
-      30_000,
-    );
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { endpoint, bucket, dir, logPath, listKeys, stop };
 }
 
 export interface ClusterNode extends GatewayProcess {
@@ -113,14 +42,17 @@ export interface Cluster {
   storagePrefix: string;
   sentinels: SentinelSet;
   redisTarget: RedisTarget;
-  s3: S3Process;
+  s3: S3TestServer;
+  bucket: string;
+  /** Keys of the bucket's objects under prefix. */
+  listKeys(prefix?: string): Promise<string[]>;
   gateways: ClusterNode[];
   workers: ClusterNode[];
   /** A Redis client on the current master (through the sentinels); closed by dispose(). */
   redis: Redis;
   /** The node whose process has this pid. */
   byPid(pid: number): ClusterNode | undefined;
-  /** The last `chars` of every node's log (and s3rver's), headed by its name, for failure messages. */
+  /** The last `chars` of every node's log, headed by its name, for failure messages. */
   logs(chars?: number): Promise<string>;
   /** Runs `what`; when it throws, the error message gets every node's log appended. */
   explain<T>(what: () => Promise<T>): Promise<T>;
@@ -168,8 +100,9 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     const storagePrefix = `${prefix}/`;
     const sentinels = await startSentinelSet(`aigw-${randomBytes(3).toString('hex')}`);
     cleanups.push(() => sentinels.dispose());
-    const s3 = await startS3Process();
-    cleanups.push(() => s3.stop());
+    const bucket = 'aigw-cluster';
+    const s3 = await startS3Server({ buckets: [bucket] });
+    cleanups.push(() => s3.dispose());
     const redisTarget: RedisTarget = {
       url: 'redis://unused.invalid:1',
       sentinels: sentinels.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })),
@@ -180,13 +113,13 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       storage: {
         backend: 's3',
         s3: {
-          bucket: s3.bucket,
+          bucket,
           endpoint: s3.endpoint,
-          region: 'us-east-1',
+          region: s3.region,
           prefix: storagePrefix,
           forcePathStyle: true,
-          accessKeyId: S3RVER_ACCESS_KEY,
-          secretAccessKey: S3RVER_SECRET_KEY,
+          accessKeyId: s3.accessKeyId,
+          secretAccessKey: s3.secretAccessKey,
         },
       },
     };
@@ -237,8 +170,6 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         const text = await readFile(node.logPath, 'utf8').catch(() => '(no log)');
         parts.push(`----- ${node.name} (pid ${node.pid ?? 'stopped'}) -----\n${text.slice(-chars)}`);
       }
-      const s3log = await readFile(s3.logPath, 'utf8').catch(() => '');
-      parts.push(`----- s3rver -----\n${s3log.slice(-1000)}`);
       return parts.join('\n');
     };
     return {
@@ -247,6 +178,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       sentinels,
       redisTarget,
       s3,
+      bucket,
+      listKeys: (p = '') => listS3Keys(s3.endpoint, bucket, p),
       gateways,
       workers,
       redis,
