@@ -30,11 +30,6 @@ const PHILIPS_CHEST_J2K = path.join(
 );
 /** How long a worker's job lock lasts: a killed worker's job goes to the other one after about this. */
 const LOCK_MS = 3_000;
-/** Until the storage seam and the S3 backend are merged, the nodes cannot start (storage.backend s3). */
-const TODO = process.env.AIGW_MULTINODE_STRICT
-  ? undefined
-  : 'needs the storage seam with the S3 backend (config storage.backend s3; branches seam and s3)';
-
 let cluster: Cluster | undefined;
 let orthanc: OrthancInstance;
 let workDir: string;
@@ -209,7 +204,7 @@ async function hostPathsInRedis(c: Cluster): Promise<string[]> {
 
 test(
   'one study split across two gateways gives one SR in Orthanc referencing every instance',
-  { todo: TODO, timeout: 150_000 },
+  { timeout: 150_000 },
   async (t) => {
     const c = started();
     await c.explain(async () => {
@@ -242,7 +237,7 @@ test(
 
 test(
   'a worker SIGKILLed mid-job: the other worker takes the job over and one SR lands',
-  { todo: TODO, timeout: 180_000 },
+  { timeout: 180_000 },
   async (t) => {
     const c = started();
     await c.explain(async () => {
@@ -300,7 +295,7 @@ test(
 
 test(
   'a gateway SIGKILLed mid-study: the other keeps ingesting and every Success reaches the SR',
-  { todo: TODO, timeout: 180_000 },
+  { timeout: 180_000 },
   async (t) => {
     const c = started();
     await c.explain(async () => {
