@@ -569,13 +569,15 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         throw new BadRequest(`type must be one of ${AUDIT_TYPES.join(', ')}`);
       const format = req.query.format ?? 'json';
       if (format !== 'json' && format !== 'csv') throw new BadRequest('format must be csv or json');
-      const records = await audit.query({
+      // The whole cluster's records from the Redis stream, this node's segments where it does not reach.
+      const { records, source } = await audit.clusterQuery({
         studyUid: (studyUid as string) || undefined,
         type: (type as AuditType) || undefined,
         from: timeParam(req.query.from, 'from'),
         to: timeParam(req.query.to, 'to'),
         limit: intParam(req.query.limit, 'limit', 10_000, 100_000),
       });
+      res.setHeader('X-Audit-Source', source);
       if (format === 'csv') {
         res.setHeader('Content-Type', 'text/csv; charset=utf-8');
         res.setHeader('Content-Disposition', 'attachment; filename="audit.csv"');

@@ -11,6 +11,8 @@ import type { Redis } from 'ioredis';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
+import type { LeaseHolder } from '../pipeline/maintenance-lease.ts';
+import { errorMessage } from '../observability/error-message.ts';
 import { metrics } from '../observability/metrics.ts';
 import { allQueues, type Queues } from '../pipeline/queues.ts';
 import { createApiRouter, type RoutingExplainer } from './api.ts';
@@ -31,6 +33,8 @@ export interface AdminDeps {
   spoolDir: string;
   /** The object store: /readyz asks it to answer (check()), the console renders thumbnails from it. */
   store: ObjectStore;
+  /** Who holds the maintenance lease (gateway role), shown in /readyz; it does not make it fail. */
+  maintenance?: () => Promise<LeaseHolder>;
   /** Role 'all': the in-process inference worker counts as alive for /readyz while it runs. */
   localWorkerRunning?: () => boolean;
   /** Extra routers (for example STOW-RS ingest) mounted on the same listener; they do their own auth. */
@@ -90,9 +94,14 @@ export function createAdminApp(deps: AdminDeps): express.Express {
         .map(([name, c]) => `${name}: ${c.reason}`);
       adminEvents.notReady(failing);
     }
+    // Which gateway runs the cluster-wide maintenance; unknown while Redis does not answer.
+    const maintenance = deps.maintenance
+      ? await deps.maintenance().catch((err: unknown) => ({ error: errorMessage(err) }))
+      : undefined;
     res.status(result.ready ? 200 : 503).json({
       status: result.ready ? 'ready' : 'not ready',
       checks: result.checks,
+      ...(maintenance !== undefined ? { maintenance } : {}),
       warnings: [...(deps.warnings ?? []), ...result.warnings],
     });
   });

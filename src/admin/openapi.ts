@@ -242,6 +242,7 @@ export const openapiDocument = {
           studyUid: { type: 'string' },
           host: { type: 'string' },
           pid: { type: 'integer' },
+          node: { type: 'string', description: 'Instance id of the writing process (host:pid:random)' },
         },
         additionalProperties: true,
       },
@@ -329,6 +330,17 @@ export const openapiDocument = {
                 description:
                   'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination), and ' +
                   '"workers: <why>" when no inference worker is alive',
+              },
+              maintenance: {
+                type: 'object',
+                description:
+                  'Gateway role: which gateway holds the maintenance lease (retention, reconcile, sweeps run ' +
+                  'there); self is true on that gateway. { error } while Redis does not answer.',
+                properties: {
+                  holder: { type: ['string', 'null'], description: 'Instance id: host:pid:random' },
+                  self: { type: 'boolean' },
+                  expiresInMs: { type: ['number', 'null'] },
+                },
               },
             },
           }),
@@ -606,7 +618,13 @@ export const openapiDocument = {
         ],
         responses: {
           '200': {
-            description: 'Records, oldest first',
+            description:
+              'Records, oldest first. Header X-Audit-Source: cluster (the Redis stream of every gateway and ' +
+              "worker), cluster+local (the stream, and this node's segments for what is older than the stream), " +
+              "or local (this node's segments only: no stream, or Redis did not answer).",
+            headers: {
+              'X-Audit-Source': { schema: { type: 'string', enum: ['cluster', 'cluster+local', 'local'] } },
+            },
             content: {
               'application/json': { schema: { type: 'array', items: ref('AuditRecord') } },
               'text/csv': { schema: { type: 'string' } },

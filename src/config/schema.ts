@@ -246,6 +246,15 @@ export const dimseLimitsSchema = z
     associationTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
     /** Idle time allowed between two PDUs of an established association. */
     idleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+    /**
+     * The gateway role counts associations for these limits across every gateway sharing the Redis
+     * (src/pipeline/association-slots.ts); false: per process.
+     */
+    clusterWide: z.boolean().default(true),
+    /** Longest wait for Redis when an association asks; past it, this process's own count decides. */
+    clusterCheckTimeoutMs: z.number().int().min(20).max(5000).default(300),
+    /** A crashed gateway's associations stop counting this long after its last refresh. */
+    clusterSlotTtlMs: z.number().int().min(1000).max(600_000).default(60_000),
   })
   .strict();
 
@@ -596,10 +605,29 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Several gateways sharing one Redis (docs/scale-out.md): cluster-wide maintenance (retention, the
+     * periodic spool reconcile, the stale temp sweep, dead-worker pruning) runs on the one gateway holding a
+     * Redis lease (src/pipeline/maintenance-lease.ts).
+     */
+    maintenance: z
+      .object({
+        /** The lease's expiry: renewed every third of it; another gateway takes over this long after its holder died. */
+        leaseTtlMs: z.number().int().min(1000).max(600_000).default(30_000),
+        /** How often the lease holder sweeps abandoned temp files and prunes dead workers' heartbeats. */
+        sweepIntervalMs: z.number().int().min(1000).max(86_400_000).default(60_000),
+      })
+      .strict()
+      .prefault({}),
     audit: z
       .object({
         /** Audit segments (one JSONL file per day under <dataDir>/audit) older than this are deleted. */
         retentionDays: z.number().int().min(1).max(36_500).default(365),
+        /**
+         * The cluster view: every record also goes to a Redis stream (all gateways and workers), trimmed to
+         * about this many records; /api/audit reads it, and this node's segments where it does not reach back.
+         */
+        streamMaxLen: z.number().int().min(0).max(10_000_000).default(100_000),
       })
       .strict()
       .prefault({}),

@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import type express from 'express';
 import type { Redis } from 'ioredis';
+import { AssociationSlots } from '../pipeline/association-slots.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import { keys, type AssociationRecord } from '../pipeline/keys.ts';
 import { InstanceAcceptor, type OnStored } from './accept.ts';
@@ -67,6 +68,16 @@ export async function startIngest(
           requireClientCert: d.tls.requireClientCert,
         };
   const admission = dimseAdmission(config);
+  // Association limits across every gateway sharing this Redis, over the fail-fast ingest connection.
+  const slots =
+    redis !== undefined && d.limits.clusterWide
+      ? new AssociationSlots({
+          redis,
+          prefix: config.redis.prefix,
+          ttlMs: d.limits.clusterSlotTtlMs,
+          timeoutMs: d.limits.clusterCheckTimeoutMs,
+        })
+      : undefined;
   const dimse = await startDimseServer({
     aeTitle: d.aeTitle,
     host: d.host,
@@ -83,6 +94,7 @@ export async function startIngest(
     minFreeBytes: spoolSettings.minFreeBytes,
     maxInstanceBytes: spoolSettings.maxInstanceBytes,
     onAssociationClosed: redis === undefined ? undefined : recordAssociation(redis, config.redis.prefix),
+    ...(slots !== undefined ? { slots } : {}),
     ...(mpps !== undefined ? { mpps } : {}),
   });
 
@@ -101,7 +113,15 @@ export async function startIngest(
       }),
     });
   }
-  return { dimse, routers, warnings: admission.warnings, close: () => dimse.close() };
+  return {
+    dimse,
+    routers,
+    warnings: admission.warnings,
+    close: async () => {
+      await dimse.close();
+      slots?.close();
+    },
+  };
 }
 
 /** LPUSH + LTRIM of the association history; a Redis hiccup costs one record, never an association. */

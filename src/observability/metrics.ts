@@ -188,6 +188,24 @@ export const workersAlive = new Gauge({
   },
 });
 
+export const maintenanceLeaseHeld = new Gauge({
+  name: 'aigw_maintenance_lease_held',
+  help: '1 while this gateway holds the maintenance lease (retention, reconcile, sweeps run here), else 0',
+  registers: [metrics],
+});
+
+export const auditStreamDropped = new Counter({
+  name: 'aigw_audit_stream_dropped_total',
+  help: "Audit records not added to the cluster's Redis stream (Redis away, buffer full); each is in its node's segments",
+  registers: [metrics],
+});
+
+export const associationLimitFallbacks = new Counter({
+  name: 'aigw_association_limit_local_fallback_total',
+  help: 'Associations admitted on local per-process limits because Redis did not answer the cluster-wide check in time',
+  registers: [metrics],
+});
+
 export const breakerOpen = new Gauge({
   name: 'aigw_destination_breaker_open',
   help: "1 while a destination's circuit breaker is open or half-open (deliveries held back), else 0",

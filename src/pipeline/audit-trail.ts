@@ -6,12 +6,23 @@
 // lives under dataDir, so the audit shares its backups. Gateway and worker processes may append to the
 // same segment: every batch is one write() on an O_APPEND descriptor, so lines never interleave. Retention
 // deletes whole segments. A torn last line (power cut mid-write) is skipped when reading.
+//
+// Cluster view: with several gateways (and workers) each process's segments hold only what it did. Every
+// record also goes to one Redis stream (keys.auditStream, MAXLEN ~ audit.streamMaxLen, with the writer's
+// instance id), and query() reads the stream, so /api/audit shows the whole cluster; where the stream does
+// not reach back far enough (trimmed, Redis restarted without persistence) or Redis does not answer, this
+// node's segments fill in or stand alone, and the answer says which (`source`). The segments stay the durable
+// copy: Redis may run without persistence. Sending to the stream never delays nor fails the fsync'd append:
+// while Redis is away records wait in a bounded buffer, and beyond it they are dropped from the stream only
+// (counted: aigw_audit_stream_dropped_total; they are still in the segments).
 import { hostname } from 'node:os';
 import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { pipelineEvents } from './events.ts';
 import { keys } from './keys.ts';
+import { NODE_ID } from './node-id.ts';
+import { auditStreamDropped } from '../observability/metrics.ts';
 
 export type AuditEvent =
   | {
@@ -67,8 +78,16 @@ export type AuditEvent =
 export type AuditType = AuditEvent['type'];
 export const AUDIT_TYPES: AuditType[] = ['received', 'routed', 'inferred', 'delivered', 'failed', 'action'];
 
-/** A stored event: the event plus when and where it was recorded. */
-export type AuditRecord = AuditEvent & { at: string; host: string; pid: number };
+/** A stored event: the event plus when and where (host, pid, the process's instance id) it was recorded. */
+export type AuditRecord = AuditEvent & { at: string; host: string; pid: number; node?: string };
+
+/**
+ * Where query() found its records: 'cluster' the Redis stream of every node alone (it reaches back far
+ * enough); 'cluster+local' the stream, and this node's segments for what is older than the stream's start
+ * (other nodes' older records are not included); 'local' this node's segments only (no stream, or Redis did
+ * not answer).
+ */
+export type AuditSource = 'cluster' | 'cluster+local' | 'local';
 
 export interface AuditQuery {
   studyUid?: string;
@@ -90,6 +109,21 @@ export interface AuditOptions {
   prefix?: string;
   /** How many bytes of the newest segments a study page reads when the study's index is missing. */
   studyScanBytes?: number;
+  /** Records kept in the cluster stream (MAXLEN ~); 0: no stream. Needs redis. */
+  streamMaxLen?: number;
+}
+
+/** Records waiting for Redis to come back before they go to the stream; beyond this the oldest are dropped. */
+const STREAM_BUFFER = 10_000;
+/** Records per XADD pipeline. */
+const STREAM_CHUNK = 500;
+/** Entries per XREVRANGE page when reading the stream. */
+const STREAM_PAGE = 1_000;
+/** Longest wait for one stream read; past it the query answers from the segments. */
+const STREAM_READ_TIMEOUT_MS = 2_000;
+
+function streamIdMs(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
 }
 
 const DAY_MS = 86_400_000;
@@ -171,6 +205,10 @@ export class AuditTrail {
   private pruneTimer: NodeJS.Timeout | undefined;
   /** Studies whose bounded scan found nothing, until when: a polled page does not rescan every 2 s. */
   private readonly scannedEmpty = new Map<string, number>();
+  /** JSON lines waiting for the stream (Redis away or a send in progress). */
+  private streamBuffer: string[] = [];
+  private streaming = false;
+  private waitingForReady = false;
 
   /** Starts recording. Until then (unit tests, tools) events are dropped. */
   async open(options: AuditOptions): Promise<void> {
@@ -194,7 +232,13 @@ export class AuditTrail {
    */
   record(event: AuditEvent): Promise<void> {
     if (!this.options) return Promise.resolve();
-    const rec: AuditRecord = { ...event, at: new Date().toISOString(), host: hostname(), pid: process.pid };
+    const rec: AuditRecord = {
+      ...event,
+      at: new Date().toISOString(),
+      host: hostname(),
+      pid: process.pid,
+      node: NODE_ID,
+    };
     this.pending.push(rec);
     void this.summarise(rec);
     this.flushScheduled ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
@@ -262,10 +306,15 @@ export class AuditTrail {
     const dir = this.options?.dir;
     if (!dir) return;
     const bySegment = new Map<string, string>();
+    const lines: string[] = [];
     for (const rec of batch) {
       const name = segmentName(Date.parse(rec.at));
-      bySegment.set(name, (bySegment.get(name) ?? '') + JSON.stringify(rec) + '\n');
+      const line = JSON.stringify(rec);
+      lines.push(line);
+      bySegment.set(name, (bySegment.get(name) ?? '') + line + '\n');
     }
+    // The same lines to the cluster stream, in the background: never waited for here.
+    this.toStream(lines);
     for (const [name, text] of bySegment) {
       try {
         const fh = await open(path.join(dir, name), 'a', 0o640);
@@ -277,6 +326,66 @@ export class AuditTrail {
         }
       } catch (err) {
         pipelineEvents.auditWriteFailed(name, err);
+      }
+    }
+  }
+
+  /** Queues lines for the stream and sends what is queued while Redis is ready; bounded, never throws. */
+  private toStream(lines: string[]): void {
+    const { redis, prefix, streamMaxLen = 0 } = this.options ?? {};
+    if (!redis || !prefix || streamMaxLen <= 0) return;
+    this.streamBuffer.push(...lines);
+    const over = this.streamBuffer.length - STREAM_BUFFER;
+    if (over > 0) {
+      this.streamBuffer.splice(0, over);
+      auditStreamDropped.inc(over);
+      pipelineEvents.auditStreamDropped(over, new Error('Redis away and the stream buffer is full'));
+    }
+    this.kickStream(redis, keys.auditStream(prefix), streamMaxLen);
+  }
+
+  /** Sends the buffer now if Redis is ready, else as soon as it is. */
+  private kickStream(redis: Redis, key: string, maxLen: number): void {
+    if (this.streaming) return;
+    if (redis.status !== 'ready') {
+      if (this.waitingForReady) return;
+      this.waitingForReady = true;
+      redis.once('ready', () => {
+        this.waitingForReady = false;
+        if (this.options?.redis === redis) this.kickStream(redis, key, maxLen);
+      });
+      return;
+    }
+    this.streaming = true;
+    void this.sendStream(redis, key, maxLen).finally(() => {
+      this.streaming = false;
+      // Lines queued while the last chunk was out, or Redis lost meanwhile: go on, or wait for it.
+      if (this.streamBuffer.length > 0 && this.options?.redis === redis) this.kickStream(redis, key, maxLen);
+    });
+  }
+
+  private async sendStream(redis: Redis, key: string, maxLen: number): Promise<void> {
+    while (this.streamBuffer.length > 0 && redis.status === 'ready') {
+      const chunk = this.streamBuffer.splice(0, STREAM_CHUNK);
+      const tx = redis.pipeline();
+      for (const line of chunk) tx.xadd(key, 'MAXLEN', '~', maxLen, '*', 'node', NODE_ID, 'rec', line);
+      let failed = 0;
+      let firstErr: unknown;
+      try {
+        for (const [err] of (await tx.exec()) ?? []) {
+          if (err) {
+            failed++;
+            firstErr ??= err;
+          }
+        }
+      } catch (err) {
+        // Unknown which landed: dropped from the stream rather than added twice (the segments have them).
+        failed = chunk.length;
+        firstErr = err;
+      }
+      if (failed > 0) {
+        auditStreamDropped.inc(failed);
+        pipelineEvents.auditStreamDropped(failed, firstErr);
       }
     }
   }
@@ -414,7 +523,98 @@ export class AuditTrail {
     return found.reverse().flat();
   }
 
-  /** Events matching the query, oldest first. Reads only the segments of the days in range. */
+  /**
+   * Events matching the query, oldest first, from the whole cluster where the stream reaches back far
+   * enough (see AuditSource), and from this node's segments otherwise.
+   */
+  async clusterQuery(q: AuditQuery = {}): Promise<{ records: AuditRecord[]; source: AuditSource }> {
+    const { redis, prefix, streamMaxLen = 0 } = this.options ?? {};
+    if (!redis || !prefix || streamMaxLen <= 0 || redis.status !== 'ready')
+      return { records: await this.query(q), source: 'local' };
+    let fromStream: { lines: string[]; complete: boolean; startMs: number } | undefined;
+    try {
+      fromStream = await this.readStream(redis, keys.auditStream(prefix), q);
+    } catch (err) {
+      pipelineEvents.auditStreamDropped(0, err);
+    }
+    if (fromStream === undefined) return { records: await this.query(q), source: 'local' };
+    const streamed = parseRecords(fromStream.lines);
+    if (fromStream.complete) return { records: streamed, source: 'cluster' };
+    // The stream starts later than asked: this node's older records fill in before it.
+    const have = new Set(fromStream.lines);
+    const local = (await this.query({ ...q, limit: undefined })).filter(
+      (r) => Date.parse(r.at) < fromStream.startMs && !have.has(JSON.stringify(r)),
+    );
+    const merged = [...local, ...streamed].sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+    return {
+      records: q.limit !== undefined ? merged.slice(-q.limit) : merged,
+      source: local.length > 0 || streamed.length === 0 ? 'cluster+local' : 'cluster',
+    };
+  }
+
+  /**
+   * The stream's lines matching q, newest first read, returned oldest first. `complete` when the stream holds
+   * everything the query asks for: `limit` matches were found, or the stream begins before `from`.
+   */
+  private async readStream(
+    redis: Redis,
+    key: string,
+    q: AuditQuery,
+  ): Promise<{ lines: string[]; complete: boolean; startMs: number }> {
+    const bounded = <T>(p: Promise<T>): Promise<T> => {
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([
+        p,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`the audit stream did not answer within ${STREAM_READ_TIMEOUT_MS} ms`)),
+            STREAM_READ_TIMEOUT_MS,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
+    };
+    const first = await bounded(redis.xrange(key, '-', '+', 'COUNT', 1));
+    if (first.length === 0) return { lines: [], complete: false, startMs: Date.now() };
+    const firstAt = Date.parse(
+      (JSON.parse(fieldOf(first[0]![1], 'rec') ?? '{}') as { at?: string }).at ?? '',
+    );
+    // The stream's start, on the records' own clock: the earlier of its first id and its first record's time.
+    const startMs = Number.isNaN(firstAt)
+      ? streamIdMs(first[0]![0])
+      : Math.min(firstAt, streamIdMs(first[0]![0]));
+    const found: string[] = [];
+    // Ids are Redis time at XADD, a little after the record's own time: a minute of slack at the upper end.
+    let end = q.to !== undefined ? String(q.to + 60_000) : '+';
+    const limit = q.limit ?? Number.POSITIVE_INFINITY;
+    for (;;) {
+      const page = await bounded(redis.xrevrange(key, end, '-', 'COUNT', STREAM_PAGE));
+      for (const [, fields] of page) {
+        const line = fieldOf(fields, 'rec');
+        if (line === undefined) continue;
+        let rec: AuditRecord;
+        try {
+          rec = JSON.parse(line) as AuditRecord;
+        } catch {
+          continue;
+        }
+        const at = Date.parse(rec.at);
+        if (q.studyUid && (rec as { studyUid?: string }).studyUid !== q.studyUid) continue;
+        if (q.type && rec.type !== q.type) continue;
+        if (q.to !== undefined && at > q.to) continue;
+        if (q.from !== undefined && at < q.from) continue;
+        found.push(line);
+      }
+      const last = page.at(-1);
+      const pastFrom = last !== undefined && q.from !== undefined && streamIdMs(last[0]) < q.from - 60_000;
+      if (page.length < STREAM_PAGE || found.length >= limit || pastFrom) break;
+      end = `(${last![0]}`;
+    }
+    const lines = found.reverse();
+    const complete = found.length >= limit || (q.from !== undefined && startMs <= q.from);
+    return { lines: limit < lines.length ? lines.slice(-limit) : lines, complete, startMs };
+  }
+
+  /** Events matching the query, oldest first, from this node's segments. Reads only the days in range. */
   async query(q: AuditQuery = {}): Promise<AuditRecord[]> {
     const dir = this.options?.dir;
     if (!dir) return [];
@@ -487,6 +687,7 @@ const CSV_COLUMNS = [
   'result',
   'jobId',
   'host',
+  'node',
 ] as const;
 
 function csvCell(value: unknown): string {
@@ -495,6 +696,12 @@ function csvCell(value: unknown): string {
   // Quote always-safe; a leading formula character is neutralised for spreadsheet users.
   const safe = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
   return `"${safe.replace(/"/g, '""')}"`;
+}
+
+/** One field of a stream entry ([name, value, name, value, …]). */
+function fieldOf(fields: string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
 }
 
 export function auditToCsv(records: AuditRecord[]): string {

@@ -106,6 +106,42 @@ export const pipelineEvents = {
       'audit event written, but not indexed for the study page (its page falls back to the segments)',
     );
   },
+  leaseAcquired(holder: string, ttlMs: number): void {
+    pipelineLog.info(
+      { event: 'pipeline.maintenance.lease_acquired', holder, ttlMs },
+      'this gateway holds the maintenance lease: cluster-wide maintenance runs here',
+    );
+  },
+  leaseLost(holder: string, reason: string): void {
+    pipelineLog.warn(
+      { event: 'pipeline.maintenance.lease_lost', holder, reason },
+      'maintenance lease lost: cluster-wide maintenance stopped here (another gateway takes over after expiry)',
+    );
+  },
+  leaseReleased(holder: string): void {
+    pipelineLog.info(
+      { event: 'pipeline.maintenance.lease_released', holder },
+      'maintenance lease released: another gateway may take over at once',
+    );
+  },
+  maintenanceStepFailed(step: string, err: unknown): void {
+    pipelineLog.warn(
+      { event: 'pipeline.maintenance.step_failed', step, err: errorMessage(err) },
+      'a maintenance step failed; the next one retries',
+    );
+  },
+  associationSlotsUnavailable(err: unknown): void {
+    pipelineLog.warn(
+      { event: 'pipeline.association_slots.unavailable', err: errorMessage(err) },
+      'cluster-wide association limits not checked (Redis did not answer in time): this process applied its local limits only',
+    );
+  },
+  auditStreamDropped(dropped: number, err: unknown): void {
+    pipelineLog.warn(
+      { event: 'pipeline.audit.stream_dropped', dropped, err: errorMessage(err) },
+      "audit records not added to the cluster stream (they are in this node's segments)",
+    );
+  },
   auditPruned(segments: string[]): void {
     pipelineLog.info({ event: 'pipeline.audit.pruned', segments }, 'old audit segments deleted');
   },

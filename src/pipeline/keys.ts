@@ -75,6 +75,24 @@ export const keys = {
   associations: (prefix: string) => `${prefix}:associations`,
   /** Hash: destination name → JSON DestinationStatus. Written by delivery. */
   destinations: (prefix: string) => `${prefix}:destinations`,
+  /**
+   * String with a TTL (PX): the instance id of the one gateway running cluster-wide maintenance (retention,
+   * the periodic spool reconcile, the stale temp sweep, dead-worker pruning). Set with NX, renewed and
+   * released only by its holder (compare-and-pexpire, compare-and-del). Written by the maintenance lease.
+   */
+  maintenanceLease: (prefix: string) => `${prefix}:maintenance:lease`,
+  /**
+   * Sorted set: the open DIMSE associations of the whole cluster counted against one limit (`total`, or
+   * `peer:<calling AE>`), member = association id, score = when the entry expires (Redis ms). Refreshed while
+   * the association lives; a crashed gateway's entries expire. Written by the association slots.
+   */
+  associationSlots: (prefix: string, scope: string) => `${prefix}:dimse:slots:${scope}`,
+  /**
+   * Stream (MAXLEN ~ audit.streamMaxLen): every audit record of every gateway and worker, field `node` (the
+   * writing process's instance id) and `rec` (the JSON line, as in the local segment). The cluster view of
+   * the audit trail; the fsync'd segments stay the durable per-node copy. Written by the audit trail.
+   */
+  auditStream: (prefix: string) => `${prefix}:audit:stream`,
   /** String with a TTL: held by the one delivery probing a half-open destination. Written by delivery. */
   breakerProbe: (prefix: string, destination: string) => `${prefix}:destinations:probe:${destination}`,
 };

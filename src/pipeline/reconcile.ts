@@ -91,6 +91,11 @@ export interface SpoolReconcilerOptions {
   redis: Redis;
   /** A pass this often as well, whatever Redis did. */
   intervalMs: number;
+  /**
+   * One pass at once, re-arming studies still receiving as after an outage: for a gateway that has just
+   * become the maintenance holder and does not know what Redis went through before (pipeline/maintenance.ts).
+   */
+  passAtStart?: boolean;
 }
 
 /**
@@ -135,6 +140,7 @@ export function startSpoolReconciler(opts: SpoolReconcilerOptions): () => Promis
   opts.redis.on('close', onLost);
   opts.redis.on('end', onLost);
   opts.redis.on('ready', onReady);
+  if (opts.passAtStart) run('redis-back');
   const timer = setInterval(() => run('periodic'), opts.intervalMs);
   timer.unref();
   return async () => {

@@ -69,6 +69,11 @@ export interface RetentionDeps {
   resultsDir: string;
   policy: RetentionPolicy;
   now?: () => number;
+  /**
+   * Aborted when this gateway stops being the maintenance holder (pipeline/maintenance-lease.ts): the pass
+   * ends before its next study (an abort error), so two gateways never retire the same study at once.
+   */
+  signal?: AbortSignal;
   /** Test seam: runs after the last re-check and before any removal, where a re-send races retention. */
   afterRecheck?: (studyUid: string) => Promise<void>;
 }
@@ -103,6 +108,7 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
     let forgottenInPage = 0;
     // One pipelined read of the page's summaries (doneAt included), not two round trips per study.
     for (const study of await deps.index.many(uids)) {
+      deps.signal?.throwIfAborted();
       const uid = study.studyUid;
       // A study no model took is as finished as a done one: its images serve no one.
       const done = study.state === 'done' || study.state === 'no-model';
@@ -135,6 +141,7 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
     // Forgotten studies left the sorted set: the next page starts that much earlier.
     offset += uids.length - forgottenInPage;
   }
+  deps.signal?.throwIfAborted();
   // The console's changed-studies set is trimmed by Redis time whether or not a console reads it.
   await deps.index.trimChanged();
   result.resultFiles = await removeOldFiles(deps.resultsDir, now - p.resultsMs);
@@ -223,7 +230,10 @@ export function scheduleRetention(
     if (running) return;
     running = true;
     void runRetention(deps)
-      .catch((err: unknown) => pipelineEvents.retentionFailed(err))
+      .catch((err: unknown) => {
+        // A pass stopped because the maintenance lease was lost is not a failure.
+        if (!deps.signal?.aborted) pipelineEvents.retentionFailed(err);
+      })
       .finally(() => {
         running = false;
       });

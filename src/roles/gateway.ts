@@ -13,12 +13,15 @@ import { collectHealth, collectSloStatus, observeStageTimings } from '../observa
 import { markStudiesFailedOnFinalFailure } from '../pipeline/failed-jobs.ts';
 import { QUEUE } from '../pipeline/jobs.ts';
 import { closeWorker, createStudyCompleteQueue } from '../pipeline/queues.ts';
-import { reconcileSpool, startSpoolReconciler } from '../pipeline/reconcile.ts';
+import { reconcileSpool } from '../pipeline/reconcile.ts';
+import { clusterMaintenance } from '../pipeline/maintenance.ts';
+import { MaintenanceLease } from '../pipeline/maintenance-lease.ts';
+import { pruneDeadWorkers } from '../inference/runtime/heartbeat.ts';
 import { CompletionArmer } from '../pipeline/completion.ts';
 import { MppsStore } from '../pipeline/mpps.ts';
 import { CountRules } from '../pipeline/counts.ts';
 import { createInstanceRecorder } from '../pipeline/record-instance.ts';
-import { retentionPolicy, scheduleRetention } from '../pipeline/retention.ts';
+import { retentionPolicy } from '../pipeline/retention.ts';
 import { allQueues } from '../pipeline/queues.ts';
 import { createIngestRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
@@ -38,7 +41,9 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   const connection = ctx.redis;
   const prefix = config.redis.prefix;
   const { store } = ctx;
-  // Only abandoned staged writes: another gateway sharing this store may be writing the younger ones.
+  // Per node, before this gateway accepts anything, lease or not: only abandoned staged writes go (another
+  // gateway sharing this store may be writing the younger ones), and whatever is in the store but not in the
+  // index is indexed again.
   await store.cleanupStaging(config.spool.staleTempAfterMs);
   await reconcileSpool(store, index, queues.studyComplete, config.study.quietPeriodMs);
 
@@ -47,14 +52,6 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   const ingestRedis = await createIngestRedis(ctx.redisTarget);
   const ingestIndex = new StudyIndex(ingestRedis, prefix);
   const ingestStudyComplete = createStudyCompleteQueue(ingestRedis, config);
-  const stopReconciler = startSpoolReconciler({
-    store,
-    index: ingestIndex,
-    studyCompleteQueue: ingestStudyComplete,
-    quietPeriodMs: config.study.quietPeriodMs,
-    redis: ingestRedis,
-    intervalMs: config.study.reconcileIntervalMs,
-  });
 
   const destinations = createDestinations(config);
   const catalogue = await loadModels(config.modelsDir);
@@ -95,17 +92,37 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   );
   markStudiesFailedOnFinalFailure(delivery, index, 'delivery', { redis: ctx.redis, prefix });
   observeStageTimings(delivery, 'delivery');
-  const stopRetention = scheduleRetention(
-    {
-      index,
-      store,
-      deliveryQueue: queues.delivery,
-      queues: allQueues(queues),
-      resultsDir: path.join(config.dataDir, RESULTS_DIR),
-      policy: retentionPolicy(config),
-    },
-    config.retention.intervalMinutes * 60_000,
-  );
+  // Cluster-wide maintenance (retention, the periodic and after-outage reconcile, the stale staging sweep,
+  // dead-worker pruning) runs only on the gateway holding the maintenance lease; the lease is renewed over
+  // the fail-fast connection, so an outage stops it here at once.
+  const lease = new MaintenanceLease({
+    redis: ingestRedis,
+    prefix,
+    ttlMs: config.maintenance.leaseTtlMs,
+    onAcquired: clusterMaintenance({
+      retention: {
+        index,
+        store,
+        deliveryQueue: queues.delivery,
+        queues: allQueues(queues),
+        resultsDir: path.join(config.dataDir, RESULTS_DIR),
+        policy: retentionPolicy(config),
+      },
+      retentionIntervalMs: config.retention.intervalMinutes * 60_000,
+      reconcile: {
+        store,
+        index: ingestIndex,
+        studyCompleteQueue: ingestStudyComplete,
+        quietPeriodMs: config.study.quietPeriodMs,
+        redis: ingestRedis,
+        intervalMs: config.study.reconcileIntervalMs,
+      },
+      sweepTemp: () => store.cleanupStaging(config.spool.staleTempAfterMs),
+      pruneWorkers: () => pruneDeadWorkers(ingestRedis, prefix),
+      sweepIntervalMs: config.maintenance.sweepIntervalMs,
+    }),
+  });
+  lease.start();
 
   // DIMSE (plain + TLS) and STOW-RS share one path: spool commit, then the recorder. One armer re-arms
   // completion for stored instances and completes studies at once on the modality's evidence (MPPS).
@@ -159,6 +176,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     queues,
     spoolDir: path.resolve(config.dataDir),
     store,
+    maintenance: () => lease.holder(),
     localWorkerRunning: localWorker ? () => localWorker.isRunning() : undefined,
     routers: ingest.routers,
     warnings: ingest.warnings,
@@ -181,10 +199,9 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
   return [
     () => new Promise<void>((resolve) => http.close(() => resolve())),
     () => ingest.close(),
-    () => stopReconciler(),
+    () => lease.stop(),
     () => closeWorker(routing, ctx.redis),
     () => closeWorker(delivery, ctx.redis),
-    async () => stopRetention(),
     () => ingestStudyComplete.close(),
     async () => stopQueueSampler(),
     () => trendCounter.close().catch(() => undefined),

@@ -47,6 +47,7 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
   await audit.open({
     dir: path.join(config.dataDir, 'audit'),
     retentionDays: config.audit.retentionDays,
+    streamMaxLen: config.audit.streamMaxLen,
     redis,
     prefix: config.redis.prefix,
   });

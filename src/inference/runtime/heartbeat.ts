@@ -45,6 +45,44 @@ end
 return out
 `;
 
+// The same pruning without a beat, for the gateway holding the maintenance lease: dead entries go even when
+// no worker is alive to prune them. KEYS[1] the workers hash; ARGV: dead-worker retention ms. Returns the
+// removed ids.
+const PRUNE_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local maxAge = tonumber(ARGV[1])
+local entries = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #entries, 2 do
+  local ok, beat = pcall(cjson.decode, entries[i + 1])
+  if not ok or type(beat) ~= 'table' or type(beat.lastHeartbeat) ~= 'number' or now - beat.lastHeartbeat > maxAge then
+    redis.call('HDEL', KEYS[1], entries[i])
+    out[#out + 1] = entries[i]
+  end
+end
+return out
+`;
+
+/**
+ * Removes the entries of workers dead for longer than `deadWorkerRetentionMs` (Redis time), as the live
+ * workers' beats do; run by the gateway that holds the maintenance lease. Returns the removed ids.
+ */
+export async function pruneDeadWorkers(
+  redis: Redis,
+  prefix: string,
+  deadWorkerRetentionMs = DEAD_WORKER_RETENTION_MS,
+): Promise<string[]> {
+  const removed = (await redis.eval(
+    PRUNE_SCRIPT,
+    1,
+    keys.workers(prefix),
+    deadWorkerRetentionMs,
+  )) as string[];
+  if (removed.length > 0) inferenceEvents.heartbeatPruned(removed);
+  return removed;
+}
+
 export interface HeartbeatOptions {
   redis: Redis;
   prefix: string;

@@ -1,7 +1,11 @@
 // Who may open an association with us, and how many at once: called AE title, known peers (AE title and
 // optionally source address), promiscuous mode, user identity (username / username + passcode, PS3.7
 // D.3.3.7), and concurrency limits overall and per peer. Pure bookkeeping: the SCP asks, then releases.
+// The limits count this process's associations (decide); with `slots` they also hold across every gateway
+// sharing the Redis (admit: pipeline/association-slots.ts), falling back to the local count alone when Redis
+// does not answer within its bound.
 import { findCredential } from '../../util/same-secret.ts';
+import type { AssociationSlots } from '../../pipeline/association-slots.ts';
 import dimse from 'dcmjs-dimse';
 
 const { RejectReason, RejectResult, RejectSource, UserIdentityType } = dimse.constants;
@@ -23,6 +27,8 @@ export interface AssociationPolicyOptions {
   maxAssociations: number;
   maxAssociationsPerPeer: number;
   userIdentity: { required: boolean; users: readonly { username: string; password: string }[] };
+  /** Cluster-wide counting in Redis (several gateways); without it the limits are this process's. */
+  slots?: Pick<AssociationSlots, 'acquire'>;
 }
 
 export interface AssociationRequest {
@@ -133,6 +139,50 @@ export class AssociationPolicy {
         const left = (this.activePerAe.get(callingAe) ?? 1) - 1;
         if (left <= 0) this.activePerAe.delete(callingAe);
         else this.activePerAe.set(callingAe, left);
+      },
+    };
+  }
+
+  /**
+   * decide(), then, for an association it accepts, the cluster-wide limits (`slots`): the same limits, the
+   * same rejection (transient, local limit exceeded), counted over every gateway. One Redis round trip,
+   * bounded by the slots' timeout; when Redis does not answer in time the local decision stands.
+   */
+  async admit(req: AssociationRequest): Promise<AssociationDecision> {
+    const local = this.decide(req);
+    const slots = this.opts.slots;
+    if (!local.accept || slots === undefined || req.callingAe === undefined) return local;
+    const callingAe = req.callingAe;
+    const perPeerLimit = this.peers.get(callingAe)?.maxAssociations ?? this.opts.maxAssociationsPerPeer;
+    let cluster;
+    try {
+      cluster = await slots.acquire([
+        { scope: 'total', limit: this.opts.maxAssociations },
+        { scope: `peer:${callingAe}`, limit: perPeerLimit },
+      ]);
+    } catch {
+      return local; // acquire() does not reject; should it, the local limits hold
+    }
+    if (cluster.outcome === 'full') {
+      local.release();
+      return {
+        accept: false,
+        result: RejectResult.Transient,
+        source: RejectSource.ServiceProviderPresentation,
+        reason: RejectReason.LocalLimitExceeded,
+        text:
+          cluster.index === 0
+            ? `too many associations across the gateways (${this.opts.maxAssociations})`
+            : `too many associations from this peer across the gateways (${perPeerLimit})`,
+      };
+    }
+    const releaseLocal = local.release;
+    const releaseCluster = cluster.release;
+    return {
+      ...local,
+      release: () => {
+        releaseLocal();
+        releaseCluster();
       },
     };
   }

@@ -12,7 +12,7 @@ import { associations as associationsMetric } from '../../observability/metrics.
 import type { AssociationRecord } from '../../pipeline/keys.ts';
 import { STATUS_CANNOT_UNDERSTAND, STATUS_OUT_OF_RESOURCES, type InstanceAcceptor } from '../accept.ts';
 import type { StagedWrite } from '../../storage/object-store.ts';
-import type { AssociationPolicy } from './association-policy.ts';
+import type { AssociationDecision, AssociationPolicy } from './association-policy.ts';
 import * as events from './events.ts';
 import { PDataReceiver } from './pdata-receiver.ts';
 import { PduGuard, type PduLimits } from './pdu-guard.ts';
@@ -176,20 +176,37 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       const callingAe = normaliseAeTitle(assoc.getCallingAeTitle());
       this.peer.calledAe = calledAe ?? '';
       this.peer.callingAe = callingAe ?? '';
-      const decision = ctx.policy.decide({
-        calledAe,
-        callingAe,
-        address: this.peer.address,
-        ...(this.socket instanceof TLSSocket ? { tls: tlsPeer(this.socket) } : {}),
-        identity: assoc.getNegotiateUserIdentity()
-          ? {
-              type: assoc.getUserIdentityType(),
-              primary: assoc.getUserIdentityPrimaryField() ?? '',
-              secondary: assoc.getUserIdentitySecondaryField() ?? '',
-              positiveResponseRequested: assoc.getUserIdentityPositiveResponseRequested(),
-            }
-          : undefined,
-      });
+      void ctx.policy
+        .admit({
+          calledAe,
+          callingAe,
+          address: this.peer.address,
+          ...(this.socket instanceof TLSSocket ? { tls: tlsPeer(this.socket) } : {}),
+          identity: assoc.getNegotiateUserIdentity()
+            ? {
+                type: assoc.getUserIdentityType(),
+                primary: assoc.getUserIdentityPrimaryField() ?? '',
+                secondary: assoc.getUserIdentitySecondaryField() ?? '',
+                positiveResponseRequested: assoc.getUserIdentityPositiveResponseRequested(),
+              }
+            : undefined,
+        })
+        .then(
+          (decision) => this.answerAssociation(assoc, decision),
+          (err: unknown) => {
+            // admit() does not reject; should it, the association is refused rather than left hanging.
+            events.networkError(this.peer, err);
+            this.socket.destroy();
+          },
+        );
+    }
+
+    private answerAssociation(assoc: Association, decision: AssociationDecision): void {
+      // The peer went away while the limits were checked: free what was taken.
+      if (this.socket.destroyed) {
+        if (decision.accept) decision.release();
+        return;
+      }
       if (!decision.accept) {
         this.rejectedReason = decision.text;
         events.associationRejected(this.peer, decision.text);

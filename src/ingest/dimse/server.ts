@@ -62,6 +62,7 @@ export async function startDimseServer(opts: DimseServerOptions): Promise<DimseS
       maxAssociations: limits.maxAssociations,
       maxAssociationsPerPeer: limits.maxAssociationsPerPeer,
       userIdentity: opts.userIdentity ?? { required: false, users: [] },
+      ...(opts.slots !== undefined ? { slots: opts.slots } : {}),
     }),
     pduLimits: {
       maxPDataLength: opts.maxPduLength + PDU_SLACK,

@@ -1,4 +1,5 @@
 import type { AssociationRecord } from '../../pipeline/keys.ts';
+import type { AssociationSlots } from '../../pipeline/association-slots.ts';
 import type { OnStored } from '../accept.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import type { PeerSettings } from './association-policy.ts';
@@ -52,6 +53,8 @@ export interface DimseServerOptions {
   maxInstanceBytes?: number;
   /** Serves Modality Performed Procedure Step N-CREATE / N-SET (completion evidence) when set. */
   mpps?: MppsHandler;
+  /** Counts associations across every gateway sharing the Redis (the limits become cluster-wide). */
+  slots?: Pick<AssociationSlots, 'acquire'>;
   /** Every association that ends (or is rejected), for the admin console; must not throw. */
   onAssociationClosed?: (record: AssociationRecord) => void;
 }
