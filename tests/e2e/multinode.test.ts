@@ -30,6 +30,8 @@ const PHILIPS_CHEST_J2K = path.join(
 );
 /** How long a worker's job lock lasts: a killed worker's job goes to the other one after about this. */
 const LOCK_MS = 3_000;
+/** Lock expiry plus two stalled-job checks at the lock's pace, with room for a loaded machine. */
+const TAKEOVER_BOUND_MS = 20_000;
 let cluster: Cluster | undefined;
 let orthanc: OrthancInstance;
 let workDir: string;
@@ -268,6 +270,17 @@ test(
       const victimLog = readFileSync(victim.logPath, 'utf8');
       assert.doesNotMatch(victimLog, new RegExp(`"event":"inference.done"[^\\n]*"studyUid":"${studyUid}"`));
 
+      // The survivor takes the job once the lock expired: a worker looks for stalled jobs as often as the
+      // lock lasts (BullMQ alone would look every 30 s, and move a job only on its second look).
+      const retaken = await waitFor(
+        `${survivor.name} to take the job over within ${TAKEOVER_BOUND_MS} ms of the kill`,
+        async () => {
+          const j = await c.redis.hgetall(`${c.prefix}:${job.queue}:${job.id}`);
+          return j.pb && Number(j.pb.split(':').pop()) === survivor.pid ? j : undefined;
+        },
+        TAKEOVER_BOUND_MS,
+      );
+      t.diagnostic(`taken over ${Number(retaken.processedOn) - killedAt} ms after the kill`);
       const srs = await reportOf(c, studyUid, 120_000);
       t.diagnostic(`SR in Orthanc ${Date.now() - killedAt} ms after the kill`);
       assert.equal(srs.length, 1, `one SR, not ${srs.length}`);
