@@ -15,6 +15,7 @@ import { configSchema } from '../../src/config/schema.ts';
 import { destinationSummaries } from '../../src/delivery/registry.ts';
 import { createQueues } from '../../src/pipeline/queues.ts';
 import { StudyIndex, type ReportFindings } from '../../src/pipeline/study-index.ts';
+import { FilesystemObjectStore } from '../../src/storage/filesystem-store.ts';
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const TARGET_MS = 100;
@@ -48,7 +49,6 @@ export async function seedStudies(redis: Redis, prefix: string, n: number): Prom
                 transferSyntaxUid: '1.2.840.10008.1.2.1',
                 modality,
                 studyDescription: `${modality} study ${i % 50}`,
-                path: `/nowhere/${i}/${s}/${k}.dcm`,
                 size: 1000,
                 callingAe: AES[i % AES.length]!,
                 callingAddress: '127.0.0.1',
@@ -154,6 +154,7 @@ export async function runConsoleBench(studies: number, rounds: number): Promise<
       index: new StudyIndex(redis, prefix),
       queues,
       spoolDir: dir,
+      store: new FilesystemObjectStore(dir),
       destinations: destinationSummaries(config),
     });
     server = await listen(app, '127.0.0.1', 0);

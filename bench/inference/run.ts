@@ -123,7 +123,8 @@ async function main(): Promise<void> {
     if (m.unit !== 'instance') throw new Error('the benchmark runs instance models');
     const files = (await readdir(SERIES)).filter((f) => f.endsWith('.dcm')).sort();
     const sources: SourceInstanceRef[] = Array.from({ length: imageCount }, (_, i) => ({
-      path: path.join(SERIES, files[i % files.length]!),
+      key: `studies/2.25.8/2.25.9/2.25.${i + 1}.dcm`,
+      file: path.join(SERIES, files[i % files.length]!),
       sopInstanceUid: `2.25.${i + 1}`,
       sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
       seriesUid: '2.25.9',
@@ -131,7 +132,7 @@ async function main(): Promise<void> {
     // The same tensors the worker path makes, prepared once, outside any timing, for the bare loop.
     const tensors: Float32Array[] = [];
     for (const s of sources) {
-      tensors.push(preprocess(await decodeImage(s.path, { modalityLut: m.preprocessing.modalityLut }), m));
+      tensors.push(preprocess(await decodeImage(s.file, { modalityLut: m.preprocessing.modalityLut }), m));
     }
 
     // Strict: a CUDA run that fell back to the CPU would measure the wrong thing.
@@ -148,7 +149,7 @@ async function main(): Promise<void> {
     let spare: Float32Array | undefined;
     const reuse = (n: number) => (spare?.length === n ? spare : (spare = new Float32Array(n)));
     const prepare = async () => {
-      for (const s of sources) await instanceInput(s.path, m, reuse);
+      for (const s of sources) await instanceInput(s.file, m, reuse);
     };
     const random = seededRandom(1);
     const rows: {

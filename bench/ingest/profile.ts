@@ -16,6 +16,7 @@ import { createInstanceRecorder } from '../../src/pipeline/record-instance.ts';
 import { createIngestRedis } from '../../src/pipeline/redis.ts';
 import { StudyIndex } from '../../src/pipeline/study-index.ts';
 import { Spool, TempFileStream } from '../../src/storage/spool.ts';
+import { FilesystemObjectStore } from '../../src/storage/filesystem-store.ts';
 import { synthesizeCtSeries } from './synth.ts';
 
 const INSTANCES = Number(process.argv[2] ?? 200);
@@ -68,7 +69,7 @@ const perStream = new WeakMap<object, { created: number; writing: number }>();
     });
   };
 }
-timeAsync(Spool.prototype, 'commit', 'rename + directory fsync (commit)');
+timeAsync(Spool.prototype, 'commitFile', 'rename + directory fsync (commit)');
 timeAsync(StudyIndex.prototype, 'recordInstance', 'Redis index write (MULTI)');
 timeAsync(Queue.prototype, 'add', 'completion re-arm (BullMQ add, Lua)');
 timeAsync(InstanceAcceptor.prototype, 'accept', 'accept total (parse, commit, index, re-arm)');
@@ -121,14 +122,15 @@ const dir = await mkdtemp(path.join(tmpdir(), 'aigw-profile-'));
 const prefix = `aigw-profile-${randomBytes(4).toString('hex')}`;
 const redis = await createIngestRedis(REDIS_URL);
 const queue = new Queue('study-complete', { connection: redis, prefix });
-const spool = new Spool(path.join(dir, 'data'));
-await spool.init();
+const store = new FilesystemObjectStore(path.join(dir, 'data'));
+await store.init();
 const server = await startDimseServer({
   aeTitle: 'PROFILE',
   host: '127.0.0.1',
   port: 0,
   maxPduLength: 262_144,
-  spool,
+  store,
+  dataDir: path.join(dir, 'data'),
   onStored: createInstanceRecorder({
     index: new StudyIndex(redis, prefix),
     studyCompleteQueue: queue as never,

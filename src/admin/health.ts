@@ -53,7 +53,9 @@ async function checkStore(store: ObjectStore): Promise<CheckResult> {
   try {
     await Promise.race([
       store.check(),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 5 s')), 5000).unref()),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error('no answer within 5 s')), 5000).unref(),
+      ),
     ]);
     return { ok: true, reason: `${store.kind} store at ${store.location} answers` };
   } catch (err) {

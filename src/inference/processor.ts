@@ -31,7 +31,7 @@ function byPosition(a: InstanceRecord, b: InstanceRecord): number {
  */
 export function createInferenceProcessor(deps: InferenceDeps) {
   return async (job: Job<InferenceJob>) => {
-    const { studyUid, seriesUids, modelId, modelVersion, run, destinations, priority } = job.data;
+    const { studyUid, seriesUids, modelId, modelVersion, run } = job.data;
     const session = deps.sessions.get(`${modelId}@${modelVersion}`);
     if (!session) throw new Error(`model ${modelId}@${modelVersion} is not loaded on this worker`);
     // A job of an earlier run (superseded meanwhile) leaves the current run's state alone.

@@ -12,7 +12,7 @@
 // the index knew at the check are removed, and of those only the copy on disk that the record describes
 // (ObjectStore.retire, then a compare-and-delete of the record): an instance re-sent meanwhile stays,
 // with its record, and re-opens the study as usual.
-import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { readdir, rmdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Queue } from 'bullmq';
 import type { InstanceRecord } from './instance-record.ts';

@@ -152,7 +152,8 @@ export class FilesystemObjectStore implements ObjectStore {
 
   async *list(prefix: string): AsyncIterable<StoredObject> {
     checkPrefix(prefix);
-    for (const area of [STUDIES, OUTBOX]) {
+    // Areas in key order too: outbox/ sorts before studies/.
+    for (const area of [OUTBOX, STUDIES]) {
       const areaPrefix = `${area}/`;
       if (!(areaPrefix.startsWith(prefix) || prefix.startsWith(areaPrefix))) continue;
       // The deepest directory every match lies under: the prefix's complete segments.

@@ -114,7 +114,12 @@ export class Spool {
    * names): rename, then fsync of the directory; where the directory was missing, it is made and every
    * directory from it up to base is fsync'd too. A file already at finalPath is replaced atomically.
    */
-  async commitFile(tempPath: string, finalPath: string, base: string, opts: CommitOptions = {}): Promise<void> {
+  async commitFile(
+    tempPath: string,
+    finalPath: string,
+    base: string,
+    opts: CommitOptions = {},
+  ): Promise<void> {
     if (!opts.alreadySynced) await fsyncPath(tempPath, 'r+');
 
     const dir = path.dirname(finalPath);

@@ -148,10 +148,17 @@ export function sourcesOf(files: string[]): { header: Record<string, unknown>; r
         sopClassUid: header.SOPClassUID as string,
         sopInstanceUid: header.SOPInstanceUID as string,
         seriesUid: header.SeriesInstanceUID as string,
-        path: file,
+        key: instanceKeyOf(header),
+        file,
       },
     };
   });
+}
+
+/** The object key a header's instance would be stored under (not validated: test files only). */
+export function instanceKeyOf(header: Record<string, unknown>): string {
+  const uid = (k: string) => String(header[k] as string);
+  return `studies/${uid('StudyInstanceUID')}/${uid('SeriesInstanceUID')}/${uid('SOPInstanceUID')}.dcm`;
 }
 
 /** Slices `from`..`to` (exclusive) of the real Siemens MR series, in file-name order. */

@@ -12,7 +12,8 @@ import {
   type DimseServerOptions,
   type InstanceRecord,
 } from '../../src/ingest/dimse/index.ts';
-import { Spool } from '../../src/storage/spool.ts';
+import { FilesystemObjectStore } from '../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../src/storage/object-keys.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const SAMPLES = path.join(path.resolve(repoRoot, '../shared'), 'dicom-samples');
@@ -47,17 +48,18 @@ export function storeResponses(out: string): string[] {
 
 export interface TestDimse {
   server: DimseServer;
-  spool: Spool;
+  store: FilesystemObjectStore;
   dataDir: string;
   stored: InstanceRecord[];
   close(): Promise<void>;
 }
 
 export async function startTestDimse(
-  overrides: Partial<Omit<DimseServerOptions, 'spool'>> = {},
+  overrides: Partial<Omit<DimseServerOptions, 'store' | 'dataDir'>> = {},
 ): Promise<TestDimse> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-ingest-'));
-  const spool = new Spool(dataDir);
+  const store = new FilesystemObjectStore(dataDir);
+  await store.init();
   const stored: InstanceRecord[] = [];
   const server = await startDimseServer({
     aeTitle: 'AIGW_TEST',
@@ -68,11 +70,12 @@ export async function startTestDimse(
       stored.push(inst);
     },
     ...overrides,
-    spool,
+    store,
+    dataDir,
   });
   return {
     server,
-    spool,
+    store,
     dataDir,
     stored,
     async close() {
@@ -82,9 +85,14 @@ export async function startTestDimse(
   };
 }
 
-/** Names of files left in the spool's temp directory (should be none once transfers are over). */
-export async function tempFiles(spool: Spool): Promise<string[]> {
-  return readdir(spool.tmpDir).catch(() => []);
+/** Names of files left in the store's staging directory (should be none once transfers are over). */
+export async function tempFiles(store: FilesystemObjectStore): Promise<string[]> {
+  return readdir(store.spool.tmpDir).catch(() => []);
+}
+
+/** The file behind a stored instance's key (filesystem store: the store's own file). */
+export async function storedFile(store: FilesystemObjectStore, inst: InstanceRecord): Promise<string> {
+  return (await store.localCopy(objectKey.instance(inst))).path;
 }
 
 // ---- Raw DICOM upper-layer PDUs, for tests that must misbehave in ways no real tool will ----

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { ModelResult, SegmentationResult, SourceInstanceRef } from '../../src/pipeline/findings.ts';
 import { buildMeasurementReport } from '../../src/reports/sr/tid1500.ts';
-import { mrSlices, sourcesOf } from './dicom-tools.ts';
+import { instanceKeyOf, mrSlices, sourcesOf } from './dicom-tools.ts';
 
 // Model results over real sample series for the SR, SEG and delivery tests: a TID 1500 SR with one
 // positive 'hemorrhage' finding over CT slices (built with the project's own SR builder), and a brain
@@ -98,7 +98,8 @@ export function whiteMatterResultOver(
             sopClassUid: headers[i]!.SOPClassUID as string,
             sopInstanceUid: headers[i]!.SOPInstanceUID as string,
             seriesUid: headers[i]!.SeriesInstanceUID as string,
-            path: src,
+            key: instanceKeyOf(headers[i]!),
+            file: src,
           }
         : src,
     ),

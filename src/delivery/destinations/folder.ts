@@ -52,7 +52,10 @@ export class FolderDestination implements Destination {
         { cause: e },
       );
     }
-    return { destination: this.name, kind: this.kind, location: target, warnings: [] };
+    // The receipt (a job's return value in Redis) names the object relative to the folder, never by host
+    // path: Redis is shared by nodes on other machines.
+    const location = `folder://${this.name}/${studyUid}/${sopInstanceUid}.dcm`;
+    return { destination: this.name, kind: this.kind, location, warnings: [] };
   }
 }
 

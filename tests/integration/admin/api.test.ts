@@ -27,6 +27,7 @@ import { keys } from '../../../src/pipeline/keys.ts';
 import { createQueues, type Queues } from '../../../src/pipeline/queues.ts';
 import { runTool } from '../../helpers/dicom-tools.ts';
 import { REDIS_URL, REPO } from '../../helpers/gateway.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 
 const prefix = `aigw-admin-${randomBytes(4).toString('hex')}`;
 const STUDY_A = '1.2.826.0.1.3680043.10.543.1';
@@ -51,6 +52,7 @@ async function serve(cfg: GatewayConfig): Promise<string> {
     index,
     queues,
     spoolDir: dir,
+    store: new FilesystemObjectStore(dir),
     destinations: destinationSummaries(cfg),
   });
   const server = await listen(app, '127.0.0.1', 0);
@@ -70,7 +72,6 @@ async function seedInstance(studyUid: string, n: number, callingAe: string) {
     sopInstanceUid: `${studyUid}.1.${n}`,
     sopClassUid: '1.2.840.10008.5.1.4.1.1.1',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: `/nowhere/${n}.dcm`,
     size: 1000,
     callingAe,
     callingAddress: '127.0.0.1',
@@ -133,6 +134,7 @@ test('every route the app serves is in the OpenAPI document, and the document is
     index,
     queues,
     spoolDir: dir,
+    store: new FilesystemObjectStore(dir),
     destinations: destinationSummaries(config()),
   });
   const api = createApiRouter({
@@ -142,6 +144,7 @@ test('every route the app serves is in the OpenAPI document, and the document is
     queues,
     destinations: [],
     workerStaleMs: 30_000,
+    store: new FilesystemObjectStore(dir),
   }) as unknown as { stack: unknown[] };
   // STOW-RS is mounted at /dicomweb when enabled; only its route table is read here.
   const stow = createStowRouter({
@@ -347,7 +350,7 @@ test('workers, destinations and associations come from the records other roles w
   });
   await queues.delivery.add(
     'deliver',
-    { studyUid: STUDY_B, sopInstanceUid: '1.2.3.9', path: '/x.dcm', destination: 'local-folder' },
+    { studyUid: STUDY_B, sopInstanceUid: '1.2.3.9', destination: 'local-folder' },
     { jobId: jobId.delivery('1.2.3.9', 'local-folder'), delay: 60_000 },
   );
   const dests = (await (await fetch(`${base}/api/destinations`)).json()) as {

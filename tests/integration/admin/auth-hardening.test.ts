@@ -18,6 +18,7 @@ import { audit } from '../../../src/pipeline/audit-trail.ts';
 import { createQueues, type Queues } from '../../../src/pipeline/queues.ts';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 
 const prefix = `aigw-authh-${randomBytes(4).toString('hex')}`;
 const ADMIN_TOKEN = 'admin-token-0123456789abcdef';
@@ -60,6 +61,7 @@ async function serve(): Promise<number> {
     index,
     queues,
     spoolDir: dir,
+    store: new FilesystemObjectStore(dir),
     destinations: destinationSummaries(cfg),
   });
   const server = await listen(app, '127.0.0.1', 0);

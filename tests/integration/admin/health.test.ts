@@ -16,6 +16,7 @@ import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { keys } from '../../../src/pipeline/keys.ts';
 import { freePort } from '../../helpers/dicom-tools.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 
 const prefix = `aigw-health-${randomBytes(4).toString('hex')}`;
 let redis: Redis;
@@ -94,6 +95,7 @@ test('GET /readyz of a gateway: 200 with no worker alive, the worker named under
       index: new StudyIndex(redis, prefix),
       queues,
       spoolDir,
+      store: new FilesystemObjectStore(spoolDir),
       destinations: [],
       warnings: ['dimse: promiscuous'],
     }),

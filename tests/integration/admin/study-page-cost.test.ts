@@ -21,6 +21,7 @@ import { keys } from '../../../src/pipeline/keys.ts';
 import { createQueues, type Queues } from '../../../src/pipeline/queues.ts';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 
 const prefix = `aigw-studycost-${randomBytes(4).toString('hex')}`;
 const STUDIES = 10_000;
@@ -118,7 +119,7 @@ function inferenceJob(studyUid: string, modelId: string): InferenceJob {
 
 function deliveryJob(studyUid: string, n: number, destination: string): DeliveryJob {
   const sopInstanceUid = `${studyUid}.1.9${n}`;
-  return { studyUid, run: 1, sopInstanceUid, path: `/nowhere/${n}.dcm`, destination, kind: 'sr' };
+  return { studyUid, run: 1, sopInstanceUid, destination, kind: 'sr' };
 }
 
 before(async () => {
@@ -188,7 +189,6 @@ test('a study page costs what that study has, not what the audit trail and the q
     sopInstanceUid: `${TARGET}.1.1`,
     sopClassUid: '1.2.840.10008.5.1.4.1.1.1',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: '/nowhere/1.dcm',
     size: 1000,
     callingAe: 'CT_SCANNER',
     callingAddress: '127.0.0.1',
@@ -249,6 +249,7 @@ test('a study page costs what that study has, not what the audit trail and the q
     index,
     queues,
     spoolDir: dir,
+    store: new FilesystemObjectStore(dir),
     destinations: destinationSummaries(cfg),
   });
   server = await listen(app, '127.0.0.1', 0);

@@ -21,6 +21,7 @@ import { createQueues, type Queues } from '../../../src/pipeline/queues.ts';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { runConsoleBench, seedStudies } from '../../../bench/console/run.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 
 const prefix = `aigw-worklist-${randomBytes(4).toString('hex')}`;
 const LEAD = { user: 'lead', password: 'lead-password-1', role: 'operator', phi: true };
@@ -65,6 +66,7 @@ before(async () => {
     index,
     queues,
     spoolDir: dir,
+    store: new FilesystemObjectStore(dir),
     destinations: destinationSummaries(config),
   });
   server = await listen(app, '127.0.0.1', 0);
@@ -117,7 +119,6 @@ test('the cache sees changes after its first read, and forgets forgotten studies
     sopClassUid: '1.2.840.10008.5.1.4.1.1.7',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
     modality: 'OT',
-    path: '/nowhere',
     size: 1,
     callingAe: 'LATE',
     callingAddress: '127.0.0.1',

@@ -1,7 +1,7 @@
 // The per-destination circuit breaker (Redis) and the capped backoff of the delivery queue.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test, type TestContext } from 'node:test';
@@ -20,6 +20,9 @@ import {
 } from '../../../src/delivery/destination.ts';
 import { configSchema } from '../../../src/config/schema.ts';
 import { waitFor } from '../../helpers/gateway.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../../src/storage/object-keys.ts';
+import type { ObjectStore } from '../../../src/storage/object-store.ts';
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-breaker-${randomBytes(4).toString('hex')}`;
@@ -31,6 +34,7 @@ function deliveryQueue(
   qPrefix: string,
   destinations: Map<string, Destination>,
   breakers: DestinationBreakers,
+  store: ObjectStore,
 ): { queue: Queue<DeliveryJob>; worker: Worker<DeliveryJob> } {
   const queue = new Queue<DeliveryJob>(QUEUE.delivery, {
     connection,
@@ -39,7 +43,7 @@ function deliveryQueue(
   });
   const worker = new Worker<DeliveryJob>(
     QUEUE.delivery,
-    createDeliveryProcessor({ destinations, index: new StudyIndex(connection, qPrefix), breakers }),
+    createDeliveryProcessor({ destinations, store, index: new StudyIndex(connection, qPrefix), breakers }),
     {
       connection,
       prefix: qPrefix,
@@ -110,8 +114,8 @@ test('breaker: opens after N consecutive transient failures, one probe after the
 test('an open breaker defers deliveries without spending their attempts; the destination is not hammered', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-breaker-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const file = path.join(dir, 'sr.dcm');
-  await writeFile(file, Buffer.alloc(200));
+  const store = new FilesystemObjectStore(dir);
+  await store.init();
   const qPrefix = `${prefix}-q`;
   let calls = 0;
   const down: Destination = {
@@ -128,12 +132,13 @@ test('an open breaker defers deliveries without spending their attempts; the des
     (await deliveries.get()).values.find(
       (v) => v.labels.destination === 'down' && v.labels.result === 'deferred',
     )?.value ?? 0;
-  const { queue } = deliveryQueue(t, qPrefix, new Map([['down', down]]), breakers);
+  const { queue } = deliveryQueue(t, qPrefix, new Map([['down', down]]), breakers, store);
   const uids = [1, 2, 3, 4, 5].map((i) => `2.25.${i}`);
   for (const uid of uids) {
+    await store.put(objectKey.outbox('2.25.99', uid), Buffer.alloc(200));
     await queue.add(
       'deliver',
-      { studyUid: '2.25.99', sopInstanceUid: uid, path: file, destination: 'down' },
+      { studyUid: '2.25.99', sopInstanceUid: uid, destination: 'down' },
       { jobId: jobId.delivery(uid, 'down') },
     );
   }
@@ -165,8 +170,8 @@ test('a permanent failure is not retried and does not trip the breaker', async (
   const qPrefix = `${prefix}-p`;
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-breaker-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const file = path.join(dir, 'sr.dcm');
-  await writeFile(file, Buffer.alloc(200));
+  const store = new FilesystemObjectStore(dir);
+  await store.put(objectKey.outbox('2.25.9', '2.25.10'), Buffer.alloc(200));
   const refusing: Destination = {
     name: 'picky',
     kind: 'test',
@@ -175,11 +180,10 @@ test('a permanent failure is not retried and does not trip the breaker', async (
     },
   };
   const breakers = new DestinationBreakers(connection, qPrefix, { threshold: 1, cooldownMs: 3_600_000 });
-  const { queue } = deliveryQueue(t, qPrefix, new Map([['picky', refusing]]), breakers);
+  const { queue } = deliveryQueue(t, qPrefix, new Map([['picky', refusing]]), breakers, store);
   await queue.add('deliver', {
     studyUid: '2.25.9',
     sopInstanceUid: '2.25.10',
-    path: file,
     destination: 'picky',
   });
   const [failed] = await waitFor('the job to fail', async () => {

@@ -341,7 +341,9 @@ test('registry builds configured destinations plus the built-in local folder', a
   assert.equal(map.get('archive')!.kind, 'folder');
   const local = map.get(LOCAL_FOLDER_DESTINATION)!;
   const receipt = await local.deliver(sr, meta());
-  assert.equal(receipt.location, path.join(dataDir, 'results', studyUid, `${SR_UID}.dcm`));
+  assert.equal(receipt.location, `folder://${LOCAL_FOLDER_DESTINATION}/${studyUid}/${SR_UID}.dcm`);
+  // Written under <dataDir>/results; the receipt (kept in Redis) names it without the host path.
+  assert.deepEqual(await readFile(path.join(dataDir, 'results', studyUid, `${SR_UID}.dcm`)), sr);
 
   assert.throws(
     () => createDestinations(configSchema.parse({ dataDir, defaultDestination: 'missing' })),

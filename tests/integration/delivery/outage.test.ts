@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Queue, Worker } from 'bullmq';
@@ -22,6 +22,10 @@ import { replayFailedDeliveries } from '../../../src/delivery/replay.ts';
 import { waitFor } from '../../helpers/gateway.ts';
 import { startOrthanc, type OrthancInstance } from '../../helpers/orthanc.ts';
 import { hemorrhageReport } from '../../helpers/reports.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../../src/storage/object-keys.ts';
+
+let store: FilesystemObjectStore;
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `aigw-test-outage-${randomBytes(4).toString('hex')}`;
@@ -36,16 +40,14 @@ let worker: Worker<DeliveryJob>;
 let breakers: DestinationBreakers;
 const destinations = new Map<string, Destination>();
 
-async function writeSr(uid: string): Promise<string> {
+async function writeSr(uid: string): Promise<void> {
   const report = hemorrhageReport({
     slices: ['I10.dcm'],
     sopInstanceUid: uid,
     seriesInstanceUid: '2.25.5000',
   });
   studyUid = report.studyUid;
-  const file = path.join(dir, `${uid}.dcm`);
-  await writeFile(file, report.sr);
-  return file;
+  await store.put(objectKey.outbox(studyUid, uid), report.sr);
 }
 
 function deliveryCount(destination: string, result: string): Promise<number> {
@@ -59,6 +61,8 @@ function deliveryCount(destination: string, result: string): Promise<number> {
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'aigw-outage-'));
+  store = new FilesystemObjectStore(dir);
+  await store.init();
   [orthanc, secured] = await Promise.all([
     startOrthanc(),
     startOrthanc({ aet: 'SECURED', auth: { user: 'gw', password: 'right-password' } }),
@@ -84,7 +88,7 @@ before(async () => {
   breakers = new DestinationBreakers(connection, prefix, { threshold: 3, cooldownMs: 400 });
   worker = new Worker<DeliveryJob>(
     QUEUE.delivery,
-    createDeliveryProcessor({ destinations, index: new StudyIndex(connection, prefix), breakers }),
+    createDeliveryProcessor({ destinations, store, index: new StudyIndex(connection, prefix), breakers }),
     {
       connection,
       prefix,
@@ -112,12 +116,12 @@ async function newInstanceChanges(pacs: OrthancInstance): Promise<number> {
 
 test('Orthanc stopped while an SR waits, then started again: the SR arrives, exactly once', async () => {
   const uid = '2.25.500000000000000000000000000000000001';
-  const file = await writeSr(uid);
+  await writeSr(uid);
   await orthanc.halt();
   const id = jobId.delivery(uid, 'pacs');
   const job = await queue.add(
     'deliver',
-    { studyUid, sopInstanceUid: uid, path: file, destination: 'pacs' },
+    { studyUid, sopInstanceUid: uid, destination: 'pacs' },
     { jobId: id },
   );
 
@@ -132,7 +136,7 @@ test('Orthanc stopped while an SR waits, then started again: the SR arrives, exa
   // A duplicate push of the same delivery while it waits is the same job.
   const dup = await queue.add(
     'deliver',
-    { studyUid, sopInstanceUid: uid, path: file, destination: 'pacs' },
+    { studyUid, sopInstanceUid: uid, destination: 'pacs' },
     { jobId: id },
   );
   assert.equal(dup.id, job.id);
@@ -151,11 +155,7 @@ test('Orthanc stopped while an SR waits, then started again: the SR arrives, exa
   assert.ok(status?.lastSuccessAt);
 
   // Pushing the finished delivery again (a re-run of the inference job) does not deliver again.
-  await queue.add(
-    'deliver',
-    { studyUid, sopInstanceUid: uid, path: file, destination: 'pacs' },
-    { jobId: id },
-  );
+  await queue.add('deliver', { studyUid, sopInstanceUid: uid, destination: 'pacs' }, { jobId: id });
   const again = await queue.getJob(id);
   assert.ok(await again!.isCompleted());
   assert.equal(await deliveryCount('pacs', 'success'), 1);
@@ -163,13 +163,9 @@ test('Orthanc stopped while an SR waits, then started again: the SR arrives, exa
 
 test('basic auth with a wrong password: a permanent failure with a clear reason; replay after the fix delivers', async () => {
   const uid = '2.25.500000000000000000000000000000000002';
-  const file = await writeSr(uid);
+  await writeSr(uid);
   const id = jobId.delivery(uid, 'secured');
-  await queue.add(
-    'deliver',
-    { studyUid, sopInstanceUid: uid, path: file, destination: 'secured' },
-    { jobId: id },
-  );
+  await queue.add('deliver', { studyUid, sopInstanceUid: uid, destination: 'secured' }, { jobId: id });
   const failed = await waitFor('the job to fail', async () => {
     const j = await queue.getJob(id);
     return j && (await j.isFailed()) ? j : undefined;

@@ -2,13 +2,15 @@
 // segmentation models, with the predecessor bookkeeping in the study index (Redis).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { srSeriesUid, srUid, writeModelResults } from '../../../src/reports/write-results.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../../src/storage/object-keys.ts';
 import { dciodvfy, parseDicom } from '../../helpers/dicom-tools.ts';
 import { whiteMatterResult } from '../../helpers/reports.ts';
 
@@ -32,8 +34,9 @@ const predecessorOf = (ds: Ds): string | undefined => {
 };
 
 test('segmentation run: SR + SEG written; re-runs supersede; retries keep their predecessor', async (t) => {
-  const outboxDir = await mkdtemp(path.join(tmpdir(), 'aigw-results-'));
-  t.after(() => rm(outboxDir, { recursive: true, force: true }));
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-results-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const store = new FilesystemObjectStore(dataDir);
   const index = new StudyIndex(connection, prefix);
   const { result, studyUid } = whiteMatterResult(15, 18);
   const run = (n: number) =>
@@ -44,7 +47,7 @@ test('segmentation run: SR + SEG written; re-runs supersede; retries keep their 
       modelVersion: '1.0',
       run: n,
       index,
-      outboxDir,
+      store,
     });
 
   const one = await run(1);
@@ -52,19 +55,21 @@ test('segmentation run: SR + SEG written; re-runs supersede; retries keep their 
     one.map((o) => o.kind),
     ['sr', 'seg'],
   );
-  const sr1 = parseDicom(await readFile(one[0]!.path));
-  const seg1 = parseDicom(await readFile(one[1]!.path));
+  // Relative keys under the outbox, derived from the UIDs: no host path leaves the writer.
+  for (const o of one) assert.equal(o.key, objectKey.outbox(studyUid, o.sopInstanceUid));
+  const sr1 = parseDicom(await store.get(one[0]!.key));
+  const seg1 = parseDicom(await store.get(one[1]!.key));
   assert.equal(sr1.SOPInstanceUID, srUid(studyUid, 'meshnet-brain-gwm', '1.0', 1));
   assert.equal(sr1.SeriesInstanceUID, srSeriesUid(studyUid, 'meshnet-brain-gwm'));
   assert.equal(predecessorOf(sr1), undefined);
   assert.equal(seg1.Modality, 'SEG');
   assert.equal(seg1.StudyInstanceUID, studyUid);
   assert.notEqual(seg1.SeriesInstanceUID, sr1.SeriesInstanceUID);
-  const v = await dciodvfy(one[1]!.path);
+  const v = await dciodvfy((await store.localCopy(one[1]!.key)).path);
   assert.deepEqual(v.errors, [], v.output);
 
   const two = await run(2);
-  const sr2 = parseDicom(await readFile(two[0]!.path));
+  const sr2 = parseDicom(await store.get(two[0]!.key));
   assert.equal(predecessorOf(sr2), sr1.SOPInstanceUID);
   assert.notEqual(two[1]!.sopInstanceUid, one[1]!.sopInstanceUid, 'a new SEG per run too');
 
@@ -74,18 +79,19 @@ test('segmentation run: SR + SEG written; re-runs supersede; retries keep their 
     retry.map((o) => o.sopInstanceUid),
     two.map((o) => o.sopInstanceUid),
   );
-  assert.equal(predecessorOf(parseDicom(await readFile(retry[0]!.path))), sr1.SOPInstanceUID);
+  assert.equal(predecessorOf(parseDicom(await store.get(retry[0]!.key))), sr1.SOPInstanceUID);
   // A late retry of run 1 neither gains a predecessor nor makes run 2 look superseded.
   const late = await run(1);
-  assert.equal(predecessorOf(parseDicom(await readFile(late[0]!.path))), undefined);
+  assert.equal(predecessorOf(parseDicom(await store.get(late[0]!.key))), undefined);
   assert.equal((await index.lastReport(studyUid, 'meshnet-brain-gwm'))?.sopInstanceUid, sr2.SOPInstanceUID);
   const three = await run(3);
-  assert.equal(predecessorOf(parseDicom(await readFile(three[0]!.path))), sr2.SOPInstanceUID);
+  assert.equal(predecessorOf(parseDicom(await store.get(three[0]!.key))), sr2.SOPInstanceUID);
 });
 
 test('an empty label map writes the SR only', async (t) => {
-  const outboxDir = await mkdtemp(path.join(tmpdir(), 'aigw-results-'));
-  t.after(() => rm(outboxDir, { recursive: true, force: true }));
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-results-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const store = new FilesystemObjectStore(dataDir);
   const index = new StudyIndex(connection, `${prefix}-empty`);
   t.after(async () => {
     const keys = await connection.keys(`${prefix}-empty:*`);
@@ -99,7 +105,7 @@ test('an empty label map writes the SR only', async (t) => {
     modelVersion: '1.0',
     run: 1,
     index,
-    outboxDir,
+    store,
   });
   assert.deepEqual(
     objects.map((o) => o.kind),

@@ -80,7 +80,8 @@ test('MODEL.md sample: label voxel counts match the reference exactly', async ()
 
 function sourceRef(file: string, i: number): SourceInstanceRef {
   return {
-    path: file,
+    key: `studies/2.25.76/2.25.77/2.25.${1000 + i}.dcm`,
+    file,
     sopInstanceUid: `2.25.${1000 + i}`,
     sopClassUid: '1.2.840.10008.5.1.4.1.1.4',
     seriesUid: '2.25.77',
@@ -99,13 +100,13 @@ test('real sagittal MR series: volume assembled along the normal, segmented, map
 
   // Sagittal slices, normal = row × column = (0,1,0) × (0,0,-1) = (-1,0,0): ascending projection
   // is descending patient x, i.e. file 0035 (x = +81.6) first.
-  const positions = await Promise.all(result.sources.map(async (s) => (await decodeImage(s.path)).geometry!));
+  const positions = await Promise.all(result.sources.map(async (s) => (await decodeImage(s.file)).geometry!));
   const along = positions.map((g) => -g.position[0]);
   for (let k = 1; k < along.length; k++) {
     // Spacing comes from the positions: 4.8 mm, while Slice Thickness says 4 mm.
     assert.ok(Math.abs(along[k]! - along[k - 1]! - 4.8) < 1e-3, `gap ${k}: ${along[k]! - along[k - 1]!}`);
   }
-  assert.equal(path.basename(result.sources[0]!.path), '0035.dcm');
+  assert.equal(path.basename(result.sources[0]!.file), '0035.dcm');
   assert.equal(result.sources.length, 35);
 
   const findings = result.findings as VolumeFinding[];
@@ -139,7 +140,7 @@ test('real sagittal MR series: volume assembled along the normal, segmented, map
     );
   });
   // Tissue labels land on the head, not on air: nearly all labelled pixels are above 5 % of the series max.
-  const images = await Promise.all(result.sources.map((s) => decodeImage(s.path)));
+  const images = await Promise.all(result.sources.map((s) => decodeImage(s.file)));
   let max = 0;
   for (const im of images) for (const v of im.pixels[0]!) max = Math.max(max, v);
   let labelled = 0;
@@ -174,7 +175,8 @@ test('the same series as one Enhanced MR multi-frame object: same volumes, a SEG
   );
   const result = await runModel(brain, [
     {
-      path: file,
+      key: 'studies/2.25.5000/2.25.5002/2.25.5001.dcm',
+      file,
       sopInstanceUid: '2.25.5001',
       sopClassUid: header.SOPClassUID as string,
       seriesUid: '2.25.5002',
@@ -185,7 +187,7 @@ test('the same series as one Enhanced MR multi-frame object: same volumes, a SEG
   const frameOf = new Map(shuffled.map((f, i) => [f, i + 1]));
   assert.deepEqual(
     result.sources.map((s) => s.frameNumber),
-    classic.sources.map((s) => frameOf.get(path.basename(s.path))),
+    classic.sources.map((s) => frameOf.get(path.basename(s.file))),
   );
   assert.ok(result.sources.every((s) => s.sopInstanceUid === '2.25.5001'));
   // The same volume went into the model: the same voxel counts and the same label map on every slice.

@@ -72,7 +72,13 @@ after(async () => {
 });
 
 function source(file: string, uid = '2.25.100'): SourceInstanceRef {
-  return { path: file, sopClassUid: '1.2.840.10008.5.1.4.1.1.1', sopInstanceUid: uid, seriesUid: '2.25.200' };
+  return {
+    key: `studies/2.25.300/2.25.200/${uid}.dcm`,
+    file,
+    sopClassUid: '1.2.840.10008.5.1.4.1.1.1',
+    sopInstanceUid: uid,
+    seriesUid: '2.25.200',
+  };
 }
 
 /** The findings as classifications (the only kind these models produce). */

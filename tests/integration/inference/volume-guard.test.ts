@@ -77,7 +77,8 @@ test('frames with no position of their own are dropped and named once; decoding 
       new Uint16Array(3 * size * size),
     );
     return {
-      path: file,
+      key: `studies/2.25.61/2.25.62/2.25.${name.length}${size}.dcm`,
+      file,
       sopInstanceUid: `2.25.${name.length}${size}`,
       sopClassUid: '1.2.840.10008.5.1.4.1.1.7',
       seriesUid: '2.25.62',

@@ -14,6 +14,8 @@ import { QUEUE, type DeliveryJob, type InferenceJob } from '../../../src/pipelin
 import { keys, type WorkerHeartbeat } from '../../../src/pipeline/keys.ts';
 import { createInferenceProcessor } from '../../../src/inference/processor.ts';
 import { writeModelResults } from '../../../src/reports/write-results.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../../src/storage/object-keys.ts';
 import { openModel, type LoadedModelSession } from '../../../src/inference/run-model.ts';
 import { WorkerHeartbeatPublisher } from '../../../src/inference/runtime/heartbeat.ts';
 
@@ -32,6 +34,7 @@ const UNIFORMITY = 'image-uniformity';
 const prefix = `test-worker-${process.pid}-${Date.now()}`;
 let redis: Redis;
 let dir: string;
+let store: FilesystemObjectStore;
 let model: LoadedModel;
 let index: StudyIndex;
 let inference: Queue<InferenceJob>;
@@ -50,6 +53,8 @@ function connection(): Redis {
 before(async () => {
   redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
   dir = await mkdtemp(path.join(tmpdir(), 'worker-'));
+  store = new FilesystemObjectStore(dir);
+  await store.init();
   model = (await loadModels(path.join(repoRoot, 'models'))).models.find((m) => m.manifest.id === UNIFORMITY)!;
   assert.ok(model, 'the built-in model loads');
   index = new StudyIndex(redis, prefix);
@@ -77,13 +82,15 @@ async function study(files: string[]): Promise<InferenceJob> {
   const studyUid = `2.25.${process.pid}${++studyCounter}`;
   const seriesUid = `${studyUid}.1`;
   for (const [i, file] of files.entries()) {
+    const sopInstanceUid = `${studyUid}.1.${i + 1}`;
+    // In the store under its key, as ingest leaves it: the processor finds it from the UIDs alone.
+    await store.put(objectKey.instance({ studyUid, seriesUid, sopInstanceUid }), await readFile(file));
     await index.recordInstance({
       studyUid,
       seriesUid,
-      sopInstanceUid: `${studyUid}.1.${i + 1}`,
+      sopInstanceUid,
       sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
       transferSyntaxUid: '1.2.840.10008.1.2.1',
-      path: file,
       size: 1,
       callingAe: 'TEST',
       callingAddress: '127.0.0.1',
@@ -109,8 +116,9 @@ function startWorker(session: LoadedModelSession, concurrency: number): Worker<I
   const processor = createInferenceProcessor({
     index,
     deliveryQueue: delivery,
+    store,
     sessions,
-    writeResults: (r) => writeModelResults({ ...r, index, outboxDir: dir }),
+    writeResults: (r) => writeModelResults({ ...r, index, store }),
   });
   return new Worker(QUEUE.inference, processor, { connection: connection(), prefix, concurrency });
 }

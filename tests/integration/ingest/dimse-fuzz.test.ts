@@ -84,9 +84,9 @@ test('seeded PDU and data set fuzzing never takes the SCP down', { timeout: 120_
     const echo = await dcmtk('echoscu', ['-v', '-aec', AE, '127.0.0.1', String(t.server.port)]);
     assert.match(echo.out, /Echo Response \(Success\)/);
     // Cut-off transfers are cleaned up asynchronously as their sockets close.
-    for (let i = 0; i < 100 && (await tempFiles(t.spool)).length > 0; i++)
+    for (let i = 0; i < 100 && (await tempFiles(t.store)).length > 0; i++)
       await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(await tempFiles(t.spool), []);
+    assert.deepEqual(await tempFiles(t.store), []);
   } finally {
     await t.close();
   }

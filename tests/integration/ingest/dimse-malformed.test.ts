@@ -45,10 +45,10 @@ let http: Server;
 
 before(async () => {
   dimse = await startTestDimse();
-  const disk = new DiskWatermark(dimse.spool.root, 0);
+  const disk = new DiskWatermark(dimse.dataDir, 0);
   await disk.refresh();
   const app = express();
-  const acceptor = new InstanceAcceptor({ spool: dimse.spool, disk, onStored: async () => undefined });
+  const acceptor = new InstanceAcceptor({ store: dimse.store, disk, onStored: async () => undefined });
   app.use(
     '/dicomweb',
     createStowRouter({ acceptor, maxRequestBytes: 64 * 1024 ** 2, maxInstanceBytes: 64 * 1024 ** 2 }),
@@ -176,7 +176,7 @@ test('every malformed sample gets one clear outcome by C-STORE and by STOW-RS, a
     path.join(SAMPLES, 'xray', 'cr-cervical-lat-mono1-agfa-16x16.dcm'),
   ]);
   assert.deepEqual(storeResponses(normal.out), ['Success']);
-  assert.deepEqual(await tempFiles(dimse.spool), []);
+  assert.deepEqual(await tempFiles(dimse.store), []);
 });
 
 /** Explicit VR LE data set whose private sequence (7777,0010) nests `depth` levels, undefined lengths. */
@@ -246,8 +246,8 @@ test('below the free-disk watermark, C-STOREs get 0xA700 and nothing is written'
     ]);
     assert.deepEqual(storeResponses(run.out), ['Refused: OutOfResources'], run.out);
     assert.equal(full.stored.length, 0);
-    assert.deepEqual(await full.spool.listStudies(), []);
-    assert.deepEqual(await tempFiles(full.spool), []);
+    assert.deepEqual(await full.store.spool.listStudies(), []);
+    assert.deepEqual(await tempFiles(full.store), []);
   } finally {
     await full.close();
   }

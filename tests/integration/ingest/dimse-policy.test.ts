@@ -200,7 +200,7 @@ test('silent connections are cut by ARTIM; oversized PDUs are cut before they ar
     await hostile.closed;
 
     assert.match((await echo(t.server.port, 'AFTER_ABUSE')).out, /Echo Response \(Success\)/);
-    assert.deepEqual(await tempFiles(t.spool), []);
+    assert.deepEqual(await tempFiles(t.store), []);
   } finally {
     await t.close();
   }

@@ -17,7 +17,8 @@ import {
   readNaturalizedHeader,
 } from '../../../src/dicom/part10.ts';
 import { startDimseServer, type DimseServer, type InstanceRecord } from '../../../src/ingest/dimse/index.ts';
-import { Spool } from '../../../src/storage/spool.ts';
+import type { Spool } from '../../../src/storage/spool.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const samples = path.join(path.resolve(repoRoot, '../shared'), 'dicom-samples');
@@ -74,13 +75,16 @@ let indexFailure: Error | undefined;
 
 before(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-dimse-'));
-  spool = new Spool(dataDir);
+  const store = new FilesystemObjectStore(dataDir);
+  await store.init();
+  spool = store.spool;
   server = await startDimseServer({
     aeTitle: AE,
     host: '127.0.0.1',
     port: 0,
     maxPduLength: 65536,
-    spool,
+    store,
+    dataDir,
     onStored: async (inst) => {
       if (indexFailure) throw indexFailure;
       recorded.push(inst);
@@ -187,12 +191,13 @@ async function sendAndVerify(file: string, callingAe: string): Promise<{ byteIde
   assert.equal(inst.callingAe, callingAe);
   assert.equal(inst.callingAddress.replace(/^::ffff:/, ''), '127.0.0.1');
   assert.ok(Number.isFinite(inst.receivedAt) && inst.receivedAt > 0);
-  assert.equal(inst.path, spool.instancePath(inst));
+  assert.equal('path' in inst, false, 'the record carries no host path');
+  const storedPath = spool.instancePath(inst);
 
   // The stored file: a valid Part-10 file with our meta header and the sender's data set.
-  const stored = await readFile(inst.path);
+  const stored = await readFile(storedPath);
   assert.equal(inst.size, stored.length);
-  const storedHeader = await readInstanceHeader(inst.path);
+  const storedHeader = await readInstanceHeader(storedPath);
   assert.equal(storedHeader.transferSyntaxUid, ts);
   const meta = await dcmtk('dcmdump', [
     '-M',
@@ -202,14 +207,14 @@ async function sendAndVerify(file: string, callingAe: string): Promise<{ byteIde
     '0002,0016',
     '+P',
     '0002,0013',
-    inst.path,
+    storedPath,
   ]);
   assert.match(meta.out, new RegExp(`\\[${IMPLEMENTATION_CLASS_UID.replace(/\./g, '\\.')}\\]`));
   assert.match(meta.out, new RegExp(`AE \\[${callingAe}\\]`));
   assert.match(meta.out, /SH \[AIGW_0_1\]/);
 
   assert.deepEqual(
-    await datasetDump(inst.path),
+    await datasetDump(storedPath),
     await datasetDump(file),
     `${path.basename(file)}: data set differs`,
   );
@@ -273,7 +278,7 @@ test('one CT slice in every transfer syntax is stored in that syntax', async () 
   assert.ok(identical >= 8, `only ${identical} data sets were byte-identical`);
   // Lossless transcodings kept the SOP Instance UID: their resends replaced one file instead of adding files.
   const ct = recorded.slice(-files.length);
-  const distinct = new Set(ct.map((i) => i.path));
+  const distinct = new Set(ct.map((i) => spool.instancePath(i)));
   assert.ok(distinct.size < files.length, 'some files share a SOP instance');
   const series = await spool.listInstances(ct[0]!.studyUid);
   assert.equal(series.length, 1);
@@ -338,11 +343,11 @@ test('parallel associations each store a whole CT series', async () => {
     const file = path.join(seriesDir, f);
     const inst = bySop.get((await readInstanceHeader(file)).sopInstanceUid!);
     assert.ok(inst, `${f} was not stored`);
-    const [src, dst] = [await readFile(file), await readFile(inst.path)];
+    const [src, dst] = [await readFile(file), await readFile(spool.instancePath(inst))];
     if (await senderKeepsBytes(file, inst.transferSyntaxUid)) {
       assert.ok(dst.subarray(part10DatasetOffset(dst)).equals(src.subarray(part10DatasetOffset(src))), f);
     } else {
-      assert.deepEqual(await datasetDump(inst.path), await datasetDump(file), f);
+      assert.deepEqual(await datasetDump(spool.instancePath(inst)), await datasetDump(file), f);
     }
   }
 });
@@ -401,7 +406,7 @@ test('hostile and inconsistent data sets are refused without touching the spool'
   assert.equal(recorded.length, before);
   assert.ok(!(await spool.listStudies()).includes('1.2.826.0.1.3680043.99.1'));
   assert.deepEqual(await readdir(spool.tmpDir), [], 'refused data sets leave no temp files');
-  assert.deepEqual((await readdir(dataDir)).sort(), ['spool']);
+  assert.deepEqual((await readdir(dataDir)).sort(), ['outbox', 'spool']);
   assert.deepEqual((await readdir(spool.root)).sort(), ['studies', 'tmp']);
 
   // And a well-formed one on the same path is accepted.

@@ -12,7 +12,8 @@ import { readInstanceHeader } from '../../../src/dicom/part10.ts';
 import { InstanceAcceptor } from '../../../src/ingest/accept.ts';
 import type { InstanceRecord } from '../../../src/pipeline/instance-record.ts';
 import { DiskWatermark } from '../../../src/storage/disk-watermark.ts';
-import { Spool } from '../../../src/storage/spool.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../../src/storage/object-keys.ts';
 import { createStowRouter, type StowRouterOptions } from '../../../src/ingest/stowrs/index.ts';
 import { SAMPLES, tempFiles } from '../../helpers/ingest.ts';
 
@@ -28,7 +29,7 @@ const TOKEN = 'stow-test-token-0123456789';
 
 interface Harness {
   url: string;
-  spool: Spool;
+  store: FilesystemObjectStore;
   stored: InstanceRecord[];
   close(): Promise<void>;
 }
@@ -37,12 +38,12 @@ const harnesses: Harness[] = [];
 
 async function startStow(options: Partial<StowRouterOptions> = {}, minFreeBytes = 0): Promise<Harness> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-stow-'));
-  const spool = new Spool(dataDir);
-  await spool.init();
+  const store = new FilesystemObjectStore(dataDir);
+  await store.init();
   const stored: InstanceRecord[] = [];
-  const disk = new DiskWatermark(spool.root, minFreeBytes);
+  const disk = new DiskWatermark(dataDir, minFreeBytes);
   await disk.refresh();
-  const acceptor = new InstanceAcceptor({ spool, disk, onStored: async (i) => void stored.push(i) });
+  const acceptor = new InstanceAcceptor({ store, disk, onStored: async (i) => void stored.push(i) });
   const app = express();
   app.use(
     '/dicomweb',
@@ -59,7 +60,7 @@ async function startStow(options: Partial<StowRouterOptions> = {}, minFreeBytes 
   const { port } = server.address() as { port: number };
   const h: Harness = {
     url: `http://127.0.0.1:${port}/dicomweb`,
-    spool,
+    store,
     stored,
     async close() {
       await new Promise<void>((r) => server.close(() => r()));
@@ -128,10 +129,10 @@ test('STOW-RS stores every part byte for byte and answers 200 with ReferencedSOP
     );
     const inst = h.stored.find((s) => s.sopInstanceUid === header.sopInstanceUid);
     assert.ok(inst);
-    assert.deepEqual(await readFile(inst.path), bodies[i], 'stored as sent');
+    assert.deepEqual(await h.store.get(objectKey.instance(inst)), bodies[i], 'stored as sent');
   }
   assert.equal(r.json['00081198'], undefined, 'no failures');
-  assert.deepEqual(await tempFiles(h.spool), []);
+  assert.deepEqual(await tempFiles(h.store), []);
 });
 
 test('partial failure answers 202 with FailedSOPSequence reasons; all failed answers 409', async () => {
@@ -183,7 +184,7 @@ test('requests that are not multipart/related application/dicom are refused with
   assert.equal((await post(`${h.url}/studies`, Buffer.from('no boundary anywhere'))).status, 400);
   const cut = body.subarray(0, body.length - 200);
   assert.equal((await post(`${h.url}/studies`, cut)).status, 400, 'body cut inside a part');
-  assert.deepEqual(await tempFiles(h.spool), []);
+  assert.deepEqual(await tempFiles(h.store), []);
 });
 
 test('auth: bearer token or basic user when configured', async () => {
@@ -228,7 +229,7 @@ test('size limits: 413 for a request too large, A700 for an instance too large; 
     seq(tooBig.json, '00081198').map((x) => val(x, '00081197')),
     [0xa700],
   );
-  assert.deepEqual(await tempFiles(small.spool), []);
+  assert.deepEqual(await tempFiles(small.store), []);
 
   const full = await startStow({}, Number.MAX_SAFE_INTEGER);
   const refused = await post(`${full.url}/studies`, multipart([{ body: j2k }]));

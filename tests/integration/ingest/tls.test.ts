@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadConfig } from '../../../src/config/load.ts';
 import { startDimseServer } from '../../../src/ingest/dimse/index.ts';
-import { Spool } from '../../../src/storage/spool.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 import { SAMPLES, dcmtk, startTestDimse, storeResponses, type TestDimse } from '../../helpers/ingest.ts';
 import { makePki as makeTestPki } from '../../helpers/pki.ts';
 
@@ -140,14 +140,15 @@ test('requireClientCert without caFile refuses to start instead of trusting the 
     loadConfig({ env: {}, overrides: { 'dimse.tls': { ...tls, caFile: path.join(dir, 'ca.pem') } } }),
   );
   // The server itself refuses too, for callers that skip the configuration.
-  const spool = new Spool(dir);
+  const store = new FilesystemObjectStore(dir);
   await assert.rejects(
     startDimseServer({
       aeTitle: AE,
       host: '127.0.0.1',
       port: 0,
       maxPduLength: 262_144,
-      spool,
+      store,
+      dataDir: dir,
       onStored: async () => undefined,
       tls: {
         port: 0,

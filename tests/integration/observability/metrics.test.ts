@@ -17,6 +17,7 @@ import { collectQueueDepths, observeStageTimings } from '../../../src/observabil
 import { QUEUE } from '../../../src/pipeline/jobs.ts';
 import { createQueues, type Queues } from '../../../src/pipeline/queues.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 
 const prefix = `aigw-metrics-${randomBytes(4).toString('hex')}`;
 let redis: Redis;
@@ -37,6 +38,7 @@ before(async () => {
     index: new StudyIndex(redis, prefix),
     queues,
     spoolDir: dir,
+    store: new FilesystemObjectStore(dir),
     destinations: destinationSummaries(config),
   });
   server = await listen(app, '127.0.0.1', 0);
@@ -70,7 +72,7 @@ test('queue depths are read from BullMQ at each scrape', async () => {
   for (let i = 0; i < 3; i++)
     await queues.delivery.add(
       'deliver',
-      { studyUid: '1.2.3', sopInstanceUid: `1.2.3.${i}`, path: '/x', destination: 'd' },
+      { studyUid: '1.2.3', sopInstanceUid: `1.2.3.${i}`, destination: 'd' },
       { delay: 60_000 },
     );
   const after = await scrape();

@@ -76,7 +76,6 @@ function instance(
     seriesUid,
     sopInstanceUid,
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: `/spool/${sopInstanceUid}.dcm`,
     size: 1,
     callingAe,
     callingAddress: '127.0.0.1',

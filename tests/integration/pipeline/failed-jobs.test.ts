@@ -26,7 +26,6 @@ test('a final failure of an earlier run leaves the current run alone; one of the
     sopInstanceUid: `${uid}.1.1`,
     sopClassUid: '1.2.840.10008.5.1.4.1.1.1',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: '/nowhere.dcm',
     size: 1,
     callingAe: 'MOD',
     callingAddress: '127.0.0.1',

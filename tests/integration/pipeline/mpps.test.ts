@@ -37,7 +37,6 @@ function instance(studyUid: string, sopInstanceUid: string): InstanceRecord {
     sopInstanceUid,
     sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: `/spool/${sopInstanceUid}.dcm`,
     size: 1,
     callingAe: 'MODALITY1',
     callingAddress: '127.0.0.1',

@@ -3,7 +3,7 @@
 // reaches the histogram and the per-minute log; a rule whose p95 is over its target shows as breached.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -29,6 +29,8 @@ import { writeModelResults } from '../../../src/reports/write-results.ts';
 import { createRoutingProcessor } from '../../../src/routing/processor.ts';
 import { ingestPriority } from '../../../src/routing/rules.ts';
 import { REDIS_URL, REPO, SHARED } from '../../helpers/gateway.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../../src/storage/object-keys.ts';
 
 const CT = path.join(
   SHARED,
@@ -40,6 +42,7 @@ const UNIFORMITY = 'image-uniformity';
 const prefix = `test-priority-${process.pid}-${Date.now()}`;
 let redis: Redis;
 let dir: string;
+let store: FilesystemObjectStore;
 let index: StudyIndex;
 let session: LoadedModelSession;
 const connections: Redis[] = [];
@@ -87,7 +90,6 @@ function record(kind: 'stat' | 'routine'): InstanceRecord {
     sopInstanceUid: `${studyUid}.1.1`,
     sopClassUid: stat ? '1.2.840.10008.5.1.4.1.1.1' : '1.2.840.10008.5.1.4.1.1.2',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: stat ? CHEST : CT,
     size: 1,
     callingAe: stat ? 'ER_CR' : 'MODALITY1',
     callingAddress: '127.0.0.1',
@@ -130,6 +132,8 @@ async function drain<T extends { studyUid: string }>(
 before(async () => {
   redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
   dir = await mkdtemp(path.join(tmpdir(), 'priority-'));
+  store = new FilesystemObjectStore(dir);
+  await store.init();
   index = new StudyIndex(redis, prefix);
   const model = (await loadModels(path.join(REPO, 'models'))).models.find(
     (m) => m.manifest.id === UNIFORMITY,
@@ -192,7 +196,11 @@ test('routing → inference → delivery: STAT work is taken first at each queue
   const delivery = queue<DeliveryJob>(QUEUE.delivery);
   const routine = Array.from({ length: 3 }, () => record('routine'));
   const stat = record('stat');
-  for (const r of [...routine, stat]) await index.recordInstance(r);
+  for (const r of [...routine, stat]) {
+    // Stored as ingest stores it: the inference processor finds each image from its UIDs.
+    await store.put(objectKey.instance(r), await readFile(r === stat ? CHEST : CT));
+    await index.recordInstance(r);
+  }
   // Routine studies complete first; nothing is taken until the STAT one is queued too.
   for (const r of [...routine, stat]) await studyComplete.add('study-complete', { studyUid: r.studyUid });
 
@@ -223,8 +231,9 @@ test('routing → inference → delivery: STAT work is taken first at each queue
   const infer = createInferenceProcessor({
     index,
     deliveryQueue: delivery,
+    store,
     sessions,
-    writeResults: (r) => writeModelResults({ ...r, index, outboxDir: dir }),
+    writeResults: (r) => writeModelResults({ ...r, index, store }),
   });
   const inferred = await drain<InferenceJob>(QUEUE.inference, 4, infer);
   assert.equal(inferred[0], stat.studyUid, `inference order: ${inferred.join(' ')}`);
@@ -246,6 +255,7 @@ test('routing → inference → delivery: STAT work is taken first at each queue
   const folder = path.join(dir, 'out');
   const deliver = createDeliveryProcessor({
     destinations: new Map([['out', new FolderDestination('out', folder)]]),
+    store,
     index,
     turnaround,
   });

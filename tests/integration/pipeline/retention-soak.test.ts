@@ -18,7 +18,9 @@ import { keys } from '../../../src/pipeline/keys.ts';
 import { runRetention, type RetentionPolicy } from '../../../src/pipeline/retention.ts';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { DiskWatermark } from '../../../src/storage/disk-watermark.ts';
-import { Spool } from '../../../src/storage/spool.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../../src/storage/object-keys.ts';
+import { finished } from 'node:stream/promises';
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const STUDIES_PER_WAVE = Number(process.env.AIGW_SOAK_STUDIES ?? 500);
@@ -81,15 +83,16 @@ const studyKeyCount = async () =>
 test(`retention brings disk and Redis back to a flat line (${STUDIES_PER_WAVE} studies per wave)`, async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-soak-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const spool = new Spool(dir);
-  await spool.init();
-  const disk = new DiskWatermark(spool.root, 0);
+  const store = new FilesystemObjectStore(dir);
+  await store.init();
+  const spool = store.spool;
+  const disk = new DiskWatermark(dir, 0);
   await disk.refresh();
   const index = new StudyIndex(redis, prefix);
   const deliveryQueue = new Queue<DeliveryJob>(QUEUE.delivery, { connection: redis, prefix });
   t.after(() => deliveryQueue.close());
   const acceptor = new InstanceAcceptor({
-    spool,
+    store,
     disk,
     onStored: async (inst) => {
       await index.recordInstance(inst);
@@ -110,10 +113,14 @@ test(`retention brings disk and Redis back to a flat line (${STUDIES_PER_WAVE} s
   for (const wave of [1, 2]) {
     for (let i = 0; i < STUDIES_PER_WAVE; i++) {
       const studyUid = `2.25.${wave}${String(i).padStart(6, '0')}`;
-      const { path: temp, handle } = await spool.createTempFile();
-      await handle.writeFile(tinyInstance(studyUid, `${studyUid}.1`, `${studyUid}.1.1`));
-      await handle.close();
-      const outcome = await acceptor.accept(temp, { path: 'dimse', callingAe: 'SOAK', address: '127.0.0.1' });
+      const staged = store.stage();
+      staged.stream.end(tinyInstance(studyUid, `${studyUid}.1`, `${studyUid}.1.1`));
+      await finished(staged.stream);
+      const outcome = await acceptor.accept(staged, {
+        path: 'dimse',
+        callingAe: 'SOAK',
+        address: '127.0.0.1',
+      });
       assert.ok(outcome.ok, `stored ${studyUid}`);
       // One in ten studies fails; the rest are delivered.
       await index.startRun(studyUid, 1, 1);
@@ -122,8 +129,7 @@ test(`retention brings disk and Redis back to a flat line (${STUDIES_PER_WAVE} s
         await index.inferenceDone(studyUid, 1, 1);
         await index.deliveryDone(studyUid, 1);
       }
-      await mkdir(path.join(outboxDir, studyUid), { recursive: true });
-      await writeFile(path.join(outboxDir, studyUid, 'sr.dcm'), 'x');
+      await store.put(objectKey.outbox(studyUid, `${studyUid}.9`), Buffer.from('x'));
       const result = path.join(resultsDir, studyUid, 'sr.dcm');
       await mkdir(path.dirname(result), { recursive: true });
       await writeFile(result, 'x');
@@ -135,10 +141,9 @@ test(`retention brings disk and Redis back to a flat line (${STUDIES_PER_WAVE} s
 
     const pass = await runRetention({
       index,
-      spool,
+      store,
       deliveryQueue,
       queues: [deliveryQueue],
-      outboxDir,
       resultsDir,
       policy,
       now: () => Date.now() + 3 * HOUR,

@@ -15,7 +15,8 @@ import { createInstanceRecorder } from '../../../src/pipeline/record-instance.ts
 import { InstanceAcceptor } from '../../../src/ingest/accept.ts';
 import { DiskWatermark } from '../../../src/storage/disk-watermark.ts';
 import { runRetention, type RetentionDeps, type RetentionPolicy } from '../../../src/pipeline/retention.ts';
-import { Spool } from '../../../src/storage/spool.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { finished } from 'node:stream/promises';
 import { waitFor } from '../../helpers/gateway.ts';
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -32,8 +33,7 @@ const SPOOL_ONLY: RetentionPolicy = {
   resultsMs: YEAR,
   studyRecordMs: YEAR,
 };
-const folders = (dir: string): Pick<RetentionDeps, 'outboxDir' | 'resultsDir'> => ({
-  outboxDir: path.join(dir, 'outbox'),
+const folders = (dir: string): Pick<RetentionDeps, 'resultsDir'> => ({
   resultsDir: path.join(dir, 'results'),
 });
 const CT_SLICE = path.resolve(
@@ -57,8 +57,9 @@ test('only delivered studies past retention lose their spooled images; failed or
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-spoolclean-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const index = new StudyIndex(connection, prefix);
-  const spool = new Spool(dir);
-  await spool.init();
+  const store = new FilesystemObjectStore(dir);
+  await store.init();
+  const spool = store.spool;
   const queue = new Queue<DeliveryJob>(QUEUE.delivery, {
     connection,
     prefix,
@@ -81,7 +82,6 @@ test('only delivered studies past retention lose their spooled images; failed or
       sopInstanceUid: `${uid}.9`,
       sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
       transferSyntaxUid: '1.2.840.10008.1.2.1',
-      path: file,
       size: 1,
       callingAe: 'MOD',
       callingAddress: '127.0.0.1',
@@ -111,7 +111,6 @@ test('only delivered studies past retention lose their spooled images; failed or
   await queue.add('deliver', {
     studyUid: '2.25.1002',
     sopInstanceUid: '2.25.77',
-    path: '/x',
     destination: 'pacs',
   });
   await waitFor('the job to fail', async () => ((await queue.getFailedCount()) === 1 ? true : undefined));
@@ -119,7 +118,7 @@ test('only delivered studies past retention lose their spooled images; failed or
   // Within the retention period nothing goes.
   const early = await runRetention({
     index,
-    spool,
+    store,
     deliveryQueue: queue,
     queues: [],
     ...folders(dir),
@@ -130,7 +129,7 @@ test('only delivered studies past retention lose their spooled images; failed or
 
   const later = await runRetention({
     index,
-    spool,
+    store,
     deliveryQueue: queue,
     queues: [],
     ...folders(dir),
@@ -148,9 +147,10 @@ test('a PACS re-sending an instance while retention removes its study keeps the 
   t.after(() => rm(dir, { recursive: true, force: true }));
   const racePrefix = `${prefix}-race`;
   const index = new StudyIndex(connection, racePrefix);
-  const spool = new Spool(dir);
-  await spool.init();
-  const disk = new DiskWatermark(spool.root, 0);
+  const store = new FilesystemObjectStore(dir);
+  await store.init();
+  const spool = store.spool;
+  const disk = new DiskWatermark(dir, 0);
   await disk.refresh();
   const studyComplete = new Queue<StudyCompleteJob>(QUEUE.studyComplete, { connection, prefix: racePrefix });
   const deliveryQueue = new Queue<DeliveryJob>(QUEUE.delivery, { connection, prefix: racePrefix });
@@ -160,17 +160,16 @@ test('a PACS re-sending an instance while retention removes its study keeps the 
   });
   // The real ingest path: acceptor → spool commit → the recorder every front door uses.
   const acceptor = new InstanceAcceptor({
-    spool,
+    store,
     disk,
     onStored: createInstanceRecorder({ index, studyCompleteQueue: studyComplete, quietPeriodMs: HOUR }),
   });
   const bytes = await readFile(CT_SLICE);
   const send = async () => {
-    const { path: temp, handle } = await spool.createTempFile();
-    await handle.writeFile(bytes);
-    await handle.sync();
-    await handle.close();
-    const outcome = await acceptor.accept(temp, { path: 'dimse', callingAe: 'PACS', address: '127.0.0.1' });
+    const staged = store.stage();
+    staged.stream.end(bytes);
+    await finished(staged.stream);
+    const outcome = await acceptor.accept(staged, { path: 'dimse', callingAe: 'PACS', address: '127.0.0.1' });
     assert.ok(outcome.ok, 'stored');
     return outcome.instance;
   };
@@ -182,7 +181,7 @@ test('a PACS re-sending an instance while retention removes its study keeps the 
   let resent: InstanceRecord | undefined;
   const result = await runRetention({
     index,
-    spool,
+    store,
     deliveryQueue,
     queues: [],
     ...folders(dir),
@@ -195,7 +194,7 @@ test('a PACS re-sending an instance while retention removes its study keeps the 
     },
   });
   assert.ok(resent, 'the re-send was acknowledged during the pass');
-  assert.ok(await exists(first.path), 'the acknowledged copy is still in the spool');
+  assert.ok(await exists(spool.instancePath(first)), 'the acknowledged copy is still in the spool');
   assert.deepEqual(
     (await index.instances(first.studyUid)).map((i) => i.receivedAt),
     [resent.receivedAt],

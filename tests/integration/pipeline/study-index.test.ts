@@ -23,7 +23,6 @@ async function seed(index: StudyIndex, studyUid: string): Promise<void> {
     sopInstanceUid: `${studyUid}.1.1`,
     sopClassUid: '1.2.840.10008.5.1.4.1.1.1',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: '/nowhere.dcm',
     size: 1,
     callingAe: 'MOD',
     callingAddress: '127.0.0.1',

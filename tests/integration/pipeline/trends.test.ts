@@ -45,7 +45,6 @@ function instance(studyUid: string, callingAe: string): InstanceRecord {
     sopInstanceUid: uid(),
     sopClassUid: '1.2.840.10008.5.1.4.1.1.7',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: '/nowhere',
     size: 1,
     callingAe,
     callingAddress: '127.0.0.1',

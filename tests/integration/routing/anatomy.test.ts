@@ -143,7 +143,6 @@ async function route(file: string, callingAe: string): Promise<Routed> {
     sopInstanceUid: header.sopInstanceUid!,
     sopClassUid: header.sopClassUid!,
     transferSyntaxUid: header.transferSyntaxUid!,
-    path: file,
     size: (await stat(file)).size,
     callingAe,
     callingAddress: '127.0.0.1',

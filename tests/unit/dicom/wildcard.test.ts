@@ -121,7 +121,6 @@ test('routing a hostile description against a many-star rule is quick, and the c
     transferSyntaxUid: '1.2.840.10008.1.2.1',
     modality: 'CR',
     seriesDescription: description,
-    path: '/dev/null',
     size: 0,
     callingAe: 'X',
     callingAddress: '',

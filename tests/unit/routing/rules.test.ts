@@ -17,7 +17,6 @@ function instance(series: string, attrs: Partial<InstanceRecord>): InstanceRecor
     sopInstanceUid: `${series}.${Math.random().toString().slice(2, 8)}`,
     sopClassUid: '1.2.840.10008.5.1.4.1.1.1',
     transferSyntaxUid: '1.2.840.10008.1.2.1',
-    path: '/dev/null',
     size: 0,
     callingAe: 'MODALITY1',
     callingAddress: '127.0.0.1',
