@@ -4,7 +4,7 @@
 // becomes visible by a server-side CopyObject to its key, which also stamps the write time in the object's
 // metadata; the staging object is deleted after. Nothing here assumes a single writer: staging names are
 // unique per write, S3 replaces an object atomically, and retire() compares write times (see below).
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, stat as statFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -47,6 +47,8 @@ const STAGING = 'staging/';
 const CONTENT_TYPE = 'application/dicom';
 /** Local copies older than this are leftovers of a crashed process (a reader holds one for minutes). */
 const STALE_CACHE_MS = 24 * 3600_000;
+/** A HEAD's 404 is trusted without a HeadBucket this long after the bucket was last seen. */
+const BUCKET_RECHECK_MS = 10_000;
 /** DeleteObjects takes at most this many keys. */
 const DELETE_BATCH = 1000;
 
@@ -120,12 +122,17 @@ function isNotFound(err: unknown): boolean {
 }
 
 /**
- * A new client for one store. The SDK's NodeVersionSupportWarning (it will need Node 22 from 2027; this
- * project pins its SDK version) is switched off through the SDK's own variable, unless the operator set it;
- * every other warning is left alone.
+ * Switches off the AWS SDK's NodeVersionSupportWarning (SDK releases from 2027 will need Node 22; this
+ * project pins its SDK version) through the SDK's own variable, unless the operator set it. Every other
+ * warning is left alone. Call before creating an S3Client.
  */
-function createClient(o: S3StoreOptions): S3Client {
+export function silenceSdkNodeVersionWarning(): void {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+}
+
+/** A new client for one store. */
+function createClient(o: S3StoreOptions): S3Client {
+  silenceSdkNodeVersionWarning();
   return new S3Client({
     region: o.region,
     ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}),
@@ -157,6 +164,8 @@ export class S3ObjectStore implements ObjectStore {
   /** Cleared when the server answered a conditional DeleteObject with NotImplemented. */
   private conditionalDelete = true;
   private closed = false;
+  /** When HeadBucket last answered (see head()). */
+  private bucketSeenAt = 0;
 
   constructor(private readonly opts: S3StoreOptions) {
     if (opts.prefix !== '' && !opts.prefix.endsWith('/'))
@@ -185,6 +194,21 @@ export class S3ObjectStore implements ObjectStore {
       },
       { step: 'deserialize', name: 'aigwRequestCounter' },
     );
+    // DeleteObjects must carry an integrity header. The SDK sends only x-amz-checksum-crc32, which some
+    // S3-compatible servers (older MinIO and Ceph releases among them) do not accept in place of the
+    // Content-MD5 that S3 long required; S3 accepts both.
+    this.client.middlewareStack.add(
+      (next, context) => (args) => {
+        const request = args.request as { headers?: Record<string, string>; body?: unknown };
+        if (context.commandName === 'DeleteObjectsCommand' && request.headers !== undefined) {
+          const body = request.body;
+          if (typeof body === 'string' || body instanceof Uint8Array)
+            request.headers['content-md5'] = createHash('md5').update(body).digest('base64');
+        }
+        return next(args);
+      },
+      { step: 'build', name: 'aigwDeleteObjectsContentMd5' },
+    );
   }
 
   /** HTTP requests sent so far by operation (PutObject, CopyObject, ...), retries included. */
@@ -204,7 +228,8 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async check(): Promise<void> {
-    // Readiness must answer quickly: one attempt, bounded by the connect and request timeouts and 5 s.
+    // Readiness must answer quickly: bounded by 5 s (or connect + request timeout when shorter), retries
+    // included.
     const limit = Math.min(5_000, this.opts.connectTimeoutMs + this.opts.requestTimeoutMs);
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), {
@@ -238,12 +263,11 @@ export class S3ObjectStore implements ObjectStore {
 
   async get(key: string): Promise<Buffer> {
     const full = this.fullKey(key);
-    const res = await this.send('GetObject', key, () =>
-      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: full })),
-    );
-    if (res.Body === undefined) return Buffer.alloc(0);
-    const bytes = await res.Body.transformToByteArray();
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // The body is read inside send(): a connection lost mid-download is described like any failure.
+    return this.send('GetObject', key, async () => {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: full }));
+      return bodyBytes(res.Body);
+    });
   }
 
   async localCopy(key: string): Promise<LocalCopy> {
@@ -475,14 +499,23 @@ export class S3ObjectStore implements ObjectStore {
     return new S3StoreError(`${what} failed: ${name ? `${name}: ` : ''}${detail}`, 'other', { cause: err });
   }
 
+  /**
+   * HeadObject, undefined when absent. A HEAD answer has no body, so a missing bucket looks like a missing
+   * object (404): before saying absent (retention would then forget the instance), the bucket is checked,
+   * at most once per BUCKET_RECHECK_MS.
+   */
   private async head(key: string): Promise<HeadObjectCommandOutput | undefined> {
     const full = this.fullKey(key);
     try {
       return await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: full }));
     } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw this.describe(err, 'HeadObject', key);
+      if (!isNotFound(err)) throw this.describe(err, 'HeadObject', key);
     }
+    if (Date.now() - this.bucketSeenAt > BUCKET_RECHECK_MS) {
+      await this.check();
+      this.bucketSeenAt = Date.now();
+    }
+    return undefined;
   }
 
   /** ListObjectsV2 pages under <prefix><relPrefix>; raw keys. */
@@ -592,6 +625,13 @@ function writtenAt(head: HeadObjectCommandOutput): number {
   return head.LastModified?.getTime() ?? 0;
 }
 
+/** A GetObject body as one Buffer (no copy). */
+async function bodyBytes(body: { transformToByteArray(): Promise<Uint8Array> } | undefined): Promise<Buffer> {
+  if (body === undefined) return Buffer.alloc(0);
+  const bytes = await body.transformToByteArray();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 function sortedRecord(counts: Map<string, number>): Record<string, number> {
   return Object.fromEntries([...counts].sort(([a], [b]) => (a < b ? -1 : 1)));
 }
@@ -637,17 +677,16 @@ class S3StagedWrite implements StagedWrite {
     const head = this.stream.head;
     // The header parser mostly asks for what the head already holds: no request then.
     if (end <= head.length) return Buffer.from(head.subarray(offset, end));
-    const res = await this.store.send('GetObject', undefined, () =>
-      this.store.client.send(
+    return this.store.send('GetObject', undefined, async () => {
+      const res = await this.store.client.send(
         new GetObjectCommand({
           Bucket: this.store.bucketName,
           Key: this.stagingKey,
           Range: `bytes=${offset}-${end - 1}`,
         }),
-      ),
-    );
-    const bytes = (await res.Body?.transformToByteArray()) ?? new Uint8Array();
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      );
+      return bodyBytes(res.Body);
+    });
   }
 
   async commit(key: string): Promise<void> {

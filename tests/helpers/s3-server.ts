@@ -6,6 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
+import { silenceSdkNodeVersionWarning } from '../../src/storage/s3-store.ts';
 
 /** s3rver's fixed credentials. */
 export const S3RVER_ACCESS_KEY_ID = 'S3RVER';
@@ -108,4 +110,15 @@ export async function startS3Server(opts: { buckets?: string[] } = {}): Promise<
       rmSync(directory, { recursive: true, force: true });
     },
   };
+}
+
+/** A plain SDK client on the test server, to look at the bucket as it is (destroy() it after). */
+export function s3TestClient(server: S3TestServer): S3Client {
+  silenceSdkNodeVersionWarning();
+  return new S3Client({
+    region: server.region,
+    endpoint: server.endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
+  });
 }

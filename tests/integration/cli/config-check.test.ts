@@ -66,6 +66,15 @@ const config = {
     pacsdimse: { kind: 'dimse', host: '127.0.0.1', port: 4242, aeTitle: 'ORTHANC' },
   },
   defaultDestination: 'pacsbasic',
+  storage: {
+    backend: 's3',
+    s3: {
+      bucket: 'check-bucket',
+      endpoint: `http://minio-user:${m('endpoint-pass')}@127.0.0.1:9000`,
+      accessKeyId: 'check-key-id',
+      secretAccessKey: m('s3-secret'),
+    },
+  },
 };
 
 test('config check prints no secret, whatever its setting, and still prints the rest', async () => {
@@ -109,6 +118,9 @@ test('config check prints no secret, whatever its setting, and still prints the 
     assert.match(printed.destinations.pacsoauth.auth.tokenUrl, /@idp\.example\.org\/token$/);
     assert.equal(printed.destinations.pacsdimse.aeTitle, 'ORTHANC');
     assert.equal(printed.defaultDestination, 'pacsbasic');
+    assert.equal(printed.storage.s3.bucket, 'check-bucket');
+    assert.equal(printed.storage.s3.accessKeyId, 'check-key-id');
+    assert.match(printed.storage.s3.endpoint, /^http:\/\/minio-user:.+@127\.0\.0\.1:9000/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

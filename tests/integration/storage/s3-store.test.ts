@@ -14,7 +14,7 @@ import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/clien
 import { createS3ObjectStore } from '../../../src/storage/create-object-store.ts';
 import { InstanceTooLargeError, ObjectNotFoundError } from '../../../src/storage/object-store.ts';
 import { S3ObjectStore, type S3StoreOptions } from '../../../src/storage/s3-store.ts';
-import { startS3Server, type S3TestServer } from '../../helpers/s3-server.ts';
+import { s3TestClient, startS3Server, type S3TestServer } from '../../helpers/s3-server.ts';
 
 const execFileP = promisify(execFile);
 const BUCKET = 'dicom-ai-gateway';
@@ -106,12 +106,7 @@ async function putSentinel(): Promise<void> {
 }
 
 function rawClient(): S3Client {
-  return new S3Client({
-    region: server.region,
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-  });
+  return s3TestClient(server);
 }
 
 after(async () => {
@@ -358,8 +353,20 @@ describe('S3ObjectStore against s3rver', () => {
     const keys = Array.from({ length: 1003 }, (_, i) => `outbox/1.2.10/1.2.10.${i + 1}.dcm`);
     for (let i = 0; i < keys.length; i += 32)
       await Promise.all(keys.slice(i, i + 32).map((k) => store.put(k, Buffer.from('x'))));
+    // Each DeleteObjects carries Content-MD5 of its body (older MinIO and Ceph insist on it).
+    const md5s: boolean[] = [];
+    store.client.middlewareStack.add(
+      (next, context) => (args) => {
+        const req = args.request as { headers: Record<string, string>; body: string };
+        if (context.commandName === 'DeleteObjectsCommand')
+          md5s.push(req.headers['content-md5'] === createHash('md5').update(req.body).digest('base64'));
+        return next(args);
+      },
+      { step: 'finalizeRequest', priority: 'low', name: 'testContentMd5' },
+    );
     const before = store.operationCounts();
     assert.equal(await store.deletePrefix('outbox/1.2.10/'), keys.length);
+    assert.ok(md5s.length >= 2 && md5s.every(Boolean), `Content-MD5 right: ${JSON.stringify(md5s)}`);
     const after = store.operationCounts();
     assert.equal(after.DeleteObjects! - (before.DeleteObjects ?? 0), 2);
     assert.equal(after.ListObjectsV2! - (before.ListObjectsV2 ?? 0), 2);
@@ -461,6 +468,10 @@ describe('S3ObjectStore failures an operator understands', () => {
       () => store.check(),
       () => store.init(),
       () => store.put('outbox/1.2/1.2.1.dcm', Buffer.from('x')),
+      // A HEAD's 404 has no body: the store checks the bucket before saying "absent".
+      () => store.stat('outbox/1.2/1.2.1.dcm'),
+      () => store.retire('outbox/1.2/1.2.1.dcm', Date.now()),
+      () => collect(store.list('outbox/')),
     ])
       await assert.rejects(op(), /S3 bucket 'no-such-bucket' does not exist at http:\/\/127\.0\.0\.1:\d+/);
     const w = store.stage();
