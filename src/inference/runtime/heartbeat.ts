@@ -8,7 +8,8 @@ import { inferenceEvents } from '../events.ts';
 // admin console and /readyz see which workers are alive, which provider each model bound and what they
 // have done. A worker that stops cleanly removes its entry; one that dies leaves an entry whose
 // lastHeartbeat stops moving, which readers treat as stale, and which the live workers delete once it
-// is older than deadWorkerRetentionMs (a hash field cannot expire on its own in Redis 7.0). All these
+// is older than deadWorkerRetentionMs (a hash field cannot expire on its own in Redis 7.0), as does the
+// gateway holding the maintenance lease (pruneDeadWorkers), so they go with no worker alive too. All these
 // times are Redis's (TIME), never a host's.
 
 export const HEARTBEAT_INTERVAL_MS = 5000;
