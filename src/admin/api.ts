@@ -26,8 +26,11 @@ import {
   listStudies,
   listWorkers,
   pendingJobsForStudy,
+  markBlockedJobs,
+  modelWorkers,
   queueByName,
   queueOverview,
+  studiesWaitingForWorkers,
   studyRow,
   worklist,
   StudyListCache,
@@ -210,10 +213,11 @@ export function createApiRouter(deps: ApiDeps): express.Router {
   api.get(
     '/overview',
     handle(async (_req, res) => {
-      const [queueViews, workers, states] = await Promise.all([
+      const [queueViews, workers, states, models] = await Promise.all([
         queueOverview(queues),
         listWorkers(redis, prefix, deps.workerStaleMs),
         index.states(1000),
+        modelWorkers(redis, prefix, queues, deps.workerStaleMs),
       ]);
       const byState = Object.fromEntries(STUDY_STATES.map((s) => [s, 0])) as Record<StudyState, number>;
       for (const state of states) byState[state] = (byState[state] ?? 0) + 1;
@@ -222,6 +226,8 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         workersAlive: workers.filter((w) => w.alive).length,
         workersKnown: workers.length,
         studies: byState,
+        // Per model queue: jobs waiting and live workers with the model; `problem` when none has it.
+        models,
       });
     }),
   );
@@ -252,15 +258,27 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         res.status(404).json({ error: 'unknown study' });
         return;
       }
-      const [jobs, events, series, models] = await Promise.all([
+      const [jobs, events, series, models, coverage] = await Promise.all([
         jobsForStudy(redis, prefix, queues, uid),
         // The study's own index, not a scan of the trail: this page is polled every 2 s.
         audit.studyEvents(uid),
         index.seriesRouting(uid),
         index.modelOutcomes(uid),
+        modelWorkers(redis, prefix, queues, deps.workerStaleMs),
       ]);
       const [visible] = await shown(res, [row], uid);
-      res.json({ ...visible, series, models, jobs, events, instances: await instanceViews(uid) });
+      const marked = markBlockedJobs(jobs, coverage);
+      // `no worker for model X` for each model whose job of this study waits without a worker.
+      const waitingFor = [...new Set(marked.flatMap((j) => (j.blocked ? [j.blocked] : [])))];
+      res.json({
+        ...visible,
+        series,
+        models,
+        jobs: marked,
+        waitingFor,
+        events,
+        instances: await instanceViews(uid),
+      });
     }),
   );
 
@@ -314,7 +332,15 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         limit: intParam(req.query.limit, 'limit', 50, 500),
         phi: who.phi,
       });
-      res.json({ ...list, rows: await shown(res, list.rows, `study list from ${list.offset}`) });
+      // A study whose inference jobs wait for a model no live worker has says so in its row.
+      const waiting = await studiesWaitingForWorkers(
+        queues,
+        await modelWorkers(redis, prefix, queues, deps.workerStaleMs),
+      );
+      const rows = (await shown(res, list.rows, `study list from ${list.offset}`)).map((r) =>
+        waiting.has(r.studyUid) ? { ...r, waitingFor: waiting.get(r.studyUid)! } : r,
+      );
+      res.json({ ...list, rows });
     }),
   );
 
@@ -403,7 +429,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         const pending = await pendingJobsForStudy(redis, prefix, queues, uid);
         const removed: string[] = [];
         for (const j of pending) {
-          const queue = queueByName(queues, j.queue);
+          const queue = await queueByName(queues, j.queue);
           if (queue && (await queue.remove(j.id)) === 1) removed.push(`${j.queue}/${j.id}`);
         }
         const active = (await jobsForStudy(redis, prefix, queues, uid, ['active'])).map(
@@ -424,7 +450,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         if (failed.length === 0) return { status: 409, body: { error: 'the study has no failed jobs' } };
         const retried: string[] = [];
         for (const j of failed) {
-          const job = await queueByName(queues, j.queue)?.getJob(j.id);
+          const job = await (await queueByName(queues, j.queue))?.getJob(j.id);
           if (!job) continue;
           await job.retry('failed');
           retried.push(`${j.queue}/${j.id}`);
@@ -444,7 +470,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
   api.get(
     '/queues/:queue/jobs',
     handle(async (req, res) => {
-      const queue = queueByName(queues, String(req.params.queue));
+      const queue = await queueByName(queues, String(req.params.queue));
       if (!queue) {
         res.status(404).json({ error: 'unknown queue' });
         return;
@@ -463,7 +489,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
       handle(async (req, res) => {
         const name = String(req.params.queue);
         await act(req, res, `${verb}-queue`, name, async () => {
-          const queue = queueByName(queues, name);
+          const queue = await queueByName(queues, name);
           if (!queue) return { status: 404, body: { error: 'unknown queue' } };
           if (verb === 'pause') await queue.pause();
           else await queue.resume();
@@ -497,7 +523,7 @@ export function createApiRouter(deps: ApiDeps): express.Router {
         const name = String(req.params.queue);
         const id = String(req.params.id);
         await act(req, res, `${verb}-job`, `${name}/${id}`, async () => {
-          const job = await queueByName(queues, name)?.getJob(id);
+          const job = await (await queueByName(queues, name))?.getJob(id);
           if (!job) return { status: 404, body: { error: 'unknown queue or job' } };
           const studyUid = (job.data as { studyUid?: string }).studyUid;
           return { ...(await action(job, await job.getState())), studyUid };

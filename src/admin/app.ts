@@ -23,6 +23,7 @@ import { adminEvents } from './events.ts';
 import { readiness, WORKER_STALE_MS } from './health.ts';
 import { openapiDocument } from './openapi.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
+import { modelWorkers } from './queries.ts';
 
 export interface AdminDeps {
   config: GatewayConfig;
@@ -50,6 +51,9 @@ export interface AdminDeps {
   /** GET /api/trends: the console's charts (gateway role). */
   trends?: (range: TrendRange) => Promise<TrendSeries>;
 }
+
+/** How often bull-board's queue list is re-read from the set of known inference queues. */
+const BOARD_SYNC_MS = 5000;
 
 export const PUBLIC_DIR = path.join(import.meta.dirname, 'public');
 /** uPlot (npm `uplot`), the console's chart library, served from node_modules: no CDN, works offline. */
@@ -87,10 +91,11 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       minFreeBytes: config.spool.minFreeBytes,
       workerStaleMs: WORKER_STALE_MS,
       localWorkerRunning: deps.localWorkerRunning,
+      modelWorkers: () => modelWorkers(deps.redis, prefix, deps.queues, WORKER_STALE_MS),
     });
     if (!result.ready) {
       const failing = Object.entries(result.checks)
-        .filter(([name, c]) => !c.ok && (name !== 'workers' || deps.localWorkerRunning))
+        .filter(([name, c]) => !c.ok && !result.advisory.includes(name))
         .map(([name, c]) => `${name}: ${c.reason}`);
       adminEvents.notReady(failing);
     }
@@ -103,6 +108,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
       checks: result.checks,
       ...(maintenance !== undefined ? { maintenance } : {}),
       warnings: [...(deps.warnings ?? []), ...result.warnings],
+      ...(result.models ? { models: result.models } : {}),
     });
   });
 
@@ -140,11 +146,32 @@ export function createAdminApp(deps: AdminDeps): express.Express {
 
   const board = new ExpressAdapter();
   board.setBasePath('/admin/queues');
-  createBullBoard({
-    queues: allQueues(deps.queues).map((q) => new BullMQAdapter(q)),
+  const bullBoard = createBullBoard({
+    queues: [deps.queues.studyComplete, deps.queues.inference.legacy, deps.queues.delivery].map(
+      (q) => new BullMQAdapter(q),
+    ),
     // @bull-board/express pins its own copy of @bull-board/api; the two are the same shape at runtime.
     serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
   });
+  // The per-model inference queues come with the models: the board's list is brought up to date from the
+  // set of known queues before a request (at most every few seconds), so a new model's queue shows up.
+  let boardQueues = '';
+  let boardSyncedAt = 0;
+  const syncBoard: express.RequestHandler = (_req, _res, next) => {
+    if (Date.now() - boardSyncedAt < BOARD_SYNC_MS) return next();
+    boardSyncedAt = Date.now();
+    allQueues(deps.queues)
+      .then((queues) => {
+        const names = queues.map((q) => q.name).join('\n');
+        if (names !== boardQueues) {
+          boardQueues = names;
+          bullBoard.replaceQueues(queues.map((q) => new BullMQAdapter(q)));
+        }
+      })
+      // Redis away: the board keeps its last list and shows the outage itself.
+      .catch(() => undefined)
+      .finally(() => next());
+  };
   // bull-board's own actions (edit, clean, obliterate...) bypass the console's safeguards: role admin only,
   // and audited like ours.
   app.use('/admin/queues', requireAdminForActions('bull-board'));
@@ -164,7 +191,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     }
     next();
   });
-  app.use('/admin/queues', board.getRouter() as express.Router);
+  app.use('/admin/queues', syncBoard, board.getRouter() as express.Router);
 
   app.use(express.static(PUBLIC_DIR, { index: 'index.html', maxAge: 0 }));
   // Static files, not API routes: uPlot's dist folder (the console loads uPlot.iife.min.js and its CSS).

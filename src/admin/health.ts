@@ -25,6 +25,16 @@ export interface ReadinessDeps {
   workerStaleMs: number;
   /** Role 'all': whether the in-process inference worker is running (it counts before its first beat). */
   localWorkerRunning?: () => boolean;
+  /** Per model queue: pending jobs and live workers with the model (queries.ts modelWorkers). */
+  modelWorkers?: () => Promise<ModelCoverage[]>;
+}
+
+/** What readiness reads of each model queue (queries.ts ModelWorkers). */
+export interface ModelCoverage {
+  model: string;
+  pending: number;
+  workers: number;
+  problem?: string;
 }
 
 export const WORKER_STALE_MS = 30_000;
@@ -144,17 +154,31 @@ async function checkWorkers(deps: ReadinessDeps): Promise<CheckResult> {
  * sending studies to a gateway, or restart it, because the workers are away. In role 'all' the in-process
  * worker is part of this process, so there it counts. A lone worker has its own /readyz (worker-app.ts).
  */
-export async function readiness(
-  deps: ReadinessDeps,
-): Promise<{ ready: boolean; checks: Record<string, CheckResult>; warnings: string[] }> {
+export async function readiness(deps: ReadinessDeps): Promise<{
+  ready: boolean;
+  checks: Record<string, CheckResult>;
+  warnings: string[];
+  /** Checks reported but not required (their failure is a warning): `workers` outside role all, `models`. */
+  advisory: string[];
+  models?: ModelCoverage[];
+}> {
   const redis = await checkRedis(deps.redis);
-  const [spool, disk, workers, storage] = await Promise.all([
+  const unknown = { ok: false, reason: 'unknown: Redis does not answer' };
+  const [spool, disk, workers, coverage, storage] = await Promise.all([
     checkSpoolWritable(deps.spoolDir),
     checkDisk(deps.spoolDir, deps.minFreeBytes),
-    redis.ok ? checkWorkers(deps) : Promise.resolve({ ok: false, reason: 'unknown: Redis does not answer' }),
+    redis.ok ? checkWorkers(deps) : Promise.resolve(unknown),
+    redis.ok && deps.modelWorkers ? checkModels(deps.modelWorkers) : Promise.resolve(undefined),
     deps.store ? checkStore(deps.store) : undefined,
   ]);
-  const checks = { redis, spool, disk, workers, ...(storage ? { storage } : {}) };
+  const checks: Record<string, CheckResult> = {
+    redis,
+    spool,
+    disk,
+    workers,
+    ...(storage ? { storage } : {}),
+  };
+  if (coverage) checks.models = coverage.check;
   const required = [
     redis,
     spool,
@@ -163,5 +187,45 @@ export async function readiness(
     ...(deps.localWorkerRunning ? [workers] : []),
   ];
   const warnings = deps.localWorkerRunning || workers.ok ? [] : [`workers: ${workers.reason}`];
-  return { ready: required.every((c) => c.ok), checks, warnings };
+  for (const m of coverage?.models ?? [])
+    if (m.problem) warnings.push(`models: ${m.problem} (${m.pending} job(s) waiting)`);
+  const advisory = ['models', ...(deps.localWorkerRunning ? [] : ['workers'])];
+  return {
+    ready: required.every((c) => c.ok),
+    checks,
+    warnings,
+    advisory,
+    ...(coverage?.models ? { models: coverage.models } : {}),
+  };
+}
+
+/**
+ * Whether every model with jobs waiting has a live worker. Not required for readiness: the gateway still
+ * ingests and routes, and the jobs wait in their model's queue (using no attempts) until a worker with the
+ * model comes; an orchestrator must not restart a gateway for a worker that is missing elsewhere.
+ */
+async function checkModels(
+  read: () => Promise<ModelCoverage[]>,
+): Promise<{ check: CheckResult; models?: ModelCoverage[] }> {
+  try {
+    const models = await read();
+    const missing = models.filter((m) => m.problem);
+    if (missing.length === 0)
+      return {
+        check: {
+          ok: true,
+          reason: `every model with jobs waiting has a live worker (${models.length} model queue(s))`,
+        },
+        models,
+      };
+    return {
+      check: {
+        ok: false,
+        reason: missing.map((m) => `${m.problem} (${m.pending} job(s) waiting)`).join('; '),
+      },
+      models,
+    };
+  } catch (err) {
+    return { check: { ok: false, reason: `cannot read the model queues: ${errorMessage(err)}` } };
+  }
 }

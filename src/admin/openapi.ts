@@ -3,7 +3,7 @@
 
 import { AUDIT_TYPES } from '../pipeline/audit-trail.ts';
 import { STUDY_STATES } from '../pipeline/study-index.ts';
-import { JOB_STATES, QUEUE_NAMES, WORKLIST_SORTS } from './queries.ts';
+import { JOB_STATES, QUEUE_NAME_PATTERN, WORKLIST_SORTS } from './queries.ts';
 
 type Schema = Record<string, unknown>;
 
@@ -34,7 +34,10 @@ const queueParam = {
   name: 'queue',
   in: 'path',
   required: true,
-  schema: { type: 'string', enum: QUEUE_NAMES },
+  schema: { type: 'string', pattern: QUEUE_NAME_PATTERN },
+  description:
+    'study-complete, delivery, inference.<model id>@<version> (one queue per model version), or inference ' +
+    '(the single queue of older versions, drained by the workers)',
 };
 const jobParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
 const q = (name: string, schema: Schema, description?: string) => ({
@@ -328,8 +331,25 @@ export const openapiDocument = {
                 type: 'array',
                 items: { type: 'string' },
                 description:
-                  'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination), and ' +
-                  '"workers: <why>" when no inference worker is alive',
+                  'Risky settings chosen explicitly (e.g. promiscuous DIMSE with a PACS destination), ' +
+                  '"workers: <why>" when no inference worker is alive, and "models: no worker for model ' +
+                  '<id>@<version> (<n> job(s) waiting)" while jobs wait for a model no live worker has',
+              },
+              models: {
+                type: 'array',
+                description:
+                  'Per model queue: pending jobs, live workers taking jobs with the model loaded, and ' +
+                  '`problem` ("no worker for model …") while jobs wait without one. Not a readiness failure.',
+                items: {
+                  type: 'object',
+                  properties: {
+                    model: { type: 'string' },
+                    queue: { type: 'string' },
+                    pending: { type: 'integer' },
+                    workers: { type: 'integer' },
+                    problem: { type: 'string' },
+                  },
+                },
               },
               maintenance: {
                 type: 'object',
@@ -376,7 +396,9 @@ export const openapiDocument = {
     },
     '/api/overview': {
       get: {
-        summary: 'Queue counts, live workers and studies by state',
+        summary:
+          'Queue counts, live workers, studies by state, and per model queue the jobs waiting and the live ' +
+          'workers with the model (`problem`: "no worker for model …")',
         tags: ['status'],
         responses: { '200': json({ type: 'object' }), ...errors },
       },

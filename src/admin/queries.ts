@@ -4,27 +4,28 @@
 import type { Job, JobState, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { StudyIndex, StudyState, StudySummary } from '../pipeline/study-index.ts';
-import { QUEUE } from '../pipeline/jobs.ts';
+import { QUEUE, modelOfInferenceQueue } from '../pipeline/jobs.ts';
 import {
   keys,
   type AssociationRecord,
   type DestinationStatus,
   type WorkerHeartbeat,
 } from '../pipeline/keys.ts';
-import { allQueues, type Queues } from '../pipeline/queues.ts';
+import { allQueues, queueByName, type Queues } from '../pipeline/queues.ts';
 import { redisTimeMs } from '../pipeline/redis.ts';
 import { readHeartbeats } from './health.ts';
 
-export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
-export const QUEUE_NAMES = Object.values(QUEUE) as QueueName[];
+/** The fixed queues; the per-model inference queues `inference.<model>@<version>` come and go with models. */
+export const QUEUE_NAMES = [QUEUE.studyComplete, QUEUE.inference, QUEUE.delivery];
+/** A queue name the API accepts: a fixed one or a per-model inference queue's (for the OpenAPI pattern). */
+export const QUEUE_NAME_PATTERN =
+  '^(study-complete|inference|delivery|inference\\.[a-z0-9][a-z0-9._-]*@[0-9A-Za-z][0-9A-Za-z.+_-]*)$';
 export const JOB_STATES: JobState[] = ['waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'];
 const PENDING: JobState[] = ['waiting', 'prioritized', 'delayed'];
 /** How many of each queue's most recent jobs per state the destinations page scans. */
 const JOB_SCAN = 500;
 
-export function queueByName(queues: Queues, name: string): Queue | undefined {
-  return allQueues(queues).find((q) => q.name === name);
-}
+export { queueByName };
 
 export interface ModelOutcome {
   model: string;
@@ -136,6 +137,8 @@ export interface JobView {
   detail: string;
   attemptsMade: number;
   failedReason?: string;
+  /** Why a pending job does not start: `no worker for model <id>@<version>` while no live worker has it. */
+  blocked?: string;
   createdAt: number;
   processedOn?: number;
   finishedOn?: number;
@@ -202,7 +205,7 @@ export async function jobsForStudy(
   const found = await Promise.all(
     [...refs].map(async (ref): Promise<JobView | undefined> => {
       const slash = ref.indexOf('/');
-      const queue = queueByName(queues, ref.slice(0, slash));
+      const queue = await queueByName(queues, ref.slice(0, slash));
       const id = ref.slice(slash + 1);
       if (!queue || !id) return undefined;
       const job = await queue.getJob(id);
@@ -235,11 +238,99 @@ export interface QueueView {
 
 export async function queueOverview(queues: Queues): Promise<QueueView[]> {
   return Promise.all(
-    allQueues(queues).map(async (q) => ({
+    (await allQueues(queues)).map(async (q) => ({
       name: q.name,
       paused: await q.isPaused(),
       counts: await q.getJobCounts(...JOB_STATES),
     })),
+  );
+}
+
+/** One model's inference queue: jobs waiting for it and the live workers that would take them. */
+export interface ModelWorkers {
+  /** `<id>@<version>`. */
+  model: string;
+  queue: string;
+  /** Jobs waiting, prioritized or delayed (retries in backoff). */
+  pending: number;
+  /** Live workers (fresh heartbeat) taking jobs (storage reachable) that have the model loaded. */
+  workers: number;
+  /** Set while jobs wait and no worker would take them: `no worker for model <id>@<version>`. */
+  problem?: string;
+}
+
+/** The words the console, /readyz and the log use for a model whose jobs wait without a worker. */
+export function noWorkerFor(model: string): string {
+  return `no worker for model ${model}`;
+}
+
+/**
+ * Per known per-model inference queue: its pending jobs and the live workers that have its model. A job
+ * whose model no live worker has waits in its queue without using attempts; this says so, for the console,
+ * /readyz and the aigw_inference_model_workers gauge. A worker counts while its heartbeat is fresh and it
+ * takes jobs (its storage answers). Workers of older versions list model ids without versions and take
+ * from the legacy queue only, so they are not counted for a model queue.
+ */
+export async function modelWorkers(
+  redis: Redis,
+  prefix: string,
+  queues: Queues,
+  staleMs: number,
+): Promise<ModelWorkers[]> {
+  const [known, workers] = await Promise.all([queues.inference.known(), listWorkers(redis, prefix, staleMs)]);
+  const taking = workers.filter((w) => w.alive && w.accepting !== false);
+  const out = await Promise.all(
+    known.map(async (q): Promise<ModelWorkers | undefined> => {
+      const model = modelOfInferenceQueue(q.name);
+      if (!model) return undefined;
+      const counts = await q.getJobCounts(...PENDING);
+      const pending = PENDING.reduce((n, state) => n + (counts[state] ?? 0), 0);
+      const n = taking.filter((w) => w.models.includes(model)).length;
+      return {
+        model,
+        queue: q.name,
+        pending,
+        workers: n,
+        ...(pending > 0 && n === 0 ? { problem: noWorkerFor(model) } : {}),
+      };
+    }),
+  );
+  return out.filter((m): m is ModelWorkers => m !== undefined);
+}
+
+/** How many pending jobs of a model queue are read to find the studies waiting for a missing worker. */
+const BLOCKED_SCAN = 1000;
+
+/**
+ * The studies whose inference jobs wait for a model no live worker has, with the reasons, for the worklist.
+ * Reads only the queues of models without a worker (normally none), at most BLOCKED_SCAN jobs each.
+ */
+export async function studiesWaitingForWorkers(
+  queues: Queues,
+  coverage: ModelWorkers[],
+): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  for (const m of coverage) {
+    if (!m.problem) continue;
+    const queue = queues.inference.byName(m.queue);
+    if (!queue) continue;
+    for (const job of await queue.getJobs(PENDING, 0, BLOCKED_SCAN - 1)) {
+      if (!job) continue;
+      const reasons = out.get(job.data.studyUid) ?? [];
+      if (!reasons.includes(m.problem)) reasons.push(m.problem);
+      out.set(job.data.studyUid, reasons);
+    }
+  }
+  return out;
+}
+
+/** Marks the pending jobs of models without a worker (the study page's job list). */
+export function markBlockedJobs(jobs: JobView[], coverage: ModelWorkers[]): JobView[] {
+  const problems = new Map(coverage.filter((m) => m.problem).map((m) => [m.queue, m.problem!]));
+  return jobs.map((j) =>
+    problems.has(j.queue) && PENDING.includes(j.state as JobState)
+      ? { ...j, blocked: problems.get(j.queue)! }
+      : j,
   );
 }
 

@@ -12,8 +12,10 @@ import { checkRedis, type CheckResult } from './health.ts';
 export interface WorkerAppDeps {
   config: GatewayConfig;
   redis: Redis;
-  /** Whether the BullMQ worker is taking jobs. */
+  /** Whether the BullMQ workers are taking jobs. */
   workerRunning: () => boolean;
+  /** The storage gate's last probe; undefined while the worker starts. */
+  storage?: () => { ok: boolean; reason: string } | undefined;
   /** How many models are loaded; undefined while they load. */
   models: () => number | undefined;
 }
@@ -28,11 +30,20 @@ export function createWorkerApp(deps: WorkerAppDeps): express.Express {
 
   app.get('/readyz', async (_req, res) => {
     const loaded = deps.models();
+    const storage = deps.storage?.();
     const checks: Record<string, CheckResult> = {
       redis: await checkRedis(deps.redis),
+      // Images are read and reports written there: unreachable, the worker takes no job (storage-gate.ts).
+      storage: storage ?? { ok: false, reason: 'the storage has not been probed yet' },
       worker: deps.workerRunning()
         ? { ok: true, reason: 'taking inference jobs' }
-        : { ok: false, reason: 'the inference worker is not running' },
+        : {
+            ok: false,
+            reason:
+              storage && !storage.ok
+                ? 'paused: the storage is unreachable'
+                : 'the inference worker is not running',
+          },
       models:
         loaded === undefined
           ? { ok: false, reason: 'the models are loading' }

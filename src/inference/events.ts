@@ -12,6 +12,21 @@ export const inferenceEvents = {
   modelLoaded(model: string, version: string, provider: string): void {
     inferenceLog.info({ event: 'inference.model.loaded', model, version, provider }, 'model loaded');
   },
+  storageUnreachable(reason: string): void {
+    inferenceLog.error(
+      { event: 'inference.storage.unreachable', reason },
+      'storage unreachable: taking no inference jobs until it answers',
+    );
+  },
+  storageReachable(): void {
+    inferenceLog.info({ event: 'inference.storage.reachable' }, 'storage reachable again: taking jobs');
+  },
+  legacyJobForwarded(jobId: string | undefined, queue: string): void {
+    inferenceLog.info(
+      { event: 'inference.legacy.forwarded', jobId, queue },
+      'job of the legacy inference queue forwarded to its model queue',
+    );
+  },
   noModels(modelsDir: string): void {
     inferenceLog.warn({ event: 'inference.no_models', modelsDir }, 'no usable model found');
   },

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { isValidUid } from '../dicom/uid.ts';
+import { MODEL_ID_PATTERN, MODEL_VERSION_PATTERN } from '../pipeline/jobs.ts';
 import { isOrientationCode } from '../imaging/conform.ts';
 
 // The schema of models/<id>/model.json. A model is data: everything the worker needs to feed it and
@@ -167,9 +168,10 @@ const onnxPathSchema = z
   );
 
 const commonFields = {
-  id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'lower-case letters, digits, ".", "_", "-"'),
+  // The patterns keep every inference queue name (inference.<id>@<version>) valid: pipeline/jobs.ts.
+  id: z.string().regex(MODEL_ID_PATTERN, 'lower-case letters, digits, ".", "_", "-"'),
   name: z.string().min(1).max(64),
-  version: z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$/, 'a version such as 1.0.0'),
+  version: z.string().regex(MODEL_VERSION_PATTERN, 'a version such as 1.0.0'),
   manufacturer: z.string().min(1).max(64),
   description: z.string().min(1).max(2048),
   onnx: onnxPathSchema,

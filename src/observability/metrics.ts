@@ -170,8 +170,14 @@ export interface HealthSources {
   breakers: () => Promise<{ destination: string; open: boolean }[]>;
   /** Free bytes on the spool's disk and the watermark below which ingest refuses instances. */
   spool: () => Promise<{ freeBytes: number; minFreeBytes: number }>;
+  /**
+   * Per known inference queue (one per model version): live workers taking jobs that have the model loaded,
+   * and jobs waiting (waiting, prioritized, delayed) for it.
+   */
+  modelWorkers?: () => Promise<{ model: string; workers: number; pending: number }[]>;
 }
 let healthSources: HealthSources | undefined;
+const readModelWorkers = shared(async () => healthSources?.modelWorkers?.());
 const readSpool = shared(async () => (healthSources ? healthSources.spool() : undefined));
 
 export const workersAlive = new Gauge({
@@ -223,6 +229,24 @@ export const breakerOpen = new Gauge({
   },
 });
 
+// modelWorkers: registered on the registry, read at scrape time.
+scrapedGauge({
+  name: 'aigw_inference_model_workers',
+  help: 'Live inference workers taking jobs that have the model (<id>@<version>) loaded, per model queue',
+  labelNames: ['model'] as const,
+  read: readModelWorkers,
+  series: (models) => models.map((m) => ({ labels: { model: m.model }, value: m.workers })),
+});
+
+// modelJobsPending: registered on the registry, read at scrape time.
+scrapedGauge({
+  name: 'aigw_inference_model_jobs_pending',
+  help: "Inference jobs waiting (waiting, prioritized or delayed) in a model's queue",
+  labelNames: ['model'] as const,
+  read: readModelWorkers,
+  series: (models) => models.map((m) => ({ labels: { model: m.model }, value: m.pending })),
+});
+
 // spoolFreeBytes: registered on the registry, read at scrape time.
 scrapedGauge({
   name: 'aigw_spool_free_bytes',
@@ -252,8 +276,9 @@ export function collectSloStatus(source: SloSource): void {
 }
 
 // Queue depths are read from BullMQ when Prometheus scrapes, so they are right whichever process moved
-// the jobs. Roles that own queues register them with collectQueueDepths.
-const depthQueues = new Set<Queue>();
+// the jobs. Roles that own queues register where to find them with collectQueueDepths: a function, since
+// the per-model inference queues are found at each scrape (a model added since start has its queue).
+let depthQueues: () => Promise<Queue[]> = async () => [];
 const DEPTH_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'failed', 'waiting-children'] as const;
 
 export const queueDepth = new Gauge({
@@ -262,7 +287,13 @@ export const queueDepth = new Gauge({
   labelNames: ['queue', 'state'] as const,
   registers: [metrics],
   async collect() {
-    for (const queue of depthQueues) {
+    let queues: Queue[];
+    try {
+      queues = await depthQueues();
+    } catch {
+      return;
+    }
+    for (const queue of queues) {
       try {
         const counts = await queue.getJobCounts(...DEPTH_STATES);
         for (const state of DEPTH_STATES) this.set({ queue: queue.name, state }, counts[state] ?? 0);
@@ -273,8 +304,8 @@ export const queueDepth = new Gauge({
   },
 });
 
-export function collectQueueDepths(queues: Queue[]): void {
-  for (const q of queues) depthQueues.add(q);
+export function collectQueueDepths(queues: () => Promise<Queue[]>): void {
+  depthQueues = queues;
 }
 
 /**

@@ -69,6 +69,12 @@ export const keys = {
    * every few seconds), the failed-job hook, the study index (reports) and the gateway's queue sampler.
    */
   trends: (prefix: string, minute: number) => `${prefix}:trends:${minute}`,
+  /**
+   * Set: the names of the per-model inference queues (jobs.ts inferenceQueueName) that exist or existed, so
+   * the console, metrics, retention and bull-board find them all. Added to by the queues on every add and by
+   * each worker for the models it loaded; never trimmed (a queue of a retired model keeps its failed jobs).
+   */
+  inferenceQueues: (prefix: string) => `${prefix}:inference-queues`,
   /** Hash: workerId → JSON WorkerHeartbeat. Written by workers, read by the admin console and /readyz. */
   workers: (prefix: string) => `${prefix}:workers`,
   /** List (newest first, trimmed): JSON AssociationRecord. Written by the DIMSE SCP. */
@@ -105,7 +111,14 @@ export interface WorkerHeartbeat {
   gpu: string;
   /** Execution provider actually bound, per model id. */
   providers: Record<string, string>;
+  /** The models loaded, `<id>@<version>` (model ids only in heartbeats of older versions). */
   models: string[];
+  /**
+   * Whether the worker takes jobs now; false while its storage is unreachable (the reason says why).
+   * Absent in heartbeats of older versions, which always took jobs.
+   */
+  accepting?: boolean;
+  notAcceptingReason?: string;
   concurrency: number;
   jobsProcessed: number;
   imagesProcessed: number;

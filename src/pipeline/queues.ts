@@ -4,6 +4,8 @@ import type { GatewayConfig } from '../config/schema.ts';
 import {
   DELIVERY_BACKOFF,
   QUEUE,
+  inferenceQueueName,
+  modelOfInferenceQueue,
   type DeliveryJob,
   type InferenceJob,
   type StudyCompleteJob,
@@ -13,7 +15,7 @@ import { keys } from './keys.ts';
 
 export interface Queues {
   studyComplete: StudyQueue<StudyCompleteJob>;
-  inference: StudyQueue<InferenceJob>;
+  inference: InferenceQueues;
   delivery: StudyQueue<DeliveryJob>;
   close(): Promise<void>;
 }
@@ -91,14 +93,109 @@ export function createStudyCompleteQueue(
   });
 }
 
+const INFERENCE_JOB_OPTIONS: JobsOptions = {
+  ...KEEP,
+  attempts: 3,
+  backoff: { type: 'exponential', delay: 2000 },
+};
+
+/**
+ * The inference queues: one per model version (jobs.ts inferenceQueueName), so a worker takes only the jobs
+ * of models it has loaded, and a job whose model no worker has waits without using its attempts. Which
+ * queues exist is kept in a Redis set (keys.inferenceQueues), added to on every add and by each worker at
+ * start; every reader (console, metrics, retention, bull-board) enumerates it with known(). The legacy
+ * single queue is part of the set read, so jobs an older version left there stay visible until forwarded.
+ */
+export class InferenceQueues {
+  private readonly open = new Map<string, StudyQueue<InferenceJob>>();
+  readonly legacy: StudyQueue<InferenceJob>;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {
+    this.legacy = new StudyQueue<InferenceJob>(QUEUE.inference, redis, prefix, INFERENCE_JOB_OPTIONS);
+  }
+
+  /** The queue of one model version (opened once per process). */
+  forModel(modelId: string, modelVersion: string): StudyQueue<InferenceJob> {
+    return this.byName(inferenceQueueName(modelId, modelVersion))!;
+  }
+
+  /** An inference queue by name (the legacy one or a per-model one); undefined for any other name. */
+  byName(name: string): StudyQueue<InferenceJob> | undefined {
+    if (name === QUEUE.inference) return this.legacy;
+    if (!modelOfInferenceQueue(name)) return undefined;
+    let queue = this.open.get(name);
+    if (!queue) {
+      queue = new StudyQueue<InferenceJob>(name, this.redis, this.prefix, INFERENCE_JOB_OPTIONS);
+      this.open.set(name, queue);
+    }
+    return queue;
+  }
+
+  /**
+   * A known inference queue by name: the legacy one, or a per-model one in the set of known queues; a
+   * mistyped name is undefined (a 404 in the API), not an empty queue made up on the spot.
+   */
+  async find(name: string): Promise<StudyQueue<InferenceJob> | undefined> {
+    const queue = this.byName(name);
+    if (!queue || queue === this.legacy) return queue;
+    return (await this.redis.sismember(keys.inferenceQueues(this.prefix), name)) ? queue : undefined;
+  }
+
+  /** Records queue names in the set of known inference queues (idempotent). */
+  async register(names: string[]): Promise<void> {
+    const valid = names.filter((n) => modelOfInferenceQueue(n) !== undefined);
+    if (valid.length > 0) await this.redis.sadd(keys.inferenceQueues(this.prefix), ...valid);
+  }
+
+  /** Adds one job to its model's queue. */
+  async add(data: InferenceJob, opts: JobsOptions): Promise<Job<InferenceJob>> {
+    const [job] = await this.addBulk([{ data, opts }]);
+    return job!;
+  }
+
+  /**
+   * Adds jobs to their models' queues: one addBulk per queue. The queue is registered first, so a reader
+   * never misses a queue that holds jobs (a registered queue without jobs only costs an empty read).
+   */
+  async addBulk(jobs: { data: InferenceJob; opts: BulkJobOptions }[]): Promise<Job<InferenceJob>[]> {
+    const byQueue = new Map<string, { index: number; data: InferenceJob; opts: BulkJobOptions }[]>();
+    jobs.forEach((j, index) => {
+      const name = inferenceQueueName(j.data.modelId, j.data.modelVersion);
+      let list = byQueue.get(name);
+      if (!list) byQueue.set(name, (list = []));
+      list.push({ index, ...j });
+    });
+    await this.register([...byQueue.keys()]);
+    const out = new Array<Job<InferenceJob>>(jobs.length);
+    await Promise.all(
+      [...byQueue.entries()].map(async ([name, list]) => {
+        const added = await this.byName(name)!.addBulk(
+          list.map((j) => ({ name: 'infer', data: j.data, opts: j.opts })),
+        );
+        added.forEach((job, i) => (out[list[i]!.index] = job));
+      }),
+    );
+    return out;
+  }
+
+  /** Every known inference queue, the legacy one first, then by name. */
+  async known(): Promise<StudyQueue<InferenceJob>[]> {
+    const names = (await this.redis.smembers(keys.inferenceQueues(this.prefix))).sort();
+    return [this.legacy, ...names.map((n) => this.byName(n)).filter((q) => q !== undefined)];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.legacy, ...this.open.values()].map((q) => q.close()));
+  }
+}
+
 export function createQueues(connection: Redis, config: GatewayConfig): Queues {
   const prefix = config.redis.prefix;
   const studyComplete = createStudyCompleteQueue(connection, config);
-  const inference = new StudyQueue<InferenceJob>(QUEUE.inference, connection, prefix, {
-    ...KEEP,
-    attempts: 3,
-    backoff: { type: 'exponential', delay: 2000 },
-  });
+  const inference = new InferenceQueues(connection, prefix);
   const delivery = new StudyQueue<DeliveryJob>(QUEUE.delivery, connection, prefix, {
     ...KEEP,
     attempts: config.delivery.attempts,
@@ -115,9 +212,16 @@ export function createQueues(connection: Redis, config: GatewayConfig): Queues {
   };
 }
 
-/** The three queues, in pipeline order. */
-export function allQueues(queues: Queues): Queue[] {
-  return [queues.studyComplete, queues.inference, queues.delivery];
+/** Every queue, in pipeline order: study-complete, each known inference queue, delivery. */
+export async function allQueues(queues: Queues): Promise<Queue[]> {
+  return [queues.studyComplete, ...(await queues.inference.known()), queues.delivery];
+}
+
+/** A queue by name: study-complete, delivery, or a known inference queue; undefined for any other. */
+export async function queueByName(queues: Queues, name: string): Promise<Queue | undefined> {
+  if (name === queues.studyComplete.name) return queues.studyComplete;
+  if (name === queues.delivery.name) return queues.delivery;
+  return queues.inference.find(name);
 }
 
 /**

@@ -63,8 +63,8 @@ export interface RetentionDeps {
   /** The spooled instances and the outbox (SRs and SEGs per study until delivered). */
   store: ObjectStore;
   deliveryQueue: Queue<DeliveryJob>;
-  /** Every queue whose failed jobs age out (the three pipeline queues). */
-  queues: Queue[];
+  /** Every queue whose failed jobs age out (the pipeline queues; read at each pass, as model queues come and go). */
+  queues: Queue[] | (() => Promise<Queue[]>);
   /** <dataDir>/results: the built-in folder destination (a destination, not storage: a local folder). */
   resultsDir: string;
   policy: RetentionPolicy;
@@ -145,7 +145,8 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
   // The console's changed-studies set is trimmed by Redis time whether or not a console reads it.
   await deps.index.trimChanged();
   result.resultFiles = await removeOldFiles(deps.resultsDir, now - p.resultsMs);
-  for (const queue of deps.queues) result.failedJobs += await cleanFailedJobs(queue, p.failedJobMs);
+  const queues = typeof deps.queues === 'function' ? await deps.queues() : deps.queues;
+  for (const queue of queues) result.failedJobs += await cleanFailedJobs(queue, p.failedJobMs);
   pipelineEvents.retentionPass(result.files, result.forgotten, result.resultFiles, result.failedJobs);
   return result;
 }

@@ -284,12 +284,14 @@ export const QUEUE_SAMPLE_MS = 15_000;
 export function sampleQueueDepths(
   redis: Redis,
   prefix: string,
-  queues: Queue[],
+  queues: Queue[] | (() => Promise<Queue[]>),
   everyMs = QUEUE_SAMPLE_MS,
 ): () => void {
   const sample = async () => {
+    // A function is read at each sample: the per-model inference queues come and go with the models.
+    const list = typeof queues === 'function' ? await queues() : queues;
     const depths = await Promise.all(
-      queues.map(async (q) => {
+      list.map(async (q) => {
         const c = await q.getJobCounts('waiting', 'prioritized', 'delayed', 'active');
         const jobs = (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (c.active ?? 0);
         return { queue: q.name, jobs };

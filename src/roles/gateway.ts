@@ -27,7 +27,7 @@ import { createIngestRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
 import { sloTargets, TurnaroundLog } from '../pipeline/turnaround.ts';
 import { readTrends, sampleQueueDepths, TrendCounter } from '../pipeline/trends.ts';
-import { listWorkers } from '../admin/queries.ts';
+import { listWorkers, modelWorkers } from '../admin/queries.ts';
 import { WORKER_STALE_MS } from '../admin/health.ts';
 import { freeBytesOf } from '../storage/disk-watermark.ts';
 import { RESULTS_DIR } from '../storage/layout.ts';
@@ -59,7 +59,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     QUEUE.studyComplete,
     createRoutingProcessor({
       index,
-      inferenceQueue: queues.inference,
+      inferenceQueues: queues.inference,
       models: async () => catalogue.models.map((m) => m.manifest),
       rules: config.routing.rules,
       anatomyKeywords: config.routing.anatomyKeywords,
@@ -104,7 +104,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
         index,
         store,
         deliveryQueue: queues.delivery,
-        queues: allQueues(queues),
+        queues: () => allQueues(queues),
         resultsDir: path.join(config.dataDir, RESULTS_DIR),
         policy: retentionPolicy(config),
       },
@@ -162,9 +162,11 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
       freeBytes: await freeBytesOf(config.dataDir),
       minFreeBytes: config.spool.minFreeBytes,
     }),
+    // Per model queue: live workers with the model, and jobs waiting for it (the no-worker alert).
+    modelWorkers: () => modelWorkers(ingestRedis, prefix, queues, WORKER_STALE_MS),
   });
   // Queue depths for the charts, sampled into the per-minute trends.
-  const stopQueueSampler = sampleQueueDepths(ingestRedis, prefix, allQueues(queues));
+  const stopQueueSampler = sampleQueueDepths(ingestRedis, prefix, () => allQueues(queues));
 
   // HTTP last: /readyz answering means every listener is up.
   const localWorker = ctx.localInference;

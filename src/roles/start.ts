@@ -3,7 +3,7 @@ import path from 'node:path';
 import { assertAuthForBinding } from '../admin/auth.ts';
 import { audit } from '../pipeline/audit-trail.ts';
 import { collectQueueDepths } from '../observability/metrics.ts';
-import { createQueues } from '../pipeline/queues.ts';
+import { allQueues, createQueues } from '../pipeline/queues.ts';
 import { createRedis, ensureRedis } from '../pipeline/redis.ts';
 import { StudyIndex } from '../pipeline/study-index.ts';
 import { createObjectStore } from '../storage/create-object-store.ts';
@@ -51,7 +51,7 @@ export async function startRoles(role: Role, config: GatewayConfig): Promise<{ c
     redis,
     prefix: config.redis.prefix,
   });
-  collectQueueDepths([ctx.queues.studyComplete, ctx.queues.inference, ctx.queues.delivery]);
+  collectQueueDepths(() => allQueues(ctx.queues));
   // One list of closers per role, closed in the reverse order of starting: the gateway (which stops
   // accepting first) before the workers, the worker's probes last.
   const roles: Closer[][] = [];

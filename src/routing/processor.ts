@@ -1,4 +1,4 @@
-import type { Job, Queue } from 'bullmq';
+import type { BulkJobOptions, Job } from 'bullmq';
 import type { AnatomyKeywords, RoutingRule } from '../config/schema.ts';
 import { audit } from '../pipeline/audit-trail.ts';
 import type { StudyIndex } from '../pipeline/study-index.ts';
@@ -9,7 +9,10 @@ import { planStudy, type RoutableModel } from './rules.ts';
 
 export interface RoutingDeps {
   index: StudyIndex;
-  inferenceQueue: Queue<InferenceJob>;
+  /** Adds each job to its model's queue (queues.ts InferenceQueues.addBulk). */
+  inferenceQueues: {
+    addBulk(jobs: { data: InferenceJob; opts: BulkJobOptions }[]): Promise<unknown>;
+  };
   models: () => Promise<RoutableModel[]>;
   rules: RoutingRule[];
   defaultDestination: string;
@@ -61,6 +64,7 @@ export function createRoutingProcessor(deps: RoutingDeps) {
     const summary = run === 1 ? await deps.index.get(studyUid) : undefined;
     const receivedAt = summary?.firstReceivedAt || job.timestamp;
     const ids: string[] = [];
+    const jobs: { data: InferenceJob; opts: BulkJobOptions }[] = [];
     for (const w of work) {
       const data: InferenceJob = {
         studyUid,
@@ -74,9 +78,11 @@ export function createRoutingProcessor(deps: RoutingDeps) {
         rules: w.rules,
       };
       const id = jobId.inference(data);
-      await deps.inferenceQueue.add('infer', data, { jobId: id, priority: w.priority });
+      jobs.push({ data, opts: { jobId: id, priority: w.priority } });
       ids.push(id);
     }
+    // Each job to its model's queue (one addBulk per queue): only a worker with that model takes it.
+    await deps.inferenceQueues.addBulk(jobs);
     await audit.record({
       type: 'routed',
       studyUid,

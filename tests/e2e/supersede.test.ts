@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { jobId, QUEUE } from '../../src/pipeline/jobs.ts';
+import { inferenceQueueName, jobId, QUEUE } from '../../src/pipeline/jobs.ts';
 import { dciodvfy, parseDicom } from '../helpers/dicom-tools.ts';
 import {
   makeModelsDir,
@@ -92,7 +92,10 @@ test('a late instance re-runs the model; the new SR supersedes the first; a retr
   assert.deepEqual(v.errors, [], v.output);
 
   // Retry the finished inference job of run 2, as BullMQ would after a crash: same SR UID, no third SR.
-  const inference = new Queue(QUEUE.inference, { connection: redis, prefix: gateway.prefix });
+  const inference = new Queue(inferenceQueueName('image-uniformity', '1.0.0'), {
+    connection: redis,
+    prefix: gateway.prefix,
+  });
   const delivery = new Queue(QUEUE.delivery, { connection: redis, prefix: gateway.prefix });
   try {
     const id = jobId.inference({ studyUid, modelId: 'image-uniformity', modelVersion: '1.0.0', run: 2 });

@@ -330,6 +330,7 @@ function studiesPage() {
           s.completion && s.completion.incomplete
             ? h('div', { className: 'muted small' }, `incomplete: ${s.completion.missing} missing`)
             : null,
+          (s.waitingFor || []).map((why) => h('div', { className: 'no-worker small' }, why)),
         ),
         h('td', { className: 'findings' }, findingsCell(s)),
         h(
@@ -394,7 +395,7 @@ function jobRows(jobs) {
       h('td', {}, j.detail),
       h('td', {}, badge(j.state)),
       h('td', {}, j.attemptsMade),
-      h('td', {}, j.failedReason || ''),
+      h('td', {}, j.failedReason || '', j.blocked ? h('span', { className: 'no-worker' }, j.blocked) : null),
       h('td', {}, time(j.createdAt)),
       h(
         'td',
@@ -402,14 +403,14 @@ function jobRows(jobs) {
         j.state === 'failed'
           ? actionButton(
               'Retry',
-              `/api/queues/${j.queue}/jobs/${encodeURIComponent(j.id)}/retry`,
+              `/api/queues/${encodeURIComponent(j.queue)}/jobs/${encodeURIComponent(j.id)}/retry`,
               'retry job',
             )
           : null,
         j.state !== 'active' && j.state !== 'completed'
           ? actionButton(
               'Cancel',
-              `/api/queues/${j.queue}/jobs/${encodeURIComponent(j.id)}/cancel`,
+              `/api/queues/${encodeURIComponent(j.queue)}/jobs/${encodeURIComponent(j.id)}/cancel`,
               'cancel job',
               true,
             )
@@ -459,6 +460,13 @@ function studyPage(uid) {
         phiValue(s, 'patientName'),
       ),
       s.detail ? h('p', { id: 'study-detail' }, s.detail) : [],
+      (s.waitingFor || []).length
+        ? h(
+            'p',
+            { id: 'study-waiting', className: 'no-worker' },
+            `waiting: ${s.waitingFor.join('; ')}. The job waits in its model's queue (no attempt used) until a worker with the model is up.`,
+          )
+        : [],
       s.completion ? h('p', { id: 'study-completion' }, describeCompletion(s.completion)) : [],
       s.reports && s.reports.length
         ? h(
@@ -803,8 +811,17 @@ function queuesPage() {
               'td',
               {},
               q.paused
-                ? actionButton('Resume', `/api/queues/${q.name}/resume`, `resume ${q.name}`)
-                : actionButton('Pause', `/api/queues/${q.name}/pause`, `pause ${q.name}`, true),
+                ? actionButton(
+                    'Resume',
+                    `/api/queues/${encodeURIComponent(q.name)}/resume`,
+                    `resume ${q.name}`,
+                  )
+                : actionButton(
+                    'Pause',
+                    `/api/queues/${encodeURIComponent(q.name)}/pause`,
+                    `pause ${q.name}`,
+                    true,
+                  ),
             ),
           ),
         ),
@@ -812,7 +829,9 @@ function queuesPage() {
       ),
     );
     const jobs = (
-      await Promise.all(queues.map((q) => getJson(`/api/queues/${q.name}/jobs?state=failed&limit=50`)))
+      await Promise.all(
+        queues.map((q) => getJson(`/api/queues/${encodeURIComponent(q.name)}/jobs?state=failed&limit=50`)),
+      )
     ).flat();
     replace(failed, jobTable(jobs, 'No failed jobs.'));
   };
@@ -1125,8 +1144,17 @@ async function refreshSummary() {
   const o = await getJson('/api/overview');
   const el = document.getElementById('summary');
   const card = (label, value, id) => h('div', { className: 'card', id }, h('b', {}, value), label);
+  const missing = (o.models || []).filter((m) => m.problem);
   replace(
     el,
+    missing.map((m) =>
+      h(
+        'div',
+        { className: 'card no-worker', id: `card-model-${m.model}` },
+        h('b', {}, m.pending),
+        m.problem,
+      ),
+    ),
     card('workers alive', `${o.workersAlive}/${o.workersKnown}`, 'card-workers'),
     Object.entries(o.studies).map(([state, n]) => card(state, n, `card-${state}`)),
     o.queues.map((q) =>

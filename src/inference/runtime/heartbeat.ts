@@ -90,6 +90,10 @@ export interface HeartbeatOptions {
   concurrency: number;
   /** Execution provider actually bound, per model id. */
   providers: Record<string, string>;
+  /** The models loaded, `<id>@<version>`: the gateway counts this worker for their queues. Defaults to the provider keys. */
+  models?: string[];
+  /** Whether the worker takes jobs now (false while its storage is unreachable), read at each beat. */
+  accepting?: () => { ok: boolean; reason: string };
   intervalMs?: number;
   deadWorkerRetentionMs?: number;
   workerId?: string;
@@ -132,6 +136,11 @@ export class WorkerHeartbeatPublisher {
     this.timer.unref();
   }
 
+  /** Beats now (a change of state is seen at once, not at the next interval). */
+  async beatNow(): Promise<void> {
+    await this.beat();
+  }
+
   /** Counts a finished job and the images it read (shown on the next beat). */
   recordJob(images: number): void {
     this.jobsProcessed++;
@@ -140,13 +149,16 @@ export class WorkerHeartbeatPublisher {
 
   /** What the next beat publishes, except its times (startedAt, lastHeartbeat), which Redis stamps. */
   snapshot(): Omit<WorkerHeartbeat, 'startedAt' | 'lastHeartbeat'> {
+    const accepting = this.opts.accepting?.() ?? { ok: true, reason: '' };
     return {
       workerId: this.workerId,
       host: hostname(),
       pid: process.pid,
       gpu: this.gpu,
       providers: { ...this.opts.providers },
-      models: Object.keys(this.opts.providers).sort(),
+      models: [...(this.opts.models ?? Object.keys(this.opts.providers))].sort(),
+      accepting: accepting.ok,
+      ...(accepting.ok ? {} : { notAcceptingReason: accepting.reason }),
       concurrency: this.opts.concurrency,
       jobsProcessed: this.jobsProcessed,
       imagesProcessed: this.imagesProcessed,

@@ -6,7 +6,9 @@ import { siblingModule, startModuleThread } from './thread-entry.ts';
  * Keeps the BullMQ locks of running jobs alive from a thread of its own. BullMQ renews a lock from the
  * worker's event loop; a long session.run or decode that holds that loop past the lock duration would let
  * the stalled-job check hand the job to another worker, so the model would run twice. Each job is tracked
- * while its processor runs (its token is the one BullMQ gave the processor).
+ * while its processor runs (its token is the one BullMQ gave the processor). One thread serves every
+ * queue of the worker (one per loaded model): a thread and a Redis connection per model would cost more
+ * and renew nothing more, since each tracked job names its queue.
  */
 export class LockRenewer {
   private readonly thread: Worker;
@@ -16,14 +18,19 @@ export class LockRenewer {
     this.thread.unref();
   }
 
-  /** Runs `work` with the lock of `jobId` renewed off the main thread until it settles. */
-  async hold<T>(jobId: string | undefined, token: string | undefined, work: () => Promise<T>): Promise<T> {
+  /** Runs `work` with the lock of job `jobId` of `queueName` renewed off the main thread until it settles. */
+  async hold<T>(
+    queueName: string,
+    jobId: string | undefined,
+    token: string | undefined,
+    work: () => Promise<T>,
+  ): Promise<T> {
     if (!jobId || !token) return work();
-    this.post({ kind: 'track', jobId, token });
+    this.post({ kind: 'track', queueName, jobId, token });
     try {
       return await work();
     } finally {
-      this.post({ kind: 'untrack', jobId });
+      this.post({ kind: 'untrack', queueName, jobId });
     }
   }
 

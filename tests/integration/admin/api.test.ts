@@ -22,7 +22,7 @@ import { audit, type AuditRecord } from '../../../src/pipeline/audit-trail.ts';
 import { ConfigError, loadConfig } from '../../../src/config/load.ts';
 import { configSchema, type GatewayConfig } from '../../../src/config/schema.ts';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
-import { jobId, QUEUE, type InferenceJob } from '../../../src/pipeline/jobs.ts';
+import { jobId, type InferenceJob } from '../../../src/pipeline/jobs.ts';
 import { keys } from '../../../src/pipeline/keys.ts';
 import { createQueues, type Queues } from '../../../src/pipeline/queues.ts';
 import { runTool } from '../../helpers/dicom-tools.ts';
@@ -228,12 +228,18 @@ test('studies: list, filter by state, search, detail; invalid input is a 400 wit
 });
 
 test('actions: pause/resume, reprocess, cancel, retry; each audited with who did it', async () => {
-  const paused = await post(`${base}/api/queues/inference/pause`);
+  // The model's queue (inference.m@1): known once a worker or a job registered it.
+  const mq = queues.inference.forModel('m', '1');
+  const mqPath = encodeURIComponent(mq.name);
+  assert.equal((await post(`${base}/api/queues/${mqPath}/pause`)).status, 404, 'not known yet');
+  await queues.inference.register([mq.name]);
+  const paused = await post(`${base}/api/queues/${mqPath}/pause`);
   assert.equal(paused.status, 200);
-  assert.equal(await queues.inference.isPaused(), true);
-  await post(`${base}/api/queues/inference/resume`);
-  assert.equal(await queues.inference.isPaused(), false);
+  assert.equal(await mq.isPaused(), true);
+  await post(`${base}/api/queues/${mqPath}/resume`);
+  assert.equal(await mq.isPaused(), false);
   assert.equal((await post(`${base}/api/queues/nope/pause`)).status, 404);
+  assert.equal((await post(`${base}/api/queues/inference.nope@1/pause`)).status, 404);
 
   // Reprocess: a study-complete job for the study, due now.
   const reprocess = await post(`${base}/api/studies/${STUDY_A}/reprocess`);
@@ -243,15 +249,15 @@ test('actions: pause/resume, reprocess, cancel, retry; each audited with who did
   assert.equal((await post(`${base}/api/studies/1.2.3.4.5/reprocess`)).status, 404);
 
   // Cancel: pending jobs of the study go away and the study is marked failed, naming who cancelled.
-  await queues.inference.add('infer', inferenceJob(STUDY_A, 7), {
+  await queues.inference.add(inferenceJob(STUDY_A, 7), {
     jobId: jobId.inference(inferenceJob(STUDY_A, 7)),
   });
   const cancelled = await post(`${base}/api/studies/${STUDY_A}/cancel`);
   assert.equal(cancelled.status, 200);
   assert.ok(
-    (cancelled.body.removed as string[]).includes(`inference/${jobId.inference(inferenceJob(STUDY_A, 7))}`),
+    (cancelled.body.removed as string[]).includes(`${mq.name}/${jobId.inference(inferenceJob(STUDY_A, 7))}`),
   );
-  assert.equal(await queues.inference.getJob(jobId.inference(inferenceJob(STUDY_A, 7))), undefined);
+  assert.equal(await mq.getJob(jobId.inference(inferenceJob(STUDY_A, 7))), undefined);
   assert.equal((await index.get(STUDY_A))!.state, 'failed');
   assert.equal((await index.get(STUDY_A))!.detail, 'cancelled by local');
 
@@ -259,29 +265,29 @@ test('actions: pause/resume, reprocess, cancel, retry; each audited with who did
   const data = inferenceJob(STUDY_B, 1);
   const id = jobId.inference(data);
   const worker = new Worker(
-    QUEUE.inference,
+    mq.name,
     async () => {
       throw new UnrecoverableError('model crashed');
     },
     { connection: redis, prefix },
   );
   const failedOnce = new Promise<void>((resolve) => worker.once('failed', () => resolve()));
-  await queues.inference.add('infer', data, { jobId: id });
+  await queues.inference.add(data, { jobId: id });
   await failedOnce;
   await worker.close();
-  const failedJobs = (await (await fetch(`${base}/api/queues/inference/jobs?state=failed`)).json()) as {
+  const failedJobs = (await (await fetch(`${base}/api/queues/${mqPath}/jobs?state=failed`)).json()) as {
     id: string;
     failedReason: string;
   }[];
   assert.equal(failedJobs.find((j) => j.id === id)?.failedReason, 'model crashed');
-  const retried = await post(`${base}/api/queues/inference/jobs/${encodeURIComponent(id)}/retry`);
+  const retried = await post(`${base}/api/queues/${mqPath}/jobs/${encodeURIComponent(id)}/retry`);
   assert.equal(retried.status, 200, JSON.stringify(retried.body));
-  assert.equal(await (await queues.inference.getJob(id))!.getState(), 'waiting');
-  const again = await post(`${base}/api/queues/inference/jobs/${encodeURIComponent(id)}/retry`);
+  assert.equal(await (await mq.getJob(id))!.getState(), 'waiting');
+  const again = await post(`${base}/api/queues/${mqPath}/jobs/${encodeURIComponent(id)}/retry`);
   assert.equal(again.status, 409, 'only failed jobs can be retried');
-  const removed = await post(`${base}/api/queues/inference/jobs/${encodeURIComponent(id)}/cancel`);
+  const removed = await post(`${base}/api/queues/${mqPath}/jobs/${encodeURIComponent(id)}/cancel`);
   assert.equal(removed.status, 200);
-  assert.equal(await queues.inference.getJob(id), undefined);
+  assert.equal(await mq.getJob(id), undefined);
 
   const actions = (await (await fetch(`${base}/api/audit?type=action`)).json()) as (AuditRecord & {
     action: string;
@@ -291,14 +297,14 @@ test('actions: pause/resume, reprocess, cancel, retry; each audited with who did
   })[];
   const summary = actions.map((a) => `${a.actor} ${a.action} ${a.target} ${a.result}`);
   for (const expected of [
-    'local pause-queue inference ok',
-    'local resume-queue inference ok',
+    `local pause-queue ${mq.name} ok`,
+    `local resume-queue ${mq.name} ok`,
     'local pause-queue nope refused',
     `local reprocess ${STUDY_A} ok`,
     `local cancel-study ${STUDY_A} ok`,
-    `local retry-job inference/${id} ok`,
-    `local retry-job inference/${id} refused`,
-    `local cancel-job inference/${id} ok`,
+    `local retry-job ${mq.name}/${id} ok`,
+    `local retry-job ${mq.name}/${id} refused`,
+    `local cancel-job ${mq.name}/${id} ok`,
   ])
     assert.ok(summary.includes(expected), `audit has "${expected}" (have:\n${summary.join('\n')})`);
 });

@@ -200,8 +200,8 @@ test('a study page costs what that study has, not what the audit trail and the q
   for (const model of ['chest-xray', 'brain-mr']) {
     const data = inferenceJob(TARGET, model);
     const id = jobId.inference(data);
-    await queues.inference.add('infer', data, { jobId: id, priority: 3 });
-    expectedJobs.push(`inference/${id}`);
+    const added = await queues.inference.add(data, { jobId: id, priority: 3 });
+    expectedJobs.push(`${added.queueName}/${id}`);
   }
   for (const [n, destination] of [
     [1, 'pacs'],
@@ -222,7 +222,7 @@ test('a study page costs what that study has, not what the audit trail and the q
   await queues.inference.addBulk(
     others.map((uid) => {
       const data = inferenceJob(uid, 'chest-xray');
-      return { name: 'infer', data, opts: { jobId: jobId.inference(data) } };
+      return { data, opts: { jobId: jobId.inference(data) } };
     }),
   );
   await queues.delivery.addBulk(
@@ -237,7 +237,7 @@ test('a study page costs what that study has, not what the audit trail and the q
   );
   for (const uid of others.slice(0, 600)) await rearmStudyComplete(queues.studyComplete, uid, 3_600_000);
   const counts = await Promise.all(
-    [queues.inference, queues.delivery, queues.studyComplete].map((q) => q.count()),
+    [...(await queues.inference.known()), queues.delivery, queues.studyComplete].map((q) => q.count()),
   );
   t.diagnostic(`jobs queued: ${counts.join(' + ')}`);
   assert.ok(counts.reduce((a, b) => a + b, 0) >= 3600);

@@ -172,11 +172,15 @@ const metricNames = (expr: string) => [...expr.matchAll(/\baigw_[A-Za-z0-9_:]*/g
 
 test('alerts: promtool check rules and promtool test rules pass; each watched condition has its alert', async () => {
   const check = await run(PROMTOOL, ['check', 'rules', ALERTS]);
-  assert.match(check.stdout, /SUCCESS: 5 rules found/);
+  assert.match(check.stdout, /SUCCESS: 6 rules found/);
   const unit = await run(PROMTOOL, ['test', 'rules', ALERT_TESTS], { cwd: path.dirname(ALERT_TESTS) });
   assert.match(unit.stdout, /SUCCESS/);
   const watched = new Map(alertExprs().map((a) => [a.alert, metricNames(a.expr)]));
   assert.deepEqual(watched.get('AigwNoWorkerAlive'), ['aigw_workers_alive']);
+  assert.deepEqual(watched.get('AigwNoWorkerForModel'), [
+    'aigw_inference_model_jobs_pending',
+    'aigw_inference_model_workers',
+  ]);
   assert.deepEqual(watched.get('AigwDestinationBreakerOpen'), ['aigw_destination_breaker_open']);
   assert.deepEqual(watched.get('AigwTurnaroundP95OverTarget'), [
     'aigw_slo_p95_seconds',

@@ -53,11 +53,11 @@ function startOtherWorker(prefix: string, queueName: string) {
 async function runLongJob(withRenewer: boolean): Promise<{ ranHere: number; ranElsewhere: number }> {
   const prefix = `aigw-test-lock-${randomBytes(4).toString('hex')}`;
   prefixes.push(prefix);
-  const queueName = 'inference';
+  const queueName = 'inference.test-model@1.0.0';
   const queue = new Queue(queueName, { connection: redis, prefix });
   const events = new QueueEvents(queueName, { connection: { url: REDIS_URL }, prefix });
   const renewer = withRenewer
-    ? new LockRenewer({ redisTarget: { url: REDIS_URL }, prefix, queueName, lockDurationMs: LOCK_MS })
+    ? new LockRenewer({ redisTarget: { url: REDIS_URL }, prefix, lockDurationMs: LOCK_MS })
     : undefined;
   let ranHere = 0;
   let started!: () => void;
@@ -73,7 +73,8 @@ async function runLongJob(withRenewer: boolean): Promise<{ ranHere: number; ranE
   };
   const worker = new Worker(
     queueName,
-    (job, token) => (renewer ? renewer.hold(job.id, token, () => processor(job, token)) : processor(job)),
+    (job, token) =>
+      renewer ? renewer.hold(queueName, job.id, token, () => processor(job, token)) : processor(job),
     // Both workers share the stalled-check settings, as the worker role's processes do.
     { connection: redis, prefix, lockDuration: LOCK_MS, stalledInterval: 250, autorun: false },
   );

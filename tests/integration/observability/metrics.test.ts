@@ -15,7 +15,7 @@ import { configSchema } from '../../../src/config/schema.ts';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
 import { collectQueueDepths, observeStageTimings } from '../../../src/observability/metrics.ts';
 import { QUEUE } from '../../../src/pipeline/jobs.ts';
-import { createQueues, type Queues } from '../../../src/pipeline/queues.ts';
+import { allQueues, createQueues, type Queues } from '../../../src/pipeline/queues.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
 import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
 
@@ -31,7 +31,7 @@ before(async () => {
   redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
   const config = configSchema.parse({ redis: { url: REDIS_URL, prefix, autoStart: false }, dataDir: dir });
   queues = createQueues(redis, config);
-  collectQueueDepths([queues.studyComplete, queues.inference, queues.delivery]);
+  collectQueueDepths(() => allQueues(queues));
   const app = createAdminApp({
     config,
     redis,
@@ -80,6 +80,22 @@ test('queue depths are read from BullMQ at each scrape', async () => {
   assert.equal(sample(after, 'aigw_queue_jobs{queue="inference",state="waiting"}'), 0);
   await queues.delivery.drain(true);
   assert.equal(sample(await scrape(), 'aigw_queue_jobs{queue="delivery",state="delayed"}'), 0);
+  // A model's queue that did not exist at start is found at the next scrape (the set of known queues).
+  const series = 'aigw_queue_jobs{queue="inference.late-model@2.1",state="prioritized"}';
+  assert.equal(sample(after, series), undefined);
+  await queues.inference.add(
+    {
+      studyUid: '1.2.3',
+      seriesUids: ['1.2.3.1'],
+      modelId: 'late-model',
+      modelVersion: '2.1',
+      destinations: [],
+      priority: 10,
+      run: 1,
+    },
+    { priority: 10 },
+  );
+  assert.equal(sample(await scrape(), series), 1);
 });
 
 test('finished jobs feed the stage histograms (processing and queue wait)', async () => {

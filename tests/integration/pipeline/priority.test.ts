@@ -19,10 +19,12 @@ import { collectSloStatus, metrics } from '../../../src/observability/metrics.ts
 import { CompletionArmer } from '../../../src/pipeline/completion.ts';
 import {
   QUEUE,
+  inferenceQueueName,
   type DeliveryJob,
   type InferenceJob,
   type StudyCompleteJob,
 } from '../../../src/pipeline/jobs.ts';
+import { InferenceQueues } from '../../../src/pipeline/queues.ts';
 import { StudyIndex, type InstanceRecord } from '../../../src/pipeline/study-index.ts';
 import { sloTargets, TurnaroundLog } from '../../../src/pipeline/turnaround.ts';
 import { writeModelResults } from '../../../src/reports/write-results.ts';
@@ -192,7 +194,8 @@ test('study-complete queue: a STAT study is routed before routine ones that were
 
 test('routing → inference → delivery: STAT work is taken first at each queue and its turnaround is kept; a missed SLO shows', async () => {
   const studyComplete = queue<StudyCompleteJob>(QUEUE.studyComplete);
-  const inference = queue<InferenceJob>(QUEUE.inference);
+  // Every job here is for the one model: its queue.
+  const inference = queue<InferenceJob>(inferenceQueueName(UNIFORMITY, '1.0.0'));
   const delivery = queue<DeliveryJob>(QUEUE.delivery);
   const routine = Array.from({ length: 3 }, () => record('routine'));
   const stat = record('stat');
@@ -210,7 +213,7 @@ test('routing → inference → delivery: STAT work is taken first at each queue
     4,
     createRoutingProcessor({
       index,
-      inferenceQueue: inference,
+      inferenceQueues: new InferenceQueues(connection(), prefix),
       models: async () => models,
       rules: RULES,
       defaultDestination: 'out',
@@ -235,7 +238,7 @@ test('routing → inference → delivery: STAT work is taken first at each queue
     sessions,
     writeResults: (r) => writeModelResults({ ...r, index, store }),
   });
-  const inferred = await drain<InferenceJob>(QUEUE.inference, 4, infer);
+  const inferred = await drain<InferenceJob>(inference.name, 4, infer);
   assert.equal(inferred[0], stat.studyUid, `inference order: ${inferred.join(' ')}`);
 
   const deliveryJobs = await delivery.getJobs(['prioritized', 'waiting']);

@@ -10,6 +10,7 @@ import { configSchema } from '../../../src/config/schema.ts';
 import { readInstanceHeader } from '../../../src/dicom/part10.ts';
 import { parseManifest, type ModelManifest } from '../../../src/models/manifest.ts';
 import { QUEUE, type InferenceJob, type StudyCompleteJob } from '../../../src/pipeline/jobs.ts';
+import { InferenceQueues } from '../../../src/pipeline/queues.ts';
 import { StudyIndex, type InstanceRecord } from '../../../src/pipeline/study-index.ts';
 import { createRoutingProcessor } from '../../../src/routing/processor.ts';
 import { REDIS_URL, REPO, SHARED } from '../../helpers/gateway.ts';
@@ -32,7 +33,7 @@ let redis: Redis;
 let dir: string;
 let index: StudyIndex;
 let studyComplete: Queue<StudyCompleteJob>;
-let inference: Queue<InferenceJob>;
+let inference: InferenceQueues;
 let events: QueueEvents;
 let worker: Worker<StudyCompleteJob>;
 const connections: Redis[] = [];
@@ -54,7 +55,7 @@ before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'routing-anatomy-'));
   index = new StudyIndex(redis, prefix);
   studyComplete = new Queue(QUEUE.studyComplete, { connection: redis, prefix });
-  inference = new Queue(QUEUE.inference, { connection: redis, prefix });
+  inference = new InferenceQueues(redis, prefix);
   events = new QueueEvents(QUEUE.studyComplete, { connection: connection(), prefix });
   await events.waitUntilReady();
   const models = [await manifest(CXR), await manifest('image-uniformity')];
@@ -76,7 +77,7 @@ before(async () => {
     QUEUE.studyComplete,
     createRoutingProcessor({
       index,
-      inferenceQueue: inference,
+      inferenceQueues: inference,
       models: async () => models,
       rules: config.routing.rules,
       defaultDestination: 'local-folder',
@@ -89,7 +90,7 @@ before(async () => {
 after(async () => {
   await worker?.close();
   await events?.close();
-  for (const q of [studyComplete, inference]) {
+  for (const q of [studyComplete, ...((await inference?.known()) ?? [])]) {
     await q?.obliterate({ force: true }).catch(() => undefined);
     await q?.close();
   }
@@ -151,7 +152,13 @@ async function route(file: string, callingAe: string): Promise<Routed> {
   await index.recordInstance(rec);
   const job = await studyComplete.add('study-complete', { studyUid: rec.studyUid });
   const result = (await job.waitUntilFinished(events, 30_000)) as { run: number; jobs: string[] };
-  const jobs = await Promise.all(result.jobs.map((id) => inference.getJob(id)));
+  // Each job is in its model's queue (the id names the model: infer|study|model@version|run).
+  const jobs = await Promise.all(
+    result.jobs.map((id) => {
+      const [modelId, version] = id.split('|')[2]!.split('@') as [string, string];
+      return inference.forModel(modelId, version).getJob(id);
+    }),
+  );
   const cxrJob = jobs.find((j) => j?.data.modelId === CXR);
   return {
     studyUid: rec.studyUid,

@@ -18,6 +18,7 @@ import { Deployment, type IDeployment } from 'kubernetes-models/apps/v1/Deployme
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { ENV_ADMIN_TOKEN, ENV_DICOMWEB_URL, ENV_SETTINGS, loadConfig } from '../../../src/config/load.ts';
 import { queueDepth } from '../../../src/observability/metrics.ts';
+import { QUEUE, inferenceQueueName } from '../../../src/pipeline/jobs.ts';
 import { REPO } from '../../helpers/gateway.ts';
 
 const DIR = path.join(REPO, 'deploy/kubernetes');
@@ -203,10 +204,16 @@ test('probes, ports, the Service, the GPU, the disruption budgets and the autosc
   assert.equal(scaled.spec.scaleTargetRef.name, 'aigw-worker');
   const query = scaled.spec.triggers[0]!.metadata.query;
   // The metric and the states it sums are the ones the gateway exports (inference jobs all carry a
-  // priority, so they wait in "prioritized", never in BullMQ's wait list).
+  // priority, so they wait in "prioritized", never in BullMQ's wait list), over every inference queue:
+  // one per model version (inference.<id>@<version>) and the legacy "inference"; max per queue over the
+  // gateways (which all read the same Redis), summed over the queues.
   const metricName = (queueDepth as unknown as { name: string }).name;
-  assert.match(
+  assert.equal(
     query,
-    new RegExp(`^sum\\(${metricName}\\{queue="inference",state=~"waiting\\|prioritized"\\}\\)$`),
+    `sum(max by (queue, state) (${metricName}{queue=~"inference.*",state=~"waiting|prioritized"}))`,
   );
+  const pattern = new RegExp(`^(?:${/queue=~"([^"]+)"/.exec(query)![1]!})$`);
+  for (const name of [QUEUE.inference, inferenceQueueName('squeezenet1_1-cxr-pneumonia', '1.0.0')])
+    assert.ok(pattern.test(name), `${name} is counted`);
+  for (const name of [QUEUE.delivery, QUEUE.studyComplete]) assert.ok(!pattern.test(name), `${name} is not`);
 });
