@@ -3,7 +3,7 @@
 // (retention) running on the holder only.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -14,7 +14,8 @@ import { clusterMaintenance } from '../../../src/pipeline/maintenance.ts';
 import { createIngestRedis } from '../../../src/pipeline/redis.ts';
 import { keys } from '../../../src/pipeline/keys.ts';
 import { StudyIndex } from '../../../src/pipeline/study-index.ts';
-import { Spool, type InstanceKey } from '../../../src/storage/spool.ts';
+import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { objectKey } from '../../../src/storage/object-keys.ts';
 import { waitFor } from '../../helpers/gateway.ts';
 
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -151,12 +152,12 @@ test('a renewal that finds another token stops the maintenance (the lease was ta
   );
 });
 
-/** A spool that counts the retirements asked of it (the real ones happen). */
-class CountingSpool extends Spool {
+/** A store that counts the retirements asked of it (the real ones happen). */
+class CountingStore extends FilesystemObjectStore {
   retired = 0;
-  override async retireInstance(key: InstanceKey, writtenBy: number) {
+  override async retire(key: string, writtenBy: number) {
     this.retired++;
-    return super.retireInstance(key, writtenBy);
+    return super.retire(key, writtenBy);
   }
 }
 
@@ -174,7 +175,7 @@ test('retention runs on the lease holder only, and on the other gateway once it 
   // Two "gateways" sharing one spool directory and one Redis, each with its own connections.
   async function gateway(id: string) {
     const redis = await connect();
-    const spool = new CountingSpool(dir);
+    const spool = new CountingStore(dir);
     await spool.init();
     const index = new StudyIndex(redis, prefix);
     const stopped: string[] = [];
@@ -186,10 +187,9 @@ test('retention runs on the lease holder only, and on the other gateway once it 
       onAcquired: clusterMaintenance({
         retention: {
           index,
-          spool,
+          store: spool,
           deliveryQueue,
           queues: [],
-          outboxDir: path.join(dir, 'outbox'),
           resultsDir: path.join(dir, 'results'),
           policy: {
             spoolMs: 0,
@@ -202,7 +202,7 @@ test('retention runs on the lease holder only, and on the other gateway once it 
         },
         retentionIntervalMs: 200,
         reconcile: {
-          spool,
+          store: spool,
           index,
           studyCompleteQueue: new Queue('study-complete', { connection: bull, prefix }),
           quietPeriodMs: 60_000,
@@ -219,17 +219,14 @@ test('retention runs on the lease holder only, and on the other gateway once it 
 
   /** A study whose SR was delivered, with one spooled instance: due at once (spool retention 0). */
   let seq = 0;
-  async function dueStudy(index: StudyIndex, spool: Spool): Promise<string> {
+  async function dueStudy(index: StudyIndex, spool: CountingStore): Promise<string> {
     const studyUid = `2.25.${Date.now()}${++seq}`;
     const key = { studyUid, seriesUid: '1.2.3', sopInstanceUid: `${studyUid}.9` };
-    const file = spool.instancePath(key);
-    await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(file, 'x');
+    await spool.put(objectKey.instance(key), Buffer.from('x'));
     await index.recordInstance({
       ...key,
       sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
       transferSyntaxUid: '1.2.840.10008.1.2.1',
-      path: file,
       size: 1,
       callingAe: 'MOD',
       callingAddress: '127.0.0.1',
