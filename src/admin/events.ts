@@ -44,4 +44,12 @@ export const adminEvents = {
   notReady(failing: string[]): void {
     adminLog.debug({ event: 'admin.readyz.not_ready', failing }, 'not ready');
   },
+  /** Jobs wait for a model that no live worker taking jobs has loaded (logged when it starts). */
+  noWorkerForModel(model: string, pending: number, problem: string): void {
+    adminLog.warn({ event: 'admin.models.no_worker', model, pending }, problem);
+  },
+  /** A model whose jobs waited without a worker has one again, or its jobs are gone. */
+  modelWorkerBack(model: string, workers: number): void {
+    adminLog.info({ event: 'admin.models.worker_back', model, workers }, `model ${model} has a worker again`);
+  },
 };

@@ -7,6 +7,7 @@ import { errorMessage } from '../observability/error-message.ts';
 import { keys, type WorkerHeartbeat } from '../pipeline/keys.ts';
 import { redisTimeMs } from '../pipeline/redis.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
+import { adminEvents } from './events.ts';
 
 export interface CheckResult {
   ok: boolean;
@@ -197,6 +198,33 @@ export async function readiness(deps: ReadinessDeps): Promise<{
     advisory,
     ...(coverage?.models ? { models: coverage.models } : {}),
   };
+}
+
+/**
+ * Logs `no worker for model X` when jobs start to wait for a model no live worker has, and when it has one
+ * again (each change once, checked every `everyMs`); returns the stop function. A failed read is skipped.
+ */
+export function watchModelWorkers(read: () => Promise<ModelCoverage[]>, everyMs = 5000): () => void {
+  const missing = new Set<string>();
+  let running: Promise<void> | undefined;
+  const check = async () => {
+    const models = await read();
+    for (const m of models) {
+      if (m.problem && !missing.has(m.model)) {
+        missing.add(m.model);
+        adminEvents.noWorkerForModel(m.model, m.pending, m.problem);
+      } else if (!m.problem && missing.delete(m.model)) adminEvents.modelWorkerBack(m.model, m.workers);
+    }
+  };
+  const tick = () => {
+    running ??= check()
+      .catch(() => undefined)
+      .finally(() => (running = undefined));
+  };
+  tick();
+  const timer = setInterval(tick, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /**

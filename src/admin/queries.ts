@@ -4,7 +4,7 @@
 import type { Job, JobState, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { StudyIndex, StudyState, StudySummary } from '../pipeline/study-index.ts';
-import { QUEUE, modelOfInferenceQueue } from '../pipeline/jobs.ts';
+import { modelOfInferenceQueue } from '../pipeline/jobs.ts';
 import {
   keys,
   type AssociationRecord,
@@ -15,9 +15,10 @@ import { allQueues, queueByName, type Queues } from '../pipeline/queues.ts';
 import { redisTimeMs } from '../pipeline/redis.ts';
 import { readHeartbeats } from './health.ts';
 
-/** The fixed queues; the per-model inference queues `inference.<model>@<version>` come and go with models. */
-export const QUEUE_NAMES = [QUEUE.studyComplete, QUEUE.inference, QUEUE.delivery];
-/** A queue name the API accepts: a fixed one or a per-model inference queue's (for the OpenAPI pattern). */
+/**
+ * A queue name the API accepts (for the OpenAPI pattern): a fixed queue, the legacy single inference queue,
+ * or a per-model inference queue `inference.<model>@<version>` (they come and go with the models).
+ */
 export const QUEUE_NAME_PATTERN =
   '^(study-complete|inference|delivery|inference\\.[a-z0-9][a-z0-9._-]*@[0-9A-Za-z][0-9A-Za-z.+_-]*)$';
 export const JOB_STATES: JobState[] = ['waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'];

@@ -28,7 +28,7 @@ import { StudyIndex } from '../pipeline/study-index.ts';
 import { sloTargets, TurnaroundLog } from '../pipeline/turnaround.ts';
 import { readTrends, sampleQueueDepths, TrendCounter } from '../pipeline/trends.ts';
 import { listWorkers, modelWorkers } from '../admin/queries.ts';
-import { WORKER_STALE_MS } from '../admin/health.ts';
+import { watchModelWorkers, WORKER_STALE_MS } from '../admin/health.ts';
 import { freeBytesOf } from '../storage/disk-watermark.ts';
 import { RESULTS_DIR } from '../storage/layout.ts';
 import { explainRouting } from '../routing/dry-run.ts';
@@ -165,6 +165,8 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     // Per model queue: live workers with the model, and jobs waiting for it (the no-worker alert).
     modelWorkers: () => modelWorkers(ingestRedis, prefix, queues, WORKER_STALE_MS),
   });
+  // `no worker for model X` in the log when jobs start to wait for a model no live worker has.
+  const stopModelWatch = watchModelWorkers(() => modelWorkers(ingestRedis, prefix, queues, WORKER_STALE_MS));
   // Queue depths for the charts, sampled into the per-minute trends.
   const stopQueueSampler = sampleQueueDepths(ingestRedis, prefix, () => allQueues(queues));
 
@@ -206,6 +208,7 @@ export async function startGateway(ctx: RoleContext): Promise<Closer[]> {
     () => closeWorker(delivery, ctx.redis),
     () => ingestStudyComplete.close(),
     async () => stopQueueSampler(),
+    async () => stopModelWatch(),
     () => trendCounter.close().catch(() => undefined),
     async () => ingestRedis.disconnect(),
   ];

@@ -84,12 +84,14 @@ test('a study appears live, is searched, opened, reprocessed; a queue is paused 
   await timeline.locator('li[data-type="inferred"]').nth(1).waitFor();
   await page.screenshot({ path: path.join(shots, 'study.png'), fullPage: true });
 
-  // Pause and resume the inference queue by clicks.
+  // Pause and resume the model's inference queue (one queue per model version) by clicks.
+  const modelQueue = 'inference.image-uniformity@1.0.0';
   await page.click('nav a[data-page="queues"]');
-  const inferenceRow = page.locator('#queues tr[data-queue="inference"]');
+  const inferenceRow = page.locator(`#queues tr[data-queue="${modelQueue}"]`);
   await inferenceRow.locator('button[data-action="pause"]').click();
   await inferenceRow.locator('.badge.paused').waitFor();
-  assert.equal((await gateway.api<{ name: string; paused: boolean }[]>('/api/queues'))[1]!.paused, true);
+  const listed = await gateway.api<{ name: string; paused: boolean }[]>('/api/queues');
+  assert.equal(listed.find((q) => q.name === modelQueue)!.paused, true);
   await inferenceRow.locator('button[data-action="resume"]').click();
   await inferenceRow.locator('.badge.active').waitFor();
 
@@ -100,7 +102,7 @@ test('a study appears live, is searched, opened, reprocessed; a queue is paused 
 
   // bull-board is served at /admin/queues.
   await page.goto(`${base}/admin/queues`);
-  await page.waitForSelector('text=inference', { timeout: 30_000 });
+  await page.waitForSelector('text=inference.image-uniformity@1.0.0', { timeout: 30_000 });
 
   const actions =
     await gateway.api<{ actor: string; action: string; result: string }[]>('/api/audit?type=action');

@@ -21,7 +21,15 @@ const until = (what: string, cond: () => Promise<boolean> | boolean, ms: number)
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
 const prefix = `aigw-test-gate-${randomBytes(4).toString('hex')}`;
 const dirs: string[] = [];
+/** Connections handed to BullMQ workers, which leave passed-in connections open: closed in after(). */
+const connections: Redis[] = [];
+function connection(): Redis {
+  const c = redis.duplicate();
+  connections.push(c);
+  return c;
+}
 after(async () => {
+  for (const c of connections) c.disconnect();
   const keys = await redis.keys(`${prefix}:*`);
   if (keys.length) await redis.del(...keys);
   redis.disconnect();
@@ -71,7 +79,7 @@ test('storage unreachable: no new job is taken (no attempt used), the running on
         }
         return 'done';
       }),
-    { connection: redis.duplicate(), prefix, concurrency: 2, autorun: false },
+    { connection: connection(), prefix, concurrency: 2, autorun: false },
   );
   worker.on('error', () => undefined);
   gate.attach(worker);
@@ -134,7 +142,7 @@ test('a worker whose storage fails at start is not started until the storage ans
   const queueName = 'inference.gate-start@1';
   const queue = new Queue(queueName, { connection: redis, prefix });
   const worker = new Worker(queueName, async () => 'done', {
-    connection: redis.duplicate(),
+    connection: connection(),
     prefix,
     autorun: false,
   });

@@ -18,8 +18,9 @@ test('a worker process serves /healthz, /readyz and /metrics, and no admin API',
     const ready = await fetch(`${base}/readyz`);
     assert.equal(ready.status, 200);
     const body = (await ready.json()) as { checks: Record<string, { ok: boolean; reason: string }> };
-    assert.deepEqual(Object.keys(body.checks).sort(), ['models', 'redis', 'worker']);
+    assert.deepEqual(Object.keys(body.checks).sort(), ['models', 'redis', 'storage', 'worker']);
     assert.match(body.checks.models!.reason, /1 model\(s\) loaded/);
+    assert.deepEqual(body.checks.storage, { ok: true, reason: 'storage reachable' });
     const metrics = await (await fetch(`${base}/metrics`)).text();
     assert.match(metrics, /aigw_execution_provider\{model="image-uniformity",provider="cpu"\} 1/);
     assert.match(metrics, /aigw_inference_seconds/);
@@ -32,6 +33,9 @@ test('a worker process serves /healthz, /readyz and /metrics, and no admin API',
       );
       assert.equal(beats.length, 1);
       assert.deepEqual(beats[0]!.providers, { 'image-uniformity': 'cpu' });
+      // Its models as <id>@<version>, and that it takes jobs (its storage answers).
+      assert.deepEqual(beats[0]!.models, ['image-uniformity@1.0.0']);
+      assert.equal(beats[0]!.accepting, true);
     } finally {
       redis.disconnect();
     }
