@@ -79,7 +79,8 @@ export async function startGateway(opts: {
   env?: Record<string, string>;
 }): Promise<GatewayProcess> {
   const dir = await mkdtemp(path.join(tmpdir(), `aigw-e2e-${opts.role ?? 'all'}-`));
-  const dataDir = path.join(dir, 'data');
+  // A dataDir given in config (another node's, or a link to it) is the one reported.
+  const dataDir = (opts.config?.dataDir as string | undefined) ?? path.join(dir, 'data');
   const dimsePort = await freePort();
   const httpPort = await freePort();
   const prefix = opts.prefix ?? `aigw-e2e-${randomBytes(4).toString('hex')}`;
