@@ -170,6 +170,16 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         const text = await readFile(node.logPath, 'utf8').catch(() => '(no log)');
         parts.push(`----- ${node.name} (pid ${node.pid ?? 'stopped'}) -----\n${text.slice(-chars)}`);
       }
+      // Whether the shared services still answer: a failure may be theirs.
+      const s3state = await fetch(`${s3.endpoint}/${bucket}`).then(
+        (r) => `answers ${r.status}`,
+        (err: unknown) => `does not answer (${(err as Error).cause ?? (err as Error).message})`,
+      );
+      const master = await sentinels.currentMasterPort().then(
+        (p) => `master on port ${p}`,
+        (err: unknown) => `sentinels do not answer (${(err as Error).message})`,
+      );
+      parts.push(`----- shared services: s3rver ${s3state}; ${master} -----`);
       return parts.join('\n');
     };
     return {
