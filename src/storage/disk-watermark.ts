@@ -1,5 +1,7 @@
-// Free-disk watermark for the spool. Below it, new instances are refused (C-STORE 0xA700, STOW-RS 409/503)
-// instead of filling the disk that already holds studies other senders are waiting on.
+// Free-disk watermark of the local data disk (dataDir). Below it, new instances are refused (C-STORE 0xA700,
+// STOW-RS 409/503) instead of filling the disk that already holds studies other senders are waiting on. With
+// the filesystem store that is where instances go; with an object-storage backend it watches the local
+// staging/cache disk only (docs/storage.md).
 import { statfs } from 'node:fs/promises';
 
 /** How long one statfs answer is trusted: cheap enough per instance, fresh enough to stop a flood. */

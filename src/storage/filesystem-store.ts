@@ -161,10 +161,10 @@ export class FilesystemObjectStore implements ObjectStore {
       const dirSegments = within.split('/').slice(0, -1);
       const startDir = path.join(this.areaDir(area), ...dirSegments);
       const startKey = [area, ...dirSegments].join('/');
-      const keys: string[] = [];
-      await collectKeys(startDir, startKey, keys);
       const valid = area === STUDIES ? (k: string) => parseInstanceKey(k) !== undefined : isOutboxKey;
-      for (const key of keys.filter((k) => k.startsWith(prefix) && valid(k)).sort()) {
+      // Walked lazily, in key order: a spool of a million instances is never held as one list.
+      for await (const key of walkKeys(startDir, startKey, prefix)) {
+        if (!valid(key)) continue;
         const info = await this.stat(key);
         if (info !== undefined) yield info;
       }
@@ -263,8 +263,12 @@ function checkPrefix(prefix: string): void {
   if (!/^[0-9.]*(\.dcm)?$/.test(last) || last.startsWith('.')) throw new InvalidObjectKeyError(prefix);
 }
 
-/** Every file below dir, as keys (relative to dir, joined to keyBase with '/'); a missing dir is empty. */
-async function collectKeys(dir: string, keyBase: string, out: string[]): Promise<void> {
+/**
+ * The keys of the files below dir (keyBase naming dir), in key order, skipping subtrees that cannot match
+ * prefix. Siblings sort as their keys do: a directory by its name and a '/', so '1.2.3/' comes before '1.2/'
+ * exactly as 'studies/1.2.3/…' sorts before 'studies/1.2/…'. A missing dir is empty.
+ */
+async function* walkKeys(dir: string, keyBase: string, prefix: string): AsyncGenerator<string> {
   let entries;
   try {
     entries = await readdir(dir, { withFileTypes: true });
@@ -273,11 +277,20 @@ async function collectKeys(dir: string, keyBase: string, out: string[]): Promise
     if (code === 'ENOENT' || code === 'ENOTDIR') return;
     throw err;
   }
-  for (const e of entries) {
+  const children = entries
     // Temp files of put() and names no UID makes are skipped before anything is built from them.
-    if (e.name.startsWith('.')) continue;
-    if (e.isDirectory()) await collectKeys(path.join(dir, e.name), `${keyBase}/${e.name}`, out);
-    else if (e.isFile() && e.name.endsWith(SUFFIX)) out.push(`${keyBase}/${e.name}`);
+    .filter((e) => !e.name.startsWith('.'))
+    .filter((e) => e.isDirectory() || (e.isFile() && e.name.endsWith(SUFFIX)))
+    .map((e) => ({
+      name: e.name,
+      dir: e.isDirectory(),
+      key: `${keyBase}/${e.name}${e.isDirectory() ? '/' : ''}`,
+    }))
+    .filter((c) => c.key.startsWith(prefix) || prefix.startsWith(c.key))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (const c of children) {
+    if (c.dir) yield* walkKeys(path.join(dir, c.name), c.key.slice(0, -1), prefix);
+    else if (c.key.startsWith(prefix)) yield c.key;
   }
 }
 

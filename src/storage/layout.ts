@@ -1,7 +1,5 @@
-// The folders under <dataDir> besides the spool, named once for the roles that write them and for
-// retention, which cleans them.
+// The folders under <dataDir> besides the object store's (spool/, outbox/: storage/filesystem-store.ts),
+// named once for the roles that write them and for retention, which cleans them.
 
-/** SRs and SEGs wait here, per study, until every delivery of them has landed. */
-export const OUTBOX_DIR = 'outbox';
 /** The built-in folder destination writes here, per study. */
 export const RESULTS_DIR = 'results';

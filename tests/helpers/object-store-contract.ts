@@ -124,6 +124,9 @@ export function describeObjectStoreContract(name: string, makeStore: () => Promi
         const a = key('2.25.1001.1.10');
         const b = key('2.25.1001.1.9');
         const c = key('2.25.2002.1.1', '2.25.2002', '2.25.2002.1');
+        // A study whose UID extends another's: listed in key order ('.' sorts before '/'), and never
+        // under the other study's prefix.
+        const d = key('2.25.1001.5.1.1', '2.25.1001.5', '2.25.1001.5.1');
         const sr = objectKey.outbox(STUDY, '2.25.9001');
         const seg = objectKey.outbox(STUDY, '2.25.9002');
         const other = objectKey.outbox('2.25.2002', '2.25.9003');
@@ -132,6 +135,7 @@ export function describeObjectStoreContract(name: string, makeStore: () => Promi
           [a, 'a'],
           [b, 'bb'],
           [c, 'ccc'],
+          [d, 'dddd'],
           [sr, 'sr'],
           [seg, 'seg'],
           [other, 'other'],
@@ -155,9 +159,10 @@ export function describeObjectStoreContract(name: string, makeStore: () => Promi
         // Key order, only what is under the prefix, staged writes never.
         const pending = await staged(store, Buffer.from('pending'));
         assert.deepEqual(await keysUnder(store, objectKey.studyPrefix(STUDY)), [a, b].sort());
-        assert.deepEqual(await keysUnder(store, objectKey.studiesPrefix), [a, b, c].sort());
+        assert.deepEqual(await keysUnder(store, objectKey.studiesPrefix), [a, b, c, d].sort());
         assert.deepEqual(await keysUnder(store, objectKey.outboxPrefix(STUDY)), [sr, seg].sort());
-        assert.deepEqual(await keysUnder(store, ''), [a, b, c, sr, seg, other].sort());
+        assert.deepEqual(await keysUnder(store, ''), [a, b, c, d, sr, seg, other].sort());
+        assert.deepEqual(await keysUnder(store, 'studies/2.25.1001'), [a, b, d].sort(), 'a partial prefix');
         await pending.discard();
 
         await store.delete(a);
@@ -168,7 +173,7 @@ export function describeObjectStoreContract(name: string, makeStore: () => Promi
 
         assert.equal(await store.deletePrefix(objectKey.outboxPrefix(STUDY)), 2);
         assert.equal(await store.deletePrefix(objectKey.outboxPrefix(STUDY)), 0);
-        assert.deepEqual(await keysUnder(store, ''), [b, c, other].sort(), 'other studies untouched');
+        assert.deepEqual(await keysUnder(store, ''), [b, c, d, other].sort(), 'other studies untouched');
       }),
     );
 

@@ -1,5 +1,5 @@
-// One SCP instance per TCP connection: association negotiation, C-ECHO, and C-STORE streamed to the object store.
-// A C-STORE is answered Success only once the instance is durable in the object store and onStored has indexed it.
+// One SCP instance per TCP connection: association negotiation, C-ECHO, and C-STORE streamed to the object
+// store. A C-STORE is answered Success only once the instance is committed there and onStored indexed it.
 import type { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { TLSSocket } from 'node:tls';

@@ -88,6 +88,8 @@ test('GET /readyz of a gateway: 200 with no worker alive, the worker named under
     spool: { minFreeBytes: 1024 },
   });
   const queues = createQueues(redis, config);
+  const store = new FilesystemObjectStore(spoolDir);
+  await store.init();
   const server = await listen(
     createAdminApp({
       config,
@@ -95,7 +97,7 @@ test('GET /readyz of a gateway: 200 with no worker alive, the worker named under
       index: new StudyIndex(redis, prefix),
       queues,
       spoolDir,
-      store: new FilesystemObjectStore(spoolDir),
+      store,
       destinations: [],
       warnings: ['dimse: promiscuous'],
     }),
@@ -111,6 +113,7 @@ test('GET /readyz of a gateway: 200 with no worker alive, the worker named under
     };
     assert.equal(res.status, 200, JSON.stringify(body));
     assert.equal(body.status, 'ready');
+    assert.equal(body.checks.storage!.ok, true, 'the object store answers');
     assert.equal(body.checks.workers!.ok, false);
     assert.deepEqual(body.warnings, [
       'dimse: promiscuous',
@@ -133,6 +136,13 @@ test('a missing spool and a disk below the watermark are named', async () => {
   assert.equal(full.ready, false);
   assert.equal(full.checks.spool!.ok, true);
   assert.match(full.checks.disk!.reason, /below the watermark/);
+
+  // An object store that does not answer makes the gateway unready, with the store's reason.
+  const gone = new FilesystemObjectStore(path.join(spoolDir, 'no-such-store'));
+  const unanswered = await readiness(deps({ store: gone }));
+  assert.equal(unanswered.ready, false);
+  assert.equal(unanswered.checks.storage!.ok, false);
+  assert.match(unanswered.checks.storage!.reason, /filesystem store at .*no-such-store: ENOENT/);
 });
 
 test('Redis that does not answer: not ready, with the error', async () => {
