@@ -1,5 +1,6 @@
 // Composition root of the worker role: models, decode threads, the inference processor (with the reports
 // stage injected as its result writer), the heartbeat, and the worker's own probe HTTP when asked for.
+import { hostname } from 'node:os';
 import { Worker } from 'bullmq';
 import { listen } from '../admin/app.ts';
 import { createWorkerApp } from '../admin/worker-app.ts';
@@ -65,6 +66,9 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
     prefix: config.redis.prefix,
     lockDurationMs,
   });
+  // One name for this process in the heartbeat and on every job it takes (BullMQ keeps it as the job's
+  // processedBy), so an operator, or a test, sees which worker holds a running job.
+  const workerId = `${hostname()}:${process.pid}`;
   // One queue per loaded model: this worker takes only jobs it can run. One budget over them all.
   const slots = new InferenceSlots(config.worker.concurrency);
   const gate = new StorageGate({
@@ -79,6 +83,7 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
   // Known before any job is added, so the gateway lists (and counts workers for) these queues at once.
   await queues.inference.register(modelQueues);
   const heartbeat = new WorkerHeartbeatPublisher({
+    workerId,
     redis: ctx.redis,
     prefix: config.redis.prefix,
     concurrency: config.worker.concurrency,
@@ -101,6 +106,10 @@ export async function startWorker(ctx: RoleContext): Promise<Closer[]> {
         // Each queue may fill the whole budget (the slots share it): an idle model does not hold slots.
         concurrency: config.worker.concurrency,
         lockDuration: lockDurationMs,
+        // A dead worker's job is looked for as often as its lock lasts (BullMQ's default is every 30 s
+        // whatever the lock), so lockDurationMs bounds how long the job waits for another worker.
+        stalledInterval: lockDurationMs,
+        name: workerId,
         // The gate starts it once the storage answers.
         autorun: false,
       },

@@ -1,8 +1,8 @@
 // A gateway configured with Redis Sentinel (one master, one replica, three sentinels on loopback) keeps
 // ingesting through a failover: the master is SIGKILLed while 200 instances are being stored one
 // association each; every C-STORE is answered within its bound (Success, or A700 while there is no
-// master), a refused instance is sent again as a modality would, and every instance answered Success is in
-// the study index on the new master.
+// master), a refused instance is sent again as a modality would, every instance answered Success is in
+// the study index on the new master, and the study's SR in the PACS (Orthanc) references every one of them.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,12 +12,16 @@ import { connectRedis, type RedisTarget } from '../../src/pipeline/redis.ts';
 import { StudyIndex } from '../../src/pipeline/study-index.ts';
 import { makeModelsDir, startGateway, waitFor } from '../helpers/gateway.ts';
 import { storeResponses } from '../helpers/ingest.ts';
+import { startOrthanc } from '../helpers/orthanc.ts';
+import { readReport } from '../helpers/sr-content.ts';
 import { startSentinelSet } from '../helpers/redis-topology.ts';
 import { writeSynthetic } from '../helpers/synthetic-dicom.ts';
 
 const COUNT = 200;
 const KILL_AFTER = 40;
 const STORE_BOUND_MS = 10_000;
+/** Images the built-in uniformity model accepts (at least 64 × 64). */
+const SIZE = 64;
 
 const cleanups: (() => Promise<void>)[] = [];
 after(async () => {
@@ -25,8 +29,8 @@ after(async () => {
 });
 
 test(
-  'through a Sentinel failover mid-ingest, every C-STORE is answered and every Success reaches the index',
-  { timeout: 90_000 },
+  'through a Sentinel failover mid-ingest, every C-STORE is answered and every Success reaches the report',
+  { timeout: 150_000 },
   async (t) => {
     const set = await startSentinelSet('aigw-master');
     cleanups.push(() => set.dispose());
@@ -45,13 +49,13 @@ test(
           SeriesInstanceUID: `${studyUid}.1`,
           InstanceNumber: i + 1,
           PatientID: 'SENTINEL',
-          Rows: 4,
-          Columns: 4,
+          Rows: SIZE,
+          Columns: SIZE,
           BitsStored: 12,
           HighBit: 11,
           PixelRepresentation: 0,
         },
-        new Uint16Array(16).fill(i),
+        new Uint16Array(SIZE * SIZE).map((_, p) => (p * 7 + i) % 4096),
       );
       files.push({ file, sop });
     }
@@ -61,12 +65,19 @@ test(
       sentinels: set.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })),
       name: set.masterName,
     };
+    const orthanc = await startOrthanc();
+    cleanups.push(() => orthanc.stop());
     const prefix = 'aigw-sentinel';
     const gateway = await startGateway({
-      modelsDir: await makeModelsDir([]),
+      modelsDir: await makeModelsDir(['uniformity']),
       config: {
         redis: { sentinels: target.sentinels, name: target.name, prefix },
-        study: { quietPeriodMs: 60_000 },
+        // Longer than any pause of the modality's re-sends, so the study is one run with one report.
+        study: { quietPeriodMs: 10_000 },
+        destinations: { pacs: { kind: 'dicomweb', url: orthanc.dicomwebUrl } },
+        defaultDestination: 'pacs',
+        // With a PACS destination only known peers may store.
+        dimse: { peers: [{ aeTitle: 'MODALITY1' }] },
       },
     });
     cleanups.push(() => gateway.dispose());
@@ -119,5 +130,27 @@ test(
     assert.equal(indexed.size, COUNT);
     const ready = await fetch(`http://127.0.0.1:${gateway.httpPort}/readyz`);
     assert.equal(ready.status, 200, 'the gateway is ready on the new master');
+
+    // ...and reaches the report: the study's SR in the PACS references every instance answered Success.
+    const srIds = await waitFor(
+      'the study SR in Orthanc',
+      async () => {
+        const res = await orthanc.rest('/tools/find', {
+          method: 'POST',
+          body: JSON.stringify({ Level: 'Instance', Query: { StudyInstanceUID: studyUid, Modality: 'SR' } }),
+        });
+        const ids = res.ok ? ((await res.json()) as string[]) : [];
+        return ids.length > 0 ? ids : undefined;
+      },
+      60_000,
+    );
+    assert.equal(srIds.length, 1, `one SR for the study, not ${srIds.length}`);
+    const sr = readReport(
+      Buffer.from(await (await orthanc.rest(`/instances/${srIds[0]}/file`)).arrayBuffer()),
+    );
+    const referenced = new Set(sr.referencedSopInstanceUids);
+    const missing = [...succeeded].filter((u) => !referenced.has(u));
+    assert.deepEqual(missing, [], `${missing.length} instances answered Success are not in the SR`);
+    assert.equal(referenced.size, COUNT);
   },
 );

@@ -73,20 +73,30 @@ export async function startGateway(opts: {
   modelsDir: string;
   /** The CLI role (default 'all'). */
   role?: 'all' | 'gateway' | 'worker';
+  /** Redis key prefix; default a random one of its own. Processes of one cluster share theirs. */
+  prefix?: string;
+  /** Environment variables added to the process's. */
+  env?: Record<string, string>;
 }): Promise<GatewayProcess> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-e2e-'));
-  const dataDir = path.join(dir, 'data');
+  const dir = await mkdtemp(path.join(tmpdir(), `aigw-e2e-${opts.role ?? 'all'}-`));
+  // A dataDir given in config (another node's, or a link to it) is the one reported.
+  const dataDir = (opts.config?.dataDir as string | undefined) ?? path.join(dir, 'data');
   const dimsePort = await freePort();
   const httpPort = await freePort();
-  const prefix = `aigw-e2e-${randomBytes(4).toString('hex')}`;
+  const prefix = opts.prefix ?? `aigw-e2e-${randomBytes(4).toString('hex')}`;
   const config = {
     dataDir,
     modelsDir: opts.modelsDir,
     study: { quietPeriodMs: 1000 },
-    // A lone worker serves its probes on the port the helper waits on.
-    worker: { concurrency: 2, ...(opts.role === 'worker' ? { httpPort } : {}) },
     delivery: { attempts: 20, backoffMs: 200 },
     ...opts.config,
+    // Settings given for worker add to the helper's; a lone worker serves its probes on the port the
+    // helper waits on.
+    worker: {
+      concurrency: 2,
+      ...(opts.config?.worker as Record<string, unknown> | undefined),
+      ...(opts.role === 'worker' ? { httpPort } : {}),
+    },
     // Settings given for redis (another server, sentinels) add to the helper's prefix.
     redis: {
       url: REDIS_URL,
@@ -121,7 +131,7 @@ export async function startGateway(opts: {
       ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), opts.role ?? 'all', '--config', configPath],
       {
         cwd: REPO,
-        env: { ...process.env, LOG_LEVEL: 'debug' },
+        env: { ...process.env, LOG_LEVEL: 'debug', ...opts.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );

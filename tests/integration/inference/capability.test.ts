@@ -5,7 +5,8 @@
 // worker whose data directory is replaced by a file (a storage fault root feels too) is not ready, is not
 // counted for its model, and takes no job until the directory is back.
 import assert from 'node:assert/strict';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -67,6 +68,20 @@ async function heartbeats(): Promise<WorkerHeartbeat[]> {
 const until = (what: string, cond: () => Promise<boolean>, ms = 60_000) =>
   waitFor(what, async () => ((await cond()) ? true : undefined), ms);
 
+/**
+ * The workers read what the gateway stored: on one host, the gateway's filesystem store. Each worker gets a
+ * link of its own to the gateway's data directory, so that a test can take one worker's storage away
+ * (replace its link by a file) and leave the gateway's alone.
+ */
+const links: string[] = [];
+async function linkToGatewayData(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'aigw-cap-link-'));
+  links.push(dir);
+  const link = path.join(dir, 'data');
+  await symlink(gateway.dataDir, link);
+  return link;
+}
+
 before(async () => {
   redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
   queues = new InferenceQueues(redis, prefix);
@@ -78,7 +93,7 @@ before(async () => {
   uniformityWorker = await startGateway({
     modelsDir: await makeModelsDir(['uniformity']),
     role: 'worker',
-    config: shared,
+    config: { ...shared, dataDir: await linkToGatewayData() },
   });
 });
 
@@ -86,6 +101,7 @@ after(async () => {
   await cxrWorker?.dispose();
   await uniformityWorker?.dispose();
   await gateway?.dispose();
+  for (const dir of links) await rm(dir, { recursive: true, force: true });
   await queues?.close();
   redis?.disconnect();
 });
@@ -168,7 +184,11 @@ test('each worker takes only its models’ jobs; a job without a worker waits vi
   assert.equal(JSON.parse(line).model, CXR);
 
   // A worker with the chest model starts: it takes the waiting job, which completes on its first attempt.
-  cxrWorker = await startGateway({ modelsDir: await makeModelsDir(['cxr']), role: 'worker', config: shared });
+  cxrWorker = await startGateway({
+    modelsDir: await makeModelsDir(['cxr']),
+    role: 'worker',
+    config: { ...shared, dataDir: await linkToGatewayData() },
+  });
   await until(
     'the chest job to complete',
     async () => (await cxrQueue.getJobState(cxrId)) === 'completed',
