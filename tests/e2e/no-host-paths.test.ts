@@ -73,9 +73,13 @@ test('after a study went from ingest to delivery, no host path is in Redis or in
     const values = await valuesUnder(redis, gateway.prefix);
     // The search must have something to search: index records and the jobs of all three queues.
     const keys = [...values.keys()];
-    for (const queue of ['study-complete', 'inference', 'delivery'])
+    // Inference queues are per model: `inference.<id>@<version>`.
+    for (const queue of ['study-complete', 'inference.', 'delivery'])
       assert.ok(
-        keys.some((k) => k.includes(`:${queue}:`) && values.get(k)!.includes('"data"')),
+        keys.some(
+          (k) =>
+            k.includes(`:${queue}${queue.endsWith('.') ? '' : ':'}`) && values.get(k)!.includes('"data"'),
+        ),
         `job data of the ${queue} queue was read`,
       );
     const dataDir = path.resolve(gateway.dataDir);

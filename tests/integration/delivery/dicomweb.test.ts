@@ -304,7 +304,8 @@ test('folder destination writes <study>/<sop>.dcm atomically and idempotently', 
   const dest = new FolderDestination('archive', root);
   const receipt = await dest.deliver(sr, meta());
   const expected = path.join(root, studyUid, `${SR_UID}.dcm`);
-  assert.equal(receipt.location, expected);
+  // The receipt names the destination, not the host path (it is kept in Redis as the job's return value).
+  assert.equal(receipt.location, `folder://archive/${studyUid}/${SR_UID}.dcm`);
   assert.ok((await readFile(expected)).equals(sr));
   await dest.deliver(sr, meta());
   assert.deepEqual(await readdir(path.join(root, studyUid)), [`${SR_UID}.dcm`], 'no temp files left behind');
