@@ -180,6 +180,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         (err: unknown) => `sentinels do not answer (${(err as Error).message})`,
       );
       parts.push(`----- shared services: s3rver ${s3state}; ${master} -----`);
+      if (s3.unexpectedExit()) parts.push(s3.unexpectedExit());
       return parts.join('\n');
     };
     return {

@@ -27,6 +27,8 @@ export interface S3TestServer {
   start(): Promise<void>;
   /** stop(), then removes the data directory. */
   dispose(): Promise<void>;
+  /** How the server ended when nobody stopped it (exit code or signal, its stderr's tail); '' while it runs. */
+  unexpectedExit(): string;
 }
 
 const CHILD = `
@@ -51,6 +53,8 @@ export async function startS3Server(opts: { buckets?: string[] } = {}): Promise<
   const directory = mkdtempSync(path.join(tmpdir(), 'aigw-s3rver-'));
   let child: ChildProcess | undefined;
   let port = 0;
+  // A failure message must say why the server went away, if it did without being stopped.
+  let unexpected = '';
 
   const start = async (): Promise<void> => {
     // s3rver's ListObjectsV2 continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider.
@@ -61,7 +65,11 @@ export async function startS3Server(opts: { buckets?: string[] } = {}): Promise<
     });
     child = proc;
     let stderr = '';
-    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+    proc.once('exit', (code, signal) => {
+      if (child === proc)
+        unexpected = `s3rver exited unexpectedly (code ${code}, signal ${signal}): ${stderr}`;
+    });
     port = await new Promise<number>((resolve, reject) => {
       let out = '';
       const timer = setTimeout(() => reject(new Error(`s3rver did not start in 15 s: ${stderr}`)), 15_000);
@@ -105,6 +113,7 @@ export async function startS3Server(opts: { buckets?: string[] } = {}): Promise<
     directory,
     stop,
     start,
+    unexpectedExit: () => unexpected,
     async dispose() {
       await stop();
       rmSync(directory, { recursive: true, force: true });
