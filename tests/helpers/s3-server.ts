@@ -31,7 +31,20 @@ export interface S3TestServer {
   unexpectedExit(): string;
 }
 
+// s3rver's filesystem store removes a folder as soon as its last object is deleted, racing a concurrent
+// PutObject or CopyObject into that folder: the write stream then fails with ENOENT and, having no error
+// handler, takes the whole server down (seen with 4 concurrent associations; S3 has no folders and no such
+// race). The child deletes objects without pruning folders; empty folders list nothing.
 const CHILD = `
+const fsp = require('fs/promises');
+const FilesystemStore = require('s3rver/lib/stores/filesystem');
+FilesystemStore.prototype.deleteObject = async function (bucket, key) {
+  await Promise.all(['object', 'object.md5', 'metadata.json'].map((type) =>
+    fsp.unlink(this.getResourcePath(bucket, key, type)).catch((err) => {
+      if (err.code !== 'ENOENT') throw err;
+    }),
+  ));
+};
 const S3rver = require('s3rver');
 const cfg = JSON.parse(process.env.S3_TEST_SERVER);
 const server = new S3rver({
