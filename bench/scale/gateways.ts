@@ -404,6 +404,9 @@ async function runOnce(
     const n = series.length;
     const redisD = diff(t1.redis, t0.redis);
     const s3D = diff(t1.s3, t0.s3);
+    // Success was answered after the commit (CopyObject) of each instance: the server must have seen them all.
+    if (s3 && (s3D.get('CopyObject') ?? 0) < n)
+      throw new Error(`${n} instances answered Success but s3rver saw ${s3D.get('CopyObject') ?? 0} commits`);
     return {
       backend,
       gateways: gatewayCount,
