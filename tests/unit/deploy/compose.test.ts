@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { parse } from 'yaml';
 import { runTool } from '../../helpers/dicom-tools.ts';
 import { REPO } from '../../helpers/gateway.ts';
+import { loadConfig } from '../../../src/config/load.ts';
 
 const COMPOSE = path.join(REPO, 'docker-compose.yml');
 const ENV = { ...process.env, GATEWAY_ADMIN_TOKEN: 'compose-test-token-0123456789' };
@@ -87,8 +88,49 @@ test('default services are the single machine; GPU worker, demo Orthanc and MinI
       assert.equal(hostIp, '127.0.0.1', `${name} publishes ${JSON.stringify(p)} beyond loopback`);
     }
   }
-  // The MinIO comment says the gateway does not use it yet: no gateway or worker setting points at it.
+  assert.deepEqual(services['minio-init']!.profiles, ['s3']);
+});
+
+/** The gateway's configuration as it loads from the environment compose gives the service. */
+async function composedConfig(service: string, env: NodeJS.ProcessEnv) {
+  const out = await compose(COMPOSE, ['config'], { ...ENV, ...env });
+  assert.equal(out.code, 0, out.stderr);
+  const services = (parse(out.stdout) as { services: Record<string, Service> }).services;
+  const environment = services[service]!.environment ?? {};
+  return { config: loadConfig({ env: environment }), services };
+}
+
+test('the storage backend: filesystem by default, MinIO of the s3 profile with GATEWAY_STORAGE_BACKEND=s3', async () => {
+  const storageVars = Object.keys(process.env).filter((k) => k.startsWith('GATEWAY_STORAGE_'));
+  const clean = Object.fromEntries(storageVars.map((k) => [k, undefined]));
   for (const name of ['gateway', 'worker', 'worker-gpu']) {
-    assert.ok(!JSON.stringify(services[name]!.environment ?? {}).includes('minio'));
+    const { config } = await composedConfig(name, { ...clean, MINIO_ROOT_PASSWORD: undefined });
+    assert.equal(config.storage.backend, 'filesystem', name);
+    assert.equal(config.dataDir, '/data', name);
   }
+  const s3Env = {
+    ...clean,
+    MINIO_ROOT_PASSWORD: 'compose-test-minio-secret',
+    GATEWAY_STORAGE_BACKEND: 's3',
+    GATEWAY_STORAGE_S3_ACCESS_KEY_ID: 'aigw',
+    GATEWAY_STORAGE_S3_SECRET_ACCESS_KEY: 'compose-test-minio-secret',
+  };
+  for (const name of ['gateway', 'worker', 'worker-gpu']) {
+    const { config, services } = await composedConfig(name, s3Env);
+    assert.equal(config.storage.backend, 's3', name);
+    assert.equal(config.storage.s3?.endpoint, 'http://minio:9000', name);
+    assert.equal(config.storage.s3?.accessKeyId, 'aigw', name);
+    assert.equal(config.storage.s3?.secretAccessKey, 'compose-test-minio-secret', name);
+    // The bucket the init service creates is the one the gateway uses.
+    assert.equal(services['minio-init']!.environment?.BUCKET, config.storage.s3?.bucket, name);
+    assert.equal(services.minio!.environment?.MINIO_ROOT_USER, 'aigw');
+  }
+  // Another S3 server: an empty endpoint means AWS S3 for the region.
+  const { config: aws } = await composedConfig('gateway', {
+    ...s3Env,
+    GATEWAY_STORAGE_S3_ENDPOINT: '',
+    GATEWAY_STORAGE_S3_BUCKET: 'site-a-bucket',
+  });
+  assert.equal(aws.storage.s3?.endpoint, undefined);
+  assert.equal(aws.storage.s3?.bucket, 'site-a-bucket');
 });
