@@ -10,6 +10,9 @@
 //   npm run bench:ingest                 # full run
 //   npm run bench:ingest -- --quick      # 40 instances, 256 MB big study: a smoke run
 //   npm run bench:ingest -- --cpu-prof D # also writes a V8 CPU profile of the gateway into folder D
+//   npm run bench:ingest -- --big-only   # the 1.05 GB study to the gateway alone (no storescp, no Orthanc)
+//   npm run bench:ingest -- --storage s3 # the gateway on the S3 backend (s3rver in a child process); the
+//                                        # big study is then checked in the bucket, and s3rver's RSS printed
 //
 // Every receiver first gets the same warm-up series (not timed), so no one's JIT warm-up is in its figure.
 //
@@ -17,20 +20,34 @@
 // before answering; Orthanc fsyncs its storage area ("SyncStorageArea", default true) and commits SQLite;
 // storescp (+B, bit-preserving) never fsyncs (dcmtk has no option for it).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { freePort } from '../../tests/helpers/dicom-tools.ts';
 import { dcmtk, storeResponses } from '../../tests/helpers/ingest.ts';
 import { startOrthanc, type OrthancInstance } from '../../tests/helpers/orthanc.ts';
+import { s3TestClient, startS3Server, type S3TestServer } from '../../tests/helpers/s3-server.ts';
 import { synthesizeCtSeries } from './synth.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const quick = process.argv.includes('--quick');
+const bigOnly = process.argv.includes('--big-only');
+const storageIndex = process.argv.indexOf('--storage');
+const STORAGE = storageIndex > 0 ? process.argv[storageIndex + 1] : 'filesystem';
+if (STORAGE !== 'filesystem' && STORAGE !== 's3') throw new Error(`--storage filesystem|s3, not ${STORAGE}`);
+const S3_BUCKET = 'aigw-bench';
+/** --s3-part-mib N / --s3-queue N: storage.s3.partSizeBytes / queueSize (unset: the defaults, 8 MiB and 2). */
+const option = (name: string): number | undefined => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : undefined;
+};
+const S3_PART_MIB = option('--s3-part-mib');
+const S3_QUEUE = option('--s3-queue');
 const cpuProfIndex = process.argv.indexOf('--cpu-prof');
 const CPU_PROF_DIR = cpuProfIndex > 0 ? path.resolve(process.argv[cpuProfIndex + 1] ?? '.') : undefined;
 const WARMUP_INSTANCES = quick ? 12 : 40;
@@ -160,24 +177,44 @@ async function waitForPort(port: number, aet: string, child: ChildProcess, what:
 interface GatewayUnderTest {
   target: Target;
   pid: number;
+  httpPort: number;
   stop(): Promise<void>;
 }
 
-async function startGatewayProcess(dir: string): Promise<GatewayUnderTest> {
+async function startGatewayProcess(dir: string, s3?: S3TestServer): Promise<GatewayUnderTest> {
   const port = await freePort();
   const prefix = `aigw-bench-${randomBytes(4).toString('hex')}`;
   const modelsDir = path.join(dir, 'models');
   await mkdir(modelsDir, { recursive: true });
   const configPath = path.join(dir, 'gateway.yaml');
+  const httpPort = await freePort();
   await writeFile(
     configPath,
     stringify({
       dimse: { aeTitle: 'AIGATEWAY', host: '127.0.0.1', port },
-      http: { host: '127.0.0.1', port: await freePort() },
+      http: { host: '127.0.0.1', port: httpPort },
       redis: { url: REDIS_URL, prefix, autoStart: true },
       dataDir: path.join(dir, 'data'),
       modelsDir,
       spool: { minFreeBytes: 256 * 1024 ** 2 },
+      // Default part size and queue size unless given: the figures are those of an unconfigured deployment.
+      ...(s3 !== undefined
+        ? {
+            storage: {
+              backend: 's3',
+              s3: {
+                bucket: S3_BUCKET,
+                endpoint: s3.endpoint,
+                region: s3.region,
+                forcePathStyle: true,
+                accessKeyId: s3.accessKeyId,
+                secretAccessKey: s3.secretAccessKey,
+                ...(S3_PART_MIB !== undefined ? { partSizeBytes: S3_PART_MIB * 1024 ** 2 } : {}),
+                ...(S3_QUEUE !== undefined ? { queueSize: S3_QUEUE } : {}),
+              },
+            },
+          }
+        : {}),
       // Keep completion (routing) out of the measurement: only ingest is timed.
       study: { quietPeriodMs: 3_600_000 },
     }),
@@ -205,9 +242,13 @@ async function startGatewayProcess(dir: string): Promise<GatewayUnderTest> {
       name: 'gateway',
       port,
       aet: 'AIGATEWAY',
-      durability: 'fsync file + directory, indexed in Redis',
+      durability:
+        s3 !== undefined
+          ? 'S3 upload + CopyObject acknowledged (s3rver), indexed in Redis'
+          : 'fsync file + directory, indexed in Redis',
     },
     pid: child.pid!,
+    httpPort,
     async stop() {
       await new Promise<void>((resolve) => {
         child.once('exit', () => resolve());
@@ -275,6 +316,17 @@ async function redisPid(): Promise<number | undefined> {
   }
 }
 
+/** Raises peak.heap / peak.external to what the gateway's /metrics (prom-client defaults) says now. */
+async function v8Memory(httpPort: number, peak: { heap: number; external: number }): Promise<void> {
+  const text = await fetch(`http://127.0.0.1:${httpPort}/metrics`)
+    .then((r) => (r.ok ? r.text() : ''))
+    .catch(() => '');
+  const mib = (name: string) =>
+    Number(new RegExp(`^aigw_${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0) / 1024 ** 2;
+  peak.heap = Math.max(peak.heap, mib('nodejs_heap_size_total_bytes'));
+  peak.external = Math.max(peak.external, mib('nodejs_external_memory_bytes'));
+}
+
 /** Peak and current resident set size of a process, in MiB (Linux /proc). */
 async function memory(pid: number): Promise<{ peakMiB: number; rssMiB: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -282,29 +334,120 @@ async function memory(pid: number): Promise<{ peakMiB: number; rssMiB: number }>
   return { peakMiB: kb('VmHWM') / 1024, rssMiB: kb('VmRSS') / 1024 };
 }
 
+/** Where the data set starts in a Part-10 file: after the preamble, "DICM" and the File Meta group. */
+function dataSetOffset(head: Buffer, what: string): number {
+  // (0002,0000) UL, explicit VR little endian: tag 4 bytes, 'UL', length 2 bytes, value 4 bytes.
+  if (head.toString('latin1', 128, 132) !== 'DICM' || head.readUInt32LE(132) !== 0x0000_0002)
+    throw new Error(`${what}: not a Part-10 file with a File Meta group length`);
+  return 132 + 12 + head.readUInt32LE(140);
+}
+
+/** SHA-256 of a byte stream. */
+async function sha256(stream: AsyncIterable<Uint8Array>): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of stream) hash.update(chunk);
+  return hash.digest('hex');
+}
+
+/**
+ * Fails unless every sent file is committed in the bucket under studies/<Study>/<Series>/<SOP>.dcm with the
+ * file's data set byte for byte (SHA-256 of what follows the File Meta group: the gateway writes its own
+ * meta, with the calling AE title), and nothing is left under staging/. Returns a line for the report.
+ */
+async function checkBucket(s3: S3TestServer, files: string[]): Promise<string> {
+  const client = s3TestClient(s3);
+  try {
+    const sizes = new Map<string, number>();
+    let staging = 0;
+    let token: string | undefined;
+    do {
+      const res = await client.send(
+        new ListObjectsV2Command({
+          Bucket: S3_BUCKET,
+          ...(token !== undefined ? { ContinuationToken: token } : {}),
+        }),
+      );
+      for (const o of res.Contents ?? []) {
+        if (o.Key?.startsWith('studies/')) sizes.set(o.Key, o.Size ?? -1);
+        else if (o.Key?.startsWith('staging/')) staging++;
+      }
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token !== undefined);
+    const problems: string[] = [];
+    for (const file of files) {
+      const dump = await dcmtk('dcmdump', ['-q', '+P', 'SOPInstanceUID', file]);
+      const sop = /\[([0-9.]+)\]/.exec(dump.out)?.[1];
+      if (sop === undefined) throw new Error(`no SOP Instance UID in ${file}:\n${dump.out}`);
+      const key = [...sizes.keys()].find((k) => k.endsWith(`/${sop}.dcm`));
+      if (key === undefined) {
+        problems.push(`${path.basename(file)} (${sop}) is not in the bucket`);
+        continue;
+      }
+      const fileSize = (await stat(file)).size;
+      const fileStart = dataSetOffset((await readFile(file)).subarray(0, 1024), file);
+      const objHead = await client.send(
+        new GetObjectCommand({ Bucket: S3_BUCKET, Key: key, Range: 'bytes=0-1023' }),
+      );
+      const objStart = dataSetOffset(Buffer.from(await objHead.Body!.transformToByteArray()), key);
+      const objSize = sizes.get(key)!;
+      if (objSize - objStart !== fileSize - fileStart) {
+        problems.push(
+          `${key}: data set of ${objSize - objStart} bytes in the bucket, ${fileSize - fileStart} in the file`,
+        );
+        continue;
+      }
+      const obj = await client.send(
+        new GetObjectCommand({ Bucket: S3_BUCKET, Key: key, Range: `bytes=${objStart}-` }),
+      );
+      const [inBucket, inFile] = await Promise.all([
+        sha256(obj.Body as AsyncIterable<Uint8Array>),
+        sha256(createReadStream(file, { start: fileStart })),
+      ]);
+      if (inBucket !== inFile) problems.push(`${key}: data set differs from ${path.basename(file)}'s`);
+    }
+    if (sizes.size !== files.length)
+      problems.push(`${sizes.size} objects under studies/, ${files.length} sent`);
+    if (staging !== 0) problems.push(`${staging} objects left under staging/`);
+    if (problems.length > 0) throw new Error(`bucket check FAILED:\n${problems.join('\n')}`);
+    return (
+      `bucket check: all ${files.length} instances committed under studies/, each data set equal to its ` +
+      `file's (SHA-256); staging/ empty`
+    );
+  } finally {
+    client.destroy();
+  }
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-bench-ingest-'));
   let orthanc: OrthancInstance | undefined;
+  let s3: S3TestServer | undefined;
   const stops: (() => Promise<void>)[] = [];
   try {
-    console.log(`synthesizing ${INSTANCES} CT instances (512×512×16 bit), one fresh series per run…`);
-    const gateway = await startGatewayProcess(path.join(dir, 'gw'));
+    if (STORAGE === 's3') s3 = await startS3Server({ buckets: [S3_BUCKET] });
+    console.log(
+      `gateway storage backend: ${STORAGE}` +
+        (s3 !== undefined
+          ? ` (s3rver at ${s3.endpoint}; part size ${S3_PART_MIB ?? 8} MiB, queue size ${S3_QUEUE ?? 2})`
+          : ''),
+    );
+    const gateway = await startGatewayProcess(path.join(dir, 'gw'), s3);
     stops.push(() => gateway.stop());
-    const storescp = await startStorescp(dir);
-    stops.push(() => storescp.stop());
-    orthanc = await startOrthanc({ extraConfig: { DicomThreadsCount: 4 }, env: NODELAY_ENV });
-    const orthancTarget: Target = {
-      name: 'orthanc',
-      port: orthanc.dicomPort,
-      aet: orthanc.aet,
-      durability: 'SyncStorageArea (fsync) + SQLite',
-    };
-    const targets = [gateway.target, storescp.target, orthancTarget];
-    const pids = new Map([
-      ['gateway', gateway.pid],
-      ['storescp', storescp.pid],
-      ['orthanc', orthanc.pid],
-    ]);
+    const targets = [gateway.target];
+    const pids = new Map<string, number | undefined>([['gateway', gateway.pid]]);
+    if (!bigOnly) {
+      const storescp = await startStorescp(dir);
+      stops.push(() => storescp.stop());
+      orthanc = await startOrthanc({ extraConfig: { DicomThreadsCount: 4 }, env: NODELAY_ENV });
+      targets.push(storescp.target, {
+        name: 'orthanc',
+        port: orthanc.dicomPort,
+        aet: orthanc.aet,
+        durability: 'SyncStorageArea (fsync) + SQLite',
+      });
+      pids.set('storescp', storescp.pid);
+      pids.set('orthanc', orthanc.pid);
+    }
     for (const t of targets) {
       assertNoDelayEnv(pids.get(t.name), t.name);
       await assertReceiverNoDelay(pids.get(t.name), t, dir);
@@ -313,48 +456,7 @@ async function main(): Promise<void> {
     console.log(`load average at the start: ${(await readFile('/proc/loadavg', 'utf8')).trim()}`);
     const rss0 = await memory(gateway.pid);
 
-    const warmup = await synthesizeCtSeries({ dir: path.join(dir, 'warmup'), instances: WARMUP_INSTANCES });
-    for (const target of targets) {
-      // The same files to each receiver, which stores each under its own UIDs once.
-      await send(target, warmup, 4);
-    }
-    const rates = new Map<string, number>();
-    /** CPU ms per instance of each receiver (and of Redis during the gateway's runs), by `name/associations`. */
-    const cpu = new Map<string, number>();
-    const redis = await redisPid();
-    // storescp forks a child per association: its CPU is the parent's plus its reaped children's. A child is
-    // reaped when the parent next accepts, so one C-ECHO after each series makes it count that series.
-    const settle = async (t: Target) => {
-      if (t.name !== 'storescp') return;
-      await dcmtk('echoscu', ['-aet', 'BENCH', '-aec', t.aet, '127.0.0.1', String(t.port)]);
-      await new Promise((r) => setTimeout(r, 300));
-    };
-    let runNo = 0;
-    for (const associations of [1, 4]) {
-      for (const target of targets) {
-        const files = await synthesizeCtSeries({
-          dir: path.join(dir, `series-${runNo++}`),
-          instances: INSTANCES,
-        });
-        const pid = pids.get(target.name)!;
-        const withChildren = target.name === 'storescp';
-        await settle(target);
-        const cpu0 = await cpuMs(pid, withChildren);
-        const redis0 = redis !== undefined ? await cpuMs(redis) : NaN;
-        const rate = await send(target, files, associations);
-        const redis1 = redis !== undefined ? await cpuMs(redis) : NaN;
-        await settle(target);
-        const used = ((await cpuMs(pid, withChildren)) - cpu0) / files.length;
-        rates.set(`${target.name}/${associations}`, rate);
-        cpu.set(`${target.name}/${associations}`, used);
-        if (target.name === 'gateway') cpu.set(`redis/${associations}`, (redis1 - redis0) / files.length);
-        console.log(
-          `  ${target.name.padEnd(9)} ${associations} assoc: ${rate.toFixed(1)} instances/s, ` +
-            `${used.toFixed(2)} CPU ms/instance`,
-        );
-        await rm(path.dirname(files[0]!), { recursive: true, force: true });
-      }
-    }
+    if (!bigOnly) await compare(targets, pids, dir);
 
     console.log(
       `\nsending a ${(BIG_STUDY_BYTES / 1024 ** 3).toFixed(2)} GB study to the gateway (multi-frame, ${BIG_FRAMES} frames/instance)…`,
@@ -365,48 +467,122 @@ async function main(): Promise<void> {
       instances: Math.ceil(BIG_STUDY_BYTES / perInstance),
       frames: BIG_FRAMES,
     });
+    // RSS sampled every 100 ms during the transfer: a saw-tooth (freed buffers collected late) or a plateau.
+    const samples: number[] = [];
+    /** Largest V8 heap (total) and external memory (Buffers) the gateway's /metrics reported, in MiB. */
+    const v8Peak = { heap: 0, external: 0 };
+    const sampler = setInterval(() => {
+      memory(gateway.pid).then(
+        (m) => samples.push(m.rssMiB),
+        () => undefined,
+      );
+      if (samples.length % 3 === 0) void v8Memory(gateway.httpPort, v8Peak);
+    }, 100);
     const bigStarted = Date.now();
-    await send(gateway.target, bigFiles, 1);
+    await send(gateway.target, bigFiles, 1).finally(() => clearInterval(sampler));
     const bigSeconds = (Date.now() - bigStarted) / 1000;
     const rss1 = await memory(gateway.pid);
+    const s3rverMemory = s3?.pid !== undefined ? await memory(s3.pid) : undefined;
 
-    const r = (k: string) => rates.get(k) ?? NaN;
-    console.log('\n| receiver | durability | 1 association (inst/s) | 4 associations (inst/s) |');
-    console.log('| --- | --- | ---: | ---: |');
-    for (const t of targets) {
-      console.log(
-        `| ${t.name} | ${t.durability} | ${r(`${t.name}/1`).toFixed(1)} | ${r(`${t.name}/4`).toFixed(1)} |`,
-      );
-    }
-    for (const a of [1, 4]) {
-      console.log(
-        `gateway/storescp (${a}): ${(r(`gateway/${a}`) / r(`storescp/${a}`)).toFixed(2)}×   ` +
-          `gateway/orthanc (${a}): ${(r(`gateway/${a}`) / r(`orthanc/${a}`)).toFixed(2)}×`,
-      );
-    }
-    // CPU per instance does not swing with other people's load as the rates do: the fair comparison of cost.
-    const c = (k: string) => cpu.get(k) ?? NaN;
-    console.log('\n| receiver | CPU ms/instance, 1 association | CPU ms/instance, 4 associations |');
-    console.log('| --- | ---: | ---: |');
-    for (const t of targets) {
-      console.log(`| ${t.name} | ${c(`${t.name}/1`).toFixed(2)} | ${c(`${t.name}/4`).toFixed(2)} |`);
-    }
-    console.log(
-      `| Redis during the gateway's runs (shared server: other clients' work included) | ` +
-        `${c('redis/1').toFixed(2)} | ${c('redis/4').toFixed(2)} |`,
-    );
     console.log(`load average at the end: ${(await readFile('/proc/loadavg', 'utf8')).trim()}`);
     const bigMB = (bigFiles.length * perInstance) / 1024 ** 2;
     console.log(
-      `big study: ${bigFiles.length} instances, ${bigMB.toFixed(0)} MiB in ${bigSeconds.toFixed(1)} s ` +
+      `big study (${STORAGE}): ${bigFiles.length} instances, ${bigMB.toFixed(0)} MiB in ${bigSeconds.toFixed(1)} s ` +
         `(${(bigMB / bigSeconds).toFixed(0)} MiB/s); gateway RSS before ${rss0.rssMiB.toFixed(0)} MiB, ` +
         `peak ${rss1.peakMiB.toFixed(0)} MiB (target < 300 MiB): ${rss1.peakMiB < 300 ? 'OK' : 'OVER'}`,
     );
+    samples.sort((a, b) => a - b);
+    const pct = (p: number) => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))] ?? NaN;
+    console.log(
+      `gateway RSS during the transfer (${samples.length} samples, 100 ms): min ${pct(0).toFixed(0)}, ` +
+        `median ${pct(0.5).toFixed(0)}, p95 ${pct(0.95).toFixed(0)}, max ${pct(1).toFixed(0)} MiB; ` +
+        `largest V8 heap ${v8Peak.heap.toFixed(0)} MiB, largest external (Buffers) ${v8Peak.external.toFixed(0)} MiB`,
+    );
+    if (s3 !== undefined) {
+      console.log(
+        `s3rver (test server, its own process, not the gateway's figure): peak RSS ` +
+          `${s3rverMemory?.peakMiB.toFixed(0) ?? '?'} MiB`,
+      );
+      console.log(await checkBucket(s3, bigFiles));
+    }
   } finally {
     for (const stop of stops) await stop().catch(() => undefined);
     await orthanc?.stop().catch(() => undefined);
+    await s3?.dispose().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The 200-instance series to every receiver over 1 and 4 associations; prints the rate and CPU tables. */
+async function compare(targets: Target[], pids: Map<string, number | undefined>, dir: string): Promise<void> {
+  const warmup = await synthesizeCtSeries({ dir: path.join(dir, 'warmup'), instances: WARMUP_INSTANCES });
+  for (const target of targets) {
+    // The same files to each receiver, which stores each under its own UIDs once.
+    await send(target, warmup, 4);
+  }
+  const rates = new Map<string, number>();
+  /** CPU ms per instance of each receiver (and of Redis during the gateway's runs), by `name/associations`. */
+  const cpu = new Map<string, number>();
+  const redis = await redisPid();
+  // storescp forks a child per association: its CPU is the parent's plus its reaped children's. A child is
+  // reaped when the parent next accepts, so one C-ECHO after each series makes it count that series.
+  const settle = async (t: Target) => {
+    if (t.name !== 'storescp') return;
+    await dcmtk('echoscu', ['-aet', 'BENCH', '-aec', t.aet, '127.0.0.1', String(t.port)]);
+    await new Promise((r) => setTimeout(r, 300));
+  };
+  let runNo = 0;
+  for (const associations of [1, 4]) {
+    for (const target of targets) {
+      const files = await synthesizeCtSeries({
+        dir: path.join(dir, `series-${runNo++}`),
+        instances: INSTANCES,
+      });
+      const pid = pids.get(target.name)!;
+      const withChildren = target.name === 'storescp';
+      await settle(target);
+      const cpu0 = await cpuMs(pid, withChildren);
+      const redis0 = redis !== undefined ? await cpuMs(redis) : NaN;
+      const rate = await send(target, files, associations);
+      const redis1 = redis !== undefined ? await cpuMs(redis) : NaN;
+      await settle(target);
+      const used = ((await cpuMs(pid, withChildren)) - cpu0) / files.length;
+      rates.set(`${target.name}/${associations}`, rate);
+      cpu.set(`${target.name}/${associations}`, used);
+      if (target.name === 'gateway') cpu.set(`redis/${associations}`, (redis1 - redis0) / files.length);
+      console.log(
+        `  ${target.name.padEnd(9)} ${associations} assoc: ${rate.toFixed(1)} instances/s, ` +
+          `${used.toFixed(2)} CPU ms/instance`,
+      );
+      await rm(path.dirname(files[0]!), { recursive: true, force: true });
+    }
+  }
+
+  const r = (k: string) => rates.get(k) ?? NaN;
+  console.log('\n| receiver | durability | 1 association (inst/s) | 4 associations (inst/s) |');
+  console.log('| --- | --- | ---: | ---: |');
+  for (const t of targets) {
+    console.log(
+      `| ${t.name} | ${t.durability} | ${r(`${t.name}/1`).toFixed(1)} | ${r(`${t.name}/4`).toFixed(1)} |`,
+    );
+  }
+  for (const a of [1, 4]) {
+    console.log(
+      `gateway/storescp (${a}): ${(r(`gateway/${a}`) / r(`storescp/${a}`)).toFixed(2)}×   ` +
+        `gateway/orthanc (${a}): ${(r(`gateway/${a}`) / r(`orthanc/${a}`)).toFixed(2)}×`,
+    );
+  }
+  // CPU per instance does not swing with other people's load as the rates do: the fair comparison of cost.
+  const c = (k: string) => cpu.get(k) ?? NaN;
+  console.log('\n| receiver | CPU ms/instance, 1 association | CPU ms/instance, 4 associations |');
+  console.log('| --- | ---: | ---: |');
+  for (const t of targets) {
+    console.log(`| ${t.name} | ${c(`${t.name}/1`).toFixed(2)} | ${c(`${t.name}/4`).toFixed(2)} |`);
+  }
+  console.log(
+    `| Redis during the gateway's runs (shared server: other clients' work included) | ` +
+      `${c('redis/1').toFixed(2)} | ${c('redis/4').toFixed(2)} |`,
+  );
 }
 
 await main();

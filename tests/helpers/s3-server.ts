@@ -16,6 +16,8 @@ export const S3RVER_SECRET_ACCESS_KEY = 'S3RVER';
 export interface S3TestServer {
   endpoint: string;
   port: number;
+  /** The s3rver child's process id while it runs (its memory is the test server's, not the gateway's). */
+  pid: number | undefined;
   region: string;
   accessKeyId: string;
   secretAccessKey: string;
@@ -119,6 +121,9 @@ export async function startS3Server(opts: { buckets?: string[] } = {}): Promise<
     },
     get port() {
       return port;
+    },
+    get pid() {
+      return child?.pid;
     },
     region: 'us-east-1',
     accessKeyId: S3RVER_ACCESS_KEY_ID,
