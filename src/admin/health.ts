@@ -1,4 +1,5 @@
 // Readiness: one check per dependency, each with a reason an admin can act on at 3 a.m.
+import { runEvery } from '../util/periodic.ts';
 import { randomBytes } from 'node:crypto';
 import { open, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -206,7 +207,6 @@ export async function readiness(deps: ReadinessDeps): Promise<{
  */
 export function watchModelWorkers(read: () => Promise<ModelCoverage[]>, everyMs = 5000): () => void {
   const missing = new Set<string>();
-  let running: Promise<void> | undefined;
   const check = async () => {
     const models = await read();
     for (const m of models) {
@@ -216,15 +216,7 @@ export function watchModelWorkers(read: () => Promise<ModelCoverage[]>, everyMs 
       } else if (!m.problem && missing.delete(m.model)) adminEvents.modelWorkerBack(m.model, m.workers);
     }
   };
-  const tick = () => {
-    running ??= check()
-      .catch(() => undefined)
-      .finally(() => (running = undefined));
-  };
-  tick();
-  const timer = setInterval(tick, everyMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  return runEvery(everyMs, check);
 }
 
 /**

@@ -5,6 +5,7 @@
 // turnaround log's minutes (turnaround.ts). Each minute's hash expires after TRENDS_TTL_S, so memory is
 // bounded whatever the load. Ingest does not pay a round trip per instance: TrendCounter counts in process
 // memory and flushes every few seconds.
+import { runEvery } from '../util/periodic.ts';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { keys } from './keys.ts';
@@ -299,14 +300,5 @@ export function sampleQueueDepths(
     );
     await recordQueueDepths(redis, prefix, depths);
   };
-  let running: Promise<void> | undefined;
-  const tick = () => {
-    running ??= sample()
-      .catch(() => undefined)
-      .finally(() => (running = undefined));
-  };
-  tick();
-  const timer = setInterval(tick, everyMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  return runEvery(everyMs, sample);
 }

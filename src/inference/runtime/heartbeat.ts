@@ -16,6 +16,17 @@ export const HEARTBEAT_INTERVAL_MS = 5000;
 /** How long a dead worker stays listed (as dead) before the live ones remove its entry. */
 export const DEAD_WORKER_RETENTION_MS = 60 * 60 * 1000;
 
+// Both scripts below end with this loop: entries whose beat is older than maxAge (Redis time), or that are no
+// heartbeat at all, go from the hash (KEYS[1]) and are listed in out.
+const PRUNE_LOOP = `
+for i = 1, #entries, 2 do
+  local ok, beat = pcall(cjson.decode, entries[i + 1])
+  if not ok or type(beat) ~= 'table' or type(beat.lastHeartbeat) ~= 'number' or now - beat.lastHeartbeat > maxAge then
+    redis.call('HDEL', KEYS[1], entries[i])
+    out[#out + 1] = entries[i]
+  end
+end`;
+
 // One script writes the beat and prunes, atomically (a beat landing between the read and the delete is
 // never lost), and both use Redis's clock (TIME), not this host's: workers on several hosts, and the admin
 // readers, then judge liveness on one clock, so a host whose clock is off neither looks dead nor prunes live
@@ -36,13 +47,7 @@ redis.call('HSET', KEYS[1], ARGV[1],
 local maxAge = tonumber(ARGV[4])
 local entries = redis.call('HGETALL', KEYS[1])
 local out = { string.format('%d', started) }
-for i = 1, #entries, 2 do
-  local ok, beat = pcall(cjson.decode, entries[i + 1])
-  if not ok or type(beat) ~= 'table' or type(beat.lastHeartbeat) ~= 'number' or now - beat.lastHeartbeat > maxAge then
-    redis.call('HDEL', KEYS[1], entries[i])
-    out[#out + 1] = entries[i]
-  end
-end
+${PRUNE_LOOP}
 return out
 `;
 
@@ -55,13 +60,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local maxAge = tonumber(ARGV[1])
 local entries = redis.call('HGETALL', KEYS[1])
 local out = {}
-for i = 1, #entries, 2 do
-  local ok, beat = pcall(cjson.decode, entries[i + 1])
-  if not ok or type(beat) ~= 'table' or type(beat.lastHeartbeat) ~= 'number' or now - beat.lastHeartbeat > maxAge then
-    redis.call('HDEL', KEYS[1], entries[i])
-    out[#out + 1] = entries[i]
-  end
-end
+${PRUNE_LOOP}
 return out
 `;
 
