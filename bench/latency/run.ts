@@ -191,12 +191,17 @@ async function studyJobs(
   const out = new Map<string, JobTimes[]>();
   for (const entry of await redis.smembers(keys.studyJobs(prefix, studyUid))) {
     const slash = entry.indexOf('/');
-    const queue = queues.get(entry.slice(0, slash));
+    const name = entry.slice(0, slash);
+    // Inference jobs live in their model's queue (inference.<id>@<version>); they count as the inference stage.
+    const perModel = name.startsWith(`${QUEUE.inference}.`);
+    if (perModel && !queues.has(name)) queues.set(name, new Queue(name, { connection: redis, prefix }));
+    const queue = queues.get(name);
     const job = queue ? await queue.getJob(entry.slice(slash + 1)) : undefined;
     if (!job) continue;
-    const list = out.get(queue!.name) ?? [];
+    const stage = perModel ? QUEUE.inference : name;
+    const list = out.get(stage) ?? [];
     list.push({ processedOn: job.processedOn, finishedOn: job.finishedOn, returnvalue: job.returnvalue });
-    out.set(queue!.name, list);
+    out.set(stage, list);
   }
   return out;
 }
