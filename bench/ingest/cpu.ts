@@ -16,10 +16,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { freePort } from '../../tests/helpers/dicom-tools.ts';
 import { dcmtk, storeResponses } from '../../tests/helpers/ingest.ts';
+import { stopGatewayChild } from './gateway-child.ts';
 import { synthesizeCtSeries } from './synth.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
@@ -111,16 +111,7 @@ async function startGateway(spec: string, dir: string): Promise<Gateway> {
     label,
     pid: child.pid!,
     port,
-    async stop() {
-      await new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      });
-      const redis = new Redis(REDIS_URL);
-      const keys = await redis.keys(`${prefix}:*`);
-      if (keys.length > 0) await redis.del(...keys);
-      redis.disconnect();
-    },
+    stop: () => stopGatewayChild(child, REDIS_URL, prefix),
   };
 }
 

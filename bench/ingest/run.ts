@@ -32,6 +32,7 @@ import { freePort } from '../../tests/helpers/dicom-tools.ts';
 import { dcmtk, storeResponses } from '../../tests/helpers/ingest.ts';
 import { startOrthanc, type OrthancInstance } from '../../tests/helpers/orthanc.ts';
 import { s3TestClient, startS3Server, type S3TestServer } from '../../tests/helpers/s3-server.ts';
+import { stopGatewayChild } from './gateway-child.ts';
 import { synthesizeCtSeries } from './synth.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
@@ -249,16 +250,7 @@ async function startGatewayProcess(dir: string, s3?: S3TestServer): Promise<Gate
     },
     pid: child.pid!,
     httpPort,
-    async stop() {
-      await new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      });
-      const redis = new Redis(REDIS_URL);
-      const keys = await redis.keys(`${prefix}:*`);
-      if (keys.length > 0) await redis.del(...keys);
-      redis.disconnect();
-    },
+    stop: () => stopGatewayChild(child, REDIS_URL, prefix),
   };
 }
 
