@@ -374,7 +374,7 @@ const s3StorageSchema = z
      */
     accessKeyId: z.string().min(1).optional(),
     secretAccessKey: z.string().min(1).optional(),
-    /** Multipart part size of a staged write; memory per write is about partSizeBytes × (queueSize + 2). */
+    /** Multipart part size of a staged write; memory per write is at most partSizeBytes × (queueSize + 1). */
     partSizeBytes: z
       .number()
       .int()

@@ -8,11 +8,13 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, stat as statFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough, Readable, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
   CopyObjectCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -22,9 +24,9 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
   type HeadObjectCommandOutput,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import {
   InstanceTooLargeError,
   ObjectNotFoundError,
@@ -166,6 +168,9 @@ export class S3ObjectStore implements ObjectStore {
   private closed = false;
   /** When HeadBucket last answered (see head()). */
   private bucketSeenAt = 0;
+  /** Idle multipart part buffers (partSizeBytes each), reused by every staged write of this store. */
+  private readonly idleParts: Buffer[] = [];
+  private partBuffersAllocated = 0;
 
   constructor(private readonly opts: S3StoreOptions) {
     if (opts.prefix !== '' && !opts.prefix.endsWith('/'))
@@ -420,6 +425,25 @@ export class S3ObjectStore implements ObjectStore {
 
   get options(): S3StoreOptions {
     return this.opts;
+  }
+
+  /** A part buffer of partSizeBytes (contents undefined): an idle one when there is one, else a new one. */
+  takePartBuffer(): Buffer {
+    const idle = this.idleParts.pop();
+    if (idle !== undefined) return idle;
+    this.partBuffersAllocated++;
+    return Buffer.allocUnsafeSlow(this.opts.partSizeBytes);
+  }
+
+  /** Gives back a part buffer nothing reads any more; at most queueSize + 1 are kept idle. */
+  releasePartBuffer(buffer: Buffer): void {
+    if (this.idleParts.length <= this.opts.queueSize && !this.idleParts.includes(buffer))
+      this.idleParts.push(buffer);
+  }
+
+  /** Part buffers allocated so far and those idle now (the pool's reuse, for tests and diagnostics). */
+  partBufferCounts(): { allocated: number; idle: number } {
+    return { allocated: this.partBuffersAllocated, idle: this.idleParts.length };
   }
 
   /** Runs an SDK call, turning its failure into an operator-readable error (ObjectNotFoundError for 404). */
@@ -729,8 +753,8 @@ class S3StagedWrite implements StagedWrite {
     this.phase = 'discarded';
     try {
       if (!this.stream.destroyed) this.stream.destroy();
-      // Waits for parts in flight, so nothing lands after the delete below; lib-storage aborts the
-      // multipart upload itself when its source fails.
+      // Waits for the requests in flight, so nothing lands after the delete below; the stream aborts its
+      // multipart upload itself once they ended.
       await this.stream.settled;
       await this.store.client.send(
         new DeleteObjectCommand({ Bucket: this.store.bucketName, Key: this.stagingKey }),
@@ -743,20 +767,54 @@ class S3StagedWrite implements StagedWrite {
 
 type WriteCallback = (error: Error | null | undefined) => void;
 
+/** S3 numbers parts 1..10000. */
+const MAX_PARTS = 10_000;
+
+interface UploadedPart {
+  PartNumber: number;
+  ETag: string;
+  ChecksumCRC32?: string;
+  ChecksumCRC32C?: string;
+  ChecksumCRC64NVME?: string;
+  ChecksumSHA1?: string;
+  ChecksumSHA256?: string;
+}
+
 /**
- * Feeds a lib-storage Upload through a small PassThrough. Each write waits until the PassThrough takes it,
- * so at most the PassThrough's buffer, the parts being uploaded (queueSize) and the part being filled are in
- * memory; with flow, the source is paused while this stream's own buffer is full. 'finish' comes only after
- * the upload is acknowledged (_final).
+ * Writes the staging object in parts of partSizeBytes, copied into part buffers taken from the store's pool
+ * and given back once the request that sent them has ended (retries included): at most queueSize parts are
+ * in flight and one is being filled, so a write holds at most (queueSize + 1) × partSizeBytes, and the
+ * buffers are reused rather than left to the garbage collector. An object smaller than one part goes as one
+ * PutObject; a larger one as a multipart upload, created when the first part is full. A write whose part
+ * finds no free slot waits for one (back-pressure; with flow, the source is paused while this stream's own
+ * buffer is full). 'finish' comes only after the PutObject or CompleteMultipartUpload is acknowledged
+ * (_final). A failure stops everything, waits for the parts in flight and aborts the multipart upload (best
+ * effort: cleanupStaging and the bucket's lifecycle rule remove what an unreachable server keeps); the
+ * failure itself is what the stream reports.
  */
 class S3StagingStream extends Writable implements StagedStream {
   bytesWritten = 0;
-  /** Resolves (never rejects) once the upload ended, either way. */
+  /** Resolves (never rejects) once the upload ended, either way, and nothing is in flight any more. */
   readonly settled: Promise<void>;
-  private readonly body: PassThrough;
-  private uploadError: Error | undefined;
-  private uploadDone = false;
-  private pending: ((err?: Error | null) => void) | undefined;
+  private resolveSettled!: () => void;
+  private readonly partSize: number;
+  private readonly queueSize: number;
+  /** The part being filled, and how many of its bytes are. */
+  private current: Buffer | undefined;
+  private filled = 0;
+  private partsStarted = 0;
+  private readonly parts: UploadedPart[] = [];
+  /** Requests in flight (CreateMultipartUpload, UploadPart, PutObject, Complete); none ever rejects. */
+  private readonly inFlight = new Set<Promise<void>>();
+  private partsInFlight = 0;
+  private createUpload: Promise<string> | undefined;
+  private uploadId: string | undefined;
+  private failure: Error | undefined;
+  /** A write waiting for a part slot. */
+  private waiter: (() => void) | undefined;
+  /** The PutObject or CompleteMultipartUpload was acknowledged. */
+  private completed = false;
+  private stopping: Promise<void> | undefined;
   private headChunks: Buffer[] = [];
   private headLength = 0;
 
@@ -767,42 +825,9 @@ class S3StagingStream extends Writable implements StagedStream {
     private readonly flow?: FlowControl,
   ) {
     super({ highWaterMark: 1024 * 1024 });
-    this.body = new PassThrough({ highWaterMark: 1024 * 1024 });
-    this.body.on('drain', () => this.release());
-    // The source's error is lib-storage's to see (it stops the upload); not an unhandled 'error' here.
-    this.body.on('error', () => undefined);
-    const upload = new Upload({
-      client: store.client,
-      params: { Bucket: store.bucketName, Key: stagingKey, Body: this.body },
-      partSize: store.options.partSizeBytes,
-      queueSize: store.options.queueSize,
-      // We abort a failed multipart upload ourselves: lib-storage would report the abort's own failure (a
-      // server that is down, or lacks AbortMultipartUpload) instead of the error that stopped the upload.
-      leavePartsOnError: true,
-    });
-    this.settled = upload.done().then(
-      () => {
-        this.uploadDone = true;
-      },
-      async (err: unknown) => {
-        this.uploadError = store.describe(err, 'upload', undefined);
-        // Every part in flight has ended by now. Best effort: cleanupStaging and the bucket's lifecycle
-        // rule remove what an unreachable server keeps.
-        const uploadId = upload.uploadId;
-        if (uploadId !== undefined)
-          await store.client
-            .send(
-              new AbortMultipartUploadCommand({
-                Bucket: store.bucketName,
-                Key: stagingKey,
-                UploadId: uploadId,
-              }),
-            )
-            .catch(() => undefined);
-        this.uploadDone = true;
-        this.release(this.uploadError);
-      },
-    );
+    this.partSize = store.options.partSizeBytes;
+    this.queueSize = store.options.queueSize;
+    this.settled = new Promise<void>((resolve) => (this.resolveSettled = resolve));
     if (flow !== undefined) {
       this.on('drain', () => flow.resume());
       this.on('close', () => flow.resume());
@@ -818,19 +843,197 @@ class S3StagingStream extends Writable implements StagedStream {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
-    if (this.uploadError !== undefined) return done(this.uploadError);
+    if (this.failure !== undefined) return done(this.failure);
     if (this.bytesWritten + chunk.length > this.maxBytes)
       return done(new InstanceTooLargeError(this.maxBytes));
     this.bytesWritten += chunk.length;
     this.noteHead(chunk);
-    if (this.body.write(chunk)) return done();
-    this.pending = done;
+    this.fill(chunk, 0, done);
   }
 
-  private release(err?: Error): void {
-    const done = this.pending;
-    this.pending = undefined;
-    done?.(err ?? null);
+  /** Copies chunk[offset..] into part buffers, sending each full part once more bytes follow it. */
+  private fill(chunk: Buffer, offset: number, done: (err?: Error | null) => void): void {
+    while (offset < chunk.length) {
+      if (this.failure !== undefined) return done(this.failure);
+      if (this.destroyed) return;
+      if (this.current !== undefined && this.filled === this.partSize) {
+        if (this.partsInFlight >= this.queueSize) {
+          this.waiter = () => this.fill(chunk, offset, done);
+          return;
+        }
+        this.sendPart(this.current, this.filled);
+        this.current = undefined;
+      }
+      if (this.current === undefined) {
+        this.current = this.store.takePartBuffer();
+        this.filled = 0;
+      }
+      const n = chunk.copy(this.current, this.filled, offset);
+      this.filled += n;
+      offset += n;
+    }
+    done();
+  }
+
+  /** Runs requests; a failure stops the upload. The returned promise never rejects. */
+  private track(run: () => Promise<void>): Promise<void> {
+    const p = run().catch((err: unknown) => this.fail(err));
+    this.inFlight.add(p);
+    void p.then(() => this.inFlight.delete(p));
+    return p;
+  }
+
+  /** The first failure stops the upload; a write waiting for a slot fails with it. */
+  private fail(err: unknown): void {
+    if (this.failure !== undefined) return;
+    this.failure = this.store.describe(err, (err as { s3Op?: string } | undefined)?.s3Op ?? 'upload');
+    void this.stop();
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.();
+  }
+
+  private startUpload(): Promise<string> {
+    this.createUpload ??= this.store.client
+      .send(new CreateMultipartUploadCommand({ Bucket: this.store.bucketName, Key: this.stagingKey }))
+      .then(
+        (res) => {
+          if (res.UploadId === undefined) throw new Error('CreateMultipartUpload returned no UploadId');
+          this.uploadId = res.UploadId;
+          return res.UploadId;
+        },
+        (err: unknown) => {
+          throw tagOp(err, 'CreateMultipartUpload');
+        },
+      );
+    return this.createUpload;
+  }
+
+  private sendPart(buffer: Buffer, length: number): void {
+    const partNumber = ++this.partsStarted;
+    this.partsInFlight++;
+    void this.track(async () => {
+      try {
+        if (partNumber > MAX_PARTS) throw new Error(`more than ${MAX_PARTS} parts`);
+        const uploadId = await this.startUpload();
+        if (this.failure !== undefined || this.destroyed) return;
+        const res = await this.store.client
+          .send(
+            new UploadPartCommand({
+              Bucket: this.store.bucketName,
+              Key: this.stagingKey,
+              UploadId: uploadId,
+              PartNumber: partNumber,
+              Body: buffer.subarray(0, length),
+              ContentLength: length,
+            }),
+          )
+          .catch((err: unknown) => {
+            throw tagOp(err, 'UploadPart');
+          });
+        if (res.ETag === undefined) throw tagOp(new Error(`part ${partNumber} has no ETag`), 'UploadPart');
+        this.parts.push({
+          PartNumber: partNumber,
+          ETag: res.ETag,
+          ...(res.ChecksumCRC32 !== undefined && { ChecksumCRC32: res.ChecksumCRC32 }),
+          ...(res.ChecksumCRC32C !== undefined && { ChecksumCRC32C: res.ChecksumCRC32C }),
+          ...(res.ChecksumCRC64NVME !== undefined && { ChecksumCRC64NVME: res.ChecksumCRC64NVME }),
+          ...(res.ChecksumSHA1 !== undefined && { ChecksumSHA1: res.ChecksumSHA1 }),
+          ...(res.ChecksumSHA256 !== undefined && { ChecksumSHA256: res.ChecksumSHA256 }),
+        });
+      } finally {
+        // The request has ended (send() settles after the response or the last failed attempt): nothing
+        // reads the buffer any more.
+        this.partsInFlight--;
+        this.store.releasePartBuffer(buffer);
+      }
+    }).then(() => this.wake());
+  }
+
+  /** Waits until no request is in flight. */
+  private async quiet(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+  }
+
+  /** Stops the upload: no new request, waits for those in flight, aborts the multipart upload. */
+  private stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      await this.quiet();
+      if (this.current !== undefined) {
+        this.store.releasePartBuffer(this.current);
+        this.current = undefined;
+      }
+      if (this.uploadId !== undefined && !this.completed)
+        await this.store.client
+          .send(
+            new AbortMultipartUploadCommand({
+              Bucket: this.store.bucketName,
+              Key: this.stagingKey,
+              UploadId: this.uploadId,
+            }),
+          )
+          .catch(() => undefined);
+    })().finally(() => this.resolveSettled());
+    return this.stopping;
+  }
+
+  private async complete(): Promise<void> {
+    const bucket = this.store.bucketName;
+    if (this.partsStarted === 0) {
+      const buffer = this.current;
+      const length = this.filled;
+      await this.track(async () => {
+        try {
+          await this.store.client
+            .send(
+              new PutObjectCommand({
+                Bucket: bucket,
+                Key: this.stagingKey,
+                Body: buffer !== undefined ? buffer.subarray(0, length) : Buffer.alloc(0),
+                ContentLength: buffer !== undefined ? length : 0,
+              }),
+            )
+            .catch((err: unknown) => {
+              throw tagOp(err, 'PutObject');
+            });
+        } finally {
+          if (buffer !== undefined && this.current === buffer) {
+            this.current = undefined;
+            this.store.releasePartBuffer(buffer);
+          }
+        }
+      });
+      return;
+    }
+    if (this.current !== undefined && this.filled > 0) {
+      this.sendPart(this.current, this.filled);
+      this.current = undefined;
+    }
+    await this.quiet();
+    if (this.failure !== undefined || this.destroyed) return;
+    const uploadId = await this.startUpload();
+    const parts = [...this.parts].sort((a, b) => a.PartNumber - b.PartNumber);
+    await this.track(() =>
+      this.store.client
+        .send(
+          new CompleteMultipartUploadCommand({
+            Bucket: bucket,
+            Key: this.stagingKey,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: parts },
+          }),
+        )
+        .then(
+          () => undefined,
+          (err: unknown) => {
+            throw tagOp(err, 'CompleteMultipartUpload');
+          },
+        ),
+    );
   }
 
   private noteHead(chunk: Buffer): void {
@@ -846,15 +1049,29 @@ class S3StagingStream extends Writable implements StagedStream {
   }
 
   override _final(done: (err?: Error | null) => void): void {
-    this.body.end();
-    void this.settled.then(() => done(this.uploadError ?? null));
+    if (this.failure !== undefined) return done(this.failure);
+    // complete() never rejects: its requests are tracked, and their failure is this.failure.
+    void this.complete().then(() => {
+      if (this.failure !== undefined) return done(this.failure);
+      if (this.destroyed) return done(new Error('staged write discarded'));
+      this.completed = true;
+      this.resolveSettled();
+      done();
+    });
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    // Unfinished: fail the source, so lib-storage stops reading and waits for its parts in flight (then the
-    // multipart upload is aborted above), or never sends the single PUT.
-    if (!this.uploadDone) this.body.destroy(err ?? new Error('staged write discarded'));
-    this.pending = undefined;
+    // Unfinished: stop sending, wait for the requests in flight, abort the multipart upload (settled then
+    // resolves). A finished upload stays as it is (discard deletes it).
+    this.waiter = undefined;
+    if (!this.completed) void this.stop();
     done(err);
   }
+}
+
+/** Marks which S3 operation an SDK error came from, for describe(). */
+function tagOp(err: unknown, op: string): unknown {
+  if (err !== null && typeof err === 'object' && !('s3Op' in err))
+    Object.defineProperty(err, 's3Op', { value: op, enumerable: false });
+  return err;
 }

@@ -303,6 +303,60 @@ describe('S3ObjectStore against s3rver', () => {
     await store.delete(key);
   });
 
+  test('multipart part buffers come from a pool reused across writes, and the parts read back in order', async () => {
+    const store = makeStore();
+    const key = 'studies/1.2.8/1.2.8.1/1.2.8.1.1.dcm';
+    // 3 full parts and a short one, written in chunks that straddle the part boundaries.
+    const bytes = randomBytes(3 * 5 * MiB + 123_457);
+    const upload = async (): Promise<void> => {
+      const staged = store.stage();
+      for (let i = 0; i < bytes.length; i += 100_003) staged.stream.write(bytes.subarray(i, i + 100_003));
+      await finish(staged.stream);
+      await staged
+        .read(5 * MiB - 10, 20)
+        .then((b) => assert.deepEqual(b, bytes.subarray(5 * MiB - 10, 5 * MiB + 10)));
+      await staged.commit(key);
+    };
+    await upload();
+    const first = store.partBufferCounts();
+    assert.ok(
+      first.allocated >= 2 && first.allocated <= 3,
+      `allocated ${first.allocated} (queueSize 2 + 1 at most)`,
+    );
+    assert.equal(first.idle, first.allocated, 'every part buffer went back to the pool');
+    assert.deepEqual(await store.get(key), bytes, 'the parts were joined in order');
+    const counts = store.requestCounts();
+    assert.equal(counts.UploadPart, 4);
+    assert.equal(counts.CreateMultipartUpload, 1);
+    assert.equal(counts.CompleteMultipartUpload, 1);
+
+    await upload();
+    assert.deepEqual(store.partBufferCounts(), first, 'the second write allocated no part buffer');
+    assert.deepEqual(await store.get(key), bytes);
+
+    // Exactly one part: still a single PutObject, with a pooled buffer.
+    const exact = store.stage();
+    exact.stream.write(bytes.subarray(0, 5 * MiB));
+    await finish(exact.stream);
+    await exact.commit(key);
+    assert.equal(store.requestCounts().PutObject, 1);
+    assert.deepEqual(await store.get(key), bytes.subarray(0, 5 * MiB));
+
+    // A write discarded in the middle of its multipart upload gives its buffers back and leaves nothing.
+    const dropped = store.stage();
+    dropped.stream.write(bytes.subarray(0, 12 * MiB));
+    await new Promise((r) => setTimeout(r, 200));
+    await dropped.discard();
+    assert.deepEqual(store.partBufferCounts(), first, 'no buffer lost or added');
+    assert.deepEqual(
+      (await rawKeys()).filter((k) => k.includes('staging/')),
+      [],
+      'no staging object left',
+    );
+    assert.equal(store.requestCounts().AbortMultipartUpload, 1, 'the multipart upload was aborted');
+    await store.delete(key);
+  });
+
   test('retire removes a copy written by the cut-off, keeps a later one, and says absent', async () => {
     const store = makeStore();
     const key = 'studies/1.2.8/1.2.8.1/1.2.8.1.1.dcm';
