@@ -4,6 +4,7 @@
 // becomes visible by a server-side CopyObject to its key, which also stamps the write time in the object's
 // metadata; the staging object is deleted after. Nothing here assumes a single writer: staging names are
 // unique per write, S3 replaces an object atomically, and retire() compares write times (see below).
+import { HeadBytes } from './head-bytes.ts';
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, stat as statFile, unlink } from 'node:fs/promises';
@@ -42,7 +43,6 @@ import {
 /** Largest object one CopyObject can copy (S3's limit): a bigger staged write could not be committed. */
 export const S3_MAX_COPY_BYTES = 5 * 1024 ** 3;
 /** The staged write keeps this many first bytes for the header parser. */
-const HEAD_BYTES = 64 * 1024;
 /** Object metadata (x-amz-meta-written-at) holding the epoch ms of the write that made the object. */
 const WRITTEN_AT = 'written-at';
 const STAGING = 'staging/';
@@ -815,8 +815,8 @@ class S3StagingStream extends Writable implements StagedStream {
   /** The PutObject or CompleteMultipartUpload was acknowledged. */
   private completed = false;
   private stopping: Promise<void> | undefined;
-  private headChunks: Buffer[] = [];
-  private headLength = 0;
+  /** The first bytes written, so the header can be parsed without reading the object back. */
+  private readonly headBytes = new HeadBytes();
 
   constructor(
     private readonly store: S3ObjectStore,
@@ -847,7 +847,7 @@ class S3StagingStream extends Writable implements StagedStream {
     if (this.bytesWritten + chunk.length > this.maxBytes)
       return done(new InstanceTooLargeError(this.maxBytes));
     this.bytesWritten += chunk.length;
-    this.noteHead(chunk);
+    this.headBytes.note(chunk);
     this.fill(chunk, 0, done);
   }
 
@@ -1036,16 +1036,8 @@ class S3StagingStream extends Writable implements StagedStream {
     );
   }
 
-  private noteHead(chunk: Buffer): void {
-    if (this.headLength >= HEAD_BYTES) return;
-    const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
-    this.headChunks.push(Buffer.from(part));
-    this.headLength += part.length;
-  }
-
   get head(): Buffer {
-    if (this.headChunks.length > 1) this.headChunks = [Buffer.concat(this.headChunks)];
-    return this.headChunks[0] ?? Buffer.alloc(0);
+    return this.headBytes.bytes;
   }
 
   override _final(done: (err?: Error | null) => void): void {

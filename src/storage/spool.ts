@@ -1,6 +1,7 @@
 // The durable instance store. Every received instance is written to a temp file, fsync'd, and renamed into
 // <dataDir>/spool/studies/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm; the directory is fsync'd after the
 // rename, so an instance that was answered Success survives a crash or power loss.
+import { HeadBytes } from './head-bytes.ts';
 import { randomUUID } from 'node:crypto';
 import {
   closeSync,
@@ -269,9 +270,6 @@ export class Spool {
   }
 }
 
-/** Enough for the attributes before Pixel Data of nearly every image. */
-const HEAD_BYTES = 64 * 1024;
-
 /**
  * A file's first bytes up to this are written in place, on the calling thread: into the page cache that is a
  * copy of tens of microseconds, less than a round trip through libuv's thread pool, whose wake-ups can also
@@ -292,9 +290,8 @@ export class TempFileStream extends Writable {
   private fd: number | undefined;
   bytesWritten = 0;
 
-  /** The file's first bytes (up to HEAD_BYTES), so the header can be parsed without reading the file back. */
-  private headChunks: Buffer[] = [];
-  private headLength = 0;
+  /** The first bytes written, so the header can be parsed without reading the object back. */
+  private readonly headBytes = new HeadBytes();
 
   constructor(
     readonly path: string,
@@ -336,7 +333,7 @@ export class TempFileStream extends Writable {
     if (this.bytesWritten + chunk.length > this.maxBytes)
       return done(new InstanceTooLargeError(this.maxBytes));
     this.bytesWritten += chunk.length;
-    this.noteHead(chunk);
+    this.headBytes.note(chunk);
     if (this.bytesWritten <= IN_PLACE_BYTES) return writeInPlace(fd, [chunk], done);
     writeAll(fd, chunk, done);
   }
@@ -351,7 +348,7 @@ export class TempFileStream extends Writable {
     const buffers = chunks.map((c) => c.chunk);
     const total = buffers.reduce((n, b) => n + b.length, 0);
     if (this.bytesWritten + total > this.maxBytes) return done(new InstanceTooLargeError(this.maxBytes));
-    for (const b of buffers) this.noteHead(b);
+    for (const b of buffers) this.headBytes.note(b);
     this.bytesWritten += total;
     if (this.bytesWritten <= IN_PLACE_BYTES) return writeInPlace(fd, buffers, done);
     writev(fd, buffers, null, (err, n) => {
@@ -361,17 +358,9 @@ export class TempFileStream extends Writable {
     });
   }
 
-  private noteHead(chunk: Buffer): void {
-    if (this.headLength >= HEAD_BYTES) return;
-    const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
-    this.headChunks.push(Buffer.from(part));
-    this.headLength += part.length;
-  }
-
-  /** The first bytes written (at most HEAD_BYTES). */
+  /** The first bytes written (at most 64 KiB). */
   get head(): Buffer {
-    if (this.headChunks.length > 1) this.headChunks = [Buffer.concat(this.headChunks)];
-    return this.headChunks[0] ?? Buffer.alloc(0);
+    return this.headBytes.bytes;
   }
 
   override _final(done: (err?: Error | null) => void): void {
