@@ -190,12 +190,23 @@ test('the Trends page charts what the gateway did, over the hour and the day', a
   assert.match(await chart('positive-rate').locator('.u-legend').innerText(), new RegExp(MODEL));
   await page.screenshot({ path: path.join(shots, 'trends-hour.png'), fullPage: true });
 
-  // Hover: the legend shows the values under the cursor.
+  // Hover: the legend shows the values under the cursor. The three instances fall in the last minutes'
+  // points (in one or two of them, if a minute turned meanwhile): the values shown over the last five points
+  // add up to 3.
   const box = (await chart('ingest').locator('.u-over').boundingBox())!;
-  await page.mouse.move(box.x + box.width - 1, box.y + box.height / 2);
-  await page.waitForFunction(() =>
-    [...document.querySelectorAll('#chart-ingest .u-legend .u-value')].some((v) => v.textContent === '3'),
-  );
+  const step = box.width / (t.t.length - 1);
+  let shown = 0;
+  for (let k = 0; k < 5; k++) {
+    await page.mouse.move(box.x + box.width - 1 - k * step, box.y + box.height / 2);
+    await page.waitForTimeout(100);
+    const value = await page.evaluate(
+      () =>
+        document.querySelectorAll('#chart-ingest .u-legend .u-series')[1]?.querySelector('.u-value')
+          ?.textContent ?? '',
+    );
+    shown += Number(value) || 0;
+  }
+  assert.equal(shown, 3, 'the legend shows the instances per minute under the cursor');
   // Click the legend entries: both series hidden (uPlot marks them off), nothing painted; shown again.
   const before = await seriesPixels(page, 'ingest');
   const entries = chart('ingest').locator('.u-legend .u-series');
