@@ -8,10 +8,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { inflateSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser } from 'playwright-core';
+import { rgbPngPixels } from '../helpers/png.ts';
 import { mrSlices, studyUidOf } from '../helpers/dicom-tools.ts';
+import { basicAuth, horizontalOverflow, launchChromium, SIZES } from '../helpers/browser.ts';
 import { makeModelsDir, startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 
 const BRAIN = 'meshnet-brain-gwm';
@@ -19,11 +20,6 @@ const USERS = {
   admin: { username: 'lead', password: 'lead-password-1' },
   viewer: { username: 'itadmin', password: 'itadmin-password-1' },
 };
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-sync'];
-const SIZES = [
-  { width: 1280, height: 800 },
-  { width: 1920, height: 1080 },
-];
 const SERIES = mrSlices(0, 35);
 const STUDY = studyUidOf(SERIES[0]!);
 
@@ -32,36 +28,14 @@ let browser: Browser;
 let shots: string;
 let base: string;
 
-const auth = (u: { username: string; password: string }) =>
-  `Basic ${Buffer.from(`${u.username}:${u.password}`).toString('base64')}`;
-const get = (p: string, u = USERS.admin) => fetch(`${base}${p}`, { headers: { authorization: auth(u) } });
+const get = (p: string, u = USERS.admin) =>
+  fetch(`${base}${p}`, { headers: { authorization: basicAuth(u) } });
 
 interface OverlayFacts {
   slice: number;
   slices: number;
   area: number;
   segments: { number: number; label: string; colour: [number, number, number]; area: number }[];
-}
-
-/** Pixels of an 8-bit RGB PNG as the gateway writes it (png.ts: filter 0 on every row). */
-function pngPixels(png: Buffer): { width: number; height: number; rgb: Uint8Array } {
-  assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
-  assert.equal(png[25], 2, 'an RGB PNG');
-  const width = png.readUInt32BE(16);
-  const height = png.readUInt32BE(20);
-  const idat: Buffer[] = [];
-  for (let at = 8; at < png.length;) {
-    const len = png.readUInt32BE(at);
-    if (png.toString('latin1', at + 4, at + 8) === 'IDAT') idat.push(png.subarray(at + 8, at + 8 + len));
-    at += 12 + len;
-  }
-  const raw = inflateSync(Buffer.concat(idat));
-  const rgb = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    assert.equal(raw[y * (width * 3 + 1)], 0, 'filter type 0');
-    rgb.set(raw.subarray(y * (width * 3 + 1) + 1, (y + 1) * (width * 3 + 1)), y * width * 3);
-  }
-  return { width, height, rgb };
 }
 
 /**
@@ -86,10 +60,6 @@ function countColoured(rgb: Uint8Array, colour: [number, number, number]): numbe
   return n;
 }
 
-async function overflow(page: Page): Promise<number> {
-  return page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-}
-
 before(async () => {
   shots = await mkdtemp(path.join(tmpdir(), 'aigw-console-seg-'));
   gateway = await startGateway({
@@ -106,7 +76,7 @@ before(async () => {
     },
   });
   base = `http://127.0.0.1:${gateway.httpPort}`;
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -128,7 +98,7 @@ test('the study page shows the brain SEG over its largest slice; refused without
   for (const size of SIZES) {
     await page.setViewportSize(size);
     await page.waitForTimeout(300);
-    assert.equal(await overflow(page), 0, `no horizontal scroll at ${size.width}×${size.height}`);
+    assert.equal(await horizontalOverflow(page), 0, `no horizontal scroll at ${size.width}×${size.height}`);
   }
   await page.setViewportSize(SIZES[0]!);
 
@@ -173,7 +143,7 @@ test('the study page shows the brain SEG over its largest slice; refused without
   const res = await get(`/api/studies/${STUDY}/segmentations/${BRAIN}/overlay.png`);
   assert.equal(res.status, 200);
   assert.equal(res.headers.get('content-type'), 'image/png');
-  const png = pngPixels(Buffer.from(await res.arrayBuffer()));
+  const png = rgbPngPixels(Buffer.from(await res.arrayBuffer()));
   assert.ok(Math.max(png.width, png.height) <= 256, 'at most 256 px');
   for (const s of facts.segments) {
     assert.ok(s.area > 0, s.label);

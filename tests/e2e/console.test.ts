@@ -10,8 +10,9 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext } from 'playwright-core';
 import { studyUidOf } from '../helpers/dicom-tools.ts';
+import { basicAuth, horizontalOverflow, launchChromium, SIZES } from '../helpers/browser.ts';
 import { makeModelsDir, SHARED, startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 import { writeSynthetic } from '../helpers/synthetic-dicom.ts';
 
@@ -29,22 +30,14 @@ const USERS = {
   admin: { username: 'lead', password: 'lead-password-1' },
   viewer: { username: 'itadmin', password: 'itadmin-password-1' },
 };
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-sync'];
-const SIZES = [
-  { width: 1280, height: 800 },
-  { width: 1920, height: 1080 },
-];
 
 let gateway: GatewayProcess;
 let browser: Browser;
 let shots: string;
 let base: string;
 
-const auth = (u: { username: string; password: string }) =>
-  `Basic ${Buffer.from(`${u.username}:${u.password}`).toString('base64')}`;
-
 async function api<T>(p: string, user = USERS.admin): Promise<T> {
-  const res = await fetch(`${base}${p}`, { headers: { authorization: auth(user) } });
+  const res = await fetch(`${base}${p}`, { headers: { authorization: basicAuth(user) } });
   if (!res.ok) throw new Error(`GET ${p}: ${res.status}`);
   return (await res.json()) as T;
 }
@@ -67,11 +60,6 @@ async function context(
   return browser.newContext({ viewport: size, httpCredentials: user });
 }
 
-/** Horizontal overflow of the page, in pixels (0 = no horizontal scroll). */
-async function overflow(page: Page): Promise<number> {
-  return page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-}
-
 before(async () => {
   shots = await mkdtemp(path.join(tmpdir(), 'aigw-console-'));
   gateway = await startGateway({
@@ -88,7 +76,7 @@ before(async () => {
     },
   });
   base = `http://127.0.0.1:${gateway.httpPort}`;
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -167,7 +155,7 @@ test('triage list, filters, study page, layout, and a role without PHI rights', 
   for (const size of SIZES) {
     await page.setViewportSize(size);
     await page.waitForTimeout(300);
-    assert.equal(await overflow(page), 0, `no horizontal scroll at ${size.width}×${size.height}`);
+    assert.equal(await horizontalOverflow(page), 0, `no horizontal scroll at ${size.width}×${size.height}`);
     await page.screenshot({
       path: path.join(shots, `studies-${size.width}x${size.height}.png`),
       fullPage: true,
@@ -248,7 +236,7 @@ test('triage list, filters, study page, layout, and a role without PHI rights', 
   // The thumbnail itself: a small PNG, behind auth.
   const sop = await thumb.getAttribute('data-sop');
   const png = await fetch(`${base}/api/studies/${chestUids[0]}/instances/${sop}/thumbnail.png`, {
-    headers: { authorization: auth(USERS.admin) },
+    headers: { authorization: basicAuth(USERS.admin) },
   });
   assert.equal(png.headers.get('content-type'), 'image/png');
   const bytes = Buffer.from(await png.arrayBuffer());

@@ -204,6 +204,12 @@ async function hostPathsInRedis(c: Cluster): Promise<string[]> {
   return found;
 }
 
+/** Exactly one SR for the study, and it references exactly these instances. */
+function assertOneReportOf(srs: { references: string[] }[], sops: string[]): void {
+  assert.equal(srs.length, 1, `one SR, not ${srs.length}`);
+  assert.deepEqual(srs[0]!.references.slice().sort(), sops.slice().sort());
+}
+
 test(
   'one study split across two gateways gives one SR in Orthanc referencing every instance',
   { timeout: 150_000 },
@@ -221,13 +227,9 @@ test(
       for (const s of sent) assert.equal(s.code, 0, `storescu: ${s.stdout}${s.stderr}`);
       const srs = await reportOf(c, studyUid, 90_000);
       t.diagnostic(`SR in Orthanc ${Date.now() - t0} ms after the first store`);
-      assert.equal(srs.length, 1, `one SR, not ${srs.length}`);
-      assert.deepEqual(
-        srs[0]!.references.slice().sort(),
-        files
-          .map((f) => f.sop)
-          .slice()
-          .sort(),
+      assertOneReportOf(
+        srs,
+        files.map((f) => f.sop),
       );
       // Each gateway's ingest wrote to S3, not only to its own disk; Redis names no host path.
       const objects = await c.listKeys(c.storagePrefix);
@@ -283,13 +285,9 @@ test(
       t.diagnostic(`taken over ${Number(retaken.processedOn) - killedAt} ms after the kill`);
       const srs = await reportOf(c, studyUid, 120_000);
       t.diagnostic(`SR in Orthanc ${Date.now() - killedAt} ms after the kill`);
-      assert.equal(srs.length, 1, `one SR, not ${srs.length}`);
-      assert.deepEqual(
-        srs[0]!.references.slice().sort(),
-        files
-          .map((f) => f.sop)
-          .slice()
-          .sort(),
+      assertOneReportOf(
+        srs,
+        files.map((f) => f.sop),
       );
       // The survivor ran it: its log has the report, and BullMQ names it on the finished job.
       const survivorLog = readFileSync(survivor.logPath, 'utf8');

@@ -9,12 +9,12 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.ts';
 import { makeModelsDir, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { writeSynthetic } from '../helpers/synthetic-dicom.ts';
 
 const USER = { username: 'lead', password: 'lead-password-1' };
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-sync'];
 const MODEL = 'image-uniformity';
 
 let gateway: GatewayProcess;
@@ -52,7 +52,7 @@ before(async () => {
     },
   });
   base = `http://127.0.0.1:${gateway.httpPort}`;
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -7,7 +7,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { inflateSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { createAdminApp, listen } from '../../../src/admin/app.ts';
@@ -25,6 +24,7 @@ import { ENHANCED_MR_IMAGE_STORAGE, writeEnhancedFromSlices } from '../../helper
 import { decodeImage } from '../../../src/imaging/decode.ts';
 import { display } from '../../../src/imaging/thumbnail.ts';
 import { REDIS_URL } from '../../helpers/gateway.ts';
+import { rgbPngPixels } from '../../helpers/png.ts';
 import type { Server } from 'node:http';
 
 const prefix = `aigw-overlay-${randomBytes(4).toString('hex')}`;
@@ -51,23 +51,6 @@ const auth = (u: { user: string; password: string }) =>
 const get = (p: string, u = USERS.admin) => fetch(`${base}${p}`, { headers: { authorization: auth(u) } });
 const overlay = (model: string, ext: 'png' | 'json', u = USERS.admin) =>
   get(`/api/studies/${studyUid}/segmentations/${model}/overlay.${ext}`, u);
-
-/** Pixels of an 8-bit RGB PNG written by png.ts (filter 0 on every row). */
-function pngPixels(png: Buffer): { width: number; height: number; rgb: Uint8Array } {
-  const width = png.readUInt32BE(16);
-  const height = png.readUInt32BE(20);
-  const idat: Buffer[] = [];
-  for (let at = 8; at < png.length;) {
-    const len = png.readUInt32BE(at);
-    if (png.toString('latin1', at + 4, at + 8) === 'IDAT') idat.push(png.subarray(at + 8, at + 8 + len));
-    at += 12 + len;
-  }
-  const raw = inflateSync(Buffer.concat(idat));
-  const rgb = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++)
-    rgb.set(raw.subarray(y * (width * 3 + 1) + 1, (y + 1) * (width * 3 + 1)), y * width * 3);
-  return { width, height, rgb };
-}
 
 function brainResult(
   sides = SIDES,
@@ -197,7 +180,7 @@ test('the SEG written by the reports stage, drawn over its largest slice, for a 
   const png = await overlay(BRAIN, 'png');
   assert.equal(png.status, 200);
   assert.equal(png.headers.get('content-type'), 'image/png');
-  const { width, height, rgb } = pngPixels(Buffer.from(await png.arrayBuffer()));
+  const { width, height, rgb } = rgbPngPixels(Buffer.from(await png.arrayBuffer()));
   assert.deepEqual([width, height], [256, 256]);
   // Mask-coloured pixels: exactly the 60×60 square (red over the grey MR), nothing coloured elsewhere.
   let red = 0;
@@ -296,7 +279,7 @@ test('an Enhanced MR source: the SEG frame names a frame, and that frame is the 
   assert.equal(facts.sourceSopInstanceUid, ref.sopInstanceUid);
   assert.equal(facts.sourceFrame, 2);
   assert.deepEqual([facts.slice, facts.slices, facts.area], [2, 4, 3600]);
-  const { width, rgb } = pngPixels(Buffer.from(await (await overlay(model, 'png')).arrayBuffer()));
+  const { width, rgb } = rgbPngPixels(Buffer.from(await (await overlay(model, 'png')).arrayBuffer()));
   // Outside the mask the overlay is frame 2 windowed, pixel for pixel (not frame 1).
   const image = await decodeImage(file, { frames: 'all' });
   const frame2 = display(image, 1).data;
