@@ -218,7 +218,8 @@ export class FilesystemObjectStore implements ObjectStore {
   }
 
   async close(): Promise<void> {
-    // Nothing held open: every file handle is closed when its operation ends.
+    // The temp files made ahead for incoming streams; every other handle closes when its operation ends.
+    await this.spool.close();
   }
 
   /** The file behind a key (validated first) and the area directory its commits sync up to. */

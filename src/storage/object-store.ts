@@ -5,6 +5,12 @@
 // reaches the same store can read what another node wrote.
 import type { Writable } from 'node:stream';
 
+/**
+ * Emitted by a staged stream that has taken its last byte and begun making it durable (the filesystem
+ * spool's fdatasync): its size and head are final from then on. Streams that cannot tell only 'finish'.
+ */
+export const STAGED_SEALED = 'sealed';
+
 /** A stream that remembers its first bytes and counts what it was given. */
 export interface StagedStream extends Writable {
   /** The first bytes written (at most 64 KiB): the header is parsed from them without reading back. */

@@ -29,7 +29,8 @@ import {
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { isValidUid, requireUid } from '../dicom/uid.ts';
-import { InstanceTooLargeError, type FlowControl } from './object-store.ts';
+import { InstanceTooLargeError, STAGED_SEALED, type FlowControl } from './object-store.ts';
+import { TempFilePool, type PooledTempFile } from './temp-file-pool.ts';
 
 // Both live with the storage contract now; re-exported for the spool's existing users.
 export { InstanceTooLargeError, type FlowControl };
@@ -57,16 +58,34 @@ const INSTANCE_SUFFIX = '.dcm';
 /** Instances taken aside by retention, for the moment between rename and unlink. */
 const RETIRED_SUFFIX = '.retired';
 
+export interface SpoolOptions {
+  /** Temp files created ahead for incoming streams (default 4; 0: each stream creates its own). */
+  readyTempFiles?: number;
+  /** A ready temp file older than this is replaced (default 30 s; keep it well under the staging sweep's age). */
+  readyTempMaxAgeMs?: number;
+}
+
+export const READY_TEMP_FILES = 4;
+export const READY_TEMP_MAX_AGE_MS = 30_000;
+
 export class Spool {
   private readonly dirSyncs = new DirectorySyncs();
+  private readonly readyTemps: TempFilePool;
   readonly root: string;
   readonly studiesDir: string;
   readonly tmpDir: string;
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, opts: SpoolOptions = {}) {
     this.root = path.resolve(dataDir, 'spool');
     this.studiesDir = path.join(this.root, 'studies');
     this.tmpDir = path.join(this.root, 'tmp');
+    this.readyTemps = new TempFilePool({
+      dir: this.tmpDir,
+      suffix: TEMP_SUFFIX,
+      mode: FILE_MODE,
+      size: opts.readyTempFiles ?? READY_TEMP_FILES,
+      maxAgeMs: opts.readyTempMaxAgeMs ?? READY_TEMP_MAX_AGE_MS,
+    });
   }
 
   /** Creates the spool directories; idempotent. Call once before the synchronous temp-stream API. */
@@ -77,7 +96,20 @@ export class Spool {
 
   /** A fresh, unused temp file path (the file itself is not created). */
   newTempPath(): string {
-    return path.join(this.tmpDir, `${Date.now()}-${randomUUID()}${TEMP_SUFFIX}`);
+    return this.readyTemps.newPath();
+  }
+
+  /**
+   * Names of the empty temp files made ahead for the next streams (temp-file-pool.ts): they are in tmpDir
+   * but belong to no transfer, and the staging sweep leaves them alone.
+   */
+  readyTempFiles(): string[] {
+    return this.readyTemps.readyNames();
+  }
+
+  /** Closes and removes the temp files made ahead. */
+  async close(): Promise<void> {
+    await this.readyTemps.close();
   }
 
   /** Opens a new temp file for writing; the caller writes, closes, then commits or discards it. */
@@ -97,8 +129,10 @@ export class Spool {
     maxBytes = Number.MAX_SAFE_INTEGER,
     flow?: FlowControl,
   ): { path: string; stream: TempFileStream } {
-    const tempPath = this.newTempPath();
-    return { path: tempPath, stream: new TempFileStream(tempPath, maxBytes, flow) };
+    // A file made ahead when one is ready: the data set need not wait for the file system to create it.
+    const ready = this.readyTemps.take();
+    const tempPath = ready?.path ?? this.newTempPath();
+    return { path: tempPath, stream: new TempFileStream(tempPath, maxBytes, flow, ready) };
   }
 
   /** Removes a temp file that will not be committed; a missing file is not an error. */
@@ -253,6 +287,7 @@ export class Spool {
     for (const entry of await readDirOrEmpty(this.tmpDir)) {
       if (!entry.isFile()) continue;
       const file = path.join(this.tmpDir, entry.name);
+      if (this.readyTemps.holds(file)) continue;
       const info = await stat(file).catch(() => undefined);
       if (info === undefined || info.mtimeMs > cutoff) continue;
       await unlink(file).catch(() => undefined);
@@ -271,12 +306,14 @@ export class Spool {
 }
 
 /**
- * A file's first bytes up to this are written in place, on the calling thread: into the page cache that is a
- * copy of tens of microseconds, less than a round trip through libuv's thread pool, whose wake-ups can also
- * preempt the event loop on a busy machine. Beyond it (big multi-frame instances) writes go to the pool, so
- * that a disk throttling its writers never stalls the event loop that serves every association.
+ * A file's first bytes up to this are written in place, on the calling thread: a copy of a few microseconds,
+ * less than a round trip through libuv's thread pool. Everything after goes to the pool. Copying into the
+ * page cache is not always cheap: on the 2-core VM of docs/benchmarks.md, whose guest memory is handed back
+ * to the host when free (virtio-balloon free page reporting), a 512 KiB instance took 0.2 to 1.4 ms, and
+ * written in place that was 45 % of the event loop's busy time over four associations: time no other
+ * association was served.
  */
-const IN_PLACE_BYTES = 1024 * 1024;
+const IN_PLACE_BYTES = 64 * 1024;
 
 type WriteCallback = (error: Error | null | undefined) => void;
 
@@ -297,6 +334,8 @@ export class TempFileStream extends Writable {
     readonly path: string,
     private readonly maxBytes: number,
     private readonly flow?: FlowControl,
+    /** A file already created at `path` (Spool's ready temp files); the stream opens its own otherwise. */
+    private readonly opened?: PooledTempFile,
   ) {
     super({ highWaterMark: 4 * 1024 * 1024 });
     if (flow !== undefined) {
@@ -306,11 +345,16 @@ export class TempFileStream extends Writable {
   }
 
   /**
-   * Opens the file off the main thread: creating a file can wait on the file system (inode allocation, the
-   * directory's lock while other files are renamed out of it), and the event loop serves every association.
-   * Writes made meanwhile are kept by the stream and go out together (one writev) once it is open.
+   * Takes the file made ahead for it, if any; else opens one off the main thread: creating a file can wait on
+   * the file system (inode allocation, the directory's lock while other files are renamed out of it), and the
+   * event loop serves every association. Writes made meanwhile are kept by the stream and go out together
+   * (one writev) once it is open.
    */
   override _construct(done: (err?: Error | null) => void): void {
+    if (this.opened !== undefined) {
+      this.fd = this.opened.fd;
+      return done();
+    }
     openFd(this.path, 'wx', FILE_MODE, (err, fd) => {
       if (err) return done(err);
       this.fd = fd;
@@ -367,6 +411,8 @@ export class TempFileStream extends Writable {
     if (this.fd === undefined) return done(new Error('temp file is not open'));
     // fdatasync: the data and the size, which is all a later read needs, without the timestamps' extra write.
     fdatasync(this.fd, (err) => done(err));
+    // Issued first, so that whoever parses the head on 'sealed' does it while the sync runs in the pool.
+    this.emit(STAGED_SEALED);
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {

@@ -14,6 +14,7 @@ import {
 } from '../../src/ingest/dimse/index.ts';
 import { FilesystemObjectStore } from '../../src/storage/filesystem-store.ts';
 import { objectKey } from '../../src/storage/object-keys.ts';
+import type { Spool } from '../../src/storage/spool.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const SAMPLES = path.join(path.resolve(repoRoot, '../shared'), 'dicom-samples');
@@ -87,7 +88,16 @@ export async function startTestDimse(
 
 /** Names of files left in the store's staging directory (should be none once transfers are over). */
 export async function tempFiles(store: FilesystemObjectStore): Promise<string[]> {
-  return readdir(store.spool.tmpDir).catch(() => []);
+  return leftoverTempFiles(store.spool);
+}
+
+/**
+ * Names of the files in a spool's staging directory other than the empty ones it made ahead for the next
+ * transfers (Spool.readyTempFiles): what a transfer left behind.
+ */
+export async function leftoverTempFiles(spool: Spool): Promise<string[]> {
+  const ready = new Set(spool.readyTempFiles());
+  return (await readdir(spool.tmpDir).catch(() => [])).filter((name) => !ready.has(name));
 }
 
 /** The file behind a stored instance's key (filesystem store: the store's own file). */

@@ -507,6 +507,11 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       this.transfers.delete(request);
       if (transfer === undefined)
         return this.refuse(request, STATUS_CANNOT_UNDERSTAND, 'no data set received');
+      // The header is read while the file's last write and fdatasync run (the stream was just ended).
+      const early =
+        transfer.refusal === undefined && transfer.staged !== undefined
+          ? ctx.acceptor.readHeaderEarly(transfer.staged)
+          : undefined;
       await transfer.closed;
       const { staged, writeError } = transfer;
       if (transfer.refusal !== undefined || staged === undefined) {
@@ -526,6 +531,7 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
           sopInstanceUid: request.getAffectedSopInstanceUid(),
           sopClassUid: request.getAffectedSopClassUid(),
         },
+        early,
       );
       if (!outcome.ok) {
         return outcome.kind === 'refused'

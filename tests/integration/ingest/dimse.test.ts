@@ -19,6 +19,7 @@ import {
 import { startDimseServer, type DimseServer, type InstanceRecord } from '../../../src/ingest/dimse/index.ts';
 import type { Spool } from '../../../src/storage/spool.ts';
 import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
+import { leftoverTempFiles } from '../../helpers/ingest.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const samples = path.join(path.resolve(repoRoot, '../shared'), 'dicom-samples');
@@ -283,7 +284,7 @@ test('one CT slice in every transfer syntax is stored in that syntax', async () 
   const series = await spool.listInstances(ct[0]!.studyUid);
   assert.equal(series.length, 1);
   assert.deepEqual(series[0]!.paths, [...distinct].sort());
-  assert.deepEqual(await readdir(spool.tmpDir), [], 'no temp files left behind');
+  assert.deepEqual(await leftoverTempFiles(spool), [], 'no temp files left behind');
 });
 
 test('an onStored failure answers 0xA700 and the server keeps serving', async () => {
@@ -405,7 +406,7 @@ test('hostile and inconsistent data sets are refused without touching the spool'
 
   assert.equal(recorded.length, before);
   assert.ok(!(await spool.listStudies()).includes('1.2.826.0.1.3680043.99.1'));
-  assert.deepEqual(await readdir(spool.tmpDir), [], 'refused data sets leave no temp files');
+  assert.deepEqual(await leftoverTempFiles(spool), [], 'refused data sets leave no temp files');
   assert.deepEqual((await readdir(dataDir)).sort(), ['outbox', 'spool']);
   assert.deepEqual((await readdir(spool.root)).sort(), ['studies', 'tmp']);
 

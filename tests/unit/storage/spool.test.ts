@@ -5,13 +5,18 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { InvalidUidError } from '../../../src/dicom/uid.ts';
 import { DirectorySyncs, InstanceTooLargeError, Spool } from '../../../src/storage/spool.ts';
+import { STAGED_SEALED } from '../../../src/storage/object-store.ts';
 
 async function withSpool(fn: (spool: Spool, dataDir: string) => Promise<void>): Promise<void> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'aigw-spool-'));
   try {
     const spool = new Spool(dataDir);
     await spool.init();
-    await fn(spool, dataDir);
+    try {
+      await fn(spool, dataDir);
+    } finally {
+      await spool.close();
+    }
   } finally {
     await rm(dataDir, { recursive: true, force: true });
   }
@@ -275,7 +280,7 @@ test('kept directory descriptors are closed once idle', () =>
     assert.equal(syncs.opened, 4);
   }));
 
-test('a temp file written across the in-place limit (first MiB in place, the rest in the pool) is whole', () =>
+test('a temp file written across the in-place limit (first 64 KiB in place, the rest in the pool) is whole', () =>
   withSpool(async (spool) => {
     const { path: tmp, stream } = spool.createTempWriteStream(10 * 1024 * 1024);
     const parts = Array.from({ length: 48 }, (_, i) => Buffer.alloc(65_536 + i, i));
@@ -288,4 +293,18 @@ test('a temp file written across the in-place limit (first MiB in place, the res
       stream.end(resolve);
     });
     assert.ok((await readFile(tmp)).equals(Buffer.concat(parts)));
+  }));
+
+test("a temp stream says 'sealed' once it has every byte, before the sync that ends in 'finish'", () =>
+  withSpool(async (spool) => {
+    const { stream } = spool.createTempWriteStream();
+    const events: string[] = [];
+    stream.once(STAGED_SEALED, () => events.push(`sealed ${stream.bytesWritten}`));
+    stream.once('finish', () => events.push('finish'));
+    const parts = [Buffer.alloc(70_000, 1), Buffer.alloc(300_000, 2)];
+    stream.write(parts[0]);
+    stream.end(parts[1]);
+    await new Promise((r) => stream.once('finish', r));
+    assert.deepEqual(events, ['sealed 370000', 'finish']);
+    stream.destroy();
   }));
