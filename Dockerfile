@@ -11,5 +11,5 @@ COPY models ./models
 ENV GATEWAY_DATA_DIR=/data GATEWAY_MODELS_DIR=/app/models
 VOLUME ["/data"]
 EXPOSE 11112 8080
-ENTRYPOINT ["node", "--import", "tsx", "src/cli.ts"]
+ENTRYPOINT ["node", "--initial-old-space-size=128", "--import", "tsx", "src/cli.ts"]
 CMD ["all"]

@@ -21,6 +21,7 @@ import { freePort } from '../../tests/helpers/dicom-tools.ts';
 import { dcmtk, storeResponses } from '../../tests/helpers/ingest.ts';
 import { stopGatewayChild } from './gateway-child.ts';
 import { synthesizeCtSeries } from './synth.ts';
+import { NODE_FLAGS } from '../../src/util/node-flags.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -83,6 +84,7 @@ async function startGateway(spec: string, dir: string): Promise<Gateway> {
   const child: ChildProcess = spawn(
     process.execPath,
     [
+      ...NODE_FLAGS,
       ...(PERF !== undefined ? ['--perf-basic-prof'] : []),
       ...(CPU_PROF !== undefined
         ? ['--cpu-prof', '--cpu-prof-dir', path.join(CPU_PROF, label.replace(/\W+/g, '_'))]

@@ -33,6 +33,7 @@ import { makeModelsDir } from '../../tests/helpers/gateway.ts';
 import { dcmtk } from '../../tests/helpers/ingest.ts';
 import { startOrthanc, type OrthancInstance } from '../../tests/helpers/orthanc.ts';
 import { synthesizeCtSeries } from '../ingest/synth.ts';
+import { NODE_FLAGS } from '../../src/util/node-flags.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const studiesArg = process.argv.indexOf('--studies');
@@ -137,7 +138,7 @@ async function startGateway(
   const log = createWriteStream(logPath);
   const child: ChildProcess = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), 'all', '--config', configPath],
+    [...NODE_FLAGS, '--import', 'tsx', path.join(REPO, 'src/cli.ts'), 'all', '--config', configPath],
     { cwd: REPO, env: { ...process.env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   child.stdout!.pipe(log);

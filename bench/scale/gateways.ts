@@ -33,6 +33,7 @@ import { silenceSdkNodeVersionWarning } from '../../src/storage/s3-store.ts';
 import { startPrivateRedis } from '../../tests/helpers/redis-server.ts';
 import { S3RVER_ACCESS_KEY_ID, S3RVER_SECRET_ACCESS_KEY } from '../../tests/helpers/s3-server.ts';
 import { synthesizeCtSeries } from '../ingest/synth.ts';
+import { NODE_FLAGS } from '../../src/util/node-flags.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const { values } = parseArgs({
@@ -265,7 +266,7 @@ async function startBenchGateway(opts: {
   );
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), 'gateway', '--config', configPath],
+    [...NODE_FLAGS, '--import', 'tsx', path.join(REPO, 'src/cli.ts'), 'gateway', '--config', configPath],
     {
       cwd: REPO,
       env: { ...process.env, TCP_NODELAY: '1', LOG_LEVEL: 'warn' },

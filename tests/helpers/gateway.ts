@@ -9,6 +9,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { Redis } from 'ioredis';
 import { freePort, runTool, type ToolResult } from './dicom-tools.ts';
+import { NODE_FLAGS } from '../../src/util/node-flags.ts';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
 export const SHARED = path.resolve(REPO, '../shared');
@@ -128,7 +129,15 @@ export async function startGateway(opts: {
     const out = createWriteStream(logPath, { flags: 'a' });
     child = spawn(
       process.execPath,
-      ['--import', 'tsx', path.join(REPO, 'src/cli.ts'), opts.role ?? 'all', '--config', configPath],
+      [
+        ...NODE_FLAGS,
+        '--import',
+        'tsx',
+        path.join(REPO, 'src/cli.ts'),
+        opts.role ?? 'all',
+        '--config',
+        configPath,
+      ],
       {
         cwd: REPO,
         env: { ...process.env, LOG_LEVEL: 'debug', ...opts.env },
