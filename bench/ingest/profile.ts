@@ -1,9 +1,11 @@
-// Where one C-STORE's time goes at one association: the real DIMSE server, spool, study index and completion
-// re-arm in this process (same code as the gateway), fed by dcmtk storescu with TCP_NODELAY=1. The methods
-// of each step are wrapped with timers; the table gives the median and mean milliseconds per instance.
+// Where one C-STORE's time goes: the real DIMSE server, spool, study index and completion re-arm in this
+// process (same code as the gateway), fed by dcmtk storescu with TCP_NODELAY=1 over one association or
+// several. The methods of each step are wrapped with timers; the table gives the median and mean
+// milliseconds per instance (over several associations the steps of different instances overlap).
 //
-//   npx tsx bench/ingest/profile.ts [instances=200]
+//   node --initial-old-space-size=128 --import tsx bench/ingest/profile.ts [instances=200] [associations=1]
 //   node --cpu-prof --import tsx bench/ingest/profile.ts   # plus a CPU profile of the same run
+// (the V8 flag is the gateway's own, src/util/node-flags.ts: without it the collector's work differs)
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rename, rm } from 'node:fs/promises';
@@ -20,6 +22,7 @@ import { FilesystemObjectStore } from '../../src/storage/filesystem-store.ts';
 import { synthesizeCtSeries } from './synth.ts';
 
 const INSTANCES = Number(process.argv[2] ?? 200);
+const ASSOCIATIONS = Number(process.argv[3] ?? 1);
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 const spans = new Map<string, number[]>();
@@ -93,7 +96,9 @@ let lastAcceptEnd: number | undefined;
   const create = proto.createTempWriteStream!;
   proto.createTempWriteStream = function (this: unknown, ...args: unknown[]) {
     const t = now();
-    if (lastAcceptEnd !== undefined) note('response → next data set (library + sender)', t - lastAcceptEnd);
+    // Only meaningful with one association (with several, another's response comes in between).
+    if (lastAcceptEnd !== undefined && ASSOCIATIONS === 1)
+      note('response → next data set (library + sender)', t - lastAcceptEnd);
     const result = create.apply(this, args) as { stream: TempFileStream };
     perStream.set(result.stream, { created: t, writing: 0 });
     result.stream.once('finish', () => note('first fragment → file durable', now() - t));
@@ -150,19 +155,24 @@ const server = await startDimseServer({
 });
 try {
   const files = await synthesizeCtSeries({ dir: path.join(dir, 'series'), instances: INSTANCES + 20 });
-  const run = (list: string[]) =>
-    new Promise<number>((resolve, reject) => {
-      const t0 = now();
+  const sendOne = (list: string[]) =>
+    new Promise<void>((resolve, reject) => {
       const child = spawn(
         'storescu',
         ['-aet', 'BENCH', '-aec', 'PROFILE', '127.0.0.1', String(server.port), ...list],
         { env: { ...process.env, TCP_NODELAY: '1' }, stdio: 'inherit' },
       );
       child.once('error', reject);
-      child.once('close', (code) =>
-        code === 0 ? resolve(now() - t0) : reject(new Error(`storescu ${code}`)),
-      );
+      child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`storescu ${code}`))));
     });
+  /** The files over ASSOCIATIONS storescu processes at once; milliseconds for all of them. */
+  const run = async (list: string[]) => {
+    const groups: string[][] = Array.from({ length: ASSOCIATIONS }, () => []);
+    list.forEach((f, i) => groups[i % ASSOCIATIONS]!.push(f));
+    const t0 = now();
+    await Promise.all(groups.filter((g) => g.length > 0).map(sendOne));
+    return now() - t0;
+  };
   await run(files.slice(0, 20)); // warm-up
   spans.clear();
   lastAcceptEnd = undefined;
@@ -171,7 +181,7 @@ try {
   const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] ?? NaN;
   const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
   console.log(
-    `\n${INSTANCES} instances over 1 association: ${(INSTANCES / (ms / 1000)).toFixed(1)} inst/s, ` +
+    `\n${INSTANCES} instances over ${ASSOCIATIONS} association(s): ${(INSTANCES / (ms / 1000)).toFixed(1)} inst/s, ` +
       `${(ms / INSTANCES).toFixed(2)} ms per instance\n`,
   );
   console.log('| step | median ms | mean ms | count |\n| --- | ---: | ---: | ---: |');

@@ -1,5 +1,6 @@
-// The V8 flags every gateway and worker process starts with: `npm start`, the Dockerfile's ENTRYPOINT, and
-// the benches and tests that launch the CLI (tests/unit/util/node-flags.test.ts checks that they agree).
+// The V8 flags every gateway and worker process starts with: `npm start`, `npm run worker`, the Dockerfile's
+// ENTRYPOINT, and the benches and tests that launch the CLI (tests/unit/util/node-flags.test.ts checks that
+// they agree).
 // They cannot go in NODE_OPTIONS (Node refuses V8 heap flags there), so each launcher passes them itself.
 //
 // --initial-old-space-size=128: no full (mark-compact) collection while the old generation is under 128 MB.

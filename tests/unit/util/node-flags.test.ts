@@ -9,13 +9,15 @@ import { NODE_FLAGS } from '../../../src/util/node-flags.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
-test('npm start and the Docker image start node with the same V8 flags as the benches and tests', async () => {
+test('npm start, npm run worker and the Docker image start node with the same V8 flags as the benches and tests', async () => {
   const pkg = JSON.parse(await readFile(path.join(REPO, 'package.json'), 'utf8')) as {
     scripts: Record<string, string>;
   };
-  const start = pkg.scripts.start!.split(/\s+/);
-  assert.equal(start[0], 'node');
-  assert.deepEqual(start.slice(1, 1 + NODE_FLAGS.length), [...NODE_FLAGS], 'npm start');
+  for (const script of ['start', 'worker']) {
+    const words = pkg.scripts[script]!.split(/\s+/);
+    assert.equal(words[0], 'node', `npm run ${script}`);
+    assert.deepEqual(words.slice(1, 1 + NODE_FLAGS.length), [...NODE_FLAGS], `npm run ${script}`);
+  }
   const dockerfile = await readFile(path.join(REPO, 'Dockerfile'), 'utf8');
   const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)![1]!) as string[];
   assert.equal(entrypoint[0], 'node');
