@@ -557,7 +557,7 @@ async function compare(targets: Target[], pids: Map<string, number | undefined>,
         const pid = pids.get(target.name)!;
         const withChildren = target.name === 'storescp';
         await settle(target);
-        // Whatever is still dirty in the page cache (the series just made, the last receiver's files:
+        // Whatever is still dirty in the page cache (the series made for the runs, the last receiver's files:
         // storescp never syncs) is written back now, not during this receiver's run and its fsyncs.
         await promisify(execFile)('sync');
         const cpu0 = await cpuMs(pid, withChildren);
