@@ -122,8 +122,15 @@ test('the study page shows the brain SEG over its largest slice; refused without
   for (const size of SIZES) {
     await page.setViewportSize(size);
     await page.waitForTimeout(300);
-    const box = await figure.boundingBox();
-    assert.ok(box && box.x + box.width <= size.width, `the overlay fits ${size.width}×${size.height}`);
+    // The study page re-renders as it polls: between two renders the figure has no box for a moment.
+    await figure.waitFor({ state: 'visible' });
+    let box = await figure.boundingBox();
+    for (let i = 0; box === null && i < 20; i++) {
+      await page.waitForTimeout(100);
+      box = await figure.boundingBox();
+    }
+    assert.ok(box, `the overlay is shown at ${size.width}×${size.height}`);
+    assert.ok(box.x + box.width <= size.width, `the overlay fits ${size.width}×${size.height}`);
     await page.screenshot({
       path: path.join(shots, `study-seg-${size.width}x${size.height}.png`),
       fullPage: true,
