@@ -214,6 +214,11 @@ test('each worker takes only its models’ jobs; a job without a worker waits vi
   await until('the study to be done', async () => {
     const s = await gateway.api<{ state: string }>(`/api/studies/${studyUid}`);
     return s.state === 'done';
+  }).catch(async (err: unknown) => {
+    // Once seen in a full suite run and never alone: say what the study and the gateway were doing.
+    const s = await gateway.api<unknown>(`/api/studies/${studyUid}`).catch((e: unknown) => e);
+    const log = (await logged()).split('\n').slice(-40).join('\n');
+    throw new Error(`${String(err)}\nstudy: ${JSON.stringify(s)}\ngateway log (last 40 lines):\n${log}`);
   });
   await until(
     'the log to say the model has a worker again',
