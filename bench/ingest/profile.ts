@@ -4,8 +4,8 @@
 // milliseconds per instance (over several associations the steps of different instances overlap).
 //
 //   node --initial-old-space-size=128 --import tsx bench/ingest/profile.ts [instances=200] [associations=1]
-//   node --cpu-prof --import tsx bench/ingest/profile.ts   # plus a CPU profile of the same run
-// (the V8 flag is the gateway's own, src/util/node-flags.ts: without it the collector's work differs)
+//   node --initial-old-space-size=128 --cpu-prof --import tsx bench/ingest/profile.ts   # plus a CPU profile
+// (the V8 flag is the gateway's own, src/util/node-flags.ts; the script refuses to run without it)
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rename, rm } from 'node:fs/promises';
@@ -19,8 +19,15 @@ import { createIngestRedis } from '../../src/pipeline/redis.ts';
 import { StudyIndex } from '../../src/pipeline/study-index.ts';
 import { Spool, TempFileStream } from '../../src/storage/spool.ts';
 import { FilesystemObjectStore } from '../../src/storage/filesystem-store.ts';
+import { NODE_FLAGS } from '../../src/util/node-flags.ts';
 import { synthesizeCtSeries } from './synth.ts';
 
+// The gateway's own V8 flags, or the figures are not the gateway's (its collector worked 10× harder without).
+if (!NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
+  throw new Error(
+    `run as: node ${NODE_FLAGS.join(' ')} --import tsx bench/ingest/profile.ts [instances] [associations]`,
+  );
+}
 const INSTANCES = Number(process.argv[2] ?? 200);
 const ASSOCIATIONS = Number(process.argv[3] ?? 1);
 const REDIS_URL = process.env.GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';

@@ -112,10 +112,7 @@ export class InstanceAcceptor {
       const parse = () => {
         stream.off(STAGED_SEALED, parse).off('finish', parse).off('close', parse);
         const size = stream.bytesWritten;
-        readInstanceHeader(
-          { size, read: () => Promise.reject(new NeedsReadBack()) },
-          { prefix: { bytes: stream.head, fileSize: size } },
-        ).then(
+        readStagedHeader(staged, size, () => Promise.reject(new NeedsReadBack())).then(
           (header) => resolve({ size, header }),
           () => resolve({ size, header: undefined }),
         );
@@ -146,10 +143,7 @@ export class InstanceAcceptor {
         header =
           ready?.header !== undefined && ready.size === size
             ? ready.header
-            : await readInstanceHeader(
-                { size, read: (offset, length) => staged.read(offset, length) },
-                { prefix: { bytes: staged.stream.head, fileSize: size } },
-              );
+            : await readStagedHeader(staged, size, (offset, length) => staged.read(offset, length));
       } catch (err) {
         // A deflate bomb is refused as too large, like an instance over the size limit.
         if (err instanceof InflatedTooLargeError)
@@ -187,6 +181,15 @@ export class InstanceAcceptor {
       if (!committed) await staged.discard().catch(() => undefined);
     }
   }
+}
+
+/** The header from the head the staged stream kept; `read` serves what lies beyond it. */
+function readStagedHeader(
+  staged: StagedWrite,
+  size: number,
+  read: (offset: number, length: number) => Promise<Buffer>,
+): Promise<InstanceHeader> {
+  return readInstanceHeader({ size, read }, { prefix: { bytes: staged.stream.head, fileSize: size } });
 }
 
 type CheckedKey = Pick<

@@ -65,8 +65,8 @@ export interface SpoolOptions {
   readyTempMaxAgeMs?: number;
 }
 
-export const READY_TEMP_FILES = 4;
-export const READY_TEMP_MAX_AGE_MS = 30_000;
+const READY_TEMP_FILES = 4;
+const READY_TEMP_MAX_AGE_MS = 30_000;
 
 export class Spool {
   private readonly dirSyncs = new DirectorySyncs();

@@ -9,6 +9,7 @@ import {
   STATUS_CANNOT_UNDERSTAND,
   STATUS_OUT_OF_RESOURCES,
   type AcceptOutcome,
+  type EarlyHeader,
   type InstanceAcceptor,
 } from '../accept.ts';
 import { authorize, type StowAuth } from './auth.ts';
@@ -179,6 +180,7 @@ async function storePart(
   let writeError: Error | undefined;
   stream.on('error', (err: Error) => (writeError ??= err));
   const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+  let early: Promise<EarlyHeader> | undefined;
   try {
     for await (const chunk of body) {
       if (writeError !== undefined) continue; // keep consuming the part so the next one can be read
@@ -189,7 +191,11 @@ async function storePart(
         });
       }
     }
-    if (writeError === undefined) stream.end();
+    if (writeError === undefined) {
+      stream.end();
+      // As on the C-STORE path: the header is read while the part's fdatasync runs.
+      early = opts.acceptor.readHeaderEarly(staged);
+    }
     await closed;
   } catch (err) {
     stream.destroy();
@@ -207,6 +213,7 @@ async function storePart(
     staged,
     { path: 'stowrs', callingAe: '', address: from },
     studyUid !== undefined ? { studyUid } : {},
+    early,
   );
   if (!outcome.ok) {
     if (outcome.kind === 'refused')

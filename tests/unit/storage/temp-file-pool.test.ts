@@ -4,8 +4,10 @@ import { fstatSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
 import { TempFilePool } from '../../../src/storage/temp-file-pool.ts';
 import { Spool } from '../../../src/storage/spool.ts';
+import { waitFor } from '../../helpers/gateway.ts';
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'aigw-pool-'));
@@ -16,9 +18,14 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 1000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-  assert.ok(cond(), `timed out waiting for ${what}`);
+/** Waits until `cond` holds (the suite's own polling helper, which takes any defined value). */
+const until = (cond: () => boolean, what: string) =>
+  waitFor(what, async () => (cond() ? true : undefined), 5000);
+
+/** Writes `text` as a temp stream's whole content and waits until it is durable. */
+async function writeWhole(stream: Writable, text: string): Promise<void> {
+  stream.end(Buffer.from(text));
+  await new Promise((r) => stream.once('finish', r));
 }
 
 const poolIn = (dir: string, size = 3, maxAgeMs = 60_000) =>
@@ -102,14 +109,12 @@ test('the spool writes streams into ready files; its sweep and its listing leave
     await spool.init();
     try {
       const first = spool.createTempWriteStream(); // none ready yet: opens its own
-      first.stream.end(Buffer.from('one'));
-      await new Promise((r) => first.stream.once('finish', r));
+      await writeWhole(first.stream, 'one');
       await until(() => spool.readyTempFiles().length === 2, 'the spool’s ready files');
       const ready = spool.readyTempFiles().map((n) => path.join(spool.tmpDir, n));
       const second = spool.createTempWriteStream();
       assert.ok(ready.includes(second.path), 'the stream took a ready file');
-      second.stream.end(Buffer.from('two'));
-      await new Promise((r) => second.stream.once('finish', r));
+      await writeWhole(second.stream, 'two');
       second.stream.destroy();
       assert.equal(await readFile(second.path, 'utf8'), 'two');
       await spool.commit(second.path, { studyUid: '1.2', seriesUid: '1.2.3', sopInstanceUid: '1.2.3.4' });
@@ -130,8 +135,7 @@ test('with no ready files configured each stream opens its own', () =>
     const spool = new Spool(dataDir, { readyTempFiles: 0 });
     await spool.init();
     const s = spool.createTempWriteStream();
-    s.stream.end(Buffer.from('x'));
-    await new Promise((r) => s.stream.once('finish', r));
+    await writeWhole(s.stream, 'x');
     s.stream.destroy();
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(await readdir(spool.tmpDir), [path.basename(s.path)]);
