@@ -13,12 +13,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { InstanceAcceptor } from '../../src/ingest/accept.ts';
+import { PDataReceiver } from '../../src/ingest/dimse/pdata-receiver.ts';
 import { startDimseServer } from '../../src/ingest/dimse/server.ts';
 import { createInstanceRecorder } from '../../src/pipeline/record-instance.ts';
 import { createIngestRedis } from '../../src/pipeline/redis.ts';
 import { StudyIndex } from '../../src/pipeline/study-index.ts';
 import { Spool, TempFileStream } from '../../src/storage/spool.ts';
 import { FilesystemObjectStore } from '../../src/storage/filesystem-store.ts';
+import { STAGED_SEALED } from '../../src/storage/object-store.ts';
 import { NODE_FLAGS } from '../../src/util/node-flags.ts';
 import { synthesizeCtSeries } from './synth.ts';
 
@@ -39,6 +41,25 @@ const note = (name: string, ms: number): void => {
   spans.set(name, list);
 };
 const now = (): number => performance.now();
+const ROW_ORDER = [
+  'response → next data set',
+  '  of which the sender',
+  '  of which ours',
+  'file write',
+  'file fdatasync',
+  'header read',
+  'first fragment → file durable',
+  'rename + directory fsync',
+  'Redis index write',
+  'completion re-arm',
+  'accept total',
+  '(alone) rename',
+  '(alone) directory fsync',
+];
+const rank = (name: string): number => {
+  const i = ROW_ORDER.findIndex((prefix) => name.startsWith(prefix));
+  return i < 0 ? ROW_ORDER.length : i;
+};
 
 /** Wraps an async method of a prototype with a timer. */
 function timeAsync(proto: object, method: string, name: string): void {
@@ -96,8 +117,41 @@ timeAsync(Queue.prototype, 'add', 'completion re-arm (BullMQ add, Lua)');
 timeAsync(InstanceAcceptor.prototype, 'accept', 'accept total (parse, commit, index, re-arm)');
 
 // Receive: from the first dataset fragment (temp stream created) to the end of the data set; between
-// instances: from one accept's end (response about to be sent) to the next instance's first fragment.
+// instances: from one accept's end (response about to be sent) to the next instance's first fragment, split
+// at the first bytes back (one association only): before them the sender's turn, after them ours (the
+// command read, the store stream opened).
 let lastAcceptEnd: number | undefined;
+let awaitingSender = false;
+let firstBytesBack: number | undefined;
+{
+  const proto = PDataReceiver.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const feed = proto.feed!;
+  proto.feed = function (this: unknown, ...args: unknown[]) {
+    if (awaitingSender && lastAcceptEnd !== undefined && ASSOCIATIONS === 1) {
+      awaitingSender = false;
+      firstBytesBack = now();
+      note('  of which the sender (response → first bytes back)', firstBytesBack - lastAcceptEnd);
+    }
+    return feed.apply(this, args);
+  };
+}
+// Header parse: from the data set's last byte ('sealed', the fdatasync issued) to the header read early.
+const sealedAt = new WeakMap<object, number>();
+{
+  const proto = InstanceAcceptor.prototype as unknown as Record<
+    string,
+    (...a: unknown[]) => Promise<unknown>
+  >;
+  const readHeaderEarly = proto.readHeaderEarly!;
+  proto.readHeaderEarly = function (this: unknown, ...args: unknown[]) {
+    const { stream } = args[0] as { stream: object };
+    return readHeaderEarly.apply(this, args).then((early) => {
+      const sealed = sealedAt.get(stream);
+      if (sealed !== undefined) note('header read (during the fdatasync)', now() - sealed);
+      return early;
+    });
+  };
+}
 {
   const proto = Spool.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
   const create = proto.createTempWriteStream!;
@@ -105,10 +159,14 @@ let lastAcceptEnd: number | undefined;
     const t = now();
     // Only meaningful with one association (with several, another's response comes in between).
     if (lastAcceptEnd !== undefined && ASSOCIATIONS === 1)
-      note('response → next data set (library + sender)', t - lastAcceptEnd);
+      note('response → next data set (sender + command)', t - lastAcceptEnd);
+    if (firstBytesBack !== undefined)
+      note('  of which ours (first bytes → store stream)', t - firstBytesBack);
+    firstBytesBack = undefined;
     const result = create.apply(this, args) as { stream: TempFileStream };
     perStream.set(result.stream, { created: t, writing: 0 });
     result.stream.once('finish', () => note('first fragment → file durable', now() - t));
+    result.stream.once(STAGED_SEALED, () => sealedAt.set(result.stream, now()));
     return result;
   };
   const acceptProto = InstanceAcceptor.prototype as unknown as Record<
@@ -121,6 +179,7 @@ let lastAcceptEnd: number | undefined;
       return await accept.apply(this, args);
     } finally {
       lastAcceptEnd = now();
+      awaitingSender = true;
     }
   };
 }
@@ -192,7 +251,10 @@ try {
       `${(ms / INSTANCES).toFixed(2)} ms per instance\n`,
   );
   console.log('| step | median ms | mean ms | count |\n| --- | ---: | ---: | ---: |');
-  for (const [name, list] of spans) {
+  // An instance's steps in their order; the sub-rows under the row they split.
+  const order = [...spans.keys()].sort((a, b) => rank(a) - rank(b));
+  for (const name of order) {
+    const list = spans.get(name)!;
     console.log(`| ${name} | ${median(list).toFixed(2)} | ${mean(list).toFixed(2)} | ${list.length} |`);
   }
 } finally {

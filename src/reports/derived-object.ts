@@ -128,7 +128,7 @@ function spliceTopLevelValues(file: Buffer, values: ReadonlyMap<string, SourceTe
   let copied = 0;
   checkSequenceDepth(file, MAX_SEQUENCE_DEPTH, (e) => {
     const bytes = byTag.get(e.tag);
-    if (bytes === undefined || e.vr === undefined) return;
+    if (bytes === undefined || e.vr === undefined || e.length === undefined) return;
     const value = bytes.length % 2 === 0 ? bytes : Buffer.concat([bytes, Buffer.from(' ')]);
     const long = e.valueStart - e.headerStart === 12;
     if (!long && value.length > 0xffff) throw new ReportInputError(`a ${e.vr} value too long to write`);

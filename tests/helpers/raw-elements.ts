@@ -26,7 +26,7 @@ export function replaceTopLevelValues(
   checkSequenceDepth(file, MAX_SEQUENCE_DEPTH, (e) => {
     const bytes = values.get(e.tag);
     if (bytes === undefined) return;
-    assert.ok(e.vr !== undefined, 'explicit VR only');
+    assert.ok(e.vr !== undefined && e.length !== undefined, 'explicit VR, defined length only');
     const value = pad && bytes.length % 2 === 1 ? Buffer.concat([bytes, Buffer.from(' ')]) : bytes;
     const header = Buffer.from(file.subarray(e.headerStart, e.valueStart));
     if (header.length === 12) header.writeUInt32LE(value.length, 8);
@@ -44,7 +44,7 @@ export function replaceTopLevelValues(
 export function topLevelValue(file: Buffer, tag: number): Buffer | undefined {
   let found: Buffer | undefined;
   checkSequenceDepth(file, MAX_SEQUENCE_DEPTH, (e) => {
-    if (e.tag === tag) found = file.subarray(e.valueStart, e.valueStart + e.length);
+    if (e.tag === tag && e.length !== undefined) found = file.subarray(e.valueStart, e.valueStart + e.length);
   });
   return found;
 }

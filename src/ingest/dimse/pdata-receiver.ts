@@ -11,7 +11,8 @@
 // data set, dispatch the C-STORE). Everything else (association PDUs, commands, any non-C-STORE data set,
 // and every fragment when the host offers no openStore) is handed to the library as the whole PDU it would
 // have collected itself, one PDU at a time and in order (each handed PDU is awaited before the next byte
-// is looked at). Inside one PDU, once a
+// is looked at). One more case is offered to the host before the library: a P-DATA-TF PDU that is one
+// whole command PDV (host.takeCommand; a C-STORE-RQ's command, read by hand: store-command.ts). Inside one PDU, once a
 // PDV has gone the slow way, the rest of that PDU goes with it, so the library sees the PDVs in order.
 // An unknown PDU type hands this and every later byte to the library's own accumulator (host.fallback),
 // which reports it as it always did. Malformed PDV framing is also the PDU guard's to catch (it runs first
@@ -38,6 +39,11 @@ export interface PDataHost {
   openStore?(presentationContextId: number): StoreSink | undefined;
   /** After the last data-set fragment of a C-STORE went to its stream: ends it as the library would. */
   finishStore?(presentationContextId: number): void;
+  /**
+   * A P-DATA-TF PDU that holds one PDV, a whole command (its last fragment): the host may take it instead of
+   * the library (true). The value is a view of the socket's bytes, valid during the call only.
+   */
+  takeCommand?(presentationContextId: number, command: Buffer): boolean;
   /** Hands one whole PDU to the library; the receiver waits for the returned promise before going on. */
   toLibrary(pdu: Buffer): Promise<void> | void;
   /** From now on the library's own accumulator gets the bytes, starting with these. */
@@ -90,9 +96,12 @@ export class PDataReceiver {
   private corkedBytes = 0;
   /** Whether some PDV of the current P-DATA-TF PDU goes to the library (then all later ones of it do). */
   private slowInPdu = false;
+  /** PDVs of the current P-DATA-TF PDU so far, and the context of its first when that is a whole command. */
+  private pdvsInPdu = 0;
+  private wholeCommandPc: number | undefined;
 
   /** PDVs (in bytes) that took the fast path and the slow path, for tests and the profile. */
-  readonly counts = { fastPdvs: 0, slowPdus: 0 };
+  readonly counts = { fastPdvs: 0, slowPdus: 0, hostCommands: 0 };
 
   constructor(private readonly host: PDataHost) {}
 
@@ -187,6 +196,8 @@ export class PDataReceiver {
       return length === 0 ? this.flushWhole() : undefined;
     }
     this.slowInPdu = false;
+    this.pdvsInPdu = 0;
+    this.wholeCommandPc = undefined;
     this.mode = 'pdv-header';
     return length === 0 ? this.endPData() : undefined;
   }
@@ -211,6 +222,8 @@ export class PDataReceiver {
     // Bit 0 of the message control header: 1 command, 0 data set; bit 1: the last fragment.
     const dataSet = (control & 0x01) === 0;
     const last = (control & 0x02) !== 0;
+    this.pdvsInPdu++;
+    this.wholeCommandPc = !dataSet && last && this.pdvsInPdu === 1 ? pc : undefined;
     let stream: StoreSink | undefined;
     if (!this.slowInPdu && dataSet) {
       stream = this.host.storeStream();
@@ -281,6 +294,12 @@ export class PDataReceiver {
   private endPData(): Promise<void> | void {
     this.mode = 'pdu-header';
     if (!this.slowInPdu) return undefined;
+    if (this.takenByHost()) {
+      this.parts = [];
+      this.partsLength = 0;
+      this.counts.hostCommands++;
+      return undefined;
+    }
     const header = Buffer.alloc(PDU_HEADER);
     header[0] = P_DATA_TF;
     header.writeUInt32BE(this.partsLength, 2);
@@ -289,6 +308,14 @@ export class PDataReceiver {
     this.partsLength = 0;
     this.counts.slowPdus++;
     return this.host.toLibrary(pdu);
+  }
+
+  /** A PDU that is one whole command PDV, offered to the host (parts: the PDV header, then its value). */
+  private takenByHost(): boolean {
+    const pc = this.wholeCommandPc;
+    if (pc === undefined || this.pdvsInPdu !== 1 || this.host.takeCommand === undefined) return false;
+    const value = this.parts.length === 2 ? this.parts[1]! : Buffer.concat(this.parts.slice(1));
+    return this.host.takeCommand(pc, value);
   }
 
   private flushWhole(): Promise<void> | void {

@@ -26,6 +26,8 @@ import {
   type MppsHandler,
 } from './mpps.ts';
 import { encodeCStoreResponsePdu } from './store-response.ts';
+import { asLibraryElements, readStoreCommand } from './store-command.ts';
+import { IMPLICIT_VR_LITTLE_ENDIAN } from '../../dicom/transfer-syntax.ts';
 import { chooseTransferSyntax, isAcceptedAbstractSyntax } from './policy.ts';
 
 const { Scp, Dataset, constants } = dimse;
@@ -44,6 +46,8 @@ interface LibraryNetwork {
   _performDimse(context: PresentationContext, dimse: unknown): void;
 }
 const { CEchoResponse, CStoreResponse, NCreateResponse, NSetResponse } = dimse.responses;
+/** The library builds its pending request with no arguments and assigns the command onto it; so do we. */
+const LibraryCStoreRequest = dimse.requests.CStoreRequest as unknown as new () => CStoreRequest;
 const { PresentationContextResult, Status } = constants;
 
 type Association = association.Association;
@@ -159,6 +163,7 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
           ? {
               openStore: (pc: number) => this.openStore(lib, pc),
               finishStore: (pc: number) => this.finishStore(lib, pc),
+              takeCommand: (pc: number, command: Buffer) => this.takeStoreCommand(lib, pc, command),
             }
           : {}),
         toLibrary: (pdu) => {
@@ -199,6 +204,29 @@ export function createScpClass(ctx: ScpContext): typeof Scp {
       const stream = this.createStoreWritableStream(context, dimse as unknown as CStoreRequest);
       lib.dimseStoreStream = stream;
       return stream;
+    }
+
+    /**
+     * The library's step at a C-STORE-RQ command (dcmjs-dimse 0.3 _processPDataTf: the command becomes its
+     * pending request, whose data set comes next), with the command read by hand (store-command.ts). False,
+     * and the library reads it itself, for any other command or state.
+     */
+    private takeStoreCommand(lib: LibraryNetwork, pc: number, command: Buffer): boolean {
+      if (lib.dimse !== undefined || lib.dimseStream !== undefined || lib.dimseStoreStream !== undefined)
+        return false;
+      const elements = readStoreCommand(command);
+      if (elements === undefined) return false;
+      try {
+        if (lib.association?.getPresentationContext(pc) === undefined) return false;
+      } catch {
+        return false; // an unknown context: the library reports it as it always did
+      }
+      // What the library builds: a Command (command data set, no data set yet) assigned onto a CStoreRequest.
+      lib.dimse = Object.assign(new LibraryCStoreRequest(), {
+        commandDataset: new Dataset(asLibraryElements(elements), IMPLICIT_VR_LITTLE_ENDIAN),
+        dataset: undefined,
+      });
+      return true;
     }
 
     /** The library's step after a C-STORE's last data-set fragment: end the stream and dispatch the store. */

@@ -128,7 +128,7 @@ test('sequence depth: refused beyond the limit, deep-but-legal passes, truncatio
     });
     return Buffer.concat([meta, ...Array<Buffer>(depth).fill(open), ...Array<Buffer>(depth).fill(close)]);
   };
-  assert.deepEqual(checkSequenceDepth(nested(MAX_SEQUENCE_DEPTH)), {});
+  assert.deepEqual(checkSequenceDepth(nested(MAX_SEQUENCE_DEPTH)), { reachedEnd: true });
   assert.throws(() => checkSequenceDepth(nested(MAX_SEQUENCE_DEPTH + 1)), Part10Error);
   const whole = nested(3);
   assert.match(checkSequenceDepth(whole.subarray(0, whole.length - 8)).endsInside ?? '', /never closed/);

@@ -209,7 +209,7 @@ class LeanLibrary extends FakeLibrary {
   private full = false;
   declineContext: number | undefined;
   private open: Buffer[] | undefined;
-  private pending = false;
+  protected pending = false;
 
   private openSink: ReturnType<LeanLibrary['sink']> | undefined;
   pdusStarted = 0;
@@ -311,6 +311,58 @@ test('with openStore and finishStore, no data-set fragment reaches the library, 
     const fragments = datasets.reduce((n, d) => n + Math.ceil(d.length / 16_000), 0);
     assert.equal(receiver.counts.fastPdvs, fragments, `seed ${seed}: every data-set PDV fast`);
   }
+});
+
+/** Also takes C-STORE commands (the 120-byte command PDVs of association()) as scp.ts does; declines the rest. */
+class CommandTakingLibrary extends LeanLibrary {
+  offered: Buffer[] = [];
+
+  takeCommand(_pc: number, command: Buffer): boolean {
+    this.offered.push(Buffer.from(command));
+    if (command.length !== 120) return false;
+    this.pending = true;
+    return true;
+  }
+}
+
+test('a PDU that is one whole command is offered to the host: taken, the library never sees it', async () => {
+  for (let seed = 1; seed <= 25; seed++) {
+    const datasets = [randomBytes(200_000 + seed * 1000), randomBytes(130_000 + seed)];
+    const { wire, others } = association(datasets);
+    const lib = new CommandTakingLibrary();
+    const receiver = new PDataReceiver(lib);
+    await feedChunked(receiver, wire, seed);
+    assert.deepEqual(lib.malformedReasons, []);
+    assert.ok(lib.stored[0]!.equals(datasets[0]!), `seed ${seed}: first data set intact`);
+    assert.ok(lib.stored[1]!.equals(datasets[1]!), `seed ${seed}: second data set intact`);
+    // Offered: the C-ECHO command (declined) and the two C-STORE commands, byte for byte.
+    assert.deepEqual(
+      lib.offered.map((c) => c.length),
+      [70, 120, 120],
+      `seed ${seed}: what was offered`,
+    );
+    assert.ok(lib.offered[0]!.equals(others[1]!.subarray(12)), 'the declined command intact');
+    // The library saw the association, the declined C-ECHO and the release: nothing else.
+    assert.equal(lib.handed.length, 3, `seed ${seed}: PDUs handed ${lib.handed.length}`);
+    assert.ok(lib.handed[1]!.equals(others[1]!), 'a declined command goes to the library whole');
+    assert.equal(receiver.counts.hostCommands, 2);
+  }
+});
+
+test('a command in parts, or beside another PDV, is never offered: it goes to the library', async () => {
+  const command = randomBytes(120);
+  const wire = Buffer.concat([
+    // The command in two fragments (not last, then last), in one PDU.
+    pdu(0x04, Buffer.concat([pdv(0x01, command.subarray(0, 50)), pdv(0x03, command.subarray(50))])),
+    // A whole command followed by a data-set PDV in the same PDU.
+    pdu(0x04, Buffer.concat([pdv(0x03, command), pdv(0x02, randomBytes(10))])),
+  ]);
+  const lib = new CommandTakingLibrary();
+  const receiver = new PDataReceiver(lib);
+  await feedChunked(receiver, wire, 5);
+  assert.deepEqual(lib.offered, []);
+  assert.equal(lib.handed.length, 2);
+  assert.equal(receiver.counts.hostCommands, 0);
 });
 
 test('when the host declines to open the store, the first fragment and its PDU go to the library', async () => {
