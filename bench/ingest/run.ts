@@ -610,6 +610,19 @@ async function compare(targets: Target[], pids: Map<string, number | undefined>,
         `gateway/orthanc (${a}): ${ratio(`gateway/${a}`, `orthanc/${a}`).toFixed(2)}×`,
     );
   }
+  // The same receivers a minute apart can differ by a factor of two on a VM (its first minutes are often the
+  // fastest for all): the ratio within each round, where the receivers ran back to back, shows that spread.
+  const perRound = (a: string, b: string) =>
+    (rates.get(a) ?? []).map((x, i) => x / (rates.get(b)?.[i] ?? NaN));
+  for (const a of [1, 4]) {
+    for (const other of ['orthanc', 'storescp']) {
+      const each = perRound(`gateway/${a}`, `${other}/${a}`);
+      console.log(
+        `  within each round, gateway/${other} (${a}): ${each.map((x) => x.toFixed(2)).join(' / ')} ` +
+          `(median ${median(each).toFixed(2)}×)`,
+      );
+    }
+  }
   const targetsMet = [
     ['≥ 1.5× Orthanc over 1 association', ratio('gateway/1', 'orthanc/1') >= 1.5],
     ['≥ 1.5× Orthanc over 4 associations', ratio('gateway/4', 'orthanc/4') >= 1.5],
