@@ -1,7 +1,8 @@
 // First values of data elements read straight from their bytes, formatted exactly as the header read through
 // dcmjs (part10.ts) gives them: the fast path of readInstanceHeader for the attributes ingest needs. Only
-// plain 7-bit ASCII without ESC is read here: those bytes mean the same in every character set a data set
-// may declare, so no decoder is needed. Anything else is for dcmjs to decode (undefined: "not plain").
+// plain 7-bit ASCII without ESC is read here (the caller checks with isPlainAscii): those bytes mean the same
+// in every character set a data set may declare, so no decoder is needed; anything else is for dcmjs to
+// decode. The readers give undefined for an empty value, as the dcmjs path does.
 
 /** Longest string kept from a header value. */
 export const MAX_STRING_LENGTH = 1024;
