@@ -235,12 +235,7 @@ export async function readInstanceHeader(
   opts: ReadHeaderOptions = {},
 ): Promise<InstanceHeader> {
   if (opts.prefix !== undefined) {
-    const { bytes, fileSize } = opts.prefix;
-    const usable = bytes.subarray(
-      0,
-      Math.min(bytes.length, fileSize, opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES),
-    );
-    const plain = instanceHeaderFromTopLevel(usable, fileSize);
+    const plain = instanceHeaderFromTopLevel(usablePrefix(opts.prefix, opts), opts.prefix.fileSize);
     if (plain !== undefined) return plain;
   }
   const { meta, dict: d } = await readHeaderDict(path, opts);
@@ -462,8 +457,8 @@ async function readHeaderDict(path: string | ByteSource, opts: ReadHeaderOptions
   // read and parsed again, the read starts where growing it would have gone.
   let next = (size: number) => Math.min(size, FIRST_READ_BYTES, maxBytes);
   if (opts.prefix !== undefined) {
-    const { bytes, fileSize } = opts.prefix;
-    const usable = bytes.subarray(0, Math.min(bytes.length, fileSize, maxBytes));
+    const { fileSize } = opts.prefix;
+    const usable = usablePrefix(opts.prefix, opts);
     const parsed = parsePrefix(usable, usable.length >= fileSize, fileSize);
     if (parsed.kind === 'done') return parsed.message;
     if (parsed.kind === 'deflated') return readDeflated(usable, maxBytes, opts.maxInflatedBytes);
@@ -492,6 +487,12 @@ async function readHeaderDict(path: string | ByteSource, opts: ReadHeaderOptions
   } finally {
     await done();
   }
+}
+
+/** The part of a caller's prefix that is the file's and within the header limit. */
+function usablePrefix(prefix: { bytes: Buffer; fileSize: number }, opts: ReadHeaderOptions): Buffer {
+  const maxBytes = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  return prefix.bytes.subarray(0, Math.min(prefix.bytes.length, prefix.fileSize, maxBytes));
 }
 
 /** A file path opened as a ByteSource (closed by done()), or the caller's ByteSource as it is. */

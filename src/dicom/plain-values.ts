@@ -31,12 +31,22 @@ export function firstText(b: Buffer, start: number, end: number): string | undef
   return cleanText(cut < 0 ? text : text.slice(0, cut));
 }
 
-/** UI: one trailing NUL pad dropped, then (as dcmjs does) every character but digits and dots. */
-export function firstUid(b: Buffer, start: number, end: number): string | undefined {
+/** A UI value's text as dcmjs reads it, before splitting it into values: one trailing NUL pad dropped. */
+export function uidText(b: Buffer, start: number, end: number): string {
   const padded = end > start && b[end - 1] === 0x00;
-  const text = b.toString('latin1', start, padded ? end - 1 : end);
+  return b.toString('latin1', start, padded ? end - 1 : end);
+}
+
+/** dcmjs's formatting of one UI value: every character but digits and dots dropped. */
+export function uidCharacters(value: string): string {
+  return value.replace(/[^0-9.]/g, '');
+}
+
+/** UI: the first value, formatted as dcmjs formats it. */
+export function firstUid(b: Buffer, start: number, end: number): string | undefined {
+  const text = uidText(b, start, end);
   const cut = text.indexOf(BACKSLASH);
-  return cleanText((cut < 0 ? text : text.slice(0, cut)).replace(/[^0-9.]/g, ''));
+  return cleanText(uidCharacters(cut < 0 ? text : text.slice(0, cut)));
 }
 
 /** PN: the alphabetic group of the first non-empty value. */

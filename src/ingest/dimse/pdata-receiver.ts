@@ -12,8 +12,9 @@
 // and every fragment when the host offers no openStore) is handed to the library as the whole PDU it would
 // have collected itself, one PDU at a time and in order (each handed PDU is awaited before the next byte
 // is looked at). One more case is offered to the host before the library: a P-DATA-TF PDU that is one
-// whole command PDV (host.takeCommand; a C-STORE-RQ's command, read by hand: store-command.ts). Inside one PDU, once a
-// PDV has gone the slow way, the rest of that PDU goes with it, so the library sees the PDVs in order.
+// whole command PDV (host.takeCommand; a C-STORE-RQ's command, read by hand: store-command.ts). Inside one
+// PDU, once a PDV has gone the slow way, the rest of that PDU goes with it, so the library sees the PDVs in
+// order.
 // An unknown PDU type hands this and every later byte to the library's own accumulator (host.fallback),
 // which reports it as it always did. Malformed PDV framing is also the PDU guard's to catch (it runs first
 // and cuts the connection); the receiver stops at it too.
@@ -313,7 +314,8 @@ export class PDataReceiver {
   /** A PDU that is one whole command PDV, offered to the host (parts: the PDV header, then its value). */
   private takenByHost(): boolean {
     const pc = this.wholeCommandPc;
-    if (pc === undefined || this.pdvsInPdu !== 1 || this.host.takeCommand === undefined) return false;
+    // wholeCommandPc is cleared by any later PDV of the PDU: set, it is the PDU's only one.
+    if (pc === undefined || this.host.takeCommand === undefined) return false;
     const value = this.parts.length === 2 ? this.parts[1]! : Buffer.concat(this.parts.slice(1));
     return this.host.takeCommand(pc, value);
   }

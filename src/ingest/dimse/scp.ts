@@ -6,6 +6,7 @@ import { TLSSocket } from 'node:tls';
 import dimse from 'dcmjs-dimse';
 import type { association, requests, responses } from 'dcmjs-dimse';
 import { encodeFileMetaHeader, normaliseAeTitle } from '../../dicom/part10.ts';
+import { IMPLICIT_VR_LITTLE_ENDIAN } from '../../dicom/transfer-syntax.ts';
 import { isValidUid, newUid, trimUid } from '../../dicom/uid.ts';
 import { errorMessage } from '../../observability/error-message.ts';
 import { associations as associationsMetric } from '../../observability/metrics.ts';
@@ -27,7 +28,6 @@ import {
 } from './mpps.ts';
 import { encodeCStoreResponsePdu } from './store-response.ts';
 import { asLibraryElements, readStoreCommand } from './store-command.ts';
-import { IMPLICIT_VR_LITTLE_ENDIAN } from '../../dicom/transfer-syntax.ts';
 import { chooseTransferSyntax, isAcceptedAbstractSyntax } from './policy.ts';
 
 const { Scp, Dataset, constants } = dimse;

@@ -7,6 +7,8 @@
 // the library's reader gives them (dcmjs 0.x value formatting), so the rest of the association cannot tell
 // the difference: tests/unit/ingest/store-command.test.ts compares the two.
 
+import { uidCharacters, uidText } from '../../dicom/plain-values.ts';
+
 /** The command elements of a C-STORE-RQ by the keywords dcmjs-dimse's Dataset uses for them. */
 export interface StoreCommandElements {
   CommandGroupLength: number;
@@ -100,10 +102,8 @@ function decode(vr: Vr, bytes: Buffer, start: number, end: number): string | num
     case 'US':
       return length === 2 ? bytes.readUInt16LE(start) : undefined;
     case 'UI': {
-      // dcmjs drops one trailing NUL pad, then every character that is not a digit or a dot.
-      const padded = length > 0 && bytes[end - 1] === 0x00;
-      const text = bytes.toString('latin1', start, padded ? end - 1 : end);
-      const uid = text.replace(/[^0-9.]/g, '');
+      const text = uidText(bytes, start, end);
+      const uid = uidCharacters(text);
       return text.includes('\\') || uid === '' ? undefined : uid;
     }
     case 'AE': {

@@ -7,11 +7,9 @@ import { after, before, test } from 'node:test';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import dimse from 'dcmjs-dimse';
+import dcmjsDimse from 'dcmjs-dimse';
 import { part10DatasetOffset } from '../../../src/dicom/part10.ts';
-import { startDimseServer, type DimseServer, type InstanceRecord } from '../../../src/ingest/dimse/index.ts';
-import { FilesystemObjectStore } from '../../../src/storage/filesystem-store.ts';
-import { dcmtk, storeResponses } from '../../helpers/ingest.ts';
+import { dcmtk, startTestDimse, storedFile, storeResponses, type TestDimse } from '../../helpers/ingest.ts';
 import { synthesizeCtSeries } from '../../../bench/ingest/synth.ts';
 
 const AE = 'AIGW_FAST';
@@ -21,13 +19,11 @@ const P_DATA_TF = 0x04;
 const handed = new Map<number, number>();
 let unwrap: (() => void) | undefined;
 
-let dir: string;
-let store: FilesystemObjectStore;
-let server: DimseServer;
-const recorded: InstanceRecord[] = [];
+let senders: string;
+let dimse: TestDimse;
 
 before(async () => {
-  let proto = dimse.Scp.prototype as unknown as Record<string, unknown> | null;
+  let proto = dcmjsDimse.Scp.prototype as unknown as Record<string, unknown> | null;
   while (proto !== null && !Object.prototype.hasOwnProperty.call(proto, '_processPdu'))
     proto = Object.getPrototypeOf(proto) as Record<string, unknown> | null;
   assert.ok(proto !== null, 'dcmjs-dimse reads PDUs in _processPdu');
@@ -38,35 +34,22 @@ before(async () => {
     return original.call(this, pdu);
   };
   unwrap = () => (owner._processPdu = original);
-
-  dir = await mkdtemp(path.join(tmpdir(), 'aigw-fast-path-'));
-  store = new FilesystemObjectStore(path.join(dir, 'data'));
-  await store.init();
-  server = await startDimseServer({
-    aeTitle: AE,
-    host: '127.0.0.1',
-    port: 0,
-    maxPduLength: 65536,
-    store,
-    dataDir: path.join(dir, 'data'),
-    onStored: async (inst) => {
-      recorded.push(inst);
-    },
-  });
+  senders = await mkdtemp(path.join(tmpdir(), 'aigw-fast-path-'));
+  dimse = await startTestDimse({ aeTitle: AE, maxPduLength: 65536 });
 });
 
 after(async () => {
   unwrap?.();
-  await server?.close();
-  await store?.close();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await dimse?.close();
+  if (senders) await rm(senders, { recursive: true, force: true });
 });
 
 for (const sender of ['storescu', 'dcmsend'] as const) {
   test(`${sender}: the library reads no C-STORE command or data set; every instance stored intact`, async () => {
     handed.clear();
+    const recorded = dimse.stored;
     recorded.length = 0;
-    const files = await synthesizeCtSeries({ dir: path.join(dir, sender), instances: 12 });
+    const files = await synthesizeCtSeries({ dir: path.join(senders, sender), instances: 12 });
     const run = await dcmtk(sender, [
       '-v',
       '-aet',
@@ -74,7 +57,7 @@ for (const sender of ['storescu', 'dcmsend'] as const) {
       '-aec',
       AE,
       '127.0.0.1',
-      String(server.port),
+      String(dimse.server.port),
       ...files,
     ]);
     assert.equal(run.code, 0, run.out);
@@ -90,8 +73,7 @@ for (const sender of ['storescu', 'dcmsend'] as const) {
       const sent = await readFile(file);
       const rec = recorded.find((r) => sent.includes(Buffer.from(r.sopInstanceUid, 'latin1')));
       assert.ok(rec !== undefined, `stored ${path.basename(file)}`);
-      const stored = store.spool.instancePath(rec);
-      const got = await readFile(stored);
+      const got = await readFile(await storedFile(dimse.store, rec));
       assert.ok(
         got.subarray(part10DatasetOffset(got)).equals(sent.subarray(part10DatasetOffset(sent))),
         `${path.basename(file)}: data set byte for byte`,

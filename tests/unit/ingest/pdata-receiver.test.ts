@@ -135,17 +135,26 @@ function association(datasets: Buffer[]): { wire: Buffer; others: Buffer[] } {
   return { wire: Buffer.concat(parts), others: [assoc, echo, release] };
 }
 
+/**
+ * One seeded association (two C-STOREs, see association()) fed to `lib` through a fresh receiver in random
+ * chunks: nothing malformed, and both data sets reach the library's stores intact.
+ */
+async function feedAssociation(lib: FakeLibrary, seed: number) {
+  const datasets = [randomBytes(200_000 + seed * 1000), randomBytes(130_000 + seed)];
+  const { wire, others } = association(datasets);
+  const receiver = new PDataReceiver(lib);
+  await feedChunked(receiver, wire, seed);
+  assert.deepEqual(lib.malformedReasons, []);
+  assert.equal(lib.stored.length, 2, `seed ${seed}: two stores`);
+  assert.ok(lib.stored[0]!.equals(datasets[0]!), `seed ${seed}: first data set intact`);
+  assert.ok(lib.stored[1]!.equals(datasets[1]!), `seed ${seed}: second data set intact`);
+  return { datasets, wire, others, receiver };
+}
+
 test('data sets arrive byte for byte under any chunking; other PDUs reach the library whole and in order', async () => {
   for (let seed = 1; seed <= 25; seed++) {
-    const datasets = [randomBytes(200_000 + seed * 1000), randomBytes(130_000 + seed)];
-    const { wire, others } = association(datasets);
     const lib = new FakeLibrary();
-    const receiver = new PDataReceiver(lib);
-    await feedChunked(receiver, wire, seed);
-    assert.deepEqual(lib.malformedReasons, []);
-    assert.equal(lib.stored.length, 2, `seed ${seed}: two stores`);
-    assert.ok(lib.stored[0]!.equals(datasets[0]!), `seed ${seed}: first data set intact`);
-    assert.ok(lib.stored[1]!.equals(datasets[1]!), `seed ${seed}: second data set intact`);
+    const { others, receiver } = await feedAssociation(lib, seed);
     // Non-P-DATA PDUs and the C-ECHO command are handed exactly as sent.
     assert.ok(lib.handed[0]!.equals(others[0]!));
     assert.ok(lib.handed[1]!.equals(others[1]!));
@@ -287,15 +296,8 @@ class LeanLibrary extends FakeLibrary {
 
 test('with openStore and finishStore, no data-set fragment reaches the library, under any chunking', async () => {
   for (let seed = 1; seed <= 25; seed++) {
-    const datasets = [randomBytes(200_000 + seed * 1000), randomBytes(130_000 + seed)];
-    const { wire, others } = association(datasets);
     const lib = new LeanLibrary();
-    const receiver = new PDataReceiver(lib);
-    await feedChunked(receiver, wire, seed);
-    assert.deepEqual(lib.malformedReasons, []);
-    assert.equal(lib.stored.length, 2, `seed ${seed}: two stores`);
-    assert.ok(lib.stored[0]!.equals(datasets[0]!), `seed ${seed}: first data set intact`);
-    assert.ok(lib.stored[1]!.equals(datasets[1]!), `seed ${seed}: second data set intact`);
+    const { datasets, wire, others, receiver } = await feedAssociation(lib, seed);
     assert.equal(lib.opened, 2);
     assert.deepEqual(lib.finishedPcs, [1, 1]);
     assert.equal(lib.corked, 0, 'every cork undone');
@@ -327,14 +329,8 @@ class CommandTakingLibrary extends LeanLibrary {
 
 test('a PDU that is one whole command is offered to the host: taken, the library never sees it', async () => {
   for (let seed = 1; seed <= 25; seed++) {
-    const datasets = [randomBytes(200_000 + seed * 1000), randomBytes(130_000 + seed)];
-    const { wire, others } = association(datasets);
     const lib = new CommandTakingLibrary();
-    const receiver = new PDataReceiver(lib);
-    await feedChunked(receiver, wire, seed);
-    assert.deepEqual(lib.malformedReasons, []);
-    assert.ok(lib.stored[0]!.equals(datasets[0]!), `seed ${seed}: first data set intact`);
-    assert.ok(lib.stored[1]!.equals(datasets[1]!), `seed ${seed}: second data set intact`);
+    const { others, receiver } = await feedAssociation(lib, seed);
     // Offered: the C-ECHO command (declined) and the two C-STORE commands, byte for byte.
     assert.deepEqual(
       lib.offered.map((c) => c.length),
