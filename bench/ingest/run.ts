@@ -22,6 +22,10 @@
 // Durability differs, and is printed beside the figures: the gateway fsyncs every instance and its directory
 // before answering; Orthanc fsyncs its storage area ("SyncStorageArea", default true) and commits SQLite;
 // storescp (+B, bit-preserving) never fsyncs (dcmtk has no option for it).
+//
+// After the tables: what each rate target leaves the gateway of the machine's CPU per instance, once the
+// senders, the kernel outside the receiver and Redis have taken theirs (measured in the gateway's own runs),
+// and the disk's own rate for the gateway's durable steps with nothing else running (disk-floor.ts).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
@@ -36,6 +40,7 @@ import { freePort } from '../../tests/helpers/dicom-tools.ts';
 import { dcmtk, storeResponses } from '../../tests/helpers/ingest.ts';
 import { startOrthanc, type OrthancInstance } from '../../tests/helpers/orthanc.ts';
 import { s3TestClient, startS3Server, type S3TestServer } from '../../tests/helpers/s3-server.ts';
+import { durableWriteFloor } from './disk-floor.ts';
 import { stopGatewayChild } from './gateway-child.ts';
 import { synthesizeCtSeries } from './synth.ts';
 import { NODE_FLAGS } from '../../src/util/node-flags.ts';
@@ -532,6 +537,8 @@ async function compare(targets: Target[], pids: Map<string, number | undefined>,
   /** Instances per second and CPU ms per instance of each run, by `name/associations` (Redis: `redis/N`). */
   const rates = new Map<string, number[]>();
   const cpu = new Map<string, number[]>();
+  /** CPU ms per instance the machine spent outside the receiver during each run (senders, kernel, Redis). */
+  const outsideCpu = new Map<string, number[]>();
   const record = (m: Map<string, number[]>, key: string, v: number) => m.set(key, [...(m.get(key) ?? []), v]);
   const redis = await redisPid();
   // storescp forks a child per association: its CPU is the parent's plus its reaped children's. A child is
@@ -572,6 +579,8 @@ async function compare(targets: Target[], pids: Map<string, number | undefined>,
         const used = ((await cpuMs(pid, withChildren)) - cpu0) / files.length;
         record(rates, `${target.name}/${associations}`, rate);
         record(cpu, `${target.name}/${associations}`, used);
+        // What the rest of the machine (senders, kernel threads, Redis) spent per instance in this run.
+        record(outsideCpu, `${target.name}/${associations}`, (machine1 - machine0) / files.length - used);
         if (target.name === 'gateway') record(cpu, `redis/${associations}`, (redis1 - redis0) / files.length);
         console.log(
           `  round ${round + 1}/${ROUNDS} ${target.name.padEnd(9)} ${associations} assoc: ` +
@@ -582,6 +591,11 @@ async function compare(targets: Target[], pids: Map<string, number | undefined>,
       }
     }
   }
+  // After the runs: the floor's files are removed at once, and ext4 without a journal makes the next files
+  // created near recently removed ones pay for skipping them.
+  await promisify(execFile)('sync');
+  const floor1 = await durableWriteFloor(path.join(dir, 'floor-1'), INSTANCES, 1);
+  const floor4 = await durableWriteFloor(path.join(dir, 'floor-4'), INSTANCES, 4);
   for (const files of series) await rm(path.dirname(files[0]!), { recursive: true, force: true });
 
   const median = (list: number[] | undefined) => {
@@ -642,6 +656,40 @@ async function compare(targets: Target[], pids: Map<string, number | undefined>,
     `| Redis during the gateway's runs (shared server: other clients' work included) | ` +
       `${c('redis/1').toFixed(2)} | ${c('redis/4').toFixed(2)} |`,
   );
+  printCpuBudget(r, c, (k) => median(outsideCpu.get(k)));
+  console.log(
+    `\nthe disk alone, same file system, nothing else running (create, write 512 KiB, fdatasync, rename, ` +
+      `directory fsync): ${floor1.toFixed(0)} files/s with 1 writer, ${floor4.toFixed(0)} with 4`,
+  );
+}
+
+/**
+ * What the rate targets ask of the CPU. At a rate R the machine has CORES × 1000 / R ms of CPU per instance,
+ * all cores busy; what the senders, the kernel's work outside the receiver and Redis took in the gateway's
+ * own runs is not the gateway's to spend. The rest is the most the gateway may use per instance to reach R,
+ * printed beside what it used and what storescp (no fsync, no index) used.
+ */
+function printCpuBudget(
+  rate: (k: string) => number,
+  receiverCpu: (k: string) => number,
+  outsideCpu: (k: string) => number,
+): void {
+  console.log('\nCPU budget of the rate targets (medians; machine CPU counts every core, idle excluded):');
+  for (const [a, goal, of] of [
+    [1, 1.5, 'orthanc'],
+    [4, 1.5, 'orthanc'],
+    [4, 0.5, 'storescp'],
+  ] as const) {
+    const target = goal * rate(`${of}/${a}`);
+    const available = (CORES * 1000) / target;
+    const outside = outsideCpu(`gateway/${a}`);
+    console.log(
+      `  ${goal}× ${of} over ${a} association(s) = ${target.toFixed(0)} inst/s: ${available.toFixed(2)} ms of ` +
+        `machine CPU per instance with all ${CORES} cores busy; outside the gateway (senders, kernel, Redis) ` +
+        `${outside.toFixed(2)} ms in its runs, leaving ≤ ${(available - outside).toFixed(2)} ms for the gateway, ` +
+        `which used ${receiverCpu(`gateway/${a}`).toFixed(2)} (storescp used ${receiverCpu(`storescp/${a}`).toFixed(2)})`,
+    );
+  }
 }
 
 await main();
