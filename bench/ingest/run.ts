@@ -685,7 +685,8 @@ function printCpuBudget(
     const outside = outsideCpu(`gateway/${a}`);
     console.log(
       `  ${goal}× ${of} over ${a} association(s) = ${target.toFixed(0)} inst/s: ${available.toFixed(2)} ms of ` +
-        `machine CPU per instance with all ${CORES} cores busy; outside the gateway (senders, kernel, Redis) ` +
+        `machine CPU per instance with all ${CORES} cores busy; outside the gateway (senders, kernel, Redis` +
+        `${STORAGE === 's3' ? ', s3rver' : ''}) ` +
         `${outside.toFixed(2)} ms in its runs, leaving ≤ ${(available - outside).toFixed(2)} ms for the gateway, ` +
         `which used ${receiverCpu(`gateway/${a}`).toFixed(2)} (storescp used ${receiverCpu(`storescp/${a}`).toFixed(2)})`,
     );
