@@ -525,26 +525,15 @@ export class StudyIndex {
 
   /** One inference job of `run` finished and queued this many deliveries. */
   async inferenceDone(studyUid: string, run: number, deliveries: number, jobKey?: string): Promise<void> {
-    const key = this.studyKey(studyUid);
-    if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid, run);
-    const [[, pendingInference], [, pendingDelivery]] = (await this.redis
-      .multi()
-      .hincrby(key, pendingField('Inference', run), -1)
-      .hincrby(key, pendingField('Delivery', run), deliveries)
-      .exec()) as [[null, number], [null, number]];
-    await this.settle(studyUid, run, pendingInference, pendingDelivery);
+    const first = jobKey === undefined || (await this.firstSettlement(studyUid, jobKey));
+    // A retried job's second report leaves the counters alone and only re-derives the state.
+    await this.settle(studyUid, run, first ? -1 : 0, first ? deliveries : 0);
   }
 
   /** One delivery of `run` landed. */
   async deliveryDone(studyUid: string, run: number, jobKey?: string): Promise<void> {
-    const key = this.studyKey(studyUid);
-    if (jobKey && !(await this.firstSettlement(studyUid, jobKey))) return this.resettle(studyUid, run);
-    const [[, pendingDelivery], [, pendingInference]] = (await this.redis
-      .multi()
-      .hincrby(key, pendingField('Delivery', run), -1)
-      .hget(key, pendingField('Inference', run))
-      .exec()) as [[null, number], [null, string | null]];
-    await this.settle(studyUid, run, Number(pendingInference), pendingDelivery);
+    const first = jobKey === undefined || (await this.firstSettlement(studyUid, jobKey));
+    await this.settle(studyUid, run, 0, first ? -1 : 0);
   }
 
   /** The study's current run (the one whose counters decide its state), 0 before the first. */
@@ -557,32 +546,22 @@ export class StudyIndex {
     return (await this.redis.sadd(keys.studySettled(this.prefix, studyUid), jobKey)) === 1;
   }
 
-  /** Re-derives the state from the run's counters (a retried job may have moved it). */
-  private async resettle(studyUid: string, run: number): Promise<void> {
-    const [inference, delivery] = await this.redis.hmget(
-      this.studyKey(studyUid),
-      pendingField('Inference', run),
-      pendingField('Delivery', run),
-    );
-    await this.settle(studyUid, run, Number(inference ?? 0), Number(delivery ?? 0));
-  }
-
+  /**
+   * Moves the run's counters and sets the state they give, in one script: an inference job and the delivery
+   * it queued can finish at the same moment, and a state decided from counters read before the other's
+   * change would overwrite its 'done' with 'delivering' for good.
+   */
   private async settle(
     studyUid: string,
     run: number,
-    pendingInference: number,
-    pendingDelivery: number,
+    inferenceDelta: number,
+    deliveryDelta: number,
   ): Promise<void> {
-    const [state, currentRun] = await this.redis.hmget(this.studyKey(studyUid), 'state', 'currentRun');
-    if (state === 'failed' || state === 'receiving' || state === 'no-model') return;
-    // A job of an earlier run settles its own counters and nothing else.
-    if (Number(currentRun ?? 0) !== run) return;
-    if (pendingInference <= 0 && pendingDelivery <= 0) {
-      // Spool retention counts from doneAt (src/pipeline/retention.ts).
-      await this.changing(studyUid)
-        .hset(this.studyKey(studyUid), { state: 'done', detail: '', doneAt: String(Date.now()) })
-        .exec();
-    } else if (pendingInference <= 0) await this.setState(studyUid, 'delivering');
+    await this.script(
+      SETTLE_RUN,
+      [this.studyKey(studyUid), this.changedKey],
+      [String(run), String(inferenceDelta), String(deliveryDelta), String(Date.now()), studyUid],
+    );
   }
 
   /**
@@ -794,6 +773,36 @@ end
 if counts == 1 then redis.call('HSET', KEYS[2], 'completeByCounts', '1')
 else redis.call('HDEL', KEYS[2], 'completeByCounts') end
 return {mpps, counts, first}`);
+
+/**
+ * A run's counters moved and the study's state settled from them, atomically. KEYS: study, studies changed.
+ * ARGV: run, change of pending inference jobs, change of pending deliveries, now (epoch ms), study UID.
+ * A job of an earlier run moves its own counters and nothing else; a failed, receiving or no-model study keeps
+ * its state. All jobs done: 'done' (spool retention counts from doneAt, src/pipeline/retention.ts); inference
+ * done with deliveries outstanding: 'delivering'. A change of state is noted with Redis's time.
+ */
+const SETTLE_RUN = script(`
+local run = ARGV[1]
+local function counter(kind, delta)
+  local field = 'pending' .. kind .. ':' .. run
+  if tonumber(delta) ~= 0 then return redis.call('HINCRBY', KEYS[1], field, delta) end
+  return tonumber(redis.call('HGET', KEYS[1], field) or '0')
+end
+local inference = counter('Inference', ARGV[2])
+local delivery = counter('Delivery', ARGV[3])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'failed' or state == 'receiving' or state == 'no-model' then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'currentRun') or '0') ~= tonumber(run) then return 0 end
+if inference <= 0 and delivery <= 0 then
+  redis.call('HSET', KEYS[1], 'state', 'done', 'detail', '', 'doneAt', ARGV[4])
+elseif inference <= 0 then
+  redis.call('HSET', KEYS[1], 'state', 'delivering', 'detail', '')
+else
+  return 0
+end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[5])
+return 1`);
 
 const FORGET_STUDY_IF_IDLE = `
 local last = redis.call('HGET', KEYS[1], 'lastReceivedAt')
