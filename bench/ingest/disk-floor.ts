@@ -1,7 +1,8 @@
 // The disk's own limit for what a durable receiver does per instance, with nothing else running: create a
 // file, write 512 KiB, fdatasync, rename it into a directory and fsync that directory (the gateway's steps,
 // without the network, the parsing or Redis), over 1 and 4 writers at once. A receiver far below this rate is
-// held up by something other than the disk.
+// held up by something other than the disk. Written with bare fs calls rather than through Spool or
+// writeFileDurable: it is an anchor for the disk, so none of our code may be in it.
 import { randomBytes } from 'node:crypto';
 import { close, fdatasync, fsync, open, write } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';

@@ -24,11 +24,15 @@ export function isPlainAscii(b: Buffer, start: number, end: number): boolean {
   return true;
 }
 
+/** The first of the backslash-separated values of a string. */
+function firstOf(text: string): string {
+  const cut = text.indexOf(BACKSLASH);
+  return cut < 0 ? text : text.slice(0, cut);
+}
+
 /** A text VR (CS, LO, SH): the first value of a multi-valued string. */
 export function firstText(b: Buffer, start: number, end: number): string | undefined {
-  const text = b.toString('latin1', start, end);
-  const cut = text.indexOf(BACKSLASH);
-  return cleanText(cut < 0 ? text : text.slice(0, cut));
+  return cleanText(firstOf(b.toString('latin1', start, end)));
 }
 
 /** A UI value's text as dcmjs reads it, before splitting it into values: one trailing NUL pad dropped. */
@@ -44,9 +48,7 @@ export function uidCharacters(value: string): string {
 
 /** UI: the first value, formatted as dcmjs formats it. */
 export function firstUid(b: Buffer, start: number, end: number): string | undefined {
-  const text = uidText(b, start, end);
-  const cut = text.indexOf(BACKSLASH);
-  return cleanText(uidCharacters(cut < 0 ? text : text.slice(0, cut)));
+  return cleanText(uidCharacters(firstOf(uidText(b, start, end))));
 }
 
 /** PN: the alphabetic group of the first non-empty value. */
@@ -61,8 +63,9 @@ export function firstPersonName(b: Buffer, start: number, end: number): string |
 
 /** IS: the first value with dcmjs's cleaning (anything but digits, signs, dots and exponents dropped). */
 export function firstIntegerString(b: Buffer, start: number, end: number): number | undefined {
-  const first = b.toString('latin1', start, end).split(BACKSLASH)[0]!;
-  const cleaned = first.trim().replace(/[^0-9.\\\-+e]/gi, '');
+  const cleaned = firstOf(b.toString('latin1', start, end))
+    .trim()
+    .replace(/[^0-9.\\\-+e]/gi, '');
   if (cleaned === '') return undefined;
   const n = Number(cleaned);
   return Number.isFinite(n) ? n : undefined;

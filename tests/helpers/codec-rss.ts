@@ -10,19 +10,18 @@ const [big, small, mode] = process.argv.slice(2);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc || !big || !small)
   throw new Error('usage: node --expose-gc --import tsx codec-rss.ts BIG SMALL reset|keep');
-const collect = gc;
 /**
  * RSS once garbage is collected and its memory handed back: V8 frees the backing stores of collected
  * ArrayBuffers (a WebAssembly memory's too) on a background thread after the collection, so an RSS read
  * right after gc() can still count them.
  */
-async function settledRss(): Promise<number> {
-  collect();
+const settledRss = async (): Promise<number> => {
+  gc();
   await sleep(200);
-  collect();
+  gc();
   await sleep(200);
   return process.memoryUsage().rss;
-}
+};
 const limits = { codecMemoryResetBytes: mode === 'reset' ? 16 * 1024 * 1024 : 1024 * 1024 * 1024 };
 const smallBytes = await readFile(small);
 const bigBytes = await readFile(big);
